@@ -1,0 +1,52 @@
+"""One small error hierarchy. Each error knows its CLI exit code and its HTTP status.
+
+Library code raises these; only the CLI and the server turn them into words for people.
+"""
+
+from __future__ import annotations
+
+
+class LookalikeError(Exception):
+    """Base class of every error lookalike raises on purpose."""
+
+    exit_code = 1
+    http_status = 500
+
+    @property
+    def type_name(self) -> str:
+        return type(self).__name__
+
+
+class ConfigError(LookalikeError):
+    """A flow YAML, a flag or an environment variable is wrong."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class ModelError(LookalikeError):
+    """The model's weights are missing, unreadable, or do not match the architecture."""
+
+    exit_code = 3
+    http_status = 503
+
+
+class StoreError(LookalikeError):
+    """The workspace cannot be opened or written, or was built with another encoder."""
+
+    exit_code = 4
+    http_status = 409
+
+
+class BadInput(LookalikeError):
+    """One input (an image, a request) cannot be used. Other work goes on."""
+
+    exit_code = 5
+    http_status = 400
+
+
+class NotFound(LookalikeError):
+    """A file, document or resource that was asked for does not exist."""
+
+    exit_code = 6
+    http_status = 404

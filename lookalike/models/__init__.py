@@ -1,0 +1,1 @@
+"""Models: EfficientNet-Lite (ONNX, built without torch) and ImageNet labels."""

