@@ -39,10 +39,18 @@ class StoreError(LookalikeError):
 
 
 class BadInput(LookalikeError):
-    """One input (an image, a request) cannot be used. Other work goes on."""
+    """One input (an image, a request) cannot be used. Other work goes on.
+
+    ``reason`` is a short, stable category ("truncated image", "not an image", ...) that summaries
+    group by; the message carries the details.
+    """
 
     exit_code = 5
     http_status = 400
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class NotFound(LookalikeError):

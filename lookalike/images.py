@@ -34,6 +34,9 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, modul
 # The ImageNet evaluation convention: resize the shorter side to 256/224 of the crop, then crop.
 RESIZE_RATIO = 256 / 224
 
+# What a folder scan picks up; anything else must be named explicitly (or matched with --glob).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+
 # (x - 127) / 128 for every uint8 value, so normalising is one table lookup.
 _NORMALISE_LUT = ((np.arange(256, dtype=np.float32) - 127.0) / 128.0).astype(np.float32)
 
@@ -56,26 +59,26 @@ def _open(source: ImageSource) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            raise BadInput(f"{path} is a directory, not an image")
+            raise BadInput(f"{path} is a directory, not an image", "not a file")
         try:
             size = path.stat().st_size
         except FileNotFoundError as e:
-            raise BadInput(f"no such file: {path}") from e
+            raise BadInput(f"no such file: {path}", "missing file") from e
         except OSError as e:
-            raise BadInput(f"cannot read {path}: {e.strerror or e}") from e
+            raise BadInput(f"cannot read {path}: {e.strerror or e}", "unreadable file") from e
         if size == 0:
-            raise BadInput("empty file")
+            raise BadInput("empty file", "empty file")
         try:
             return Image.open(path)
         except PermissionError as e:
-            raise BadInput(f"permission denied: {path}") from e
+            raise BadInput(f"permission denied: {path}", "unreadable file") from e
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise BadInput("empty file")
+            raise BadInput("empty file", "empty file")
         return Image.open(io.BytesIO(source))
     if hasattr(source, "read"):
         return Image.open(source)
-    raise BadInput(f"cannot read an image from a {type(source).__name__}")
+    raise BadInput(f"cannot read an image from a {type(source).__name__}", "wrong type")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -114,11 +117,12 @@ def decode(source: ImageSource, *, draft_size: int | None = 256, max_pixels: int
         fmt = img.format
         width, height = img.size
         if width <= 0 or height <= 0:
-            raise BadInput(f"image has no pixels ({width}x{height})")
+            raise BadInput(f"image has no pixels ({width}x{height})", "empty image")
         if width * height > max_pixels:
             raise BadInput(
                 f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
-                f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb)"
+                f"{max_pixels / 1e6:.0f} MP limit (possible decompression bomb)",
+                "too many pixels",
             )
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animated: the first frame stands for the file
@@ -133,18 +137,18 @@ def decode(source: ImageSource, *, draft_size: int | None = 256, max_pixels: int
     except BadInput:
         raise
     except UnidentifiedImageError as e:
-        raise BadInput("not an image, or a format Pillow cannot read") from e
+        raise BadInput("not an image, or a format Pillow cannot read", "not an image") from e
     except Image.DecompressionBombError as e:
-        raise BadInput(f"possible decompression bomb: {e}") from e
+        raise BadInput(f"possible decompression bomb: {e}", "too many pixels") from e
     except OSError as e:
         msg = str(e)
         if "truncated" in msg.lower():
-            raise BadInput("truncated image: the file ends before the image data does") from e
-        raise BadInput(f"corrupt image data: {msg}") from e
+            raise BadInput("truncated image: the file ends before the image data does", "truncated image") from e
+        raise BadInput(f"corrupt image data: {msg}", "corrupt image") from e
     except MemoryError as e:
-        raise BadInput("image too large to decode in memory") from e
+        raise BadInput("image too large to decode in memory", "too many pixels") from e
     except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many types on hostile input
-        raise BadInput(f"corrupt image data ({type(e).__name__}: {e})") from e
+        raise BadInput(f"corrupt image data ({type(e).__name__}: {e})", "corrupt image") from e
     return DecodedImage(rgb, width, height, fmt)
 
 

@@ -15,7 +15,6 @@ import hashlib
 import importlib.util
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from lookalike.atomic import atomic_write
 from lookalike.errors import ModelError
 from lookalike.models.torch_checkpoint import load_state_dict
 
@@ -296,16 +296,7 @@ def ensure_onnx(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None =
         model = build_graph(variant, load_state_dict(wpath))
         try:
             cache.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{target.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(model.SerializeToString())
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_write(target, model.SerializeToString())
         except OSError as e:
             raise ModelError(f"cannot write the model cache in {cache}: {e}; set LOOKALIKE_MODEL_DIR") from e
     return CompiledModel(variant, target, digest)

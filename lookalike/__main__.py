@@ -1,0 +1,3 @@
+from lookalike.cli import run
+
+run()

@@ -1,0 +1,319 @@
+"""The `lookalike` command: index a folder of photos, then find images like a given one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lookalike.document import Document, Result
+from lookalike.errors import LookalikeError
+from lookalike.settings import setting
+
+app = typer.Typer(
+    name="lookalike",
+    help="Neural image search for a folder of photos, offline: index it, then find images like a given one.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+flow_app = typer.Typer(help="Inspect flow YAML files.", no_args_is_help=True)
+app.add_typer(flow_app, name="flow")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+WorkspaceOpt = Annotated[
+    Path,
+    typer.Option(
+        "--workspace",
+        "-w",
+        envvar=setting("LOOKALIKE_WORKSPACE").env,
+        help="Workspace directory.",
+        show_envvar=True,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+DEFAULT_WORKSPACE = Path(setting("LOOKALIKE_WORKSPACE").default)
+
+
+# --- index ---------------------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """Draws indexing progress on stderr, and reports every skipped file as it happens."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = Progress(
+            TextColumn("[bold]indexing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=not enabled,
+        )
+        self.task = self.bar.add_task("index", total=None, rate="")
+        self.start = time.perf_counter()
+        self.count = 0
+
+    def __enter__(self) -> _ProgressBar:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def planned(self, total: int, unchanged: int, removed: int) -> None:
+        self.bar.update(self.task, total=total)
+        self.start = time.perf_counter()
+
+    def _advance(self) -> None:
+        self.count += 1
+        rate = self.count / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(self.task, advance=1, rate=f"{rate:.1f} files/s")
+
+    def done(self, doc: Document, status: str) -> None:
+        self._advance()
+
+    def skipped(self, doc: Document) -> None:
+        self._advance()
+        self.bar.console.print(f"skipped {doc.uri}: {doc.error}", markup=False)
+
+    def still_bad(self, path: str, message: str) -> None:
+        self.bar.console.print(f"skipped {path}: {message} (unchanged since it failed before)", markup=False)
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    glob: Annotated[
+        str | None, typer.Option(help="Only files matching this pattern, e.g. '*.jpg' or 'birds/*'.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Index at most N files (nothing is removed).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Documents per request.")] = 16,
+    flow: Annotated[Path | None, typer.Option(help="Index flow YAML (default: the built-in one).")] = None,
+    query_flow: Annotated[
+        Path | None, typer.Option(help="Query flow YAML to remember for `search` on this workspace.")
+    ] = None,
+    reset: Annotated[bool, typer.Option(help="Empty the workspace first (e.g. to change the encoder).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index images: new and changed files are encoded, unchanged ones skipped, deleted ones removed."""
+    from lookalike.engine import Engine
+
+    with Engine.open(workspace, index_flow=flow, query_flow=query_flow, reset=reset) as engine:
+        with _ProgressBar(enabled=err.is_terminal) as bar:
+            summary = engine.index(paths, glob=glob, limit=limit, batch_size=batch_size, progress=bar)  # type: ignore[arg-type]
+        info = engine.workspace.info()
+    if as_json:
+        out.print_json(json.dumps({**summary.to_dict(), "workspace": str(workspace), "docs": info.docs}))
+        return
+    out.print(
+        f"{summary.indexed} indexed, {summary.updated} updated, {summary.unchanged} unchanged, "
+        f"{summary.removed} removed, {summary.skipped_total} skipped "
+        f"in {summary.seconds:.1f}s ({summary.files_per_second:.1f} files/s); "
+        f"workspace {workspace} holds {info.docs} images"
+    )
+    if summary.skipped:
+        out.print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in summary.skipped.items()), markup=False)
+
+
+# --- search --------------------------------------------------------------------------------------
+
+
+def _result_dict(rank: int, r: Result) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "score": round(r.score, 6),
+        "path": r.uri,
+        "doc_id": r.doc_id,
+        "width": r.width,
+        "height": r.height,
+        "tags": [{"label": label, "probability": round(p, 4)} for label, p in r.tags],
+        "chunk": r.chunk_kind,
+        "bbox": list(r.bbox) if r.bbox else None,
+    }
+
+
+@app.command()
+def search(
+    images: Annotated[list[Path], typer.Argument(help="Query image(s).")],
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=1000, help="Results per query.")] = 10,
+    flow: Annotated[
+        Path | None, typer.Option(help="Query flow YAML (default: the workspace's, else built-in).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the indexed images most like each query image."""
+    from lookalike.engine import Engine
+
+    with Engine.open(workspace, query_flow=flow, for_indexing=False) as engine:
+        results = engine.search([str(i) for i in images], top_k=k)
+    if as_json:
+        payload = [
+            {"query": str(q), "results": [_result_dict(i + 1, r) for i, r in enumerate(rs)]}
+            for q, rs in zip(images, results, strict=True)
+        ]
+        out.print_json(json.dumps(payload if len(payload) > 1 else payload[0]))
+        return
+    for query, rs in zip(images, results, strict=True):
+        if len(images) > 1:
+            out.print(f"[bold]{query}[/bold]")
+        if not rs:
+            out.print("no results: the workspace is empty")
+        for i, r in enumerate(rs, 1):
+            tags = ", ".join(f"{label} {p:.0%}" for label, p in r.tags[:3])
+            out.print(f"{i:3d}  {r.score:.3f}  {r.uri}  [dim]{tags}[/dim]")
+
+
+# --- info / remove -------------------------------------------------------------------------------
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+@app.command()
+def info(workspace: WorkspaceOpt = DEFAULT_WORKSPACE, as_json: JsonOpt = False) -> None:
+    """Show what a workspace holds: documents, chunks, shards, encoder, size on disk."""
+    from lookalike.store.workspace import Workspace
+
+    with Workspace.open(workspace, writer=False, create=False) as ws:
+        i = ws.info()
+        problems = ws.verify()
+    data = {
+        "workspace": str(i.path),
+        "docs": i.docs,
+        "chunks": i.chunks,
+        "shards": {str(k): v for k, v in i.shards.items()},
+        "encoder": i.encoder,
+        "preset": i.preset,
+        "size_bytes": i.size_bytes,
+        "consistent": not problems,
+        "problems": problems,
+    }
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_row("workspace", str(i.path))
+    table.add_row("documents", str(i.docs))
+    table.add_row("chunks", str(i.chunks))
+    table.add_row("shards", ", ".join(f"#{k}: {v} vectors" for k, v in i.shards.items()))
+    table.add_row("encoder", i.encoder or "-")
+    table.add_row("preset", i.preset)
+    table.add_row("size on disk", _size(i.size_bytes))
+    table.add_row("consistency", "ok" if not problems else "; ".join(problems))
+    out.print(table)
+
+
+@app.command()
+def remove(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to take out of the index.")],
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+) -> None:
+    """Remove files (or every file under folders) from the index. The files themselves stay."""
+    from lookalike.engine import Engine
+
+    with Engine.open(workspace) as engine:
+        n = engine.remove(paths)
+    out.print(f"removed {n} image{'s' if n != 1 else ''} from {workspace}")
+
+
+# --- flow show -----------------------------------------------------------------------------------
+
+
+class FlowFormat(str, Enum):
+    text = "text"
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+@flow_app.command("show")
+def flow_show(
+    file: Annotated[str, typer.Argument(help="A flow YAML file, or 'index' / 'query' for the built-in ones.")],
+    fmt: Annotated[
+        FlowFormat, typer.Option("--format", "-f", help="text, mermaid or dot (Graphviz).")
+    ] = FlowFormat.text,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file; .svg/.png are rendered with Graphviz's dot."),
+    ] = None,
+) -> None:
+    """Print a flow's DAG with its replicas and shards, or write it as a Mermaid or Graphviz picture."""
+    from lookalike.flow.graph import open_flow
+
+    flow = open_flow(None, file) if file in ("index", "query") else open_flow(file, "index")
+    if output is not None and output.suffix.lower() in (".svg", ".png"):
+        dot_bin = shutil.which("dot")
+        if dot_bin is None:
+            raise LookalikeError("rendering .svg/.png needs Graphviz (apt-get install graphviz); or write .dot/.mmd")
+        subprocess.run(
+            [dot_bin, f"-T{output.suffix[1:].lower()}", "-o", str(output)], input=flow.dot(), text=True, check=True
+        )
+        out.print(f"wrote {output}")
+        return
+    if output is not None and fmt is FlowFormat.text:
+        fmt = {".mmd": FlowFormat.mermaid, ".dot": FlowFormat.dot, ".gv": FlowFormat.dot}.get(output.suffix, fmt)
+    text = {FlowFormat.text: flow.describe() + "\n", FlowFormat.mermaid: flow.mermaid(), FlowFormat.dot: flow.dot()}[
+        fmt
+    ]
+    if output is None:
+        out.print(text, end="", markup=False)
+    else:
+        output.write_text(text)
+        out.print(f"wrote {output}")
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one line on stderr and a distinct exit code."""
+    try:
+        app(args=argv)  # standalone: typer reports usage errors itself and raises SystemExit
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except LookalikeError as e:
+        err.print(f"error: {e}", markup=False)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, reported in one line
+        if os.environ.get("LOOKALIKE_DEBUG"):
+            raise
+        err.print(f"internal error: {type(e).__name__}: {e} (set LOOKALIKE_DEBUG=1 for the traceback)", markup=False)
+        return 70
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,143 @@
+"""Documents (one image each) and their chunks (the whole image, a variant, or a region)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+RequestKind = Literal["index", "search", "delete"]
+REQUEST_KINDS: tuple[RequestKind, ...] = ("index", "search", "delete")
+
+
+def doc_id_for(uri: str) -> str:
+    """A stable id for a file: the same path is the same document, across runs and machines."""
+    return hashlib.sha256(uri.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def shard_for(doc_id: str, shards: int) -> int:
+    """The shard that holds a document's vectors: a stable hash, the same in every process."""
+    return zlib.crc32(doc_id.encode("utf-8")) % shards
+
+
+@dataclass
+class Match:
+    """One chunk found by a vector search, with its cosine similarity to the query chunk."""
+
+    chunk_id: int
+    doc_id: str
+    score: float
+
+
+_chunk_uids = itertools.count(1)
+
+
+@dataclass
+class Chunk:
+    """Part of a document that gets its own vector.
+
+    ``kind`` is "whole" (the image), a variant such as "mirror", or a region such as "face";
+    ``bbox`` is ``(x, y, w, h)`` in the original image's pixels, or ``None`` for the whole frame.
+    """
+
+    kind: str = "whole"
+    bbox: tuple[int, int, int, int] | None = None
+    tensor: np.ndarray | None = None  # model input; dropped once encoded
+    embedding: np.ndarray | None = None
+    matches: list[Match] = field(default_factory=list)
+    id: int | None = None  # assigned by the store when committed
+    uid: int = field(default_factory=lambda: next(_chunk_uids))  # same across forks, for joins
+
+
+@dataclass
+class Result:
+    """One ranked document for a query."""
+
+    doc_id: str
+    score: float
+    chunk_id: int
+    uri: str | None = None
+    width: int | None = None
+    height: int | None = None
+    tags: list[tuple[str, float]] = field(default_factory=list)
+    chunk_kind: str | None = None
+    bbox: tuple[int, int, int, int] | None = None
+
+
+@dataclass
+class Document:
+    """One image: where it lives, what it is, and its chunks."""
+
+    id: str
+    uri: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    content_hash: str | None = None
+    width: int | None = None
+    height: int | None = None
+    tags: list[tuple[str, float]] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+    blob: bytes | None = None  # the file's bytes while in flight
+    error: str | None = None  # why this document was skipped
+    error_reason: str | None = None  # short category of the error, for summaries
+    results: list[Result] = field(default_factory=list)  # for a query document
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> Document:
+        uri = os.path.abspath(os.fspath(path))
+        return cls(id=doc_id_for(uri), uri=uri)
+
+    def fail(self, message: str, reason: str | None = None) -> None:
+        if self.error is None:  # the first failure is the cause; later ones are consequences
+            self.error, self.error_reason = message, reason or message
+
+    def fork(self) -> Document:
+        """A copy for another branch of a flow: new lists, new chunk records, shared arrays."""
+        return dataclasses.replace(
+            self,
+            tags=list(self.tags),
+            chunks=[dataclasses.replace(c, matches=list(c.matches)) for c in self.chunks],
+            results=list(self.results),
+        )
+
+
+_request_ids = itertools.count(1)
+
+
+@dataclass
+class StagedWrites:
+    """What the indexers of one request accepted, committed atomically when the request ends.
+
+    The doc indexer accepts documents; each shard of the vector indexer accepts its documents'
+    chunks. The workspace commits both in one SQLite transaction, so no vector is ever searchable
+    without its document and no document is ever stored without its vectors.
+    """
+
+    doc_ids: list[str] = field(default_factory=list)
+    vectors: dict[str, tuple[int, list[Chunk]]] = field(default_factory=dict)  # doc id -> (shard, chunks)
+    deletes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Request:
+    """A batch of documents travelling through a flow."""
+
+    kind: RequestKind
+    docs: list[Document]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    id: int = field(default_factory=lambda: next(_request_ids))
+    staged: StagedWrites = field(default_factory=StagedWrites)
+
+    def fork(self) -> Request:
+        """A copy for a parallel branch; staged writes are shared, since they go to one commit."""
+        return dataclasses.replace(self, docs=[d.fork() for d in self.docs])
+
+    @property
+    def live_docs(self) -> list[Document]:
+        return [d for d in self.docs if d.error is None]

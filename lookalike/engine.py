@@ -1,0 +1,405 @@
+"""What the CLI and the server call: index folders incrementally, remove files, search by image.
+
+An :class:`Engine` ties a workspace to its index and query flows. Indexing is incremental: files
+whose size and mtime are unchanged are not touched; files whose bytes are unchanged are only
+re-stamped; new and changed files go through the index flow; files gone from disk are removed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lookalike.document import Document, Request, Result
+from lookalike.errors import BadInput, ConfigError, NotFound
+from lookalike.executors.indexers import DocIndexer, VectorIndexer
+from lookalike.flow.graph import Flow, open_flow
+from lookalike.flow.runtime import LocalRuntime
+from lookalike.images import IMAGE_EXTENSIONS, ImageSource
+from lookalike.store.workspace import Workspace
+
+FileStatus = Literal["new", "updated"]
+
+
+@dataclass
+class IndexSummary:
+    scanned: int = 0
+    indexed: int = 0  # new files now searchable
+    updated: int = 0  # changed files re-encoded
+    unchanged: int = 0
+    removed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    encoded: int = 0  # images run through the model
+    seconds: float = 0.0
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def files_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["skipped_files"] = [{"path": p, "reason": r} for p, r in self.skipped_files]
+        out["skipped_total"] = self.skipped_total
+        out["files_per_second"] = round(self.files_per_second, 2)
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+@dataclass
+class PlannedFile:
+    path: str
+    status: FileStatus
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Plan:
+    todo: list[PlannedFile]  # to encode
+    removed: list[str]  # doc ids whose files are gone
+    unchanged: int
+    still_bad: list[tuple[str, str, str]]  # (path, reason, message): failed before, unchanged since
+
+
+class IndexProgress:
+    """Hooks for long work; the CLI draws a progress bar from them. All are optional."""
+
+    def planned(self, total: int, unchanged: int, removed: int) -> None: ...
+    def still_bad(self, path: str, message: str) -> None: ...
+    def done(self, doc: Document, status: FileStatus) -> None: ...
+    def skipped(self, doc: Document) -> None: ...
+
+
+def scan(
+    paths: Iterable[str | os.PathLike], glob: str | None = None, exclude: Iterable[Path] = ()
+) -> tuple[list[str], list[str]]:
+    """(image files, roots) under ``paths``, sorted. A path named directly is always included.
+
+    Directories are walked recursively, skipping hidden ones and ``exclude`` (the workspace).
+    Without ``glob``, files are chosen by extension; with it, by matching their name or path.
+    """
+    excluded = {os.path.abspath(e) for e in exclude}
+    files: set[str] = set()
+    roots: list[str] = []
+    for p in paths:
+        path = os.path.abspath(os.fspath(p))
+        if not os.path.exists(path):
+            raise NotFound(f"no such file or directory: {p}")
+        roots.append(path)
+        if os.path.isfile(path):
+            files.add(path)
+            continue
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".") and os.path.join(dirpath, d) not in excluded
+            )
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                if name.startswith("."):
+                    continue
+                if glob is not None:
+                    rel = os.path.relpath(full, path)
+                    if not (fnmatch.fnmatch(name, glob) or fnmatch.fnmatch(rel, glob)):
+                        continue
+                elif os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                    continue
+                files.add(full)
+    return sorted(files), roots
+
+
+def _sha256(path: str) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class Engine:
+    """A workspace with its flows. Open with :meth:`open`; close (or use ``with``) when done."""
+
+    def __init__(self, workspace: Workspace, index_flow: Flow | None, query_flow: Flow | None):
+        self.workspace = workspace
+        self.index_flow = index_flow
+        self.query_flow = query_flow
+        self._query_runtime: LocalRuntime | None = None
+
+    @classmethod
+    def open(
+        cls,
+        workspace: str | os.PathLike,
+        *,
+        index_flow: str | os.PathLike | Flow | None = None,
+        query_flow: str | os.PathLike | Flow | None = None,
+        for_indexing: bool = True,
+        reset: bool = False,
+    ) -> Engine:
+        """Open ``workspace`` for indexing (a writer: takes the workspace lock) or only for search.
+
+        Flows default to the built-in ones. For search, a flow stored in the workspace's manifest is
+        used when none is given, so a workspace indexed with a custom flow is searched with its own.
+        """
+        iflow = _as_flow(index_flow, "index") if for_indexing else None
+        ws_path = Path(workspace)
+        if query_flow is None and not for_indexing:
+            query_flow = _stored_query_flow(ws_path)
+        qflow = _as_flow(query_flow, "query")
+        main = iflow or qflow
+        fingerprint = main.fingerprint()
+        shards = _shard_count(main)
+        if iflow is not None:
+            _check_index_flow(iflow)
+            if qflow.fingerprint() != fingerprint:
+                raise ConfigError(
+                    f"the query flow encodes with {qflow.fingerprint()} but the index flow with {fingerprint}"
+                )
+        flows = None
+        if iflow is not None:
+            flows = {"index": iflow.text}
+            if query_flow is not None:  # remembered, so `search` uses it without being told
+                flows.update(query=qflow.text, query_base_dir=str(qflow.loaded.base_dir))
+        ws = Workspace.open(
+            ws_path,
+            encoder=fingerprint,
+            shards=shards,
+            writer=for_indexing,
+            create=for_indexing,
+            reset=reset,
+            flows=flows,
+        )
+        return cls(ws, iflow, qflow)
+
+    def close(self) -> None:
+        try:
+            if self._query_runtime is not None:
+                self._query_runtime.close()
+                self._query_runtime = None
+        finally:
+            self.workspace.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- indexing -----------------------------------------------------------------------------
+
+    def plan(self, paths: Iterable[str | os.PathLike], glob: str | None = None, limit: int | None = None) -> Plan:
+        """What indexing ``paths`` has to do, decided from the files' size, mtime and content."""
+        files, roots = scan(paths, glob, exclude=[self.workspace.path])
+        if limit is not None:
+            files = files[:limit]
+        stored = self.workspace.docs_under(roots)
+        skips = self.workspace.store.skips()
+        plan = Plan([], [], 0, [])
+        for path in files:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # vanished since the scan; a later run removes it
+            old = stored.get(path)
+            bad = skips.get(path)
+            if old is None and bad is not None and bad[:2] == (st.st_size, st.st_mtime_ns):
+                plan.still_bad.append((path, bad[2], bad[3]))
+            elif old is None:
+                plan.todo.append(PlannedFile(path, "new", st.st_size, st.st_mtime_ns))
+            elif old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
+                plan.unchanged += 1
+            elif old.content_hash is not None and _sha256(path) == old.content_hash:
+                self.workspace.touch(old, st.st_mtime_ns, st.st_size)  # same bytes: nothing to encode
+                plan.unchanged += 1
+            else:
+                plan.todo.append(PlannedFile(path, "updated", st.st_size, st.st_mtime_ns))
+        if limit is None:  # with --limit, unseen files are simply not looked at, not gone
+            present = set(files)
+            for uri, doc in stored.items():
+                if uri not in present and _matches(uri, roots, glob):
+                    plan.removed.append(doc.id)
+            gone = [u for u in skips if u not in present and _matches(u, roots, glob)]
+            if gone:
+                self.workspace.store.forget_skips(gone)
+        return plan
+
+    def index(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        glob: str | None = None,
+        limit: int | None = None,
+        batch_size: int = 16,
+        progress: IndexProgress | None = None,
+    ) -> IndexSummary:
+        if self.index_flow is None:
+            raise ConfigError("this engine was opened for search only")
+        if batch_size < 1:
+            raise BadInput(f"--batch-size must be at least 1, got {batch_size}")
+        progress = progress or IndexProgress()
+        start = time.perf_counter()
+        plan = self.plan(paths, glob, limit)
+        todo, removed = plan.todo, plan.removed
+        summary = IndexSummary(scanned=len(todo) + plan.unchanged + len(plan.still_bad), unchanged=plan.unchanged)
+        progress.planned(len(todo), plan.unchanged, len(removed))
+        status = {Document.from_path(f.path).id: f.status for f in todo}
+        skipped: Counter[str] = Counter()
+        for path, reason, message in plan.still_bad:
+            skipped[reason] += 1
+            summary.skipped_files.append((path, message))
+            progress.still_bad(path, message)
+
+        def on_done(request: Request) -> None:
+            if request.kind != "index":
+                return
+            failures = []
+            for doc in request.docs:
+                if doc.error is not None:
+                    skipped[doc.error_reason or doc.error] += 1
+                    summary.skipped_files.append((doc.uri or doc.id, doc.error))
+                    progress.skipped(doc)
+                    if doc.uri and doc.size is not None and doc.mtime_ns is not None:
+                        failures.append((doc.uri, doc.size, doc.mtime_ns, doc.error_reason or doc.error, doc.error))
+                else:
+                    st = status.get(doc.id, "new")
+                    if st == "new":
+                        summary.indexed += 1
+                    else:
+                        summary.updated += 1
+                    progress.done(doc, st)
+            if failures:
+                self.workspace.store.record_skips(failures)
+
+        runtime = LocalRuntime(self.index_flow, self.workspace, on_done=on_done)
+        with runtime:
+            if removed:
+                for part in _batches(removed, 500):
+                    runtime.submit(Request("delete", [Document(id=i) for i in part])).result()
+                summary.removed = len(removed)
+            requests = (
+                Request("index", [Document.from_path(f.path) for f in batch]) for batch in _batches(todo, batch_size)
+            )
+            for _ in runtime.run(requests):
+                pass
+        self.workspace.flush()
+        summary.encoded = summary.indexed + summary.updated
+        summary.skipped = dict(skipped.most_common())
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def remove(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Remove the documents of these files, or of every file under these folders."""
+        if self.index_flow is None:
+            raise ConfigError("this engine was opened for search only")
+        roots = [os.path.abspath(os.fspath(p)) for p in paths]
+        ids = [d.id for d in self.workspace.docs_under(roots).values()]
+        if ids:
+            with LocalRuntime(self.index_flow, self.workspace) as runtime:
+                for part in _batches(ids, 500):
+                    runtime.submit(Request("delete", [Document(id=i) for i in part])).result()
+            self.workspace.flush()
+        return len(ids)
+
+    # --- searching ----------------------------------------------------------------------------
+
+    def _runtime(self) -> LocalRuntime:
+        if self._query_runtime is None:
+            assert self.query_flow is not None
+            self._query_runtime = LocalRuntime(self.query_flow, self.workspace).start()
+        return self._query_runtime
+
+    def search(self, images: list[ImageSource], top_k: int = 10, exclude: Iterable[str] = ()) -> list[list[Result]]:
+        """Ranked results for each query image; a query that cannot be used raises BadInput."""
+        if not 1 <= top_k <= 1000:
+            raise BadInput(f"top_k must be between 1 and 1000, got {top_k}")
+        docs = [_query_doc(i, image) for i, image in enumerate(images)]
+        request = Request("search", docs, parameters={"top_k": top_k, "exclude": list(exclude)})
+        done = self._runtime().submit(request).result()
+        for doc in done.docs:
+            if doc.error is not None:
+                raise BadInput(f"query {doc.uri or '#' + doc.id}: {doc.error}", doc.error_reason)
+        return [d.results for d in done.docs]
+
+
+def _matches(uri: str, roots: list[str], glob: str | None) -> bool:
+    """Is ``uri`` one of ``roots`` or under one, and (with ``glob``) matched by it?"""
+    for root in roots:
+        if uri == root:
+            return True
+        if uri.startswith(root + os.sep):
+            if glob is None:
+                return True
+            rel = os.path.relpath(uri, root)
+            if fnmatch.fnmatch(os.path.basename(uri), glob) or fnmatch.fnmatch(rel, glob):
+                return True
+    return False
+
+
+def _query_doc(i: int, image: ImageSource) -> Document:
+    if isinstance(image, (str, os.PathLike)):
+        doc = Document(id=f"query-{i}", uri=os.path.abspath(os.fspath(image)))
+        if not os.path.isfile(doc.uri or ""):
+            raise NotFound(f"no such image: {image}")
+        return doc
+    if isinstance(image, (bytes, bytearray)):
+        return Document(id=f"query-{i}", blob=bytes(image))
+    raise BadInput(f"a query must be a path or bytes, not {type(image).__name__}", "wrong type")
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _as_flow(spec: str | os.PathLike | Flow | None, default: str) -> Flow:
+    return spec if isinstance(spec, Flow) else open_flow(spec, default)
+
+
+def _shard_count(flow: Flow) -> int:
+    pods = flow.pods_using(VectorIndexer)
+    if not pods:
+        raise ConfigError(f"{flow.file}: the flow has no VectorIndexer pod, so it can neither index nor search vectors")
+    counts = {p.config.shards for p in pods}
+    if len(counts) > 1:
+        raise ConfigError(f"{flow.file}: every VectorIndexer pod must have the same number of shards")
+    return counts.pop()
+
+
+def _check_index_flow(flow: Flow) -> None:
+    if not flow.pods_using(DocIndexer):
+        raise ConfigError(f"{flow.file}: an index flow needs a DocIndexer pod, or nothing would be stored")
+    for pod in flow.pods_using(VectorIndexer):
+        if pod.config.polling != "any":
+            raise ConfigError(
+                f"{flow.file}: pods.{pod.name}.polling: an index flow sends each document to one shard; use 'any'"
+            )
+
+
+def _stored_query_flow(path: Path) -> Flow | None:
+    """The query flow saved in a workspace's manifest, if it has one."""
+    import json
+
+    from lookalike.flow.config import load_flow_text
+
+    try:
+        manifest = json.loads((path / "manifest.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    text = manifest.get("flows", {}).get("query")
+    base = manifest.get("flows", {}).get("query_base_dir")
+    if not text:
+        return None
+    return Flow(load_flow_text(text, f"<query flow stored in {path}>", Path(base) if base else None), "query")

@@ -1,0 +1,46 @@
+"""ImageEncoder: EfficientNet-Lite on onnxruntime; embeds every chunk and tags each document."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from lookalike.document import Document
+from lookalike.executors.base import Executor, requests
+from lookalike.models.efficientnet_lite import DEFAULT_MODEL, ensure_onnx, get_variant
+from lookalike.models.encoder import ImageEncoder as OnnxImageEncoder
+from lookalike.models.imagenet import tags
+
+
+class ImageEncoder(Executor):
+    class Params(Executor.Params):
+        model: str = Field(default=DEFAULT_MODEL, description="efficientnet-lite0, -lite1 or -lite2")
+        threads: int | None = Field(default=None, ge=1, description="onnxruntime threads (default: cores/replicas)")
+        batch_size: int = Field(default=32, ge=1, le=1024, description="images per model call")
+        tags: int = Field(default=5, ge=0, le=50, description="ImageNet tags kept per document")
+
+    params: Params
+
+    def open(self) -> None:
+        get_variant(self.params.model)  # a bad name fails before anything heavy happens
+        self.model = OnnxImageEncoder(
+            self.params.model, threads=self.params.threads or self.context.threads, batch_size=self.params.batch_size
+        )
+
+    @classmethod
+    def fingerprint_of(cls, params: BaseModel) -> str | None:
+        assert isinstance(params, cls.Params)
+        return ensure_onnx(params.model).fingerprint
+
+    @requests(on=["index", "search"])
+    def encode(self, docs: list[Document]) -> None:
+        todo = [(d, c, c.tensor) for d in docs for c in d.chunks if c.tensor is not None and c.embedding is None]
+        if not todo:
+            return
+        embeddings, logits = self.model.encode_tensors(np.stack([t for _, _, t in todo]))
+        top = tags(logits, self.params.tags) if self.params.tags else [[] for _ in todo]
+        for (doc, chunk, _), emb, doc_tags in zip(todo, embeddings, top, strict=True):
+            chunk.embedding = emb
+            chunk.tensor = None  # free the input; the embedding is all that travels on
+            if chunk.kind == "whole" and not doc.tags:
+                doc.tags = [(t.label, t.probability) for t in doc_tags]

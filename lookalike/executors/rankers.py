@@ -1,0 +1,33 @@
+"""MinRanker: chunk matches -> documents, scored by their best chunk (the minimum distance)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from lookalike.document import Document, Request, Result
+from lookalike.executors.base import Executor, requests
+
+
+class MinRanker(Executor):
+    class Params(Executor.Params):
+        min_score: float | None = Field(default=None, description="drop documents scoring below this")
+
+    params: Params
+
+    @requests(on="search")
+    def rank(self, docs: list[Document], request: Request) -> None:
+        top_k = int(request.parameters.get("top_k", 10))
+        exclude = set(request.parameters.get("exclude", ()))
+        for doc in docs:
+            best: dict[str, Result] = {}
+            for chunk in doc.chunks:
+                for m in chunk.matches:
+                    if m.doc_id in exclude:
+                        continue
+                    current = best.get(m.doc_id)
+                    if current is None or m.score > current.score:
+                        best[m.doc_id] = Result(doc_id=m.doc_id, score=m.score, chunk_id=m.chunk_id)
+            ranked = sorted(best.values(), key=lambda r: (-r.score, r.doc_id))  # ties: stable by id
+            if self.params.min_score is not None:
+                ranked = [r for r in ranked if r.score >= self.params.min_score]
+            doc.results = ranked[:top_k]

@@ -1,0 +1,179 @@
+"""Flow YAML -> validated pydantic models, with errors that name the file, the key and the line.
+
+A flow file looks like::
+
+    prefetch: 10
+    pods:
+      loader:        {uses: ImageReader, parallel: 2}
+      encoder:       {uses: ImageEncoder, with: {threads: 2}}
+      chunk_indexer: {uses: VectorIndexer, shards: 2}
+      doc_indexer:   {uses: DocIndexer, needs: loader}
+      join_all:      {uses: _merge, needs: [doc_indexer, chunk_indexer]}
+
+Strings may use ``${VAR}`` or ``${VAR:-default}``; they are substituted before validation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+
+from lookalike.errors import ConfigError
+
+KeyPath = tuple[str | int, ...]
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class PodConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    uses: str = Field(description="a built-in executor, a class from py_modules, or an executor YAML file")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the executor's parameters")
+    needs: list[str] | None = Field(default=None, description="upstream pods (default: the pod above)")
+    parallel: PositiveInt = Field(default=1, description="replicas of this pod, run concurrently")
+    shards: PositiveInt = Field(default=1, description="shards: each holds part of the data")
+    polling: Literal["any", "all"] = Field(
+        default="any", description="any: each document goes to one shard; all: every shard sees every request"
+    )
+    py_modules: list[str] = Field(default_factory=list, description="Python files with executors, relative to YAML")
+
+    @field_validator("needs", "py_modules", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("with_", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
+class FlowConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prefetch: PositiveInt = Field(default=10, description="requests in flight at once (bounds memory)")
+    pods: dict[str, PodConfig] = Field(min_length=1)
+
+
+class SourceMap:
+    """Where each key of a YAML document was written, for error messages."""
+
+    def __init__(self, file: str, lines: dict[KeyPath, int]):
+        self.file = file
+        self.lines = lines
+
+    def line(self, path: Iterable[str | int]) -> int | None:
+        path = tuple(path)
+        while path:  # the nearest enclosing key that we know the line of
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), None)
+
+    def error(self, path: Iterable[str | int], message: str) -> ConfigError:
+        path = tuple(path)
+        line = self.line(path)
+        where = f"{self.file}:{line}" if line else self.file
+        key = ".".join(str(p) for p in path) or "(top level)"
+        return ConfigError(f"{where}: {key}: {message}")
+
+
+def _lines(node: yaml.Node, path: KeyPath, out: dict[KeyPath, int]) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value if isinstance(key, yaml.ScalarNode) else str(key.value)
+            out[(*path, k)] = key.start_mark.line + 1
+            _lines(value, (*path, k), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _lines(item, (*path, i), out)
+
+
+def _substitute(value: Any, path: KeyPath, env: dict[str, str], source: SourceMap) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, (*path, k), env, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, (*path, i), env, source) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise source.error(path, f"environment variable {name} is not set and ${{{name}}} has no default")
+
+    return _ENV.sub(replace, value)
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
+    """Parse YAML keeping each key's line; YAML syntax errors become ConfigError with the line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else file
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from e
+    lines: dict[KeyPath, int] = {}
+    if node is not None:
+        _lines(node, (), lines)
+    return data, SourceMap(file, lines)
+
+
+def validation_error(e: ValidationError, source: SourceMap, prefix: KeyPath = ()) -> ConfigError:
+    """The first pydantic error as one ConfigError line (naming the key and line)."""
+    first = e.errors()[0]
+    loc = tuple("with" if p == "with_" else p for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling)"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    count = len(e.errors())
+    more = f" (and {count - 1} more error{'s' if count > 2 else ''})" if count > 1 else ""
+    return source.error((*prefix, *loc), msg + more)
+
+
+class LoadedFlow:
+    """A validated flow file: the config, where it came from, and its source map."""
+
+    def __init__(self, config: FlowConfig, source: SourceMap, base_dir: Path, text: str):
+        self.config = config
+        self.source = source
+        self.base_dir = base_dir
+        self.text = text
+
+
+def load_flow_text(text: str, file: str = "<flow>", base_dir: Path | None = None, env: dict[str, str] | None = None):
+    data, source = parse_yaml(text, file)
+    if not isinstance(data, dict):
+        raise source.error((), "a flow file must be a mapping with a 'pods:' key")
+    data = _substitute(data, (), dict(os.environ) if env is None else env, source)
+    try:
+        config = FlowConfig.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(e, source) from e
+    return LoadedFlow(config, source, base_dir or Path.cwd(), text)
+
+
+def load_flow(path: str | os.PathLike, env: dict[str, str] | None = None) -> LoadedFlow:
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"flow file not found: {path}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read flow file {path}: {e}") from e
+    return load_flow_text(text, str(path), path.resolve().parent, env)

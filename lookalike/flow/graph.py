@@ -1,0 +1,217 @@
+"""A flow as a validated DAG of pods, each with its executor class resolved and parameters checked."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lookalike.errors import ConfigError
+from lookalike.executors.base import BUILTINS, MERGE, Executor, builtin, load_py_module
+from lookalike.flow.config import LoadedFlow, PodConfig, load_flow, load_flow_text, parse_yaml, validation_error
+
+GATEWAY = "gateway"  # `needs: gateway` marks a pod that takes the flow's input directly
+
+
+class _ExecutorFile(BaseModel):
+    """An executor YAML file named by `uses: some.yml`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    uses: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    py_modules: list[str] = Field(default_factory=list)
+
+
+@dataclass
+class Pod:
+    name: str
+    config: PodConfig
+    executor: type[Executor]
+    params: BaseModel
+    needs: list[str] = field(default_factory=list)  # empty: reads the flow's input
+    downstream: list[str] = field(default_factory=list)
+
+    @property
+    def uses(self) -> str:
+        return self.config.uses
+
+    @property
+    def is_merge(self) -> bool:
+        return self.config.uses == MERGE
+
+
+class Flow:
+    def __init__(self, loaded: LoadedFlow, name: str | None = None):
+        self.loaded = loaded
+        self.name = name or Path(loaded.source.file).stem
+        self.prefetch = loaded.config.prefetch
+        self.pods: dict[str, Pod] = {}
+        src = loaded.source
+        for i, (pod_name, cfg) in enumerate(loaded.config.pods.items()):
+            if pod_name == GATEWAY:
+                raise src.error(("pods", pod_name), f"'{GATEWAY}' is reserved for the flow's input")
+            if cfg.needs is None:
+                needs = [list(self.pods)[-1]] if i > 0 else []
+            else:
+                needs = [n for n in cfg.needs if n != GATEWAY]
+                for n in needs:
+                    if n not in self.pods:
+                        where = "not defined above" if n in loaded.config.pods else "not a pod of this flow"
+                        raise src.error(("pods", pod_name, "needs"), f"'{n}' is {where} (pods: {', '.join(self.pods)})")
+            cls, params = self._resolve(pod_name, cfg)
+            self.pods[pod_name] = Pod(pod_name, cfg, cls, params, needs)
+        for pod in self.pods.values():
+            for n in pod.needs:
+                self.pods[n].downstream.append(pod.name)
+        sinks = [p.name for p in self.pods.values() if not p.downstream]
+        if len(sinks) != 1:
+            raise src.error(
+                ("pods",),
+                f"a flow must end in exactly one pod, but {', '.join(sinks)} all end it; join them with _merge",
+            )
+        self.sink = sinks[0]
+        self.roots = [p.name for p in self.pods.values() if not p.needs]
+
+    # --- building -----------------------------------------------------------------------------
+
+    def _resolve(self, pod_name: str, cfg: PodConfig) -> tuple[type[Executor], BaseModel]:
+        src = self.loaded.source
+        uses, with_, modules, base = cfg.uses, dict(cfg.with_), list(cfg.py_modules), self.loaded.base_dir
+        if uses.endswith((".yml", ".yaml")):
+            path = (base / uses).resolve()
+            try:
+                text = path.read_text("utf-8")
+            except OSError as e:
+                raise src.error(("pods", pod_name, "uses"), f"cannot read executor file {path}: {e}") from e
+            data, file_src = parse_yaml(text, str(path))
+            try:
+                spec = _ExecutorFile.model_validate(data)
+            except ValidationError as e:
+                raise validation_error(e, file_src) from e
+            if spec.uses.endswith((".yml", ".yaml")):
+                raise file_src.error(("uses",), "an executor file must name a class, not another file")
+            uses, with_ = spec.uses, {**spec.with_, **with_}
+            modules = [str((path.parent / m).resolve()) for m in spec.py_modules] + modules
+        cls = self._find_class(pod_name, uses, modules, base)
+        try:
+            params = cls.Params.model_validate(with_)
+        except ValidationError as e:
+            raise validation_error(e, src, ("pods", pod_name, "with")) from e
+        return cls, params
+
+    def _find_class(self, pod_name: str, uses: str, modules: list[str], base: Path) -> type[Executor]:
+        src = self.loaded.source
+        found: dict[str, type[Executor]] = {}
+        for m in modules:
+            try:
+                found.update(load_py_module((base / m).resolve()))
+            except ConfigError as e:
+                raise src.error(("pods", pod_name, "py_modules"), str(e)) from e
+        if uses in found:
+            return found[uses]
+        if uses in BUILTINS:
+            return builtin(uses)
+        hint = (
+            f"; {', '.join(modules)} define{'s' if len(modules) == 1 else ''}: {', '.join(found) or 'none'}"
+            if modules
+            else ""
+        )
+        raise src.error(
+            ("pods", pod_name, "uses"),
+            f"unknown executor '{uses}'. Built-ins: {', '.join(b for b in BUILTINS)}; "
+            f"for your own class add py_modules: your_file.py{hint}",
+        )
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def pods_using(self, cls: type[Executor]) -> list[Pod]:
+        return [p for p in self.pods.values() if issubclass(p.executor, cls)]
+
+    def fingerprint(self) -> str | None:
+        """What identifies the vectors this flow writes or reads (its encoders' fingerprints)."""
+        parts = [fp for p in self.pods.values() if (fp := p.executor.fingerprint_of(p.params))]
+        return "+".join(parts) or None
+
+    @property
+    def text(self) -> str:
+        return self.loaded.text
+
+    @property
+    def file(self) -> str:
+        return self.loaded.source.file
+
+    # --- rendering ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _scale(pod: Pod) -> str:
+        bits = []
+        if pod.config.parallel > 1:
+            bits.append(f"x{pod.config.parallel} replicas")
+        if pod.config.shards > 1:
+            bits.append(f"{pod.config.shards} shards, polling {pod.config.polling}")
+        return ", ".join(bits)
+
+    def describe(self) -> str:
+        """The DAG as text: one pod a line, with its executor, scale and inputs."""
+        width = max(len(n) for n in self.pods)
+        uses_w = max(len(p.uses) for p in self.pods.values())
+        lines = [f"{self.file}  (prefetch {self.prefetch})"]
+        for pod in self.pods.values():
+            inputs = ", ".join(pod.needs) or GATEWAY
+            scale = self._scale(pod)
+            lines.append(
+                f"  {pod.name:<{width}}  {pod.uses:<{uses_w}}  <- {inputs}" + (f"  [{scale}]" if scale else "")
+            )
+        lines.append(f"  result <- {self.sink}")
+        return "\n".join(lines)
+
+    def mermaid(self) -> str:
+        lines = ["flowchart LR", f"  {GATEWAY}([input])"]
+        for pod in self.pods.values():
+            scale = self._scale(pod)
+            label = f"{pod.name}<br/>{pod.uses}" + (f"<br/>{scale}" if scale else "")
+            shape = f'{{{{"{label}"}}}}' if pod.is_merge else f'["{label}"]'
+            lines.append(f"  {pod.name}{shape}")
+        for pod in self.pods.values():
+            for n in pod.needs or [GATEWAY]:
+                lines.append(f"  {n} --> {pod.name}")
+        lines.append(f"  {self.sink} --> result([result])")
+        return "\n".join(lines) + "\n"
+
+    def dot(self) -> str:
+        lines = [
+            "digraph flow {",
+            "  rankdir=LR;",
+            '  node [shape=box, fontname="Helvetica"];',
+            f'  {GATEWAY} [label="input", shape=oval];',
+            '  result [label="result", shape=oval];',
+        ]
+        for pod in self.pods.values():
+            scale = self._scale(pod)
+            label = f"{pod.name}\\n{pod.uses}" + (f"\\n{scale}" if scale else "")
+            shape = (
+                "diamond" if pod.is_merge else ("box3d" if pod.config.parallel > 1 or pod.config.shards > 1 else "box")
+            )
+            lines.append(f'  "{pod.name}" [label="{label}", shape={shape}];')
+        for pod in self.pods.values():
+            for n in pod.needs or [GATEWAY]:
+                lines.append(f'  "{n}" -> "{pod.name}";')
+        lines.append(f'  "{self.sink}" -> result;')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+
+def builtin_flow_path(name: str) -> Path:
+    return Path(str(resources.files("lookalike.flows").joinpath(f"{name}.yml")))
+
+
+def open_flow(spec: str | os.PathLike | None, default: str, env: dict[str, str] | None = None) -> Flow:
+    """A flow from a file path, or the built-in ``default`` ("index" or "query") when ``spec`` is None."""
+    if spec is None:
+        path = builtin_flow_path(default)
+        return Flow(load_flow_text(path.read_text("utf-8"), f"<built-in {default}.yml>", path.parent, env), default)
+    return Flow(load_flow(spec, env))

@@ -1,0 +1,1 @@
+"""The default flows, shipped as package data: index.yml and query.yml."""

@@ -1,0 +1,49 @@
+"""Runtime settings: each has a flag and a LOOKALIKE_* environment variable as its fallback.
+
+This table is the one place they are documented; README's settings table is checked against it
+by a test, and so is every LOOKALIKE_* name the code reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    flag: str | None
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("LOOKALIKE_WORKSPACE", "--workspace", "./.lookalike", "the workspace directory (index, docs, shards)"),
+    Setting(
+        "LOOKALIKE_MODEL_DIR",
+        None,
+        "<user cache>/lookalike/models",
+        "where converted ONNX models are cached (keyed by the weights' SHA-256)",
+    ),
+    Setting(
+        "LOOKALIKE_DATA_DIR",
+        None,
+        "<user cache>/lookalike/datasets",
+        "where `datasets fetch` and `demo` keep sample photos",
+    ),
+    Setting("LOOKALIKE_PREFETCH", None, "10", "requests in flight in the built-in flows (bounds memory)"),
+    Setting(
+        "LOOKALIKE_FLOWERS17_URL",
+        None,
+        "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz",
+        "where the flowers17 dataset is downloaded from",
+    ),
+    Setting("LOOKALIKE_DEBUG", None, "unset", "set to 1 to print tracebacks of unexpected errors"),
+)
+
+
+def setting(env: str) -> Setting:
+    for s in SETTINGS:
+        if s.env == env:
+            return s
+    raise KeyError(env)

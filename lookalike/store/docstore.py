@@ -1,0 +1,332 @@
+"""The SQLite doc store: documents, their chunks and embeddings. The workspace's source of truth.
+
+Vector indexes are derived from what this store has committed, so one SQLite transaction per
+request is the whole of crash consistency: a document and its vectors land together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.document import Chunk, Document
+from lookalike.errors import StoreError
+
+# Schema changes are ordered steps from one version to the next, never edits of old steps.
+MIGRATIONS: list[str] = [
+    # 1: documents, chunks (with embeddings), tags, and a generation counter bumped by every commit.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE docs (
+        id TEXT PRIMARY KEY,
+        uri TEXT UNIQUE,
+        size INTEGER,
+        mtime_ns INTEGER,
+        content_hash TEXT,
+        width INTEGER,
+        height INTEGER,
+        tags TEXT NOT NULL DEFAULT '[]',
+        indexed_at REAL NOT NULL
+    );
+    CREATE INDEX docs_content_hash ON docs(content_hash);
+    CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id TEXT NOT NULL REFERENCES docs(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        bbox TEXT,
+        shard INTEGER NOT NULL,
+        embedding BLOB NOT NULL
+    );
+    CREATE INDEX chunks_doc ON chunks(doc_id);
+    CREATE INDEX chunks_shard ON chunks(shard);
+    CREATE TABLE doc_tags (
+        doc_id TEXT NOT NULL REFERENCES docs(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        probability REAL NOT NULL
+    );
+    CREATE INDEX doc_tags_label ON doc_tags(label);
+    CREATE INDEX doc_tags_doc ON doc_tags(doc_id);
+    CREATE TABLE skips (
+        uri TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    INSERT INTO meta VALUES ('generation', '0');
+    """,
+]
+
+
+@dataclass
+class StoredDoc:
+    id: str
+    uri: str | None
+    size: int | None
+    mtime_ns: int | None
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    tags: list[tuple[str, float]]
+    indexed_at: float
+
+
+@dataclass
+class VectorChange:
+    """What a commit did to the vectors, for the in-memory shards to follow."""
+
+    removed: dict[int, list[int]]  # shard -> chunk ids
+    added: dict[int, tuple[np.ndarray, np.ndarray]]  # shard -> (chunk ids, embeddings)
+
+
+class DocStore:
+    """SQLite in WAL mode: one writer connection behind a lock, one reader connection per thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        try:
+            self._writer = self._connect()
+            self._migrate()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the doc store {path}: {e}") from e
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process (only a power cut can lose the last commits).
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _bump_generation(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+
+    @property
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _migrate(self) -> None:
+        version = self._writer.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this lookalike knows "
+                f"({len(MIGRATIONS)}); upgrade lookalike"
+            )
+        for step in range(version, len(MIGRATIONS)):
+            with self._transaction() as conn:
+                for statement in MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={step + 1}")
+
+    def close(self) -> None:
+        self._writer.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # --- reads --------------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return int(self._reader.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def count_docs(self) -> int:
+        return int(self._reader.execute("SELECT count(*) FROM docs").fetchone()[0])
+
+    def count_chunks(self) -> int:
+        return int(self._reader.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+    def chunks_per_shard(self) -> dict[int, int]:
+        rows = self._reader.execute("SELECT shard, count(*) FROM chunks GROUP BY shard")
+        return {int(s): int(n) for s, n in rows}
+
+    def max_chunks_per_doc(self) -> int:
+        row = self._reader.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM chunks GROUP BY doc_id)").fetchone()
+        return int(row[0] or 1)
+
+    def _doc(self, row: tuple) -> StoredDoc:
+        return StoredDoc(
+            id=row[0],
+            uri=row[1],
+            size=row[2],
+            mtime_ns=row[3],
+            content_hash=row[4],
+            width=row[5],
+            height=row[6],
+            tags=[(str(label), float(p)) for label, p in json.loads(row[7])],
+            indexed_at=row[8],
+        )
+
+    _DOC_COLUMNS = "id, uri, size, mtime_ns, content_hash, width, height, tags, indexed_at"
+
+    def get_docs(self, ids: Iterable[str]) -> dict[str, StoredDoc]:
+        ids = list(dict.fromkeys(ids))
+        out: dict[str, StoredDoc] = {}
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in self._reader.execute(f"SELECT {self._DOC_COLUMNS} FROM docs WHERE id IN ({marks})", part):
+                out[row[0]] = self._doc(row)
+        return out
+
+    def iter_docs(self) -> Iterator[StoredDoc]:
+        for row in self._reader.execute(f"SELECT {self._DOC_COLUMNS} FROM docs ORDER BY uri"):
+            yield self._doc(row)
+
+    def docs_by_uri(self) -> dict[str, StoredDoc]:
+        return {d.uri: d for d in self.iter_docs() if d.uri is not None}
+
+    def chunk_info(self, ids: Iterable[int]) -> dict[int, tuple[str, str, tuple[int, int, int, int] | None]]:
+        """chunk id -> (doc id, kind, bbox)."""
+        ids = list(ids)
+        out = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT id, doc_id, kind, bbox FROM chunks WHERE id IN ({marks})"
+            for cid, doc_id, kind, bbox in self._reader.execute(sql, part):
+                out[int(cid)] = (doc_id, kind, tuple(json.loads(bbox)) if bbox else None)
+        return out
+
+    def shard_vectors(self, shard: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """All committed (chunk ids, embeddings) of one shard."""
+        rows = self._reader.execute("SELECT id, embedding FROM chunks WHERE shard=? ORDER BY id", (shard,)).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = np.empty((len(rows), dim), dtype=np.float32)
+        for i, (_, blob) in enumerate(rows):
+            vecs[i] = np.frombuffer(blob, dtype=np.float32)
+        return ids, vecs
+
+    def all_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(chunk ids, embeddings, doc ids) of every chunk: for brute-force checks and re-sharding."""
+        rows = self._reader.execute("SELECT id, embedding, doc_id FROM chunks ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = np.empty((len(rows), dim), dtype=np.float32)
+        for i, r in enumerate(rows):
+            vecs[i] = np.frombuffer(r[1], dtype=np.float32)
+        return ids, vecs, [r[2] for r in rows]
+
+    def search_tags(self, text: str, limit: int = 50) -> list[tuple[str, str, float]]:
+        """(doc id, label, probability) of docs whose tags contain ``text``, most probable first."""
+        sql = (
+            "SELECT doc_id, label, max(probability) AS p FROM doc_tags WHERE label LIKE ? ESCAPE '!' "
+            "GROUP BY doc_id ORDER BY p DESC, doc_id LIMIT ?"
+        )
+        pattern = "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+        return [(d, lab, float(p)) for d, lab, p in self._reader.execute(sql, (pattern, limit))]
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def commit(
+        self, docs: list[Document], vectors: dict[str, tuple[int, list[Chunk]]], deletes: Iterable[str]
+    ) -> VectorChange:
+        """Insert or replace ``docs`` with their chunks, delete ``deletes``: one transaction.
+
+        Assigns chunk ids (``chunk.id``) and returns what changed per shard.
+        """
+        removed: dict[int, list[int]] = {}
+        added_ids: dict[int, list[int]] = {}
+        added_vecs: dict[int, list[np.ndarray]] = {}
+        now = time.time()
+        with self._transaction() as conn:
+            gone = [*deletes, *(d.id for d in docs)]
+            for start in range(0, len(gone), 500):
+                part = gone[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for cid, shard in conn.execute(f"SELECT id, shard FROM chunks WHERE doc_id IN ({marks})", part):
+                    removed.setdefault(int(shard), []).append(int(cid))
+                conn.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)  # cascades to chunks, tags
+            conn.executemany("DELETE FROM skips WHERE uri=?", [(d.uri,) for d in docs if d.uri])
+            for doc in docs:
+                conn.execute(
+                    f"INSERT INTO docs ({self._DOC_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        doc.id,
+                        doc.uri,
+                        doc.size,
+                        doc.mtime_ns,
+                        doc.content_hash,
+                        doc.width,
+                        doc.height,
+                        json.dumps([[lab, round(p, 6)] for lab, p in doc.tags]),
+                        now,
+                    ),
+                )
+                conn.executemany(
+                    "INSERT INTO doc_tags (doc_id, label, probability) VALUES (?,?,?)",
+                    [(doc.id, lab, p) for lab, p in doc.tags],
+                )
+                shard, chunks = vectors.get(doc.id, (0, []))
+                for chunk in chunks:
+                    assert chunk.embedding is not None
+                    emb = np.ascontiguousarray(chunk.embedding, dtype=np.float32)
+                    cur = conn.execute(
+                        "INSERT INTO chunks (doc_id, kind, bbox, shard, embedding) VALUES (?,?,?,?,?)",
+                        (doc.id, chunk.kind, json.dumps(chunk.bbox) if chunk.bbox else None, shard, emb.tobytes()),
+                    )
+                    chunk.id = int(cur.lastrowid or 0)
+                    added_ids.setdefault(shard, []).append(chunk.id)
+                    added_vecs.setdefault(shard, []).append(emb)
+            self._bump_generation(conn)
+        added = {s: (np.array(added_ids[s], dtype=np.int64), np.stack(added_vecs[s])) for s in added_ids}
+        return VectorChange(removed, added)
+
+    def skips(self) -> dict[str, tuple[int, int, str, str]]:
+        """Files that failed before: uri -> (size, mtime_ns, reason, message)."""
+        rows = self._reader.execute("SELECT uri, size, mtime_ns, reason, message FROM skips")
+        return {u: (int(s), int(m), r, msg) for u, s, m, r, msg in rows}
+
+    def record_skips(self, rows: list[tuple[str, int, int, str, str]]) -> None:
+        """Remember files that failed (uri, size, mtime_ns, reason, message) so that an unchanged
+        bad file is reported again without being processed again."""
+        with self._transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO skips VALUES (?,?,?,?,?)", rows)
+
+    def forget_skips(self, uris: Iterable[str]) -> None:
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM skips WHERE uri=?", [(u,) for u in uris])
+
+    def touch(self, doc_id: str, mtime_ns: int, size: int) -> None:
+        """Record a new mtime for a file whose content did not change (no re-encoding needed)."""
+        with self._write_lock:
+            self._writer.execute("UPDATE docs SET mtime_ns=?, size=? WHERE id=?", (mtime_ns, size, doc_id))
+
+    def reassign_shards(self, n_shards: int, shard_of: dict[str, int]) -> None:
+        """Move chunks to the shards a new shard count gives their documents."""
+        with self._transaction() as conn:
+            conn.executemany("UPDATE chunks SET shard=? WHERE doc_id=?", [(s, d) for d, s in shard_of.items()])
+            self._bump_generation(conn)
+
+    def clear(self) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM docs")
+            self._bump_generation(conn)

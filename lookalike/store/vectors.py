@@ -1,0 +1,84 @@
+"""One shard of vectors: an exact inner-product FAISS index keyed by chunk id, with snapshots.
+
+Embeddings are L2-normalised, so inner product is cosine similarity. The index is derived data: a
+snapshot on disk records the doc store generation it reflects, and a stale or damaged snapshot is
+rebuilt from the doc store instead of being trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from lookalike.atomic import atomic_write
+
+INDEX_FILE = "index.faiss"
+STATE_FILE = "snapshot.json"
+
+
+class VectorShard:
+    def __init__(self, dim: int, shard: int = 0):
+        self.dim = dim
+        self.shard = shard
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._lock = threading.Lock()  # FAISS allows concurrent searches but not search during add
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        with self._lock:
+            self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove(self, ids: list[int] | np.ndarray) -> int:
+        if len(ids) == 0:
+            return 0
+        with self._lock:
+            return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))  # type: ignore[arg-type]
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` per query: (scores, chunk ids), padded with (-inf, -1) past the end."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, min(k, max(len(self), 1)))
+        with self._lock:
+            scores, ids = self._index.search(queries, k)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def save(self, folder: Path, generation: int) -> None:
+        """Write the index and then its state, each atomically; the state names the generation."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            data = faiss.serialize_index(self._index)
+            count = len(self)
+        atomic_write(folder / INDEX_FILE, data.tobytes())
+        state = {"generation": generation, "count": count, "dim": self.dim, "shard": self.shard}
+        atomic_write(folder / STATE_FILE, json.dumps(state).encode())
+
+    @classmethod
+    def load(cls, folder: Path, dim: int, shard: int, generation: int) -> VectorShard | None:
+        """The snapshot in ``folder`` if it reflects exactly ``generation``; None if stale or damaged."""
+        try:
+            state = json.loads((folder / STATE_FILE).read_text())
+            if state.get("generation") != generation or state.get("dim") != dim:
+                return None
+            raw = np.fromfile(folder / INDEX_FILE, dtype=np.uint8)
+            index = faiss.deserialize_index(raw)
+        except (OSError, ValueError, RuntimeError):
+            return None
+        if not isinstance(index, faiss.IndexIDMap2) or index.ntotal != state.get("count") or index.d != dim:
+            return None
+        out = cls(dim, shard)
+        out._index = index
+        return out
