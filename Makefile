@@ -13,10 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lookalike.demo
+	$(VENV)/bin/lookalike demo
 
 test: $(STAMP)
-	$(PY) -m ruff check lookalike tests bench scripts
+	$(PY) -m ruff check lookalike tests bench scripts examples
+	$(PY) -m ruff format --check lookalike tests bench scripts examples
 	$(PY) -m mypy lookalike
 	$(PY) -m pytest
 

@@ -31,6 +31,8 @@ app = typer.Typer(
 )
 flow_app = typer.Typer(help="Inspect flow YAML files.", no_args_is_help=True)
 app.add_typer(flow_app, name="flow")
+datasets_app = typer.Typer(help="Sample photo datasets with labels, cached locally.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -284,6 +286,113 @@ def flow_show(
     else:
         output.write_text(text)
         out.print(f"wrote {output}")
+
+
+# --- datasets and demo ---------------------------------------------------------------------------
+
+
+class DatasetName(str, Enum):
+    tuxpaint = "tuxpaint"
+    openclipart = "openclipart"
+    flowers17 = "flowers17"
+    skimage = "skimage"
+
+
+class DemoDataset(str, Enum):
+    auto = "auto"
+    flowers17 = "flowers17"
+    tuxpaint = "tuxpaint"
+    skimage = "skimage"
+
+
+@datasets_app.command("list")
+def datasets_list(as_json: JsonOpt = False) -> None:
+    """Show each dataset: size, classes, and where it is cached."""
+    from lookalike.datasets import list_datasets
+
+    rows = list_datasets()
+    if as_json:
+        out.print_json(json.dumps([{**r.__dict__, "path": str(r.path)} for r in rows]))
+        return
+    table = Table("name", "images", "classes", "cached at", "source")
+    for r in rows:
+        where = str(r.path) if r.cached else "not fetched" + (" (needs internet)" if r.online_only else "")
+        table.add_row(r.name, str(r.n_images or "-"), str(r.n_classes or "-"), where, r.source)
+    out.print(table)
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(
+    name: Annotated[DatasetName, typer.Argument(help="Which dataset.")],
+    force: Annotated[bool, typer.Option(help="Fetch again even if cached.")] = False,
+) -> None:
+    """Download a dataset into the cache (apt for tuxpaint/openclipart, the web for flowers17)."""
+    from lookalike.datasets import fetch
+
+    ds = fetch(name.value, force=force, progress=lambda msg: err.print(msg, markup=False))
+    out.print(f"{ds.name}: {len(ds.images)} images in {len(ds.classes)} classes at {ds.root}")
+
+
+def _pick_dataset(choice: DemoDataset) -> Any:
+    """The demo's photos: flowers17 when online, else tuxpaint from Debian, else scikit-image's."""
+    from lookalike.datasets import fetch, is_online
+
+    say = lambda msg: err.print(msg, markup=False)  # noqa: E731
+    if choice is not DemoDataset.auto:
+        return fetch(choice.value, progress=say)
+    order = (["flowers17"] if is_online() else []) + ["tuxpaint", "skimage"]
+    for name in order:
+        try:
+            return fetch(name, progress=say)
+        except LookalikeError as e:
+            err.print(f"{name} is not available ({e}); trying the next dataset", markup=False)
+    raise LookalikeError("no demo dataset could be fetched; see the messages above")
+
+
+@app.command()
+def demo(
+    dataset: Annotated[
+        DemoDataset, typer.Option(help="auto: flowers17 if online, else tuxpaint (Debian), else skimage.")
+    ] = DemoDataset.auto,
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+) -> None:
+    """Fetch sample photos, index them, and run an example search."""
+    import tempfile
+
+    from PIL import Image, ImageOps
+
+    from lookalike.engine import Engine
+
+    ds = _pick_dataset(dataset)
+    err.print(f"dataset {ds.name}: {len(ds.images)} photos in {len(ds.classes)} classes, at {ds.root}")
+    with Engine.open(workspace) as engine:
+        with _ProgressBar(enabled=err.is_terminal) as bar:
+            summary = engine.index([ds.root], progress=bar)  # type: ignore[arg-type]
+        out.print(
+            f"indexed {summary.indexed} new, {summary.unchanged} unchanged, {summary.skipped_total} skipped "
+            f"in {summary.seconds:.1f}s; workspace {workspace}"
+        )
+    # The query: a photo from the largest class, mirrored and cropped, so it is not in the index.
+    counts: dict[str, int] = {}
+    for label in ds.labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    label = max(counts, key=lambda c: (counts[c], c))
+    original = next(p for p in ds.images if ds.labels[p] == label)
+    with tempfile.TemporaryDirectory() as tmp:
+        img = Image.open(original)
+        w, h = img.size
+        query = Path(tmp) / f"query-{original.stem}.png"
+        ImageOps.mirror(img.crop((w // 10, h // 10, w - w // 10, h - h // 10))).save(query)
+        with Engine.open(workspace, for_indexing=False) as engine:
+            (results,) = engine.search([str(query)], top_k=5)
+    out.print(f"\nexample search: {original.relative_to(ds.root)} mirrored and cropped to 80% ({label})")
+    labels = {str(p): ds.labels[p] for p in ds.images}
+    for i, r in enumerate(results, 1):
+        tags = ", ".join(f"{t} {p:.0%}" for t, p in r.tags[:2])
+        rel = os.path.relpath(r.uri or "", ds.root)
+        out.print(f"{i:3d}  {r.score:.3f}  {rel}  [dim]({labels.get(r.uri or '', '?')}; {tags})[/dim]")
+    same = sum(labels.get(r.uri or "") == label for r in results)
+    out.print(f"{same} of the top {len(results)} are {label}. Try: lookalike search YOUR.jpg -w {workspace}")
 
 
 # --- entry point ---------------------------------------------------------------------------------

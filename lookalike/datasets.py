@@ -48,11 +48,11 @@ from urllib.parse import urlsplit
 import platformdirs
 from PIL import Image, UnidentifiedImageError
 
+from lookalike.atomic import atomic_write
 from lookalike.errors import BadInput, ConfigError, NotFound, StoreError
 
 Progress = Callable[[str], None]
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 
 # Bumped when the cache layout or the manifest changes meaning; an older manifest is then treated as
 # "not cached" and the dataset is fetched again.
@@ -293,16 +293,6 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def _write_json_atomically(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 @contextlib.contextmanager
 def _fetch_lock(root: Path, name: str, progress: Progress) -> Iterator[None]:
     """Serialise fetches of one dataset, so one never deletes the staging folder of another."""
@@ -387,7 +377,7 @@ def _build(spec: DatasetSpec, root: Path, staging: Path, say: Progress) -> None:
         "skipped_files": imported.skipped_files,
         "images": dict(sorted(imported.labels.items())),
     }
-    _write_json_atomically(data / MANIFEST_NAME, manifest)
+    atomic_write(data / MANIFEST_NAME, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     final = root / spec.name
     if final.exists() or final.is_symlink():
         # Moved into staging rather than deleted in place, so a crash here leaves no half-deleted
@@ -561,6 +551,7 @@ def _apt_reason(stderr: str, stdout: str) -> str:
 
 def _import_deb(package: str, plan: _Plan, dest: Path, scratch: Path, say: Progress) -> _Imported:
     """Download ``package`` with apt and copy the files ``plan`` wants out of it."""
+    _need_tool("apt-get", package)
     _need_tool("dpkg-deb", package)  # before a 160 MB download we could not open
     deb = _apt_download(package, scratch, say)
     say(f"unpacking images from {deb.name}")
@@ -727,9 +718,11 @@ def _import_skimage(dest: Path, scratch: Path, say: Progress) -> _Imported:
     version = getattr(skimage, "__version__", "unknown")  # lazily loaded: no attribute for mypy
     imported = _Imported(source=f"scikit-image {version}")
     say(f"saving {len(_SKIMAGE_PHOTOS)} photos bundled with scikit-image {version}")
+    loaded: dict[str, Any] = {}  # stereo_motorcycle gives both photos of the pair: load it once
     for file_name, (function, index, label) in _SKIMAGE_PHOTOS.items():
         try:
-            pixels = getattr(skdata, function)()
+            pixels = loaded[function] if function in loaded else getattr(skdata, function)()
+            loaded[function] = pixels
         except (AttributeError, ImportError, OSError, ValueError) as e:
             # An older or newer scikit-image without this photo (or that would download it):
             # the set is still useful without one picture.

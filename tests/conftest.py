@@ -46,3 +46,35 @@ def halves(size: tuple[int, int] = (200, 100)) -> Image.Image:
     arr[:, : size[0] // 2] = (255, 0, 0)
     arr[:, size[0] // 2 :] = (0, 0, 255)
     return Image.fromarray(arr)
+
+
+@pytest.fixture(scope="session")
+def tuxpaint():
+    """The 439 labelled tuxpaint photos (Debian package, fetched once into the dataset cache)."""
+    from lookalike.datasets import fetch
+
+    return fetch("tuxpaint")
+
+
+def copy_photos(dataset, dest: Path, per_class: int, classes: list[str] | None = None) -> list[Path]:
+    """Copy up to ``per_class`` photos of each class into ``dest/<class>/``; returns the copies."""
+    import shutil
+
+    by_class: dict[str, list[Path]] = {}
+    for image in sorted(dataset.images):
+        by_class.setdefault(dataset.labels[image], []).append(image)
+    out = []
+    for label in classes or sorted(by_class):
+        for image in by_class[label][:per_class]:
+            target = dest / label / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(image, target)
+            out.append(target)
+    return out
+
+
+def lookalike_cmd() -> list[str]:
+    """The installed console script, run for real in a subprocess."""
+    import sys
+
+    return [str(Path(sys.executable).parent / "lookalike")]

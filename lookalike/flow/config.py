@@ -19,10 +19,10 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from lookalike.errors import ConfigError
 
@@ -31,23 +31,26 @@ KeyPath = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+def _one_or_many(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+# `needs: loader` and `needs: [a, b]` both work, and so do one or several py_modules.
+StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
+
+
 class PodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     uses: str = Field(description="a built-in executor, a class from py_modules, or an executor YAML file")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the executor's parameters")
-    needs: list[str] | None = Field(default=None, description="upstream pods (default: the pod above)")
+    needs: StrList | None = Field(default=None, description="upstream pods (default: the pod above)")
     parallel: PositiveInt = Field(default=1, description="replicas of this pod, run concurrently")
     shards: PositiveInt = Field(default=1, description="shards: each holds part of the data")
     polling: Literal["any", "all"] = Field(
         default="any", description="any: each document goes to one shard; all: every shard sees every request"
     )
-    py_modules: list[str] = Field(default_factory=list, description="Python files with executors, relative to YAML")
-
-    @field_validator("needs", "py_modules", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
+    py_modules: StrList = Field(default_factory=list, description="Python files with executors, relative to YAML")
 
     @field_validator("with_", mode="before")
     @classmethod

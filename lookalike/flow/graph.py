@@ -12,7 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lookalike.errors import ConfigError
 from lookalike.executors.base import BUILTINS, MERGE, Executor, builtin, load_py_module
-from lookalike.flow.config import LoadedFlow, PodConfig, load_flow, load_flow_text, parse_yaml, validation_error
+from lookalike.flow.config import (
+    LoadedFlow,
+    PodConfig,
+    StrList,
+    load_flow,
+    load_flow_text,
+    parse_yaml,
+    validation_error,
+)
 
 GATEWAY = "gateway"  # `needs: gateway` marks a pod that takes the flow's input directly
 
@@ -23,7 +31,7 @@ class _ExecutorFile(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     uses: str
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
-    py_modules: list[str] = Field(default_factory=list)
+    py_modules: StrList = Field(default_factory=list)
 
 
 @dataclass

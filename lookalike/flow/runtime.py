@@ -164,9 +164,8 @@ class LocalRuntime:
         future: Future[Request] = Future()
         with self._lock:
             self._futures[request.id] = future
-        roots = self.flow.roots
-        for i, root in enumerate(roots):
-            self._route(self.flow.pods[root], request if i == 0 else request.fork(), None)
+        for root, copy in zip(self.flow.roots, _copies(request, len(self.flow.roots)), strict=True):
+            self._route(self.flow.pods[root], copy, None)
         return future
 
     def run(self, requests: Iterable[Request]) -> Iterator[Request]:
@@ -196,8 +195,8 @@ class LocalRuntime:
         if n == 1:
             inboxes[0].put(request)
         elif pod.config.polling == "all":
-            for shard, box in enumerate(inboxes):
-                box.put(request if shard == 0 else request.fork())
+            for box, copy in zip(inboxes, _copies(request, n), strict=True):
+                box.put(copy)
         else:
             groups: list[list[Document]] = [[] for _ in range(n)]
             for doc in request.docs:
@@ -219,8 +218,8 @@ class LocalRuntime:
             if not pod.downstream:
                 self._finish(request)
                 return
-            for i, name in enumerate(pod.downstream):
-                self._route(self.flow.pods[name], request if i == 0 else request.fork(), pod.name)
+            for name, copy in zip(pod.downstream, _copies(request, len(pod.downstream)), strict=True):
+                self._route(self.flow.pods[name], copy, pod.name)
         except BaseException as e:  # noqa: BLE001 - a runtime bug must fail the request, not hang it
             self._resolve(request, error=e)
 
@@ -249,7 +248,14 @@ class LocalRuntime:
                 future.set_exception(error)
 
 
-# --- merging -------------------------------------------------------------------------------------
+# --- copying and merging -------------------------------------------------------------------------
+
+
+def _copies(request: Request, n: int) -> list[Request]:
+    """``n`` requests for ``n`` branches: the original plus forks, *all* taken before any branch runs,
+    so no branch can write into documents while they are being copied for another."""
+    return [request, *(request.fork() for _ in range(n - 1))]
+
 
 _DOC_FIELDS = ("uri", "size", "mtime_ns", "content_hash", "width", "height", "blob")
 

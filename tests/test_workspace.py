@@ -1,0 +1,187 @@
+"""The workspace: SQLite commits, FAISS shards derived from them, snapshots, locks, encoder checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.document import Chunk, Document, Request, shard_for
+from lookalike.errors import StoreError
+from lookalike.store.workspace import Workspace
+
+DIM = 8
+ENC = "test-encoder:1"
+
+
+def _vec(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _request(ws: Workspace, seeds: list[int], *, chunks_per_doc: int = 1, failed: set[int] = frozenset()) -> Request:
+    docs = []
+    for s in seeds:
+        doc = Document.from_path(f"/photos/{s}.jpg")
+        doc.size, doc.mtime_ns, doc.content_hash = s, s, f"h{s}"
+        doc.tags = [("tabby", 0.5), ("lynx", 0.1)]
+        doc.chunks = [
+            Chunk(kind="whole" if i == 0 else "mirror", embedding=_vec(s * 10 + i)) for i in range(chunks_per_doc)
+        ]
+        if s in failed:
+            doc.fail("broken", "corrupt image")
+        docs.append(doc)
+    req = Request("index", docs)
+    for doc in docs:
+        req.staged.doc_ids.append(doc.id)
+        req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards), doc.chunks)
+    return req
+
+
+def _open(path, **kw) -> Workspace:
+    kw.setdefault("encoder", ENC)
+    kw.setdefault("dim", DIM)
+    kw.setdefault("shards", 2)
+    return Workspace.open(path, **kw)
+
+
+def test_commit_makes_documents_and_vectors_searchable_together(tmp_path):
+    with _open(tmp_path / "ws") as ws:
+        stored = ws.commit(_request(ws, [1, 2, 3], failed={2}))
+        assert [d.uri for d in stored] == ["/photos/1.jpg", "/photos/3.jpg"]  # the failed doc is not stored
+        assert ws.store.count_docs() == 2 and ws.store.count_chunks() == 2
+        assert sum(len(s) for s in ws.shards) == 2
+        assert ws.verify() == []
+        doc3 = Document.from_path("/photos/3.jpg").id
+        shard = shard_for(doc3, 2)
+        scores, ids = ws.search(shard, _vec(30)[None], 1)
+        assert ws.store.chunk_info([int(ids[0, 0])])[int(ids[0, 0])][0] == doc3
+        assert scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+        assert ws.store.search_tags("tab")[0][1] == "tabby"
+
+
+def test_vectors_without_an_accepted_document_are_never_stored(tmp_path):
+    with _open(tmp_path / "ws") as ws:
+        req = _request(ws, [1, 2])
+        req.staged.doc_ids.remove(req.docs[1].id)  # the doc indexer did not accept doc 2
+        ws.commit(req)
+        assert ws.store.count_docs() == 1 and ws.store.count_chunks() == 1
+        assert req.docs[1].error is not None
+        assert ws.verify() == []
+
+
+def test_reindexing_a_document_replaces_its_vectors(tmp_path):
+    with _open(tmp_path / "ws") as ws:
+        ws.commit(_request(ws, [1, 2], chunks_per_doc=2))
+        ws.commit(_request(ws, [1], chunks_per_doc=1))
+        assert ws.store.count_docs() == 2 and ws.store.count_chunks() == 3
+        assert sum(len(s) for s in ws.shards) == 3
+        assert ws.verify() == []
+
+
+def test_snapshots_are_reused_when_current_and_rebuilt_when_stale(tmp_path):
+    path = tmp_path / "ws"
+    with _open(path) as ws:
+        ws.commit(_request(ws, list(range(20))))
+    state = json.loads((path / "shard-0" / "snapshot.json").read_text())
+    with _open(path) as ws:
+        assert ws.store.generation == state["generation"]  # nothing changed: the snapshot is current
+        assert sum(len(s) for s in ws.shards) == 20
+    # A process that commits and dies before it can write the snapshots.
+    code = (
+        "import os, sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "import test_workspace as t\n"
+        "ws = t._open(sys.argv[1])\n"
+        "ws.commit(t._request(ws, [100, 101]))\n"
+        "os._exit(0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(Path(__file__).parent)], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    assert json.loads((path / "shard-0" / "snapshot.json").read_text()) == state  # stale now
+    with _open(path) as ws:
+        assert ws.store.generation > state["generation"]
+        assert sum(len(s) for s in ws.shards) == 22  # rebuilt from what SQLite committed
+        assert ws.verify() == []
+
+
+def test_a_damaged_snapshot_is_rebuilt(tmp_path):
+    path = tmp_path / "ws"
+    with _open(path) as ws:
+        ws.commit(_request(ws, list(range(10))))
+    (path / "shard-1" / "index.faiss").write_bytes(b"garbage")
+    with _open(path) as ws:
+        assert sum(len(s) for s in ws.shards) == 10 and ws.verify() == []
+
+
+def test_changing_the_shard_count_reshards_without_losing_anything(tmp_path):
+    path = tmp_path / "ws"
+    with _open(path, shards=2) as ws:
+        ws.commit(_request(ws, list(range(30))))
+    with _open(path, shards=3) as ws:
+        assert ws.n_shards == 3
+        assert sum(len(s) for s in ws.shards) == 30
+        assert ws.verify() == []
+        for doc in ws.store.iter_docs():
+            ids = set(ws.shards[shard_for(doc.id, 3)].ids().tolist())
+            assert ws.store.count_chunks() == 30 and ids  # every doc's vectors sit in its hash's shard
+
+
+def test_another_encoder_is_refused_with_how_to_reindex(tmp_path):
+    path = tmp_path / "ws"
+    with _open(path) as ws:
+        ws.commit(_request(ws, [1]))
+    with pytest.raises(StoreError, match=r"built with encoder test-encoder:1.*lookalike index --reset"):
+        _open(path, encoder="other-encoder:2")
+    with _open(path, encoder="other-encoder:2", reset=True) as ws:  # --reset empties it and adopts the new one
+        assert ws.store.count_docs() == 0 and ws.encoder == "other-encoder:2"
+
+
+def test_only_one_writer_at_a_time(tmp_path):
+    path = tmp_path / "ws"
+    with _open(path):
+        with pytest.raises(StoreError, match="in use by pid"):
+            _open(path)
+        with _open(path, writer=False) as reader:  # readers do not need the lock
+            assert reader.store.count_docs() == 0
+    with _open(path):  # released on close
+        pass
+
+
+def test_missing_workspace_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="no workspace at"):
+        Workspace.open(tmp_path / "nothing", writer=False, create=False)
+
+
+def test_read_only_workspace_refuses_commits(tmp_path):
+    path = tmp_path / "ws"
+    _open(path).close()
+    with _open(path, writer=False) as ws, pytest.raises(StoreError, match="read-only"):
+        ws.commit(_request(ws, [1]))
+
+
+def test_delete_removes_documents_and_their_vectors(tmp_path):
+    with _open(tmp_path / "ws") as ws:
+        req = _request(ws, [1, 2, 3], chunks_per_doc=2)
+        ws.commit(req)
+        delete = Request("delete", [Document(id=req.docs[0].id)])
+        delete.staged.deletes.append(req.docs[0].id)
+        ws.commit(delete)
+        assert ws.store.count_docs() == 2 and ws.store.count_chunks() == 4
+        assert sum(len(s) for s in ws.shards) == 4 and ws.verify() == []
+
+
+def test_schema_newer_than_the_code_is_refused(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "ws"
+    _open(path).close()
+    conn = sqlite3.connect(path / "docs.sqlite")
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this lookalike knows"):
+        _open(path)
