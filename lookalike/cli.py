@@ -288,6 +288,73 @@ def flow_show(
         out.print(f"wrote {output}")
 
 
+# --- serve ---------------------------------------------------------------------------------------
+
+PortOpt = Annotated[
+    int, typer.Option(min=1, max=65535, envvar="LOOKALIKE_PORT", show_envvar=True, help="Port to listen on.")
+]
+HostOpt = Annotated[str, typer.Option(help="Address to listen on; beyond loopback, writes need --token.")]
+
+
+def _serve(
+    workspace: Path,
+    host: str,
+    port: int,
+    token: str | None = None,
+    max_upload_mb: float = 20.0,
+    batch_wait_ms: float = 4.0,
+    flow: Path | None = None,
+    query_flow: Path | None = None,
+    read_only: bool = False,
+) -> None:
+    import uvicorn
+
+    from lookalike.server.app import ServerConfig, create_app
+
+    config = ServerConfig(
+        workspace=workspace,
+        host=host,
+        token=token or None,
+        max_upload_mb=max_upload_mb,
+        batch_wait_ms=batch_wait_ms,
+        index_flow=flow,
+        query_flow=query_flow,
+        read_only=read_only,
+    )
+    if not config.writes_enabled and not read_only:
+        err.print("note: listening beyond loopback without LOOKALIKE_TOKEN: upload and delete are disabled")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    err.print(f"serving {workspace} at http://{shown}:{port}/  (API docs at /docs; Ctrl-C stops)")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def serve(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 45678,
+    token: Annotated[
+        str | None, typer.Option(envvar="LOOKALIKE_TOKEN", show_envvar=True, help="Bearer token for writes.")
+    ] = None,
+    max_upload_mb: Annotated[
+        float, typer.Option(min=0.1, envvar="LOOKALIKE_MAX_UPLOAD_MB", show_envvar=True, help="Upload limit (MB).")
+    ] = 20.0,
+    batch_wait_ms: Annotated[
+        float,
+        typer.Option(
+            min=0, max=1000, envvar="LOOKALIKE_BATCH_WAIT_MS", show_envvar=True, help="Micro-batching wait (0: off)."
+        ),
+    ] = 4.0,
+    flow: Annotated[Path | None, typer.Option(help="Index flow for uploads (default: built-in).")] = None,
+    query_flow: Annotated[Path | None, typer.Option(help="Query flow (default: the workspace's).")] = None,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="No uploads or deletes; `lookalike index` may run meanwhile.")
+    ] = False,
+) -> None:
+    """Serve the web page and the REST API (/api/search, /docs) over a workspace."""
+    _serve(workspace, host, port, token, max_upload_mb, batch_wait_ms, flow, query_flow, read_only)
+
+
 # --- datasets and demo ---------------------------------------------------------------------------
 
 
@@ -355,8 +422,11 @@ def demo(
         DemoDataset, typer.Option(help="auto: flowers17 if online, else tuxpaint (Debian), else skimage.")
     ] = DemoDataset.auto,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after the example search.")] = False,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 45678,
 ) -> None:
-    """Fetch sample photos, index them, and run an example search."""
+    """Fetch sample photos, index them, run an example search, then serve the web page."""
     import tempfile
 
     from PIL import Image, ImageOps
@@ -393,6 +463,9 @@ def demo(
         out.print(f"{i:3d}  {r.score:.3f}  {rel}  [dim]({labels.get(r.uri or '', '?')}; {tags})[/dim]")
     same = sum(labels.get(r.uri or "") == label for r in results)
     out.print(f"{same} of the top {len(results)} are {label}. Try: lookalike search YOUR.jpg -w {workspace}")
+    if not no_serve:
+        out.print(f"\nopen http://{host}:{port}/ and drop a photo on the page")
+        _serve(workspace, host, port)
 
 
 # --- entry point ---------------------------------------------------------------------------------

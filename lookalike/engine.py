@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lookalike.document import Document, Request, Result
+from lookalike.document import Chunk, Document, Request, Result
 from lookalike.errors import BadInput, ConfigError, NotFound
 from lookalike.executors.indexers import DocIndexer, VectorIndexer
 from lookalike.flow.graph import Flow, open_flow
@@ -203,6 +203,7 @@ class Engine:
     def plan(self, paths: Iterable[str | os.PathLike], glob: str | None = None, limit: int | None = None) -> Plan:
         """What indexing ``paths`` has to do, decided from the files' size, mtime and content."""
         files, roots = scan(paths, glob, exclude=[self.workspace.path])
+        self.workspace.add_roots(roots)
         if limit is not None:
             files = files[:limit]
         stored = self.workspace.docs_under(roots)
@@ -302,10 +303,13 @@ class Engine:
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Remove the documents of these files, or of every file under these folders."""
+        roots = [os.path.abspath(os.fspath(p)) for p in paths]
+        return self.delete_ids([d.id for d in self.workspace.docs_under(roots).values()])
+
+    def delete_ids(self, ids: list[str]) -> int:
+        """Remove documents (and their vectors) by id, through the index flow's delete handlers."""
         if self.index_flow is None:
             raise ConfigError("this engine was opened for search only")
-        roots = [os.path.abspath(os.fspath(p)) for p in paths]
-        ids = [d.id for d in self.workspace.docs_under(roots).values()]
         if ids:
             with LocalRuntime(self.index_flow, self.workspace) as runtime:
                 for part in _batches(ids, 500):
@@ -315,23 +319,80 @@ class Engine:
 
     # --- searching ----------------------------------------------------------------------------
 
+    def warm_up(self) -> None:
+        """Start the query flow and run one query, so the first real search pays no start-up."""
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), (127, 127, 127)).save(buf, "PNG")
+        self.run_queries([query_doc(0, buf.getvalue())], 1)
+
     def _runtime(self) -> LocalRuntime:
         if self._query_runtime is None:
             assert self.query_flow is not None
             self._query_runtime = LocalRuntime(self.query_flow, self.workspace).start()
         return self._query_runtime
 
-    def search(self, images: list[ImageSource], top_k: int = 10, exclude: Iterable[str] = ()) -> list[list[Result]]:
-        """Ranked results for each query image; a query that cannot be used raises BadInput."""
+    def run_queries(self, docs: list[Document], top_k: int) -> list[list[Result] | BadInput]:
+        """Run query documents through the query flow as one request: per document, its results or
+        the BadInput that says why it could not be used."""
         if not 1 <= top_k <= 1000:
-            raise BadInput(f"top_k must be between 1 and 1000, got {top_k}")
-        docs = [_query_doc(i, image) for i, image in enumerate(images)]
-        request = Request("search", docs, parameters={"top_k": top_k, "exclude": list(exclude)})
-        done = self._runtime().submit(request).result()
-        for doc in done.docs:
-            if doc.error is not None:
-                raise BadInput(f"query {doc.uri or '#' + doc.id}: {doc.error}", doc.error_reason)
-        return [d.results for d in done.docs]
+            raise BadInput(f"top_k must be between 1 and 1000, got {top_k}", "bad top_k")
+        if not docs:
+            return []
+        done = self._runtime().submit(Request("search", docs, parameters={"top_k": top_k})).result()
+        by_id = {d.id: d for d in done.docs}
+        out: list[list[Result] | BadInput] = []
+        for doc in docs:
+            d = by_id[doc.id]
+            if d.error is not None:
+                out.append(BadInput(f"query {d.uri or 'image'}: {d.error}", d.error_reason))
+            else:
+                out.append(d.results)
+        return out
+
+    def query_docs(self, docs: list[Document], top_k: int) -> list[list[Result]]:
+        """Like :meth:`run_queries`, but the first unusable query raises its BadInput."""
+        results = []
+        for r in self.run_queries(docs, top_k):
+            if isinstance(r, BadInput):
+                raise r
+            results.append(r)
+        return results
+
+    def search(self, images: list[ImageSource], top_k: int = 10) -> list[list[Result]]:
+        """Ranked results for each query image (a path or bytes)."""
+        return self.query_docs([query_doc(i, image) for i, image in enumerate(images)], top_k)
+
+    def similar(self, doc_id: str, top_k: int = 10) -> list[Result]:
+        """More like an indexed image: its stored vectors are the query; it is left out of the results."""
+        (results,) = self.query_docs([self.stored_query_doc(doc_id)], top_k + 1)
+        return [r for r in results if r.doc_id != doc_id][:top_k]
+
+    def stored_query_doc(self, doc_id: str, chunk_kind: str | None = "whole") -> Document:
+        """A query document carrying an indexed document's stored vectors (no file is read)."""
+        rows = self.workspace.store.chunks_of(doc_id)
+        if not rows:
+            raise NotFound(f"no indexed document {doc_id!r}")
+        chosen = [r for r in rows if chunk_kind is None or r[1] == chunk_kind] or rows[:1]
+        chunks = [Chunk(kind=kind, bbox=bbox, embedding=emb) for _, kind, bbox, emb in chosen]
+        return Document(id=f"similar-{doc_id}", chunks=chunks)
+
+    def search_tags(self, text: str, top_k: int = 16) -> list[Result]:
+        """Documents whose ImageNet tags contain ``text``, the most probable first."""
+        text = text.strip()
+        if not text:
+            raise BadInput("the tag query is empty", "bad query")
+        hits = self.workspace.store.search_tags(text, top_k)
+        stored = self.workspace.store.get_docs(d for d, _, _ in hits)
+        out = []
+        for doc_id, _label, p in hits:
+            s = stored.get(doc_id)
+            if s is not None:
+                out.append(Result(doc_id, p, -1, s.uri, s.width, s.height, s.tags))
+        return out
 
 
 def _matches(uri: str, roots: list[str], glob: str | None) -> bool:
@@ -348,7 +409,8 @@ def _matches(uri: str, roots: list[str], glob: str | None) -> bool:
     return False
 
 
-def _query_doc(i: int, image: ImageSource) -> Document:
+def query_doc(i: int, image: ImageSource) -> Document:
+    """A query document for an image given as a path or bytes."""
     if isinstance(image, (str, os.PathLike)):
         doc = Document(id=f"query-{i}", uri=os.path.abspath(os.fspath(image)))
         if not os.path.isfile(doc.uri or ""):

@@ -38,6 +38,20 @@ SETTINGS: tuple[Setting, ...] = (
         "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz",
         "where the flowers17 dataset is downloaded from",
     ),
+    Setting("LOOKALIKE_PORT", "--port", "45678", "the port `serve` and `demo` listen on"),
+    Setting(
+        "LOOKALIKE_TOKEN",
+        "--token",
+        "unset",
+        "bearer token for the write endpoints; required for writes when serving beyond loopback",
+    ),
+    Setting("LOOKALIKE_MAX_UPLOAD_MB", "--max-upload-mb", "20", "largest request body the server accepts (413 above)"),
+    Setting(
+        "LOOKALIKE_BATCH_WAIT_MS",
+        "--batch-wait-ms",
+        "4",
+        "how long a search waits for others to share an encoder batch (0: no micro-batching)",
+    ),
     Setting("LOOKALIKE_DEBUG", None, "unset", "set to 1 to print tracebacks of unexpected errors"),
 )
 

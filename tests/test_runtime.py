@@ -45,7 +45,8 @@ CLOSED = []
 BARRIER = None  # a threading.Barrier, put here by the test that uses Rendezvous
 INSIDE = set()  # ids of the requests between Enter and Leave
 MOST_INSIDE = 0
-FILLED = False
+FILLED = False  # whether `fill` requests were ever in flight at once
+WAITED = False
 ARRIVED_WITH_MATCHES = 0
 
 
@@ -158,20 +159,21 @@ class Rendezvous(Executor):
 
 
 class Enter(Executor):
-    """Counts the requests in flight (until Leave). The first ones wait until `fill` are in."""
+    """Counts the requests in flight (until Leave). The first ones wait, once, until `fill` are in."""
 
     class Params(Executor.Params):
         fill: int
 
     @requests(on="index")
     def enter(self, docs, request):
-        global MOST_INSIDE, FILLED
+        global MOST_INSIDE, FILLED, WAITED
         with LOCK:
             INSIDE.add(request.id)
             MOST_INSIDE = max(MOST_INSIDE, len(INSIDE))
             LOCK.notify_all()
-            if not FILLED:
-                FILLED = LOCK.wait_for(lambda: len(INSIDE) >= self.params.fill, timeout=10)
+            if not WAITED:
+                FILLED = LOCK.wait_for(lambda: len(INSIDE) >= self.params.fill, timeout=10) or FILLED
+                WAITED = True
 
 
 class Leave(Executor):
@@ -247,7 +249,7 @@ def test_a_linear_flow_processes_every_document_of_every_request(tmp_path):
             assert doc.tags == [("first", 0.0), ("second", 0.0), ("third", 0.0)]
     handled = [(pod_name, request_id) for pod_name, _, _, request_id, _ in mod.CALLS]
     assert sorted(handled) == sorted((p, r.id) for p in ("first", "second", "third") for r in sent)
-    # Every replica was built, opened in its thread, and closed at the end.
+    # Every replica was built and opened, and closed again at the end.
     replicas = [("first", 0, 0), ("first", 0, 1), ("second", 0, 0), ("second", 0, 1), ("second", 0, 2)]
     assert sorted(mod.OPENED) == sorted(mod.CLOSED) == sorted([*replicas, ("third", 0, 0)])
 

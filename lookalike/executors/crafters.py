@@ -25,6 +25,8 @@ class ImageNormalizer(Executor):
         size = self.params.size
         draft_size = round(size * 256 / 224) if self.params.draft else None
         for doc in docs:
+            if doc.chunks and all(c.embedding is not None for c in doc.chunks):
+                continue  # arrived encoded: nothing to decode
             if doc.blob is None:
                 doc.fail("no image bytes to decode (is ImageReader before ImageNormalizer?)", "no content")
                 continue

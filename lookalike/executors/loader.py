@@ -21,6 +21,8 @@ class ImageReader(Executor):
     def read(self, docs: list[Document]) -> None:
         limit = int(self.params.max_file_mb * 1024 * 1024)
         for doc in docs:
+            if doc.chunks and all(c.embedding is not None for c in doc.chunks):
+                continue  # arrived encoded (e.g. "more like this" an indexed image): nothing to read
             if doc.blob is None and doc.uri is not None:
                 self._read_file(doc, limit)
             elif doc.blob is not None:

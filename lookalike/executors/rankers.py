@@ -17,13 +17,10 @@ class MinRanker(Executor):
     @requests(on="search")
     def rank(self, docs: list[Document], request: Request) -> None:
         top_k = int(request.parameters.get("top_k", 10))
-        exclude = set(request.parameters.get("exclude", ()))
         for doc in docs:
             best: dict[str, Result] = {}
             for chunk in doc.chunks:
                 for m in chunk.matches:
-                    if m.doc_id in exclude:
-                        continue
                     current = best.get(m.doc_id)
                     if current is None or m.score > current.score:
                         best[m.doc_id] = Result(doc_id=m.doc_id, score=m.score, chunk_id=m.chunk_id)

@@ -217,6 +217,14 @@ class DocStore:
                 out[int(cid)] = (doc_id, kind, tuple(json.loads(bbox)) if bbox else None)
         return out
 
+    def chunks_of(self, doc_id: str) -> list[tuple[int, str, tuple[int, int, int, int] | None, np.ndarray]]:
+        """A document's chunks: (chunk id, kind, bbox, embedding), in insertion order."""
+        sql = "SELECT id, kind, bbox, embedding FROM chunks WHERE doc_id=? ORDER BY id"
+        return [
+            (int(cid), kind, tuple(json.loads(bbox)) if bbox else None, np.frombuffer(blob, dtype=np.float32).copy())
+            for cid, kind, bbox, blob in self._reader.execute(sql, (doc_id,))
+        ]
+
     def shard_vectors(self, shard: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """All committed (chunk ids, embeddings) of one shard."""
         rows = self._reader.execute("SELECT id, embedding FROM chunks WHERE shard=? ORDER BY id", (shard,)).fetchall()
@@ -234,6 +242,22 @@ class DocStore:
         for i, r in enumerate(rows):
             vecs[i] = np.frombuffer(r[1], dtype=np.float32)
         return ids, vecs, [r[2] for r in rows]
+
+    def vectors_by_doc(self, dim: int, kind: str = "whole") -> tuple[list[str], np.ndarray]:
+        """(doc ids, embeddings): one embedding per document, that of its chunk of ``kind``.
+
+        A document with several chunks of that kind contributes its first (lowest chunk id); one
+        with none is left out. Ordered by document uri, so results are stable across runs.
+        """
+        sql = (
+            "SELECT c.doc_id, c.embedding FROM chunks c JOIN docs d ON d.id = c.doc_id "
+            "WHERE c.id IN (SELECT min(id) FROM chunks WHERE kind=? GROUP BY doc_id) ORDER BY d.uri, d.id"
+        )
+        rows = self._reader.execute(sql, (kind,)).fetchall()
+        vecs = np.empty((len(rows), dim), dtype=np.float32)
+        for i, r in enumerate(rows):
+            vecs[i] = np.frombuffer(r[1], dtype=np.float32)
+        return [r[0] for r in rows], vecs
 
     def search_tags(self, text: str, limit: int = 50) -> list[tuple[str, str, float]]:
         """(doc id, label, probability) of docs whose tags contain ``text``, most probable first."""

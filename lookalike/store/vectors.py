@@ -52,6 +52,22 @@ class VectorShard:
         scores[ids < 0] = -np.inf
         return scores, ids
 
+    def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every vector whose inner product with a query is at least ``threshold``.
+
+        Returns FAISS's CSR layout ``(lims, scores, chunk ids)``: query ``i``'s hits are
+        ``scores[lims[i]:lims[i + 1]]`` and ``ids[lims[i]:lims[i + 1]]``, in no particular order.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if len(self) == 0 or len(queries) == 0:
+            return np.zeros(len(queries) + 1, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        # FAISS keeps results strictly *above* the radius for inner product; step one float below
+        # the threshold so that "at least" holds, identical copies at exactly 1.0 included.
+        radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+        with self._lock:
+            lims, scores, ids = self._index.range_search(queries, radius)
+        return lims.astype(np.int64), scores.astype(np.float32), ids.astype(np.int64)
+
     def ids(self) -> np.ndarray:
         with self._lock:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64)

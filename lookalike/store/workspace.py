@@ -202,6 +202,19 @@ class Workspace:
     def n_shards(self) -> int:
         return len(self.shards)
 
+    @property
+    def roots(self) -> list[str]:
+        """The folders and files ever indexed into this workspace: the only places served from."""
+        return list(self.manifest.get("roots", []))
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        known = self.roots
+        inside = lambda r: any(r == k or r.startswith(k.rstrip(os.sep) + os.sep) for k in known)  # noqa: E731
+        new = sorted({r for r in roots if not inside(r)})
+        if new and self._lock_fd is not None:
+            self.manifest["roots"] = sorted(known + new)
+            self._write_manifest()
+
     # --- writing ------------------------------------------------------------------------------
 
     def commit(self, request: Request) -> list[Document]:
