@@ -37,6 +37,12 @@ app.add_typer(datasets_app, name="datasets")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+
+class Preset(str, Enum):
+    default = "default"
+    faces = "faces"
+
+
 WorkspaceOpt = Annotated[
     Path,
     typer.Option(
@@ -114,12 +120,17 @@ def index(
         Path | None, typer.Option(help="Query flow YAML to remember for `search` on this workspace.")
     ] = None,
     reset: Annotated[bool, typer.Option(help="Empty the workspace first (e.g. to change the encoder).")] = False,
+    preset: Annotated[
+        Preset | None, typer.Option(help="Built-in flows: default (whole images) or faces (each face a chunk).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index images: new and changed files are encoded, unchanged ones skipped, deleted ones removed."""
     from lookalike.engine import Engine
 
-    with Engine.open(workspace, index_flow=flow, query_flow=query_flow, reset=reset) as engine:
+    with Engine.open(
+        workspace, index_flow=flow, query_flow=query_flow, reset=reset, preset=preset.value if preset else None
+    ) as engine:
         with _ProgressBar(enabled=err.is_terminal) as bar:
             summary = engine.index(paths, glob=glob, limit=limit, batch_size=batch_size, progress=bar)  # type: ignore[arg-type]
         info = engine.workspace.info()
@@ -132,6 +143,9 @@ def index(
         f"in {summary.seconds:.1f}s ({summary.files_per_second:.1f} files/s); "
         f"workspace {workspace} holds {info.docs} images"
     )
+    if summary.without_vectors:
+        what = "no face found" if info.preset == "faces" else "nothing to embed"
+        out.print(f"{summary.without_vectors} of them indexed without vectors ({what})")
     if summary.skipped:
         out.print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in summary.skipped.items()), markup=False)
 
@@ -139,8 +153,8 @@ def index(
 # --- search --------------------------------------------------------------------------------------
 
 
-def _result_dict(rank: int, r: Result) -> dict[str, Any]:
-    return {
+def _result_dict(rank: int, r: Result, l2: bool = False) -> dict[str, Any]:
+    return ({"distance": round(-r.score, 6)} if l2 else {}) | {
         "rank": rank,
         "score": round(r.score, 6),
         "path": r.uri,
@@ -161,16 +175,24 @@ def search(
     flow: Annotated[
         Path | None, typer.Option(help="Query flow YAML (default: the workspace's, else built-in).")
     ] = None,
+    preset: Annotated[Preset | None, typer.Option(help="Built-in query flow (default: the workspace's).")] = None,
+    face: Annotated[
+        int | None, typer.Option(min=0, help="Face workspaces: which face of the query (0 = largest, the default).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the indexed images most like each query image."""
-    from lookalike.engine import Engine
+    from lookalike.engine import PRESETS, Engine
+    from lookalike.flow.graph import builtin_flow_path
 
+    if preset is not None and flow is None:
+        flow = builtin_flow_path(PRESETS[preset.value][1])
     with Engine.open(workspace, query_flow=flow, for_indexing=False) as engine:
-        results = engine.search([str(i) for i in images], top_k=k)
+        l2 = engine.workspace.metric == "l2"
+        results = engine.search([str(i) for i in images], top_k=k, face=face)
     if as_json:
         payload = [
-            {"query": str(q), "results": [_result_dict(i + 1, r) for i, r in enumerate(rs)]}
+            {"query": str(q), "results": [_result_dict(i + 1, r, l2) for i, r in enumerate(rs)]}
             for q, rs in zip(images, results, strict=True)
         ]
         out.print_json(json.dumps(payload if len(payload) > 1 else payload[0]))
@@ -182,7 +204,11 @@ def search(
             out.print("no results: the workspace is empty")
         for i, r in enumerate(rs, 1):
             tags = ", ".join(f"{label} {p:.0%}" for label, p in r.tags[:3])
-            out.print(f"{i:3d}  {r.score:.3f}  {r.uri}  [dim]{tags}[/dim]")
+            if l2:  # faces: Euclidean distance, lower is closer; under 0.6 is the same person
+                box = f"face at {','.join(map(str, r.bbox))}" if r.bbox else ""
+                out.print(f"{i:3d}  distance {-r.score:.3f}  {r.uri}  [dim]{box}[/dim]")
+            else:
+                out.print(f"{i:3d}  {r.score:.3f}  {r.uri}  [dim]{tags}[/dim]")
 
 
 # --- info / remove -------------------------------------------------------------------------------
@@ -466,6 +492,132 @@ def demo(
     if not no_serve:
         out.print(f"\nopen http://{host}:{port}/ and drop a photo on the page")
         _serve(workspace, host, port)
+
+
+# --- eval and dupes ------------------------------------------------------------------------------
+
+
+class EvalEncoder(str, Enum):
+    efficientnet = "efficientnet"
+    histogram = "histogram"
+
+
+@app.command("eval")
+def eval_command(
+    folder: Annotated[Path, typer.Argument(help="A folder of images in label folders, e.g. birds/robin.jpg.")],
+    label_depth: Annotated[
+        int | None, typer.Option(min=1, help="Label by the first N folder levels only (animals/birds -> animals).")
+    ] = None,
+    min_class_size: Annotated[int, typer.Option(min=2, help="Leave out classes with fewer images.")] = 9,
+    max_per_class: Annotated[
+        int | None, typer.Option(min=2, help="Use at most N images per class (a seeded random sample).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --max-per-class sample.")] = 0,
+    encoder: Annotated[
+        EvalEncoder, typer.Option(help="efficientnet (lookalike) or histogram (the colour-histogram baseline).")
+    ] = EvalEncoder.efficientnet,
+    robustness: Annotated[
+        bool, typer.Option("--robustness", help="Also measure copy detection: flip, crop, resize, JPEG, rotate, grey.")
+    ] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG: per-class P@10, robustness per transform.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write an HTML contact sheet of the worst queries with their top 5.")
+    ] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace", "-w", help="Index into this workspace and keep it for next time (default: a temporary one)."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure retrieval quality on labelled folders: leave-one-out P@1, P@5, P@10 and mAP per class."""
+    from lookalike.evaluate import evaluate, write_plot, write_report
+
+    say = lambda msg: err.print(msg, markup=False)  # noqa: E731
+    with _ProgressBar(enabled=err.is_terminal) as bar:
+        result = evaluate(
+            folder,
+            label_depth=label_depth,
+            min_class_size=min_class_size,
+            max_per_class=max_per_class,
+            seed=seed,
+            encoder=encoder.value,
+            workspace=workspace,
+            robustness=robustness,
+            index_progress=bar,
+            progress=say,
+        )
+    if plot is not None:
+        write_plot(result, plot)
+    shown = write_report(result, report) if report is not None else 0
+    data = result.to_dict()
+    if as_json:
+        data.update(plot=str(plot) if plot else None, report=str(report) if report else None)
+        out.print_json(json.dumps(data))
+        return
+    table = Table("class", "images", "P@1", "P@5", "P@10", "AP", box=None, pad_edge=False)
+    for c in data["per_class"]:
+        table.add_row(c["label"], str(c["images"]), *(f"{c[k]:.3f}" for k in ("p_at_1", "p_at_5", "p_at_10", "map")))
+    out.print(table)
+    m = data["metrics"]
+    left = data["left_out"]
+    out.print(
+        f"\n{result.encoder} on {result.root}: {data['images']} images in {data['classes']} classes "
+        f"(left out {left['classes']} classes with fewer than {min_class_size} usable images: "
+        f"{left['images']} images; {len(data['skipped'])} files could not be read)"
+    )
+    out.print(
+        f"[bold]P@1 {m['p_at_1']:.3f}   P@5 {m['p_at_5']:.3f}   P@10 {m['p_at_10']:.3f}   mAP {m['map']:.3f}[/bold]"
+    )
+    if result.robustness is not None:
+        rob = Table("copy detection", "original first", "median similarity", box=None, pad_edge=False)
+        for name, score in result.robustness.top1.items():
+            rob.add_row(name, f"{score:.3f}", f"{result.robustness.similarity[name]:.3f}")
+        out.print()
+        out.print(rob)
+    if plot is not None:
+        out.print(f"wrote {plot}")
+    if report is not None:
+        out.print(f"wrote {report} ({shown} worst queries)")
+
+
+@app.command()
+def dupes(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Cosine similarity from which two images are near duplicates.")
+    ] = 0.95,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find groups of near-duplicate images, and exact copies (same bytes), in a workspace."""
+    from lookalike.dupes import find_duplicates
+    from lookalike.store.workspace import Workspace
+
+    with Workspace.open(workspace, writer=False, create=False) as ws:
+        found = find_duplicates(ws, threshold)
+    if as_json:
+        out.print_json(json.dumps({"workspace": str(workspace), **found.to_dict()}))
+        return
+    plural = lambda n, word: f"{n} {word}{'s' if n != 1 else ''}"  # noqa: E731
+    out.print(
+        f"{plural(len(found.exact), 'group')} of exact copies ({plural(found.redundant_exact, 'redundant file')}), "
+        f"{plural(len(found.near), 'group')} of near duplicates (similarity >= {threshold:g}) "
+        f"among {found.docs} images in {workspace}"
+    )
+    if found.exact:
+        out.print("\n[bold]exact copies[/bold] (same bytes; the first is the one to keep)")
+        for n, g in enumerate(found.exact, 1):
+            out.print(f"group {n}: {len(g.files)} files of {_size(g.files[0].size or 0)}")
+            for i, f in enumerate(g.files):
+                out.print(f"  {'keep' if i == 0 else '    '}  {f.path}", markup=False)
+    if found.near:
+        out.print("\n[bold]near duplicates[/bold] (the first has the most pixels; similarity to it)")
+        for n, g in enumerate(found.near, 1):
+            out.print(f"group {n}: {len(g.files)} images, similarity >= {g.similarity:.3f}")
+            for i, f in enumerate(g.files):
+                size = f"{f.width}x{f.height}, {_size(f.size or 0)}"
+                out.print(f"  {'keep ' if i == 0 else f'{f.similarity:.3f}'}  {f.path}  ({size})", markup=False)
 
 
 # --- entry point ---------------------------------------------------------------------------------

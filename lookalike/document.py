@@ -87,6 +87,7 @@ class Document:
     error: str | None = None  # why this document was skipped
     error_reason: str | None = None  # short category of the error, for summaries
     results: list[Result] = field(default_factory=list)  # for a query document
+    query_info: dict[str, Any] = field(default_factory=dict)  # what executors learnt about a query
 
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> Document:
@@ -104,6 +105,7 @@ class Document:
             tags=list(self.tags),
             chunks=[dataclasses.replace(c, matches=list(c.matches)) for c in self.chunks],
             results=list(self.results),
+            query_info=dict(self.query_info),
         )
 
 

@@ -20,12 +20,15 @@ from typing import Any, Literal
 from lookalike.document import Chunk, Document, Request, Result
 from lookalike.errors import BadInput, ConfigError, NotFound
 from lookalike.executors.indexers import DocIndexer, VectorIndexer
-from lookalike.flow.graph import Flow, open_flow
+from lookalike.flow.graph import Flow, builtin_flow_path, open_flow
 from lookalike.flow.runtime import LocalRuntime
 from lookalike.images import IMAGE_EXTENSIONS, ImageSource
 from lookalike.store.workspace import Workspace
 
 FileStatus = Literal["new", "updated"]
+
+# name -> (index flow, query flow), shipped in lookalike/flows/
+PRESETS = {"default": ("index", "query"), "faces": ("faces-index", "faces-query")}
 
 
 @dataclass
@@ -38,6 +41,7 @@ class IndexSummary:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
     encoded: int = 0  # images run through the model
+    without_vectors: int = 0  # indexed, but the flow found nothing to embed (e.g. no face)
     seconds: float = 0.0
 
     @property
@@ -148,12 +152,18 @@ class Engine:
         query_flow: str | os.PathLike | Flow | None = None,
         for_indexing: bool = True,
         reset: bool = False,
+        preset: str | None = None,
     ) -> Engine:
         """Open ``workspace`` for indexing (a writer: takes the workspace lock) or only for search.
 
         Flows default to the built-in ones. For search, a flow stored in the workspace's manifest is
         used when none is given, so a workspace indexed with a custom flow is searched with its own.
         """
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+            index_flow = index_flow or builtin_flow_path(PRESETS[preset][0])
+            query_flow = query_flow or builtin_flow_path(PRESETS[preset][1])
         iflow = _as_flow(index_flow, "index") if for_indexing else None
         ws_path = Path(workspace)
         if query_flow is None and not for_indexing:
@@ -161,6 +171,7 @@ class Engine:
         qflow = _as_flow(query_flow, "query")
         main = iflow or qflow
         fingerprint = main.fingerprint()
+        dim, metric = main.vector_space()
         shards = _shard_count(main)
         if iflow is not None:
             _check_index_flow(iflow)
@@ -176,7 +187,10 @@ class Engine:
         ws = Workspace.open(
             ws_path,
             encoder=fingerprint,
+            dim=dim,
+            metric=metric,
             shards=shards,
+            preset=preset,
             writer=for_indexing,
             create=for_indexing,
             reset=reset,
@@ -275,6 +289,8 @@ class Engine:
                     if doc.uri and doc.size is not None and doc.mtime_ns is not None:
                         failures.append((doc.uri, doc.size, doc.mtime_ns, doc.error_reason or doc.error, doc.error))
                 else:
+                    if not any(c.embedding is not None for c in doc.chunks):
+                        summary.without_vectors += 1
                     st = status.get(doc.id, "new")
                     if st == "new":
                         summary.indexed += 1
@@ -335,36 +351,40 @@ class Engine:
             self._query_runtime = LocalRuntime(self.query_flow, self.workspace).start()
         return self._query_runtime
 
-    def run_queries(self, docs: list[Document], top_k: int) -> list[list[Result] | BadInput]:
+    def run_queries(self, docs: list[Document], top_k: int, face: int | None = None) -> list[list[Result] | BadInput]:
         """Run query documents through the query flow as one request: per document, its results or
         the BadInput that says why it could not be used."""
         if not 1 <= top_k <= 1000:
             raise BadInput(f"top_k must be between 1 and 1000, got {top_k}", "bad top_k")
         if not docs:
             return []
-        done = self._runtime().submit(Request("search", docs, parameters={"top_k": top_k})).result()
+        parameters: dict[str, Any] = {"top_k": top_k}
+        if face is not None:
+            parameters["face"] = face  # which face of the query image (face flows)
+        done = self._runtime().submit(Request("search", docs, parameters=parameters)).result()
         by_id = {d.id: d for d in done.docs}
         out: list[list[Result] | BadInput] = []
         for doc in docs:
             d = by_id[doc.id]
+            doc.query_info = d.query_info  # what the flow learnt about the query (e.g. its faces)
             if d.error is not None:
                 out.append(BadInput(f"query {d.uri or 'image'}: {d.error}", d.error_reason))
             else:
                 out.append(d.results)
         return out
 
-    def query_docs(self, docs: list[Document], top_k: int) -> list[list[Result]]:
+    def query_docs(self, docs: list[Document], top_k: int, face: int | None = None) -> list[list[Result]]:
         """Like :meth:`run_queries`, but the first unusable query raises its BadInput."""
         results = []
-        for r in self.run_queries(docs, top_k):
+        for r in self.run_queries(docs, top_k, face):
             if isinstance(r, BadInput):
                 raise r
             results.append(r)
         return results
 
-    def search(self, images: list[ImageSource], top_k: int = 10) -> list[list[Result]]:
+    def search(self, images: list[ImageSource], top_k: int = 10, face: int | None = None) -> list[list[Result]]:
         """Ranked results for each query image (a path or bytes)."""
-        return self.query_docs([query_doc(i, image) for i, image in enumerate(images)], top_k)
+        return self.query_docs([query_doc(i, image) for i, image in enumerate(images)], top_k, face)
 
     def similar(self, doc_id: str, top_k: int = 10) -> list[Result]:
         """More like an indexed image: its stored vectors are the query; it is left out of the results."""

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -136,9 +137,43 @@ def test_help_everywhere(command):
 
 
 def test_demo_on_tuxpaint(tuxpaint, tmp_path):
-    done = run("demo", "--dataset", "tuxpaint", "-w", str(tmp_path / "ws"))
+    done = run("demo", "--dataset", "tuxpaint", "--no-serve", "-w", str(tmp_path / "ws"))
     assert done.returncode == 0, done.stderr
     assert f"indexed {len(tuxpaint.images)} new" in done.stdout
     assert "example search" in done.stdout
     lines = [ln for ln in done.stdout.splitlines() if ln.strip().startswith("1 ")]
     assert lines and "0.9" in lines[0]  # the original of the mirrored, cropped query comes first
+
+
+def test_demo_ends_serving_the_page(tmp_path):
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [*lookalike_cmd(), "demo", "--dataset", "skimage", "-w", str(tmp_path / "ws"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+            time.sleep(0.2)
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert page.status_code == 200 and "<title>" in page.text
+        stats = httpx.get(f"http://127.0.0.1:{port}/api/stats", timeout=10).json()
+        assert stats["docs"] >= 10
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"open http://127.0.0.1:{port}/" in out

@@ -258,6 +258,8 @@ def test_unknown_uses_lists_the_builtins(tmp_path):
     assert error.startswith(f"{path}:4: pods.normalizer.uses: unknown executor 'ImageNormaliser'. Built-ins: ")
     assert set(BUILTINS) == {"ImageReader", "ImageNormalizer", "ImageEncoder", "VectorIndexer", "DocIndexer"} | {
         "MinRanker",
+        "FaceDetector",
+        "FaceEncoder",
         "_merge",
     }
     for name in BUILTINS:

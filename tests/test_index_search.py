@@ -197,3 +197,18 @@ def test_flower_example_mirrored_query_finds_its_original_once(photos, tmp_path)
     ids = [r.doc_id for r in results]
     assert len(ids) == len(set(ids)) == 10  # each document once, though both its chunks match
     assert np.all(np.diff([r.score for r in results]) <= 0)
+
+
+def test_top_k_is_met_when_a_shard_holds_fewer_vectors_than_k(photos, tmp_path):
+    """Regression: merging shards used to keep only as many matches as the fullest shard returned."""
+    few = photos[:7]
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for p in few:
+        shutil.copy(p, folder / p.name)
+    flows = {name: _flow(tmp_path, name, shards=3) for name in ("index", "query")}
+    with Engine.open(tmp_path / "ws", index_flow=flows["index"], query_flow=flows["query"]) as engine:
+        engine.index([folder])
+        assert max(len(s) for s in engine.workspace.shards) < 7
+        (results,) = engine.search([str(folder / few[0].name)], top_k=7)
+    assert len(results) == 7 and len({r.doc_id for r in results}) == 7

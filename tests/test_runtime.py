@@ -129,6 +129,7 @@ class ShardMatches(Executor):
     @requests(on="search")
     def search(self, docs, request):
         note(self, request, docs)
+        request.parameters["chunks_per_query"] = self.params.k  # as VectorIndexer declares its k
         for doc in docs:
             for j, chunk in enumerate(doc.chunks):
                 chunk.matches = fake_matches(self.context.shard, doc.id, j, self.params.k)
@@ -141,6 +142,7 @@ class AppendMatches(Executor):
     def search(self, docs, request):
         global ARRIVED_WITH_MATCHES
         foreign = 0
+        request.parameters["chunks_per_query"] = 2  # one match from each of the two shards
         for doc in docs:
             for chunk in doc.chunks:
                 foreign += bool(chunk.matches)
@@ -351,7 +353,7 @@ def test_each_shard_of_polling_all_gets_the_request_as_it_left_the_pod_before(tm
     with LocalRuntime(flow, None) as runtime:
         done = [f.result(timeout=WAIT_S) for f in [runtime.submit(r) for r in requests_of(2, 3000, "search")]]
     assert mod.ARRIVED_WITH_MATCHES == 0
-    assert all([m.chunk_id for m in c.matches] == [0] for r in done for d in r.docs for c in d.chunks)
+    assert all([m.chunk_id for m in c.matches] == [0, 1] for r in done for d in r.docs for c in d.chunks)
 
 
 def test_a_join_merges_both_branches_without_duplicating_earlier_chunks(tmp_path):

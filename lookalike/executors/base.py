@@ -110,6 +110,13 @@ class Executor:
         """
         return None
 
+    @classmethod
+    def vector_space_of(cls, params: BaseModel) -> tuple[int, str] | None:
+        """(dimension, metric) of the vectors this executor produces, for encoders: the workspace's
+        shards are built for it. Metric "cosine" (inner product of normalised vectors, higher is
+        closer) or "l2" (Euclidean distance, lower is closer)."""
+        return None
+
     def handle(self, request: Request) -> None:
         """Run the handler for ``request.kind`` on the request's live documents, if there is one."""
         name = self.handlers.get(request.kind)
@@ -162,6 +169,8 @@ BUILTINS: dict[str, str] = {
     "VectorIndexer": "lookalike.executors.indexers",
     "DocIndexer": "lookalike.executors.indexers",
     "MinRanker": "lookalike.executors.rankers",
+    "FaceDetector": "lookalike.executors.faces",
+    "FaceEncoder": "lookalike.executors.faces",
     "_merge": "lookalike.executors.merge",
 }
 MERGE = "_merge"

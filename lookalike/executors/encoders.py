@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from lookalike.document import Document
 from lookalike.executors.base import Executor, requests
-from lookalike.models.efficientnet_lite import DEFAULT_MODEL, ensure_onnx, get_variant
+from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, ensure_onnx, get_variant
 from lookalike.models.encoder import ImageEncoder as OnnxImageEncoder
 from lookalike.models.imagenet import tags
 
@@ -26,6 +26,10 @@ class ImageEncoder(Executor):
         self.model = OnnxImageEncoder(
             self.params.model, threads=self.params.threads or self.context.threads, batch_size=self.params.batch_size
         )
+
+    @classmethod
+    def vector_space_of(cls, params: BaseModel) -> tuple[int, str] | None:
+        return EMBEDDING_DIM, "cosine"
 
     @classmethod
     def fingerprint_of(cls, params: BaseModel) -> str | None:

@@ -10,7 +10,10 @@ from lookalike.executors.base import Executor, requests
 
 class MinRanker(Executor):
     class Params(Executor.Params):
-        min_score: float | None = Field(default=None, description="drop documents scoring below this")
+        min_score: float | None = Field(default=None, description="drop documents scoring below this (cosine)")
+        max_distance: float | None = Field(
+            default=None, gt=0, description="drop documents farther than this (l2 spaces, e.g. 0.6 for faces)"
+        )
 
     params: Params
 
@@ -27,4 +30,6 @@ class MinRanker(Executor):
             ranked = sorted(best.values(), key=lambda r: (-r.score, r.doc_id))  # ties: stable by id
             if self.params.min_score is not None:
                 ranked = [r for r in ranked if r.score >= self.params.min_score]
+            if self.params.max_distance is not None:  # l2 scores are minus the distance
+                ranked = [r for r in ranked if -r.score <= self.params.max_distance]
             doc.results = ranked[:top_k]

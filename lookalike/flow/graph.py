@@ -144,6 +144,13 @@ class Flow:
         parts = [fp for p in self.pods.values() if (fp := p.executor.fingerprint_of(p.params))]
         return "+".join(parts) or None
 
+    def vector_space(self) -> tuple[int, str]:
+        """(dimension, metric) of this flow's vectors, from its encoder(s); they must agree."""
+        spaces = {vs for p in self.pods.values() if (vs := p.executor.vector_space_of(p.params))}
+        if len(spaces) > 1:
+            raise ConfigError(f"{self.file}: the flow's encoders produce different vectors: {sorted(spaces)}")
+        return spaces.pop() if spaces else (1280, "cosine")
+
     @property
     def text(self) -> str:
         return self.loaded.text

@@ -266,6 +266,8 @@ def _merge_doc(into: Document, other: Document) -> None:
             setattr(into, name, getattr(other, name))
     if not into.tags and other.tags:
         into.tags = other.tags
+    for key, value in other.query_info.items():
+        into.query_info.setdefault(key, value)
     by_uid = {c.uid: i for i, c in enumerate(into.chunks)}
     for chunk in other.chunks:
         i = by_uid.get(chunk.uid)
@@ -304,8 +306,15 @@ def concat_shards(parts: list[Request]) -> Request:
 
 
 def merge_shard_results(parts: list[Request]) -> Request:
-    """polling all: every shard searched every query chunk; keep the exact global top-k matches."""
+    """polling all: every shard searched every query chunk; keep the exact global top-k matches.
+
+    k is what the shards were asked for (``parameters["chunks_per_query"]``, set by the searching
+    executor). Without it every match is kept, sorted: the union of each shard's exact top-k holds
+    the global top-k first. (Taking k from the lists' lengths would be wrong: a shard holding fewer
+    vectors than k returns fewer.)
+    """
     base = parts[0]
+    asked = base.parameters.get("chunks_per_query")
     for i, doc in enumerate(base.docs):
         for part in parts[1:]:
             other = part.docs[i]
@@ -313,7 +322,6 @@ def merge_shard_results(parts: list[Request]) -> Request:
                 doc.fail(other.error, other.error_reason)
         for j, chunk in enumerate(doc.chunks):
             lists = [p.docs[i].chunks[j].matches for p in parts if j < len(p.docs[i].chunks)]
-            k = max((len(m) for m in lists), default=0)
             merged = sorted((m for ms in lists for m in ms), key=lambda m: (-m.score, m.chunk_id))
-            chunk.matches = merged[:k]
+            chunk.matches = merged[: int(asked)] if asked is not None else merged
     return base

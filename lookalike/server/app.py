@@ -156,7 +156,9 @@ class Service:
         return self.engine
 
     def match(self, r: Result) -> dict[str, Any]:
-        return {
+        l2 = self.engine is not None and self.engine.workspace.metric == "l2"
+        extra = {"distance": round(-float(r.score), 6)} if l2 else {}
+        return extra | {
             "doc_id": r.doc_id,
             "uri": r.uri,
             "name": os.path.basename(r.uri or "") or r.doc_id,
@@ -340,7 +342,9 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     # --- search -----------------------------------------------------------------------------
 
-    def _search_payload(results: list[list[Result]], top_k: int, start: float, extra: list[dict] | None = None):
+    def _search_payload(
+        results: list[list[Result]], top_k: int, start: float, extra: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         out = []
         for i, rs in enumerate(results):
             entry: dict[str, Any] = {"matches": [service.match(r) for r in rs]}
@@ -413,12 +417,15 @@ def create_app(config: ServerConfig) -> FastAPI:
         engine = service.ready_engine()
         batcher = service.batcher
         assert batcher is not None
+        docs = [query_doc(i, m) for i, m in enumerate(images)]
         if len(images) == 1:  # the common case: batched with other clients' queries
-            results = [await run_in_threadpool(batcher.search, query_doc(0, images[0]), body.top_k)]
+            results = [await run_in_threadpool(batcher.search, docs[0], body.top_k, None, body.face)]
         else:  # several images in one request are a batch already
-            docs = [query_doc(i, m) for i, m in enumerate(images)]
-            results = await run_in_threadpool(engine.query_docs, docs, body.top_k)
-        return _search_payload(results, body.top_k, start)
+            results = await run_in_threadpool(engine.query_docs, docs, body.top_k, body.face)
+        faces = [
+            {"faces": [{"bbox": b} for b in d.query_info["faces"]]} if "faces" in d.query_info else {} for d in docs
+        ]
+        return _search_payload(results, body.top_k, start, faces)
 
     @app.get("/api/search/tags", tags=["search"])
     async def search_tags(
@@ -444,7 +451,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def stats() -> dict[str, Any]:
         engine = service.engine
         if engine is None:
-            return {"ready": False, "workspace": str(config.workspace), "writable": config.writes_enabled}
+            error = service.load_error
+            return {
+                "ready": False,
+                "workspace": str(config.workspace),
+                "writable": config.writes_enabled,
+                "error": {"type": type(error).__name__, "message": str(error)} if error else None,
+            }
         info = await run_in_threadpool(engine.workspace.info)
         return {
             "ready": True,

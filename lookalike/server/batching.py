@@ -22,6 +22,7 @@ class _Query:
     doc: Document
     top_k: int
     exclude: str | None  # a document id to leave out ("more like this" leaves out itself)
+    face: int | None = None  # which face of the query image (face workspaces)
     future: Future[list[Result]] = field(default_factory=Future)
 
 
@@ -40,10 +41,10 @@ class SearchBatcher:
     def enabled(self) -> bool:
         return self.wait_s > 0 and self.max_batch > 1
 
-    def search(self, doc: Document, top_k: int, exclude: str | None = None) -> list[Result]:
+    def search(self, doc: Document, top_k: int, exclude: str | None = None, face: int | None = None) -> list[Result]:
         """Results for one query document; blocks until its batch has run."""
-        q = _Query(doc, top_k, exclude)
-        if self.enabled:
+        q = _Query(doc, top_k, exclude, face)
+        if self.enabled and face is None:  # a chosen face is a request parameter: such a query runs alone
             self._queue.put(q)
         else:
             self._run([q])
@@ -82,7 +83,7 @@ class SearchBatcher:
         for i, q in enumerate(batch):
             q.doc.id = f"q{i}-{q.doc.id}"  # unique within the request
         try:
-            outcomes = self.engine.run_queries([q.doc for q in batch], k)
+            outcomes = self.engine.run_queries([q.doc for q in batch], k, batch[0].face if len(batch) == 1 else None)
         except BaseException as e:  # noqa: BLE001 - every waiting caller must hear of it
             for q in batch:
                 q.future.set_exception(e)

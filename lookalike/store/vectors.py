@@ -20,11 +20,21 @@ INDEX_FILE = "index.faiss"
 STATE_FILE = "snapshot.json"
 
 
+METRICS = ("cosine", "l2")
+
+
 class VectorShard:
-    def __init__(self, dim: int, shard: int = 0):
+    """Scores are "higher is closer" for both metrics: cosine similarity, or minus the Euclidean
+    distance for "l2" (so ranking code never needs to know which)."""
+
+    def __init__(self, dim: int, shard: int = 0, metric: str = "cosine"):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
         self.dim = dim
         self.shard = shard
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.metric = metric
+        flat = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+        self._index = faiss.IndexIDMap2(flat)
         self._lock = threading.Lock()  # FAISS allows concurrent searches but not search during add
 
     def __len__(self) -> int:
@@ -49,6 +59,8 @@ class VectorShard:
         k = max(1, min(k, max(len(self), 1)))
         with self._lock:
             scores, ids = self._index.search(queries, k)
+        if self.metric == "l2":  # FAISS gives squared distances, smallest first
+            scores = -np.sqrt(np.maximum(scores, 0))
         scores[ids < 0] = -np.inf
         return scores, ids
 
@@ -79,15 +91,17 @@ class VectorShard:
             data = faiss.serialize_index(self._index)
             count = len(self)
         atomic_write(folder / INDEX_FILE, data.tobytes())
-        state = {"generation": generation, "count": count, "dim": self.dim, "shard": self.shard}
+        state = {"generation": generation, "count": count, "dim": self.dim, "shard": self.shard, "metric": self.metric}
         atomic_write(folder / STATE_FILE, json.dumps(state).encode())
 
     @classmethod
-    def load(cls, folder: Path, dim: int, shard: int, generation: int) -> VectorShard | None:
+    def load(cls, folder: Path, dim: int, shard: int, generation: int, metric: str = "cosine") -> VectorShard | None:
         """The snapshot in ``folder`` if it reflects exactly ``generation``; None if stale or damaged."""
         try:
             state = json.loads((folder / STATE_FILE).read_text())
             if state.get("generation") != generation or state.get("dim") != dim:
+                return None
+            if state.get("metric", "cosine") != metric:
                 return None
             raw = np.fromfile(folder / INDEX_FILE, dtype=np.uint8)
             index = faiss.deserialize_index(raw)
@@ -95,6 +109,6 @@ class VectorShard:
             return None
         if not isinstance(index, faiss.IndexIDMap2) or index.ntotal != state.get("count") or index.d != dim:
             return None
-        out = cls(dim, shard)
+        out = cls(dim, shard, metric)
         out._index = index
         return out

@@ -65,6 +65,7 @@ class Workspace:
         *,
         encoder: str | None = None,
         dim: int = 1280,
+        metric: str = "cosine",
         shards: int | None = None,
         writer: bool = True,
         create: bool = True,
@@ -94,7 +95,7 @@ class Workspace:
             _unlock(lock_fd)
             raise
         try:
-            ws._setup(manifest is None, encoder, dim, shards, writer, reset, preset, flows)
+            ws._setup(manifest is None, encoder, dim, metric, shards, writer, reset, preset, flows)
         except BaseException:
             ws.close(flush=False)
             raise
@@ -105,6 +106,7 @@ class Workspace:
         new: bool,
         encoder: str | None,
         dim: int,
+        metric: str,
         shards: int | None,
         writer: bool,
         reset: bool,
@@ -131,7 +133,7 @@ class Workspace:
             if not writer:
                 raise StoreError("resetting a workspace needs write access")
             self.store.clear()
-            m.update(encoder=encoder, dim=dim, preset=preset or m.get("preset", "default"))
+            m.update(encoder=encoder, dim=dim, metric=metric, preset=preset or m.get("preset", "default"))
         recorded = m.get("encoder")
         if encoder and recorded and recorded != encoder:
             if self.store.count_docs() > 0:
@@ -142,9 +144,12 @@ class Workspace:
             m["encoder"] = encoder  # an empty workspace simply adopts the new encoder
         elif encoder and not recorded:
             m["encoder"] = encoder
-        if m.get("dim") != dim and self.store.count_chunks() > 0:
-            raise StoreError(f"workspace {self.path} holds {m.get('dim')}-d vectors, not {dim}-d")
-        m["dim"] = dim
+        if (m.get("dim"), m.get("metric", "cosine")) != (dim, metric) and self.store.count_chunks() > 0:
+            raise StoreError(
+                f"workspace {self.path} holds {m.get('dim')}-d {m.get('metric', 'cosine')} vectors, not {dim}-d "
+                f"{metric}; re-index it with `lookalike index --reset PATH...`, or pass another --workspace"
+            )
+        m["dim"], m["metric"] = dim, metric
         if preset and writer:
             m["preset"] = preset
         if flows and writer:
@@ -158,22 +163,22 @@ class Workspace:
         m["lookalike_version"] = __version__
         if writer:
             self._write_manifest()
-        self._load_shards(n, dim, save=writer)
+        self._load_shards(n, dim, metric, save=writer)
 
     def _reshard(self, n: int) -> None:
         doc_ids = [d.id for d in self.store.iter_docs()]
         self.store.reassign_shards(n, {d: shard_for(d, n) for d in doc_ids})
 
-    def _load_shards(self, n: int, dim: int, save: bool) -> None:
+    def _load_shards(self, n: int, dim: int, metric: str, save: bool) -> None:
         generation = self.store.generation
         self.shards = []
         for i in range(n):
             folder = self.path / f"shard-{i}"
-            shard = VectorShard.load(folder, dim, i, generation)
+            shard = VectorShard.load(folder, dim, i, generation, metric)
             if shard is None:
                 # A stale or damaged snapshot (a crash after a commit, or a changed shard count):
                 # rebuild this shard from what SQLite committed.
-                shard = VectorShard(dim, i)
+                shard = VectorShard(dim, i, metric)
                 ids, vectors = self.store.shard_vectors(i, dim)
                 shard.add(ids, vectors)
                 if save:
@@ -189,6 +194,10 @@ class Workspace:
     @property
     def dim(self) -> int:
         return int(self.manifest["dim"])
+
+    @property
+    def metric(self) -> str:
+        return str(self.manifest.get("metric", "cosine"))
 
     @property
     def encoder(self) -> str | None:

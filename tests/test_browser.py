@@ -1,0 +1,294 @@
+"""The web page in a real browser (Debian's chromium through playwright) against a real `lookalike serve`.
+
+Real photos are indexed by the real command; the page uploads a photo, runs "more like this", searches a
+tag, pastes and drops images, shows a server error, and is checked at phone width and by keyboard.
+Screenshots go to test-artifacts/browser-*.png.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import REPO, copy_photos, lookalike_cmd
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"]
+ARTIFACTS = REPO / "test-artifacts"
+# Five visually distinct classes, six photos each: a full first screen of results, small to index.
+CLASSES = ["animals/birds", "plants/flowers", "food/fruit", "town/roadsigns", "space/planets"]
+K = 8  # thumbnails that must really load before a result set counts as shown
+READY_WAIT_S = 120  # model conversion on a cold cache takes seconds; far less than this
+TIMEOUT_MS = 30_000
+
+
+def _need(what: str) -> None:
+    """Skip when the browser is missing on a developer machine, but fail in CI, which must run this."""
+    message = f"{what}; the browser tests need it (apt-get install chromium; pip install playwright)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        _need(f"{CHROMIUM} is missing")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need("the playwright package is not installed")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def photo_root(tuxpaint, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    copy_photos(tuxpaint, root, per_class=6, classes=CLASSES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def photos(photo_root: Path) -> list[Path]:
+    return sorted(p for p in photo_root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def server(photo_root: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`lookalike index` then `lookalike serve` on a free loopback port; the base URL once /readyz says 200."""
+    ws = tmp_path_factory.mktemp("ws")
+    done = subprocess.run(
+        [*lookalike_cmd(), "index", str(photo_root), "-w", str(ws)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    port = _free_port()
+    log = (ws.parent / f"serve-{port}.log").open("w+")
+    proc = subprocess.Popen(
+        [*lookalike_cmd(), "serve", "-w", str(ws), "--port", str(port), "--host", "127.0.0.1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_WAIT_S
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"lookalike serve exited with {proc.returncode}:\n{log.read()}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"lookalike serve was not ready within {READY_WAIT_S}s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def page(browser, server: str) -> Iterator[Any]:
+    """A fresh page that records uncaught script errors and every request leaving this server."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    script_errors: list[str] = []
+    foreign: list[str] = []
+    pg.on("pageerror", lambda e: script_errors.append(str(e)))
+    pg.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else foreign.append(r.url))
+    # Intercept file choosers from the start: enabling it only inside expect_file_chooser races the key press.
+    pg.on("filechooser", lambda chooser: None)
+    pg.goto(server)
+    pg.wait_for_function("document.getElementById('stats').textContent.includes('photos')")
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert script_errors == [], script_errors
+    assert foreign == [], f"the page must work offline, yet asked for {foreign}"
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def screenshot(pg, name: str, full_page: bool = True) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=full_page)
+
+
+def wait_results(pg, query_prefix: str, k: int = K) -> list[str]:
+    """Wait for a finished result set of the given query kind whose first ``k`` thumbnails have loaded."""
+    pg.wait_for_selector(f'#results[data-state="done"][data-query^="{query_prefix}"]', state="attached")
+    pg.wait_for_function(
+        """k => {
+            const imgs = Array.from(document.querySelectorAll('#results .thumb img'));
+            return imgs.length >= k && imgs.slice(0, k).every(i => i.complete && i.naturalWidth > 0);
+        }""",
+        arg=k,
+    )
+    return pg.eval_on_selector_all("#results > li", "lis => lis.map(li => li.dataset.docId)")
+
+
+def top_tag(server: str, doc_id: str) -> str:
+    doc = httpx.get(f"{server}/api/docs/{doc_id}", timeout=10).json()
+    return doc["tags"][0]["label"]
+
+
+# --- tests -----------------------------------------------------------------------------------------
+
+
+def test_upload_then_more_like_this_then_tag(page, server: str, photos: list[Path]) -> None:
+    bird = next(p for p in photos if "birds" in p.parts)
+    page.set_input_files("#file", str(bird))
+    first = wait_results(page, "file:")
+    assert page.is_visible("#query-img") and "Photos like" in page.text_content("#query-label")
+    assert page.eval_on_selector("#query-img", "i => i.complete && i.naturalWidth > 0")
+    # the uploaded photo is itself indexed, so it comes first, scored about 1
+    assert page.text_content("#results > li:first-child .name") == bird.name
+    assert float(page.text_content("#results > li:first-child .score")) > 0.99
+    assert re.fullmatch(rf"{len(first)} results in \d+ ms", page.text_content("#status"))
+    screenshot(page, "upload")
+
+    # more like the second result: the clicked photo is excluded, its name shows as the query
+    clicked = first[1]
+    clicked_name = page.text_content("#results > li:nth-child(2) .name")
+    page.click("#results > li:nth-child(2) .thumb")
+    more = wait_results(page, f"doc:{clicked}")
+    assert clicked not in more and more != first
+    assert clicked_name in page.text_content("#query-label")
+    assert page.url.endswith(f"#more={clicked}")
+    screenshot(page, "more-like-this")
+
+    # a tag that one of these photos surely carries
+    tag = top_tag(server, more[0])
+    page.fill("#tag", tag)
+    page.press("#tag", "Enter")
+    tagged = wait_results(page, f"tag:{tag}", k=1)
+    assert more[0] in tagged
+    assert tag in page.text_content("#query-label")
+    screenshot(page, "tag")
+
+    # Back returns to the more-like-this results, from the URL alone
+    page.go_back()
+    assert wait_results(page, f"doc:{clicked}") == more
+
+    # the full-size link serves the original
+    href = page.get_attribute("#results > li:first-child a.open", "href")
+    assert httpx.get(server + href, timeout=10).status_code == 200
+
+
+def test_top_k_and_empty_tag(page) -> None:
+    page.select_option("#topk", "8")
+    page.fill("#tag", "no-such-imagenet-label")
+    page.press("#tag", "Enter")
+    page.wait_for_selector('#results[data-state="done"]', state="attached")
+    assert page.eval_on_selector_all("#results > li", "lis => lis.length") == 0
+    assert "No photos tagged" in page.text_content("#status")
+    # the choice of top_k applies to the next search (and is remembered)
+    page.reload()
+    assert page.input_value("#topk") == "8"
+
+
+def test_paste_and_drop(page, photos: list[Path]) -> None:
+    """A pasted image and a dropped file search like an upload (synthetic events carrying real files)."""
+    flower = next(p for p in photos if "flowers" in p.parts)
+    planet = next(p for p in photos if "planets" in p.parts)
+    send = """([kind, b64, name]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, {type: 'image/png'}));
+        if (kind === 'paste') document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true}));
+        else document.body.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }"""
+    for kind, photo in (("paste", flower), ("drop", planet)):
+        page.evaluate(send, [kind, base64.b64encode(photo.read_bytes()).decode(), photo.name])
+        wait_results(page, "file:")
+        assert photo.name in page.text_content("#query-label"), kind
+        assert page.text_content("#results > li:first-child .name") == photo.name, kind  # itself, indexed
+
+
+def test_server_error_is_shown(page) -> None:
+    page.set_input_files("#file", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"}])
+    page.wait_for_selector('#results[data-state="error"]', state="attached")
+    error = page.text_content("#error")
+    assert page.is_visible("#error") and error.strip()
+    assert "HTTPError" not in error and "answered" not in error  # the server's own message, from its JSON
+    assert page.eval_on_selector_all("#results > li", "lis => lis.length") == 0
+
+
+def test_phone_width(page, photos: list[Path]) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.set_input_files("#file", str(photos[0]))
+    wait_results(page, "file:")
+    screenshot(page, "phone", full_page=False)
+    screenshot(page, "phone-full")
+    for width in (390, 360):
+        page.set_viewport_size({"width": width, "height": 844})
+        scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll <= inner, f"horizontal overflow at {width}px: {scroll} > {inner}"
+    # two columns of thumbnails side by side, each a usable size
+    boxes = [page.locator("#results > li").nth(i).bounding_box() for i in range(2)]
+    assert boxes[0]["y"] == boxes[1]["y"] and boxes[0]["width"] >= 140
+
+
+def test_keyboard(page, photos: list[Path]) -> None:
+    """Tab reaches the chooser and the tag box, both named; Enter opens the chooser and runs a result."""
+    chooser = page.get_by_role("button", name="Choose a photo")
+    tag_box = page.get_by_role("searchbox", name="Tag")
+    assert chooser.count() == 1 and tag_box.count() == 1
+    reached = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.id"))
+    assert "pick" in reached and "tag" in reached and "topk" in reached
+    assert reached.index("pick") < reached.index("tag")
+
+    page.focus("#pick")
+    with page.expect_file_chooser() as chosen:
+        page.keyboard.press("Enter")
+    chosen.value.set_files(str(photos[0]))
+    first = wait_results(page, "file:")
+
+    # results are buttons named after their photo, reachable and run by the keyboard
+    thumb = page.locator("#results > li:nth-child(2) .thumb")
+    name = page.text_content("#results > li:nth-child(2) .name")
+    assert page.get_by_role("button", name=f"More like {name}").count() >= 1
+    assert thumb.locator("img").get_attribute("alt") == name
+    thumb.focus()
+    page.keyboard.press("Enter")
+    more = wait_results(page, f"doc:{first[1]}")
+    assert first[1] not in more
+    page.focus("#results > li:first-child .thumb")
+    page.keyboard.press("Space")
+    wait_results(page, f"doc:{more[0]}")
