@@ -156,18 +156,22 @@ class Engine:
     ) -> Engine:
         """Open ``workspace`` for indexing (a writer: takes the workspace lock) or only for search.
 
-        Flows default to the built-in ones. For search, a flow stored in the workspace's manifest is
-        used when none is given, so a workspace indexed with a custom flow is searched with its own.
+        A workspace remembers the flows it was indexed with (and its preset): whichever flow is not
+        given is the remembered one, else the built-in default. So `index` again, `search` and
+        `serve` need no flags, whatever flows built the workspace.
         """
+        ws_path = Path(workspace)
         if preset is not None:
             if preset not in PRESETS:
                 raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
             index_flow = index_flow or builtin_flow_path(PRESETS[preset][0])
             query_flow = query_flow or builtin_flow_path(PRESETS[preset][1])
+        elif not reset:
+            if index_flow is None and for_indexing:
+                index_flow = _stored_flow(ws_path, "index")
+            if query_flow is None:
+                query_flow = _stored_flow(ws_path, "query")
         iflow = _as_flow(index_flow, "index") if for_indexing else None
-        ws_path = Path(workspace)
-        if query_flow is None and not for_indexing:
-            query_flow = _stored_query_flow(ws_path)
         qflow = _as_flow(query_flow, "query")
         main = iflow or qflow
         fingerprint = main.fingerprint()
@@ -180,10 +184,13 @@ class Engine:
                     f"the query flow encodes with {qflow.fingerprint()} but the index flow with {fingerprint}"
                 )
         flows = None
-        if iflow is not None:
-            flows = {"index": iflow.text}
-            if query_flow is not None:  # remembered, so `search` uses it without being told
-                flows.update(query=qflow.text, query_base_dir=str(qflow.loaded.base_dir))
+        if iflow is not None:  # remembered, so later opens use them without being told
+            flows = {
+                "index": iflow.text,
+                "index_base_dir": str(iflow.loaded.base_dir),
+                "query": qflow.text,
+                "query_base_dir": str(qflow.loaded.base_dir),
+            }
         ws = Workspace.open(
             ws_path,
             encoder=fingerprint,
@@ -391,12 +398,15 @@ class Engine:
         (results,) = self.query_docs([self.stored_query_doc(doc_id)], top_k + 1)
         return [r for r in results if r.doc_id != doc_id][:top_k]
 
-    def stored_query_doc(self, doc_id: str, chunk_kind: str | None = "whole") -> Document:
-        """A query document carrying an indexed document's stored vectors (no file is read)."""
+    def stored_query_doc(self, doc_id: str) -> Document:
+        """A query document carrying an indexed document's stored vectors (no file is read): its
+        whole-image chunk, or, where it has none (faces), its first chunk, the largest face."""
         rows = self.workspace.store.chunks_of(doc_id)
         if not rows:
+            if self.workspace.store.get_docs([doc_id]):
+                raise BadInput(f"document {doc_id!r} has no vectors to search with (no face found?)", "no vectors")
             raise NotFound(f"no indexed document {doc_id!r}")
-        chosen = [r for r in rows if chunk_kind is None or r[1] == chunk_kind] or rows[:1]
+        chosen = [r for r in rows if r[1] == "whole"] or rows[:1]
         chunks = [Chunk(kind=kind, bbox=bbox, embedding=emb) for _, kind, bbox, emb in chosen]
         return Document(id=f"similar-{doc_id}", chunks=chunks)
 
@@ -470,8 +480,8 @@ def _check_index_flow(flow: Flow) -> None:
             )
 
 
-def _stored_query_flow(path: Path) -> Flow | None:
-    """The query flow saved in a workspace's manifest, if it has one."""
+def _stored_flow(path: Path, kind: str) -> Flow | None:
+    """The ``kind`` ("index" or "query") flow saved in a workspace's manifest, if it has one."""
     import json
 
     from lookalike.flow.config import load_flow_text
@@ -480,8 +490,8 @@ def _stored_query_flow(path: Path) -> Flow | None:
         manifest = json.loads((path / "manifest.json").read_text("utf-8"))
     except (OSError, ValueError):
         return None
-    text = manifest.get("flows", {}).get("query")
-    base = manifest.get("flows", {}).get("query_base_dir")
+    flows = manifest.get("flows", {})
+    text, base = flows.get(kind), flows.get(f"{kind}_base_dir")
     if not text:
         return None
-    return Flow(load_flow_text(text, f"<query flow stored in {path}>", Path(base) if base else None), "query")
+    return Flow(load_flow_text(text, f"<{kind} flow stored in {path}>", Path(base) if base else None), kind)

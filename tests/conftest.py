@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +81,39 @@ def lookalike_cmd() -> list[str]:
     import sys
 
     return [str(Path(sys.executable).parent / "lookalike")]
+
+
+# face-recognition's source distribution ships test photos: five of one person, one of another.
+FACE_RECOGNITION_SDIST = "face-recognition==1.3.0"
+
+
+@pytest.fixture(scope="session")
+def people(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """face-recognition's test photos: five of one person, one of another (and an RGBA copy).
+
+    Downloaded once into pytest's cache (or a temporary folder when the cache is off)."""
+    pytest_cache = getattr(pytestconfig, "cache", None)  # absent under -p no:cacheprovider
+    if pytest_cache is not None:
+        cache = Path(pytest_cache.mkdir("face-recognition-sdist"))
+    else:
+        cache = tmp_path_factory.mktemp("face-recognition-sdist")
+    tarballs = sorted(cache.glob("face_recognition-*.tar.gz"))
+    if not tarballs:
+        got = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--quiet"]
+            + [FACE_RECOGNITION_SDIST, "-d", str(cache)],
+            capture_output=True,
+            text=True,
+        )
+        tarballs = sorted(cache.glob("face_recognition-*.tar.gz"))
+        if got.returncode != 0 or not tarballs:
+            reason = f"cannot download {FACE_RECOGNITION_SDIST} from PyPI: {got.stderr.strip()[-300:]}"
+            if os.environ.get("CI"):
+                pytest.fail(reason)  # CI must run the real-face tests, not skip them
+            pytest.skip(reason)
+    with tarfile.open(tarballs[0]) as tar:
+        return {
+            Path(m.name).name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.isfile() and "/tests/test_images/" in m.name
+        }

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +77,9 @@ def photos(photo_root: Path) -> list[Path]:
     return sorted(p for p in photo_root.rglob("*") if p.is_file())
 
 
-@pytest.fixture(scope="module")
-def server(photo_root: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`lookalike index` then `lookalike serve` on a free loopback port; the base URL once /readyz says 200."""
-    ws = tmp_path_factory.mktemp("ws")
-    done = subprocess.run(
-        [*lookalike_cmd(), "index", str(photo_root), "-w", str(ws)], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
+@contextmanager
+def _serving(ws: Path) -> Iterator[str]:
+    """`lookalike serve` on a free loopback port; the base URL once /readyz says 200."""
     port = _free_port()
     log = (ws.parent / f"serve-{port}.log").open("w+")
     proc = subprocess.Popen(
@@ -115,6 +111,18 @@ def server(photo_root: Path, model_dir: Path, tmp_path_factory: pytest.TempPathF
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(photo_root: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`lookalike index` then `lookalike serve`."""
+    ws = tmp_path_factory.mktemp("ws")
+    done = subprocess.run(
+        [*lookalike_cmd(), "index", str(photo_root), "-w", str(ws)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    with _serving(ws) as base:
+        yield base
 
 
 @pytest.fixture
@@ -292,3 +300,60 @@ def test_keyboard(page, photos: list[Path]) -> None:
     page.focus("#results > li:first-child .thumb")
     page.keyboard.press("Space")
     wait_results(page, f"doc:{more[0]}")
+
+
+def test_face_workspace_draws_the_matched_faces_and_lets_the_query_pick_one(browser, people, tmp_path) -> None:
+    """A group photo (Obama large, Biden small) on a faces workspace: every result shows its face box,
+    and picking the second face of the query finds the other person."""
+    import io
+
+    from PIL import Image
+
+    photos = tmp_path / "people"
+    photos.mkdir()
+    for name, blob in people.items():
+        if name.endswith(".jpg"):
+            (photos / name).write_bytes(blob)
+    ws = tmp_path / "ws"
+    done = subprocess.run(
+        [*lookalike_cmd(), "index", "--preset", "faces", str(photos), "-w", str(ws)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    obama = Image.open(io.BytesIO(people["obama.jpg"])).convert("RGB")
+    biden = Image.open(io.BytesIO(people["biden.jpg"])).convert("RGB")
+    biden = biden.resize((biden.width * 2 // 3, biden.height * 2 // 3))
+    group = Image.new("RGB", (obama.width + biden.width + 40, max(obama.height, biden.height)), "white")
+    group.paste(obama, (0, 0))
+    group.paste(biden, (obama.width + 40, 0))
+    query = tmp_path / "group.jpg"
+    group.save(query, quality=92)
+
+    with _serving(ws) as base:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(base)
+        pg.wait_for_function("document.body.classList.contains('face-workspace')")
+        pg.set_input_files("input[type=file]", str(query))
+        first = wait_results(pg, "file:", k=3)
+        boxes = pg.eval_on_selector_all(
+            "#results > li", "lis => lis.map(li => li.querySelectorAll('.thumb .box').length)"
+        )
+        assert boxes and all(n == 1 for n in boxes), boxes
+        assert pg.locator("#faces button").count() == 2  # the query's two faces, to choose from
+        names = pg.eval_on_selector_all("#results .name", "els => els.map(e => e.textContent)")
+        assert names[0].startswith("obama")
+        screenshot(pg, "faces")
+        pg.locator("#faces button").nth(1).click()
+        pg.wait_for_function(
+            "first => { const li = document.querySelector('#results > li');"
+            " return li && li.dataset.docId !== first"
+            " && document.querySelector('#results').dataset.state === 'done'; }",
+            arg=first[0],
+        )
+        names = pg.eval_on_selector_all("#results .name", "els => els.map(e => e.textContent)")
+        assert names[0].startswith("biden"), names
+        context.close()

@@ -349,14 +349,21 @@ function renderQuery(query) {
   }
 }
 
-/** Where bbox (x, y, w, h in original pixels) lies in a box showing the image with `fit`, in %. */
-function boxStyle(bbox, width, height, fit) {
+/** The object-position (0..1 on each axis) that keeps bbox's centre in view in a square cover crop. */
+function focusOn(bbox, width, height) {
+  const clamp = (v) => Math.min(1, Math.max(0, v));
+  return [clamp((bbox[0] + bbox[2] / 2) / width), clamp((bbox[1] + bbox[3] / 2) / height)];
+}
+
+/** Where bbox (x, y, w, h in original pixels) lies in a box showing the image with `fit`, in %.
+ *  For "cover", `focus` is the crop's object-position (default: centred). */
+function boxStyle(bbox, width, height, fit, focus = [0.5, 0.5]) {
   let scale = 1, ox = 0, oy = 0;
   if (fit === "cover") {
-    // a square box showing the image with object-fit: cover
+    // a square box showing the image with object-fit: cover, aligned at `focus`
     scale = 1 / Math.min(width, height);
-    ox = (1 - width * scale) / 2;
-    oy = (1 - height * scale) / 2;
+    ox = (1 - width * scale) * focus[0];
+    oy = (1 - height * scale) * focus[1];
     return {
       left: `${(bbox[0] * scale + ox) * 100}%`,
       top: `${(bbox[1] * scale + oy) * 100}%`,
@@ -439,10 +446,17 @@ function renderResults(matches, query) {
       img,
     );
     if (showBoxes && Array.isArray(m.bbox) && m.width && m.height) {
-      thumb.append(el("span", { className: "box", style: boxStyle(m.bbox, m.width, m.height, "cover") }));
+      // Crop the square thumbnail around the matched face, not the photo's centre.
+      const focus = focusOn(m.bbox, m.width, m.height);
+      img.style.objectPosition = `${focus[0] * 100}% ${focus[1] * 100}%`;
+      thumb.append(el("span", { className: "box", style: boxStyle(m.bbox, m.width, m.height, "cover", focus) }));
     }
     thumb.addEventListener("click", () => searchDoc(m.doc_id, m));
-    const score = typeof m.score !== "number" ? "" : byTag ? pct(m.score) : m.score.toFixed(3);
+    // Face workspaces rank by Euclidean distance (lower is closer; under 0.6: the same person).
+    const isDistance = typeof m.distance === "number";
+    const score = isDistance
+      ? `d ${m.distance.toFixed(3)}`
+      : typeof m.score !== "number" ? "" : byTag ? pct(m.score) : m.score.toFixed(3);
     return el(
       "li",
       { className: "card", dataset: { docId: m.doc_id } },
@@ -464,7 +478,11 @@ function renderResults(matches, query) {
         el(
           "div",
           { className: "line small" },
-          el("span", { className: "score", title: byTag ? "tag probability" : "similarity" }, score),
+          el(
+            "span",
+            { className: "score", title: isDistance ? "face distance" : byTag ? "tag probability" : "similarity" },
+            score,
+          ),
           el("span", { className: "tags", title: tagText }, tagText),
         ),
       ),

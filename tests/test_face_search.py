@@ -1,0 +1,163 @@
+"""Face search end to end: the faces preset through the engine, the CLI and the API, on real faces."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageOps
+
+from lookalike.engine import Engine
+from lookalike.errors import BadInput
+from lookalike.flow.graph import builtin_flow_path
+from lookalike.server.app import ServerConfig, create_app
+
+from conftest import REPO, lookalike_cmd
+
+pytestmark = pytest.mark.slow
+
+SAME_PERSON = 0.6  # dlib's convention
+
+
+@pytest.fixture(scope="module")
+def faces_dir(people, tmp_path_factory):
+    """Obama (5 photos), Biden (1), the astronaut, and a photo without a face."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("faces")
+    for name, blob in people.items():
+        if name.endswith(".jpg"):
+            (root / name).write_bytes(blob)
+    Image.fromarray(data.astronaut()).save(root / "astronaut.png")
+    Image.fromarray(data.coffee()).save(root / "coffee.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def face_ws(faces_dir, tmp_path_factory):
+    ws = tmp_path_factory.mktemp("face-ws") / "ws"
+    with Engine.open(ws, preset="faces") as engine:
+        summary = engine.index([faces_dir])
+    assert summary.without_vectors == 1  # the coffee cup: indexed, no face, not an error
+    assert summary.skipped_total == 0
+    return ws
+
+
+def test_the_same_person_ranks_first(face_ws, faces_dir):
+    obama = sorted(p for p in faces_dir.glob("obama*.jpg"))
+    with Engine.open(face_ws, for_indexing=False) as engine:  # the preset is remembered
+        assert engine.workspace.preset == "faces" and engine.workspace.metric == "l2"
+        (results,) = engine.search([str(obama[0])], top_k=10)
+    names = [r.uri.rsplit("/", 1)[1] for r in results]
+    assert names[0] == obama[0].name and -results[0].score < 1e-3
+    same = [r for r in results if "obama" in r.uri]
+    assert len(same) == len(obama) and all(-r.score < SAME_PERSON for r in same)
+    assert names[: len(obama)] == [r.uri.rsplit("/", 1)[1] for r in same]  # every Obama before anyone else
+    biden = next(r for r in results if "biden" in r.uri)
+    assert -biden.score > SAME_PERSON
+    assert all(r.bbox and r.chunk_kind == "face" for r in results)  # each result carries its matched face
+
+
+def test_the_astronaut_and_her_edits(face_ws, tmp_path):
+    from skimage import data
+
+    original = Image.fromarray(data.astronaut())
+    w, h = original.size
+    edits = {
+        "mirror": ImageOps.mirror(original),
+        "half": original.resize((w // 2, h // 2)),
+        "grey": ImageOps.grayscale(original),
+    }
+    paths = []
+    for name, img in edits.items():
+        paths.append(tmp_path / f"{name}.png")
+        img.save(paths[-1])
+    paths.append(tmp_path / "jpeg60.jpg")
+    original.save(paths[-1], quality=60)
+    with Engine.open(face_ws, for_indexing=False) as engine:
+        for path, results in zip(paths, engine.search([str(p) for p in paths], top_k=3), strict=True):
+            assert results[0].uri.endswith("astronaut.png"), path.name
+            assert -results[0].score < SAME_PERSON, (path.name, -results[0].score)
+
+
+def test_choosing_a_face_of_a_group_photo(face_ws, faces_dir, people, tmp_path):
+    """Obama large on the left, Biden smaller on the right: --face picks which one is searched."""
+    obama = Image.open(io.BytesIO(people["obama.jpg"])).convert("RGB")
+    biden = Image.open(io.BytesIO(people["biden.jpg"])).convert("RGB")
+    biden = biden.resize((biden.width * 2 // 3, biden.height * 2 // 3))
+    group = Image.new("RGB", (obama.width + biden.width + 40, max(obama.height, biden.height)), "white")
+    group.paste(obama, (0, 0))
+    group.paste(biden, (obama.width + 40, 0))
+    path = tmp_path / "group.jpg"
+    group.save(path, quality=92)
+    with Engine.open(face_ws, for_indexing=False) as engine:
+        (largest,) = engine.search([str(path)], top_k=1)
+        (second,) = engine.search([str(path)], top_k=1, face=1)
+        with pytest.raises(BadInput, match="face 5 asked for, but the image has 2 faces"):
+            engine.search([str(path)], top_k=1, face=5)
+        with pytest.raises(BadInput, match="no face"):
+            engine.search([str(faces_dir / "coffee.png")], top_k=1)
+    assert "obama" in largest[0].uri and "biden" in second[0].uri
+
+
+def test_cli_index_preset_then_search_needs_no_flag(faces_dir, tmp_path):
+    ws = tmp_path / "ws"
+    done = subprocess.run(
+        [*lookalike_cmd(), "index", "--preset", "faces", str(faces_dir), "-w", str(ws)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 of them indexed without vectors (no face found)" in done.stdout
+    query = faces_dir / "obama2.jpg"
+    found = subprocess.run(
+        [*lookalike_cmd(), "search", str(query), "-w", str(ws), "--json"], capture_output=True, text=True
+    )
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)["results"]
+    assert results[0]["path"] == str(query) and results[0]["distance"] < 1e-3
+    assert "obama" in results[1]["path"] and results[1]["distance"] < SAME_PERSON
+    text = subprocess.run(
+        [*lookalike_cmd(), "search", str(query), "-w", str(ws), "-k", "2"], capture_output=True, text=True
+    )
+    assert "distance 0.000" in text.stdout and "face at" in text.stdout
+
+
+def test_missing_faces_extra_is_one_clear_line(faces_dir, tmp_path):
+    code = (
+        "import sys; sys.modules['dlib'] = None\n"
+        "from lookalike.cli import main\n"
+        f"sys.exit(main(['index', '--preset', 'faces', {str(faces_dir)!r}, '-w', {str(tmp_path / 'ws')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr  # ModelError
+    assert done.stderr.strip() == "error: face search needs the faces extra: pip install 'lookalike[faces]'"
+
+
+def test_api_lists_the_query_faces_and_distances(face_ws, faces_dir):
+    with TestClient(create_app(ServerConfig(workspace=face_ws, read_only=True))) as client:
+        for _ in range(600):
+            if client.get("/readyz").status_code == 200:
+                break
+            __import__("time").sleep(0.05)
+        assert client.get("/api/stats").json()["faces"] is True
+        with open(faces_dir / "obama.jpg", "rb") as f:
+            r = client.post("/api/search", files={"file": ("q.jpg", f, "image/jpeg")}, data={"top_k": "3"})
+        assert r.status_code == 200, r.text
+        result = r.json()["results"][0]
+        assert len(result["faces"]) == 1 and len(result["faces"][0]["bbox"]) == 4
+        first = result["matches"][0]
+        assert first["name"] == "obama.jpg" and first["distance"] < 1e-3 and len(first["bbox"]) == 4
+        more = client.post("/api/search", json={"doc_id": first["doc_id"], "top_k": 3}).json()
+        assert all("obama" in m["name"] for m in more["results"][0]["matches"])
+        with open(faces_dir / "obama.jpg", "rb") as f:
+            bad = client.post("/api/search", files={"file": ("q.jpg", f)}, data={"face": "3"})
+        assert bad.status_code == 400 and "asked for" in bad.json()["error"]["message"]
+
+
+def test_the_example_flows_are_the_preset():
+    for name in ("index", "query"):
+        example = (REPO / "examples" / "face-search" / f"{name}.yml").read_text()
+        assert example == builtin_flow_path(f"faces-{name}").read_text()
