@@ -1,0 +1,181 @@
+"""Near-duplicate and exact-duplicate images in a workspace.
+
+Exact duplicates share a content hash (the same bytes). Near duplicates are found with a range
+search on the vector shards: every document's whole-image vector asks each shard for all chunks
+with cosine similarity at least ``threshold``, and union-find joins the pairs into groups across
+shards. Each set of exact copies counts once among the near duplicates (its first file stands for
+it), so a near-duplicate group lists each distinct image once.
+
+Within a group the file to keep comes first: the most pixels, then the largest file, then the
+oldest, then the path. Every other file carries its cosine similarity to that first one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import ConfigError
+from lookalike.store.docstore import StoredDoc
+from lookalike.store.workspace import Workspace
+
+DEFAULT_THRESHOLD = 0.95
+# Queries per range search: bounds the result buffers FAISS allocates at once.
+_QUERY_BLOCK = 1024
+
+
+@dataclass
+class DupeFile:
+    path: str
+    doc_id: str
+    similarity: float  # cosine similarity to the group's first file (1.0 for the first)
+    width: int | None
+    height: int | None
+    size: int | None
+    mtime_ns: int | None
+
+
+@dataclass
+class DupeGroup:
+    files: list[DupeFile]
+    similarity: float  # the lowest similarity of any file to the first
+    content_hash: str | None = None  # exact groups only
+
+    @property
+    def paths(self) -> list[str]:
+        return [f.path for f in self.files]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"size": len(self.files), "paths": self.paths}
+        if self.content_hash is not None:
+            out["content_hash"] = self.content_hash
+            out["bytes"] = self.files[0].size
+        else:
+            out["similarity"] = round(self.similarity, 4)
+            out["files"] = [
+                {
+                    "path": f.path,
+                    "similarity": round(f.similarity, 4),
+                    "width": f.width,
+                    "height": f.height,
+                    "bytes": f.size,
+                }
+                for f in self.files
+            ]
+        return out
+
+
+@dataclass
+class DupeReport:
+    threshold: float
+    docs: int
+    exact: list[DupeGroup] = field(default_factory=list)
+    near: list[DupeGroup] = field(default_factory=list)
+
+    @property
+    def redundant_exact(self) -> int:
+        """Files that could go without losing any content: all but one of each exact group."""
+        return sum(len(g.files) - 1 for g in self.exact)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "docs": self.docs,
+            "exact": [g.to_dict() for g in self.exact],
+            "near": [g.to_dict() for g in self.near],
+        }
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        parent = self.parent
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while x != root:  # path compression
+            parent[x], x = root, parent.get(x, x)
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _keep_order(doc: StoredDoc) -> tuple:
+    pixels = (doc.width or 0) * (doc.height or 0)
+    return (-pixels, -(doc.size or 0), doc.mtime_ns if doc.mtime_ns is not None else 1 << 62, doc.uri or "", doc.id)
+
+
+def _file(doc: StoredDoc, similarity: float) -> DupeFile:
+    return DupeFile(doc.uri or doc.id, doc.id, similarity, doc.width, doc.height, doc.size, doc.mtime_ns)
+
+
+def _sort_groups(groups: list[DupeGroup]) -> list[DupeGroup]:
+    return sorted(groups, key=lambda g: (-len(g.files), -g.similarity, g.files[0].path))
+
+
+def find_duplicates(workspace: Workspace, threshold: float = DEFAULT_THRESHOLD) -> DupeReport:
+    """Exact and near-duplicate groups among the workspace's documents (see the module docstring)."""
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"--threshold is a cosine similarity in (0, 1], got {threshold}")
+    store = workspace.store
+    docs = {d.id: d for d in store.iter_docs()}
+    report = DupeReport(threshold=threshold, docs=len(docs))
+
+    # Exact copies: the same bytes.
+    by_hash: dict[str, list[StoredDoc]] = {}
+    for doc in docs.values():
+        if doc.content_hash:
+            by_hash.setdefault(doc.content_hash, []).append(doc)
+    stand_in: dict[str, str] = {}  # doc id -> the doc id that stands for its set of exact copies
+    for content_hash, copies in by_hash.items():
+        if len(copies) < 2:
+            continue
+        copies.sort(key=_keep_order)
+        for c in copies:
+            stand_in[c.id] = copies[0].id
+        report.exact.append(DupeGroup([_file(c, 1.0) for c in copies], 1.0, content_hash))
+    report.exact = _sort_groups(report.exact)
+
+    # Near copies: a range search of every distinct image's whole vector on every shard.
+    doc_ids, vectors = store.vectors_by_doc(workspace.dim)
+    rows = [i for i, d in enumerate(doc_ids) if stand_in.get(d, d) == d and d in docs]
+    query_ids = [doc_ids[i] for i in rows]
+    queries = vectors[rows]
+    vector_of = {d: vectors[i] for i, d in enumerate(doc_ids)}
+    groups = _UnionFind()
+    for start in range(0, len(query_ids), _QUERY_BLOCK):
+        block = queries[start : start + _QUERY_BLOCK]
+        for shard in workspace.shards:
+            lims, _scores, hit_ids = shard.range_search(block, threshold)
+            if len(hit_ids) == 0:
+                continue
+            owner = {cid: info[0] for cid, info in store.chunk_info(set(hit_ids.tolist())).items()}
+            for q in range(len(block)):
+                me = query_ids[start + q]
+                for cid in hit_ids[lims[q] : lims[q + 1]].tolist():
+                    other = owner.get(cid)
+                    if other is None or other not in docs:
+                        continue  # removed since the shard was built
+                    other = stand_in.get(other, other)
+                    if other != me:
+                        groups.union(me, other)
+    members: dict[str, list[str]] = {}
+    for d in query_ids:
+        members.setdefault(groups.find(d), []).append(d)
+    for ids in members.values():
+        if len(ids) < 2:
+            continue
+        ordered = sorted((docs[i] for i in ids), key=_keep_order)
+        first = vector_of[ordered[0].id]
+        sims = [1.0] + [float(np.dot(first, vector_of[d.id])) for d in ordered[1:]]
+        files = [_file(d, s) for d, s in zip(ordered, sims, strict=True)]
+        report.near.append(DupeGroup(files, min(sims)))
+    report.near = _sort_groups(report.near)
+    return report

@@ -1,0 +1,168 @@
+"""`lookalike eval`: the metrics against hand-computed rankings, then the real command on tuxpaint photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.baselines import ColorHistogramEncoder
+from lookalike.errors import BadInput, ConfigError
+from lookalike.evaluate import (
+    TRANSFORMS,
+    average_precision,
+    copy_detection,
+    evaluate,
+    leave_one_out,
+    precision_at_k,
+    ranking_metrics,
+    select,
+    variant_tensors,
+)
+from lookalike.images import load_tensor
+
+from conftest import copy_photos, lookalike_cmd, solid
+
+# --- metrics on rankings worked out by hand -------------------------------------------------------
+
+
+def test_precision_and_average_precision_of_one_ranking():
+    ranking = [True, False, True, False, False, True]  # relevant at ranks 1, 3 and 6
+    assert precision_at_k(ranking, 1) == 1.0
+    assert precision_at_k(ranking, 2) == 0.5
+    assert precision_at_k(ranking, 5) == pytest.approx(2 / 5)
+    assert precision_at_k(ranking, 10) == pytest.approx(3 / 10)  # a short ranking still divides by k
+    assert average_precision(ranking) == pytest.approx((1 / 1 + 2 / 3 + 3 / 6) / 3)
+    assert average_precision([False, False, True]) == pytest.approx(1 / 3)
+    assert average_precision([False, False]) == 0.0
+    assert average_precision([True, True, False]) == 1.0
+
+
+def test_ranking_metrics_is_row_wise():
+    ap, p = ranking_metrics(
+        np.array([[True, False, True, False, False, True], [False, True, False, False, False, False]])
+    )
+    assert ap == pytest.approx([(1 + 2 / 3 + 3 / 6) / 3, 0.5])
+    assert p[1] == pytest.approx([1.0, 0.0]) and p[5] == pytest.approx([0.4, 0.2])
+
+
+def test_leave_one_out_on_known_vectors():
+    # Four unit vectors on a quarter circle; classes a, a, b, b.
+    vectors = np.array([[1, 0], [0.8, 0.6], [0.6, 0.8], [0, 1]], dtype=np.float32)
+    loo = leave_one_out(vectors, ["a", "a", "b", "b"])
+    # Query 0 ranks [1, 2, 3]: its one relevant image first. Query 1 ranks [2, 0, 3]: relevant second.
+    assert loo.ap == pytest.approx([1.0, 0.5, 0.5, 1.0])
+    assert loo.precision[1] == pytest.approx([1, 0, 0, 1])
+    assert loo.precision[5] == pytest.approx([0.2] * 4)
+    assert loo.top.tolist() == [[1, 2, 3], [2, 0, 3], [1, 3, 0], [2, 1, 0]]
+    assert loo.top_scores[1] == pytest.approx([0.96, 0.8, 0.6])
+    with pytest.raises(BadInput):
+        leave_one_out(vectors[:1], ["a"])
+
+
+def test_select_leaves_out_small_classes_and_samples_with_a_seed():
+    labels = {f"/d/{c}/{i}.png": c for c, n in (("big", 30), ("mid", 9), ("small", 3)) for i in range(n)}
+    kept, classes, images = select(labels, 9)
+    assert len(kept) == 39 and (classes, images) == (1, 3)
+    capped, _, _ = select(labels, 9, max_per_class=10, seed=1)
+    assert len(capped) == 19 and capped == select(labels, 9, max_per_class=10, seed=1)[0]
+    assert capped != select(labels, 9, max_per_class=10, seed=2)[0]
+    assert all(p in labels for p in capped)
+
+
+def test_histogram_baseline_sees_colours():
+    hist = ColorHistogramEncoder()
+    red, red2, blue = (load_tensor(solid(c)) for c in ((250, 10, 10), (240, 20, 20), (10, 10, 250)))
+    v = hist.encode_tensors(np.stack([red, red2, blue]))
+    assert v.shape == (3, 512) and np.allclose(np.linalg.norm(v, axis=1), 1.0)
+    assert v[0] @ v[1] == pytest.approx(1.0) and v[0] @ v[2] == pytest.approx(0.0)
+
+
+def test_every_transform_makes_a_model_input():
+    img = Image.new("RGBA", (300, 200), (0, 0, 0, 0))
+    img.paste((200, 30, 30, 255), (50, 50, 250, 150))
+    tensors = variant_tensors(img)
+    assert tensors.shape == (len(TRANSFORMS), 3, 224, 224) and np.isfinite(tensors).all()
+    assert len({t.tobytes() for t in tensors}) == len(TRANSFORMS)  # every transform changes the pixels
+
+
+def test_copy_detection_with_the_histogram(tmp_path):
+    colours = [((255, 0, 0), (0, 0, 255)), ((0, 160, 0), (250, 220, 0)), ((255, 255, 255), (20, 20, 20))]
+    paths = []
+    for n, (left, right) in enumerate(colours):
+        img = Image.new("RGB", (200, 100), left)
+        img.paste(right, (100, 0, 200, 100))
+        paths.append(str(tmp_path / f"{n}.png"))
+        img.save(paths[-1])
+    hist = ColorHistogramEncoder()
+    gallery = hist.encode(paths)
+    paths.append(str(tmp_path / "gone.png"))  # indexed once, deleted since: left out, not a failure
+    gallery = np.vstack([gallery, np.zeros((1, hist.dim), np.float32)])
+    result = copy_detection(paths, gallery, hist.encode_tensors, workers=1)
+    assert result.images == 3 and set(result.top1) == set(TRANSFORMS)
+    assert result.top1["flip"] == 1.0 and result.similarity["flip"] == pytest.approx(1.0)
+    assert all(0.0 <= v <= 1.0 for v in result.top1.values())
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ConfigError):
+        evaluate(tmp_path, min_class_size=1)
+    with pytest.raises(ConfigError):
+        evaluate(tmp_path, encoder="clip")
+    with pytest.raises(ConfigError):
+        evaluate(tmp_path, encoder="histogram", workspace=tmp_path / "ws")
+    (tmp_path / "a").mkdir()
+    solid((1, 2, 3)).save(tmp_path / "a" / "one.png")
+    with pytest.raises(BadInput, match="no class"):
+        evaluate(tmp_path, encoder="histogram")
+
+
+# --- the real command on real photos --------------------------------------------------------------
+
+CLASSES = ["animals/birds", "food/fruit", "plants/flowers", "town/roadsigns", "seasonal/christmas"]
+
+
+def _eval(*args: str) -> dict:
+    done = subprocess.run(
+        [*lookalike_cmd(), "eval", *args, "--json"], capture_output=True, text=True, timeout=600, env=dict(os.environ)
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_eval_end_to_end_beats_the_histogram(tuxpaint, tmp_path):
+    root = tmp_path / "photos"
+    copy_photos(tuxpaint, root, per_class=9, classes=CLASSES)
+    copy_photos(tuxpaint, root, per_class=3, classes=["space/planets"])  # too small a class: left out
+    plot, report = tmp_path / "p.png", tmp_path / "r.html"
+    data = _eval(str(root), "--plot", str(plot), "--robustness", "--report", str(report))
+
+    assert data["encoder"] == "efficientnet-lite0" and data["images"] == 45 and data["classes"] == 5
+    assert data["left_out"] == {"classes": 1, "images": 3} and data["skipped"] == []
+    m = data["metrics"]
+    assert set(m) == {"p_at_1", "p_at_5", "p_at_10", "map"}
+    assert all(0.0 <= v <= 1.0 for v in m.values())
+    assert m["p_at_10"] <= 0.8 + 1e-9  # 8 relevant images per query: P@10 cannot pass 0.8
+    assert m["p_at_1"] > 0.6 and m["map"] > 0.5  # far above chance (0.2) on these classes
+    assert [c["label"] for c in data["per_class"]] == sorted(CLASSES)
+    assert all(c["images"] == 9 for c in data["per_class"])
+    rob = data["robustness"]
+    assert set(rob["top1"]) == set(TRANSFORMS) and rob["images"] == 45
+    assert all(0.8 <= v <= 1.0 for v in rob["top1"].values()), rob
+    assert len(data["worst"]) == 10 and len(data["worst"][0]["top"]) == 5
+
+    with Image.open(plot) as png:
+        assert png.format == "PNG" and 600 <= png.width <= 3000 and 250 <= png.height <= 3000
+        assert len(np.unique(np.asarray(png.convert("L")))) > 20  # a drawing, not a blank canvas
+    page = report.read_text()
+    assert page.count('<div class="row">') == 24 and page.count("data:image/jpeg;base64,") >= 24 * 6
+    assert 'src="http' not in page  # self-contained
+
+    baseline = _eval(str(root), "--encoder", "histogram")
+    assert baseline["encoder"] == "histogram" and baseline["images"] == 45
+    assert m["map"] > baseline["metrics"]["map"] + 0.1, (m, baseline["metrics"])
