@@ -117,3 +117,38 @@ def people(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
             for m in tar.getmembers()
             if m.isfile() and "/tests/test_images/" in m.name
         }
+
+
+def wait_until_ready(base: str, proc: subprocess.Popen | None = None, timeout: float = 180) -> None:
+    """Poll ``base``/readyz until it answers 200; fail with the server's output if it dies first."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            out = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"the server exited with {proc.returncode}: {out}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{base} was not ready within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def group_photo(people: dict[str, bytes], path: Path) -> Path:
+    """Obama large on the left, Biden smaller on the right: one photo, two faces of two people."""
+    import io
+
+    obama = Image.open(io.BytesIO(people["obama.jpg"])).convert("RGB")
+    biden = Image.open(io.BytesIO(people["biden.jpg"])).convert("RGB")
+    biden = biden.resize((biden.width * 2 // 3, biden.height * 2 // 3))
+    group = Image.new("RGB", (obama.width + biden.width + 40, max(obama.height, biden.height)), "white")
+    group.paste(obama, (0, 0))
+    group.paste(biden, (obama.width + 40, 0))
+    group.save(path, quality=92)
+    return path

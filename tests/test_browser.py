@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import REPO, copy_photos, lookalike_cmd
+from conftest import REPO, copy_photos, group_photo, lookalike_cmd
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -305,10 +305,6 @@ def test_keyboard(page, photos: list[Path]) -> None:
 def test_face_workspace_draws_the_matched_faces_and_lets_the_query_pick_one(browser, people, tmp_path) -> None:
     """A group photo (Obama large, Biden small) on a faces workspace: every result shows its face box,
     and picking the second face of the query finds the other person."""
-    import io
-
-    from PIL import Image
-
     photos = tmp_path / "people"
     photos.mkdir()
     for name, blob in people.items():
@@ -322,14 +318,7 @@ def test_face_workspace_draws_the_matched_faces_and_lets_the_query_pick_one(brow
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    obama = Image.open(io.BytesIO(people["obama.jpg"])).convert("RGB")
-    biden = Image.open(io.BytesIO(people["biden.jpg"])).convert("RGB")
-    biden = biden.resize((biden.width * 2 // 3, biden.height * 2 // 3))
-    group = Image.new("RGB", (obama.width + biden.width + 40, max(obama.height, biden.height)), "white")
-    group.paste(obama, (0, 0))
-    group.paste(biden, (obama.width + 40, 0))
-    query = tmp_path / "group.jpg"
-    group.save(query, quality=92)
+    query = group_photo(people, tmp_path / "group.jpg")
 
     with _serving(ws) as base:
         context = browser.new_context(viewport={"width": 1280, "height": 900})

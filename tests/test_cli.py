@@ -6,14 +6,13 @@ import json
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from lookalike.errors import BadInput, ConfigError, NotFound, StoreError
 
-from conftest import copy_photos, lookalike_cmd
+from conftest import copy_photos, lookalike_cmd, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -160,15 +159,7 @@ def test_demo_ends_serving_the_page(tmp_path):
         text=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
-            time.sleep(0.2)
+        wait_until_ready(f"http://127.0.0.1:{port}", proc)
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert page.status_code == 200 and "<title>" in page.text
         stats = httpx.get(f"http://127.0.0.1:{port}/api/stats", timeout=10).json()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from lookalike.errors import BadInput
 from lookalike.flow.graph import builtin_flow_path
 from lookalike.server.app import ServerConfig, create_app
 
-from conftest import REPO, lookalike_cmd
+from conftest import REPO, group_photo, lookalike_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -86,14 +85,7 @@ def test_the_astronaut_and_her_edits(face_ws, tmp_path):
 
 def test_choosing_a_face_of_a_group_photo(face_ws, faces_dir, people, tmp_path):
     """Obama large on the left, Biden smaller on the right: --face picks which one is searched."""
-    obama = Image.open(io.BytesIO(people["obama.jpg"])).convert("RGB")
-    biden = Image.open(io.BytesIO(people["biden.jpg"])).convert("RGB")
-    biden = biden.resize((biden.width * 2 // 3, biden.height * 2 // 3))
-    group = Image.new("RGB", (obama.width + biden.width + 40, max(obama.height, biden.height)), "white")
-    group.paste(obama, (0, 0))
-    group.paste(biden, (obama.width + 40, 0))
-    path = tmp_path / "group.jpg"
-    group.save(path, quality=92)
+    path = group_photo(people, tmp_path / "group.jpg")
     with Engine.open(face_ws, for_indexing=False) as engine:
         (largest,) = engine.search([str(path)], top_k=1)
         (second,) = engine.search([str(path)], top_k=1, face=1)

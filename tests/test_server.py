@@ -22,7 +22,7 @@ from PIL import Image
 from lookalike.engine import Engine
 from lookalike.server.app import ServerConfig, create_app
 
-from conftest import copy_photos, lookalike_cmd
+from conftest import copy_photos, lookalike_cmd, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -292,15 +292,7 @@ def test_a_real_server_on_loopback(corpus):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
-            time.sleep(0.1)
+        wait_until_ready(base, proc)
         r = httpx.post(f"{base}/api/search", json={"data": [_data_uri(photos[4])], "top_k": 3}, timeout=30)
         assert r.status_code == 200 and r.json()["results"][0]["matches"][0]["uri"] == str(photos[4])
         page = httpx.get(f"{base}/", timeout=10)
