@@ -55,6 +55,7 @@ class Workspace:
         self._lock_fd = lock_fd
         self.shards: list[VectorShard] = []
         self._saved_generation: int | None = None
+        self._max_chunks: int | None = None  # cached: a full scan, needed by every search
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -247,6 +248,7 @@ class Workspace:
         if not docs and not staged.deletes:
             return []
         change = self.store.commit(docs, vectors, staged.deletes)
+        self._max_chunks = None
         for shard, ids in change.removed.items():
             if shard < len(self.shards):
                 self.shards[shard].remove(ids)
@@ -284,6 +286,12 @@ class Workspace:
         self.close()
 
     # --- reading ------------------------------------------------------------------------------
+
+    def max_chunks_per_doc(self) -> int:
+        """The most chunks any document has (1 when empty); cached until the next commit."""
+        if self._max_chunks is None:
+            self._max_chunks = self.store.max_chunks_per_doc()
+        return self._max_chunks
 
     def search(self, shard: int, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self.shards[shard].search(queries, k)
