@@ -512,7 +512,7 @@ def eval_command(
     max_per_class: Annotated[
         int | None, typer.Option(min=2, help="Use at most N images per class (a seeded random sample).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the --max-per-class sample.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the --max-per-class sample.")] = 0,
     encoder: Annotated[
         EvalEncoder, typer.Option(help="efficientnet (lookalike) or histogram (the colour-histogram baseline).")
     ] = EvalEncoder.efficientnet,

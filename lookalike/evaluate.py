@@ -428,6 +428,8 @@ def evaluate(
         raise ConfigError(f"--min-class-size must be at least 2 (a query needs another image), got {min_class_size}")
     if max_per_class is not None and max_per_class < 2:
         raise ConfigError(f"--max-per-class must be at least 2, got {max_per_class}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {seed}")
     if encoder == "histogram" and workspace is not None:
         raise ConfigError("the histogram baseline is computed directly and stores nothing: drop --workspace")
     root_path = Path(os.path.abspath(os.fspath(root)))
@@ -464,7 +466,7 @@ def evaluate(
     usable = {p: folder_labels[p] for p in chosen if p in vectors}
     kept, more_classes, more_images = select(usable, min_class_size)
     left_classes += more_classes
-    left_images += more_images + (len(chosen) - len(usable))
+    left_images += more_images  # the unusable files themselves are listed in `skipped`
     if not kept:
         raise BadInput(f"no class under {root_path} has {min_class_size} usable images", "no classes")
     labels = [folder_labels[p] for p in kept]

@@ -137,13 +137,16 @@ def _eval(*args: str) -> dict:
 @pytest.mark.slow
 def test_eval_end_to_end_beats_the_histogram(tuxpaint, tmp_path):
     root = tmp_path / "photos"
-    copy_photos(tuxpaint, root, per_class=9, classes=CLASSES)
+    photos = copy_photos(tuxpaint, root, per_class=9, classes=CLASSES)
     copy_photos(tuxpaint, root, per_class=3, classes=["space/planets"])  # too small a class: left out
+    broken = root / "animals/birds/broken.png"  # a truncated file: reported, not counted
+    broken.write_bytes(photos[-1].read_bytes()[:300])
     plot, report = tmp_path / "p.png", tmp_path / "r.html"
     data = _eval(str(root), "--plot", str(plot), "--robustness", "--report", str(report))
 
     assert data["encoder"] == "efficientnet-lite0" and data["images"] == 45 and data["classes"] == 5
-    assert data["left_out"] == {"classes": 1, "images": 3} and data["skipped"] == []
+    assert data["left_out"] == {"classes": 1, "images": 3}
+    assert [s["path"] for s in data["skipped"]] == [str(broken)] and "truncated" in data["skipped"][0]["reason"]
     m = data["metrics"]
     assert set(m) == {"p_at_1", "p_at_5", "p_at_10", "map"}
     assert all(0.0 <= v <= 1.0 for v in m.values())
@@ -164,5 +167,5 @@ def test_eval_end_to_end_beats_the_histogram(tuxpaint, tmp_path):
     assert 'src="http' not in page  # self-contained
 
     baseline = _eval(str(root), "--encoder", "histogram")
-    assert baseline["encoder"] == "histogram" and baseline["images"] == 45
+    assert baseline["encoder"] == "histogram" and baseline["images"] == 45 and len(baseline["skipped"]) == 1
     assert m["map"] > baseline["metrics"]["map"] + 0.1, (m, baseline["metrics"])
