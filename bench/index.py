@@ -1,7 +1,7 @@
 """End-to-end `index` throughput against the model ceiling and a naive pipeline, in one run.
 
     .venv/bin/python bench/index.py [--images 300] [--naive-images 100] [--seconds 5] [--repeat 1]
-        [--parallel 1 2 4] [--threads-sweep] [--torch-python /tmp/refvenv/bin/python] [--json]
+        [--parallel 1 2 4] [--threads-sweep] [--torch-python .venv-ref/bin/python] [--json]
 
 docs/benchmarks.md: ``bench/index.py --repeat 3 --threads-sweep --torch-python .venv-ref/bin/python``
 
