@@ -8,7 +8,6 @@ re-stamped; new and changed files go through the index flow; files gone from dis
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import time
 from collections import Counter
@@ -17,13 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lookalike.digest import file_sha256
 from lookalike.document import Chunk, Document, Request, Result
 from lookalike.errors import BadInput, ConfigError, NotFound
 from lookalike.executors.indexers import DocIndexer, VectorIndexer
 from lookalike.flow.graph import Flow, builtin_flow_path, open_flow
 from lookalike.flow.runtime import LocalRuntime
 from lookalike.images import IMAGE_EXTENSIONS, ImageSource
-from lookalike.store.workspace import Workspace
+from lookalike.store.workspace import Workspace, within
 
 FileStatus = Literal["new", "updated"]
 
@@ -114,8 +114,7 @@ def scan(
                 if name.startswith("."):
                     continue
                 if glob is not None:
-                    rel = os.path.relpath(full, path)
-                    if not (fnmatch.fnmatch(name, glob) or fnmatch.fnmatch(rel, glob)):
+                    if not _glob_matches(full, path, glob):
                         continue
                 elif os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                     continue
@@ -124,14 +123,11 @@ def scan(
 
 
 def _sha256(path: str) -> str | None:
-    h = hashlib.sha256()
+    """The file's digest, or None if it cannot be read (then it is re-indexed, and fails there)."""
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return file_sha256(path)
     except OSError:
         return None
-    return h.hexdigest()
 
 
 class Engine:
@@ -430,13 +426,17 @@ def _matches(uri: str, roots: list[str], glob: str | None) -> bool:
     for root in roots:
         if uri == root:
             return True
-        if uri.startswith(root + os.sep):
+        if within(uri, root):
             if glob is None:
                 return True
-            rel = os.path.relpath(uri, root)
-            if fnmatch.fnmatch(os.path.basename(uri), glob) or fnmatch.fnmatch(rel, glob):
+            if _glob_matches(uri, root, glob):
                 return True
     return False
+
+
+def _glob_matches(path: str, root: str, glob: str) -> bool:
+    """--glob matches a file's name or its path relative to the scanned folder."""
+    return fnmatch.fnmatch(os.path.basename(path), glob) or fnmatch.fnmatch(os.path.relpath(path, root), glob)
 
 
 def query_doc(i: int, image: ImageSource) -> Document:

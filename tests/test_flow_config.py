@@ -59,13 +59,18 @@ def _config_error(path: Path) -> str:
 # --- the built-in flows ----------------------------------------------------------------------------
 
 
-def test_builtin_index_flow_loads_with_its_pods_needs_and_shards():
-    flow = open_flow(None, "index", env={})
-    assert flow.name == "index" and flow.prefetch == 10
-    shape = {
+def _shape(flow: Flow) -> dict:
+    """Each pod's executor, needs, parallel, shards and polling."""
+    return {
         name: (pod.executor, pod.needs, pod.config.parallel, pod.config.shards, pod.config.polling)
         for name, pod in flow.pods.items()
     }
+
+
+def test_builtin_index_flow_loads_with_its_pods_needs_and_shards():
+    flow = open_flow(None, "index", env={})
+    assert flow.name == "index" and flow.prefetch == 10
+    shape = _shape(flow)
     assert shape == {
         "loader": (ImageReader, [], 2, 1, "any"),
         "normalizer": (ImageNormalizer, ["loader"], 2, 1, "any"),
@@ -83,11 +88,7 @@ def test_builtin_index_flow_loads_with_its_pods_needs_and_shards():
 def test_builtin_query_flow_searches_every_shard():
     flow = open_flow(None, "query", env={})
     assert flow.name == "query" and flow.prefetch == 10
-    shape = {
-        name: (pod.executor, pod.needs, pod.config.parallel, pod.config.shards, pod.config.polling)
-        for name, pod in flow.pods.items()
-    }
-    assert shape == {
+    assert _shape(flow) == {
         "loader": (ImageReader, [], 1, 1, "any"),
         "normalizer": (ImageNormalizer, ["loader"], 1, 1, "any"),
         "encoder": (ImageEncoder, ["normalizer"], 1, 1, "any"),

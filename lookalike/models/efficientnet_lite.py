@@ -11,7 +11,6 @@ Outputs: ``embedding`` (N x 1280, the globally averaged head features, *not* nor
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import os
@@ -23,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from lookalike.atomic import atomic_write
+from lookalike.digest import file_sha256
 from lookalike.errors import ModelError
 from lookalike.models.torch_checkpoint import load_state_dict
 
@@ -127,14 +127,6 @@ def weights_path(variant: Variant) -> Path:
     if not path.is_file():
         raise ModelError(f"{variant.pip_name} is installed but {path} is missing; reinstall it")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:

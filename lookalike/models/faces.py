@@ -20,7 +20,6 @@ holds the GIL while the ResNet describes faces, so keep descriptor batches short
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lookalike.digest import file_sha256
 from lookalike.errors import ModelError
 
 INSTALL_HINT = "face search needs the faces extra: pip install 'lookalike[faces]'"
@@ -79,11 +79,7 @@ def face_model_paths() -> tuple[Path, Path]:
 
 @functools.lru_cache(maxsize=4)
 def _file_fingerprint(path: Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 def descriptor_fingerprint() -> str:

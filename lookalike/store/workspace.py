@@ -219,8 +219,7 @@ class Workspace:
 
     def add_roots(self, roots: Iterable[str]) -> None:
         known = self.roots
-        inside = lambda r: any(r == k or r.startswith(k.rstrip(os.sep) + os.sep) for k in known)  # noqa: E731
-        new = sorted({r for r in roots if not inside(r)})
+        new = sorted({r for r in roots if not any(within(r, k) for k in known)})
         if new and self._lock_fd is not None:
             self.manifest["roots"] = sorted(known + new)
             self._write_manifest()
@@ -298,10 +297,10 @@ class Workspace:
 
     def docs_under(self, roots: Iterable[str]) -> dict[str, StoredDoc]:
         """Stored documents whose file is one of ``roots`` or inside one of them, by uri."""
-        roots = [r.rstrip(os.sep) for r in roots]
+        roots = list(roots)
         out = {}
         for uri, doc in self.store.docs_by_uri().items():
-            if any(uri == r or uri.startswith(r + os.sep) for r in roots):
+            if any(within(uri, r) for r in roots):
                 out[uri] = doc
         return out
 
@@ -335,6 +334,12 @@ class Workspace:
             generation=self.store.generation,
             created_at=self.manifest.get("created_at"),
         )
+
+
+def within(path: str, root: str) -> bool:
+    """Is ``path`` the folder or file ``root``, or inside it? (Plain paths, no symlinks resolved.)"""
+    root = root.rstrip(os.sep) or os.sep
+    return path == root or path.startswith(root if root == os.sep else root + os.sep)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
