@@ -21,6 +21,20 @@ def doc_id_for(uri: str) -> str:
     return hashlib.sha256(uri.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def display_path(path: str) -> str:
+    """``path`` as text that can always be printed or sent as JSON.
+
+    File names are bytes on POSIX; Python keeps the bytes of a name that is not valid UTF-8 as
+    lone surrogates, which neither a UTF-8 terminal, SQLite nor JSON accepts. Those bytes are shown
+    as ``\\xNN`` escapes (as ``ls -b`` does); valid names come back unchanged.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def shard_for(doc_id: str, shards: int) -> int:
     """The shard that holds a document's vectors: a stable hash, the same in every process."""
     return zlib.crc32(doc_id.encode("utf-8")) % shards
