@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookalike.document import Document, Result
+from lookalike.document import Document, Result, display_path
 from lookalike.errors import LookalikeError
 from lookalike.settings import setting
 
@@ -100,10 +101,17 @@ class _ProgressBar:
 
     def skipped(self, doc: Document) -> None:
         self._advance()
-        self.bar.console.print(f"skipped {doc.uri}: {doc.error}", markup=False)
+        self.bar.console.print(f"skipped {display_path(doc.uri or doc.id)}: {doc.error}", markup=False)
 
     def still_bad(self, path: str, message: str) -> None:
-        self.bar.console.print(f"skipped {path}: {message} (unchanged since it failed before)", markup=False)
+        self.bar.console.print(
+            f"skipped {display_path(path)}: {message} (unchanged since it failed before; --retry-skipped reads it "
+            "again)",
+            markup=False,
+        )
+
+    def unusable(self, path: str, message: str) -> None:
+        self.bar.console.print(f"skipped {display_path(path)}: {message}", markup=False)
 
 
 @app.command()
@@ -119,7 +127,16 @@ def index(
     query_flow: Annotated[
         Path | None, typer.Option(help="Query flow YAML to remember for `search` on this workspace.")
     ] = None,
-    reset: Annotated[bool, typer.Option(help="Empty the workspace first (e.g. to change the encoder).")] = False,
+    reset: Annotated[
+        bool,
+        typer.Option(help="Empty the workspace first, forgetting remembered bad files (e.g. to change the encoder)."),
+    ] = False,
+    retry_skipped: Annotated[
+        bool,
+        typer.Option(
+            "--retry-skipped", help="Read files remembered as undecodable again, even if unchanged since they failed."
+        ),
+    ] = False,
     preset: Annotated[
         Preset | None, typer.Option(help="Built-in flows: default (whole images) or faces (each face a chunk).")
     ] = None,
@@ -132,10 +149,20 @@ def index(
         workspace, index_flow=flow, query_flow=query_flow, reset=reset, preset=preset.value if preset else None
     ) as engine:
         with _ProgressBar(enabled=err.is_terminal) as bar:
-            summary = engine.index(paths, glob=glob, limit=limit, batch_size=batch_size, progress=bar)  # type: ignore[arg-type]
+            summary = engine.index(
+                paths,
+                glob=glob,
+                limit=limit,
+                batch_size=batch_size,
+                retry_skipped=retry_skipped,
+                progress=bar,  # type: ignore[arg-type]
+            )
         info = engine.workspace.info()
     if as_json:
-        out.print_json(json.dumps({**summary.to_dict(), "workspace": str(workspace), "docs": info.docs}))
+        data = summary.to_dict()
+        for f in data["skipped_files"]:
+            f["path"] = display_path(f["path"])
+        out.print_json(json.dumps({**data, "workspace": str(workspace), "docs": info.docs}))
         return
     out.print(
         f"{summary.indexed} indexed, {summary.updated} updated, {summary.unchanged} unchanged, "
@@ -157,7 +184,7 @@ def _result_dict(rank: int, r: Result, l2: bool = False) -> dict[str, Any]:
     return ({"distance": round(-r.score, 6)} if l2 else {}) | {
         "rank": rank,
         "score": round(r.score, 6),
-        "path": r.uri,
+        "path": display_path(r.uri) if r.uri else None,
         "doc_id": r.doc_id,
         "width": r.width,
         "height": r.height,
@@ -206,9 +233,9 @@ def search(
             tags = ", ".join(f"{label} {p:.0%}" for label, p in r.tags[:3])
             if l2:  # faces: Euclidean distance, lower is closer; under 0.6 is the same person
                 box = f"face at {','.join(map(str, r.bbox))}" if r.bbox else ""
-                out.print(f"{i:3d}  distance {-r.score:.3f}  {r.uri}  [dim]{box}[/dim]")
+                out.print(f"{i:3d}  distance {-r.score:.3f}  {escape(display_path(r.uri or ''))}  [dim]{box}[/dim]")
             else:
-                out.print(f"{i:3d}  {r.score:.3f}  {r.uri}  [dim]{tags}[/dim]")
+                out.print(f"{i:3d}  {r.score:.3f}  {escape(display_path(r.uri or ''))}  [dim]{escape(tags)}[/dim]")
 
 
 # --- info / remove -------------------------------------------------------------------------------
@@ -610,14 +637,16 @@ def dupes(
         for n, g in enumerate(found.exact, 1):
             out.print(f"group {n}: {len(g.files)} files of {_size(g.files[0].size or 0)}")
             for i, f in enumerate(g.files):
-                out.print(f"  {'keep' if i == 0 else '    '}  {f.path}", markup=False)
+                out.print(f"  {'keep' if i == 0 else '    '}  {display_path(f.path)}", markup=False)
     if found.near:
         out.print("\n[bold]near duplicates[/bold] (the first has the most pixels; similarity to it)")
         for n, g in enumerate(found.near, 1):
             out.print(f"group {n}: {len(g.files)} images, similarity >= {g.similarity:.3f}")
             for i, f in enumerate(g.files):
                 size = f"{f.width}x{f.height}, {_size(f.size or 0)}"
-                out.print(f"  {'keep ' if i == 0 else f'{f.similarity:.3f}'}  {f.path}  ({size})", markup=False)
+                out.print(
+                    f"  {'keep ' if i == 0 else f'{f.similarity:.3f}'}  {display_path(f.path)}  ({size})", markup=False
+                )
 
 
 # --- entry point ---------------------------------------------------------------------------------
@@ -625,6 +654,11 @@ def dupes(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and a distinct exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not valid UTF-8 must never crash output: escape what cannot be encoded.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         app(args=argv)  # standalone: typer reports usage errors itself and raises SystemExit
     except SystemExit as e:

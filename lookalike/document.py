@@ -100,6 +100,9 @@ class Document:
     blob: bytes | None = None  # the file's bytes while in flight
     error: str | None = None  # why this document was skipped
     error_reason: str | None = None  # short category of the error, for summaries
+    # The error is the file's own fault (its bytes cannot be decoded), so an unchanged file would
+    # fail again: the workspace remembers it. Errors of the flow, the model or the store are not.
+    input_fault: bool = False
     results: list[Result] = field(default_factory=list)  # for a query document
     query_info: dict[str, Any] = field(default_factory=dict)  # what executors learnt about a query
 
@@ -108,9 +111,11 @@ class Document:
         uri = os.path.abspath(os.fspath(path))
         return cls(id=doc_id_for(uri), uri=uri)
 
-    def fail(self, message: str, reason: str | None = None) -> None:
+    def fail(self, message: str, reason: str | None = None, *, input_fault: bool = False) -> None:
+        """Mark this document as not usable. ``input_fault``: the file's bytes are at fault (see
+        :attr:`input_fault`); leave it False for anything the file itself cannot fix."""
         if self.error is None:  # the first failure is the cause; later ones are consequences
-            self.error, self.error_reason = message, reason or message
+            self.error, self.error_reason, self.input_fault = message, reason or message, input_fault
 
     def fork(self) -> Document:
         """A copy for another branch of a flow: new lists, new chunk records, shared arrays."""

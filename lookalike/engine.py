@@ -7,8 +7,11 @@ re-stamped; new and changed files go through the index flow; files gone from dis
 
 from __future__ import annotations
 
+import errno
 import fnmatch
+import functools
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -17,9 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lookalike.digest import file_sha256
-from lookalike.document import Chunk, Document, Request, Result
-from lookalike.errors import BadInput, ConfigError, NotFound
+from lookalike.document import Chunk, Document, Request, Result, display_path
+from lookalike.errors import BadInput, ConfigError, NotFound, StoreError
 from lookalike.executors.indexers import DocIndexer, VectorIndexer
+from lookalike.executors.loader import file_type
 from lookalike.flow.graph import Flow, builtin_flow_path, open_flow
 from lookalike.flow.runtime import LocalRuntime
 from lookalike.images import IMAGE_EXTENSIONS, ImageSource
@@ -75,6 +79,7 @@ class Plan:
     removed: list[str]  # doc ids whose files are gone
     unchanged: int
     still_bad: list[tuple[str, str, str]]  # (path, reason, message): failed before, unchanged since
+    unusable: list[Unusable] = field(default_factory=list)  # never opened: not regular files, ...
 
 
 class IndexProgress:
@@ -82,33 +87,101 @@ class IndexProgress:
 
     def planned(self, total: int, unchanged: int, removed: int) -> None: ...
     def still_bad(self, path: str, message: str) -> None: ...
+    def unusable(self, path: str, message: str) -> None: ...
     def done(self, doc: Document, status: FileStatus) -> None: ...
     def skipped(self, doc: Document) -> None: ...
 
 
-def scan(
-    paths: Iterable[str | os.PathLike], glob: str | None = None, exclude: Iterable[Path] = ()
-) -> tuple[list[str], list[str]]:
-    """(image files, roots) under ``paths``, sorted. A path named directly is always included.
+@dataclass
+class Unusable:
+    """A directory entry that is never opened as an image, and why (reported as a skip)."""
 
-    Directories are walked recursively, skipping hidden ones and ``exclude`` (the workspace).
-    Without ``glob``, files are chosen by extension; with it, by matching their name or path.
+    path: str
+    reason: str  # short category, for the summary
+    message: str
+
+
+@dataclass
+class Scan:
+    files: list[str]  # regular files to consider, sorted
+    roots: list[str]  # the paths asked for, absolute
+    unusable: list[Unusable]
+
+
+def entry_problem(path: str) -> Unusable | None:
+    """Why ``path`` cannot be read as an image without opening it, or None for a regular file.
+
+    FIFOs, sockets, devices and symlinks to them are never opened (a FIFO would block, /dev/zero
+    would fill memory); dangling symlinks and loops are named as such.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            target = display_path(os.readlink(path))
+            return Unusable(path, "dangling symlink", f"dangling symlink to {target} (its target does not exist)")
+        return Unusable(path, "missing file", "file disappeared before it was read")
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return Unusable(path, "symlink loop", "symlink loop: the link leads back to itself")
+        return Unusable(path, "unreadable file", f"cannot read: {e.strerror or e}")
+    if stat.S_ISREG(st.st_mode):
+        if not os.access(path, os.R_OK):
+            return Unusable(path, "unreadable file", "cannot read: permission denied")
+        return None
+    what = file_type(st.st_mode)
+    if os.path.islink(path):
+        target = display_path(os.path.realpath(path))
+        if stat.S_ISDIR(st.st_mode):
+            return Unusable(path, "symlink to a folder", f"symlink to the folder {target}, not followed")
+        return Unusable(path, "not a regular file", f"symlink to {what} ({target}), never opened")
+    return Unusable(path, "not a regular file", f"is {what}, never opened")
+
+
+def _unreadable(unusable: dict[str, Unusable], top: str, e: OSError) -> None:
+    where = e.filename if isinstance(e.filename, str) else top
+    unusable[where] = Unusable(where, "unreadable folder", f"cannot list folder: {e.strerror or e}")
+
+
+def scan(paths: Iterable[str | os.PathLike], glob: str | None = None, exclude: Iterable[Path] = ()) -> Scan:
+    """The image files under ``paths``, and the entries that cannot be used, with why.
+
+    Directories are walked recursively without following symlinked folders (no loops), skipping
+    hidden ones and ``exclude`` (the workspace). Without ``glob``, files are chosen by extension;
+    with it, by matching their name or path. A path named directly is always considered.
     """
     excluded = {os.path.abspath(e) for e in exclude}
     files: set[str] = set()
     roots: list[str] = []
+    unusable: dict[str, Unusable] = {}
+
+    def consider(full: str) -> None:
+        problem = entry_problem(full)
+        if problem is None:
+            files.add(full)
+        else:
+            unusable[full] = problem
+
     for p in paths:
         path = os.path.abspath(os.fspath(p))
-        if not os.path.exists(path):
-            raise NotFound(f"no such file or directory: {p}")
+        if not os.path.lexists(path):
+            raise NotFound(f"no such file or directory: {display_path(os.fspath(p))}")
         roots.append(path)
-        if os.path.isfile(path):
-            files.add(path)
+        if not os.path.isdir(path):
+            consider(path)
             continue
-        for dirpath, dirnames, filenames in os.walk(path):
-            dirnames[:] = sorted(
-                d for d in dirnames if not d.startswith(".") and os.path.join(dirpath, d) not in excluded
-            )
+
+        for dirpath, dirnames, filenames in os.walk(path, onerror=functools.partial(_unreadable, unusable, path)):
+            keep = []
+            for d in sorted(dirnames):
+                full = os.path.join(dirpath, d)
+                if d.startswith(".") or full in excluded:
+                    continue
+                if os.path.islink(full):  # os.walk does not descend into it; say so
+                    consider(full)
+                else:
+                    keep.append(d)
+            dirnames[:] = keep
             for name in filenames:
                 full = os.path.join(dirpath, name)
                 if name.startswith("."):
@@ -118,8 +191,8 @@ def scan(
                         continue
                 elif os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                     continue
-                files.add(full)
-    return sorted(files), roots
+                consider(full)
+    return Scan(sorted(files), roots, sorted(unusable.values(), key=lambda u: u.path))
 
 
 def _sha256(path: str) -> str | None:
@@ -217,20 +290,32 @@ class Engine:
 
     # --- indexing -----------------------------------------------------------------------------
 
-    def plan(self, paths: Iterable[str | os.PathLike], glob: str | None = None, limit: int | None = None) -> Plan:
-        """What indexing ``paths`` has to do, decided from the files' size, mtime and content."""
-        files, roots = scan(paths, glob, exclude=[self.workspace.path])
+    def plan(
+        self,
+        paths: Iterable[str | os.PathLike],
+        glob: str | None = None,
+        limit: int | None = None,
+        retry_skipped: bool = False,
+    ) -> Plan:
+        """What indexing ``paths`` has to do, decided from the files' size, mtime and content.
+
+        A file remembered as bad (its bytes could not be decoded) is not read again while its size
+        and mtime stay the same, unless ``retry_skipped``.
+        """
+        found = scan(paths, glob, exclude=[self.workspace.path])
+        files, roots = found.files, found.roots
         self.workspace.add_roots(roots)
         if limit is not None:
             files = files[:limit]
         stored = self.workspace.docs_under(roots)
-        skips = self.workspace.store.skips()
-        plan = Plan([], [], 0, [])
+        skips = {} if retry_skipped else self.workspace.store.skips()
+        plan = Plan([], [], 0, [], list(found.unusable))
         for path in files:
             try:
                 st = os.stat(path)
             except OSError:
-                continue  # vanished since the scan; a later run removes it
+                plan.unusable.append(Unusable(path, "missing file", "file disappeared before it was read"))
+                continue
             old = stored.get(path)
             bad = skips.get(path)
             if old is None and bad is not None and bad[:2] == (st.st_size, st.st_mtime_ns):
@@ -249,7 +334,7 @@ class Engine:
             for uri, doc in stored.items():
                 if uri not in present and _matches(uri, roots, glob):
                     plan.removed.append(doc.id)
-            gone = [u for u in skips if u not in present and _matches(u, roots, glob)]
+            gone = [u for u in self.workspace.store.skips() if u not in present and _matches(u, roots, glob)]
             if gone:
                 self.workspace.store.forget_skips(gone)
         return plan
@@ -261,24 +346,34 @@ class Engine:
         glob: str | None = None,
         limit: int | None = None,
         batch_size: int = 16,
+        retry_skipped: bool = False,
         progress: IndexProgress | None = None,
     ) -> IndexSummary:
+        """Index ``paths`` incrementally. One bad file never ends the run: it is reported and
+        counted. A store error (a full disk, say) does end it, once what was done is committed."""
         if self.index_flow is None:
             raise ConfigError("this engine was opened for search only")
         if batch_size < 1:
             raise BadInput(f"--batch-size must be at least 1, got {batch_size}")
         progress = progress or IndexProgress()
         start = time.perf_counter()
-        plan = self.plan(paths, glob, limit)
+        plan = self.plan(paths, glob, limit, retry_skipped)
         todo, removed = plan.todo, plan.removed
-        summary = IndexSummary(scanned=len(todo) + plan.unchanged + len(plan.still_bad), unchanged=plan.unchanged)
+        summary = IndexSummary(
+            scanned=len(todo) + plan.unchanged + len(plan.still_bad) + len(plan.unusable), unchanged=plan.unchanged
+        )
         progress.planned(len(todo), plan.unchanged, len(removed))
         status = {Document.from_path(f.path).id: f.status for f in todo}
         skipped: Counter[str] = Counter()
+        for u in plan.unusable:
+            skipped[u.reason] += 1
+            summary.skipped_files.append((u.path, u.message))
+            progress.unusable(u.path, u.message)
         for path, reason, message in plan.still_bad:
             skipped[reason] += 1
             summary.skipped_files.append((path, message))
             progress.still_bad(path, message)
+        store_errors: list[str] = []
 
         def on_done(request: Request) -> None:
             if request.kind != "index":
@@ -289,7 +384,10 @@ class Engine:
                     skipped[doc.error_reason or doc.error] += 1
                     summary.skipped_files.append((doc.uri or doc.id, doc.error))
                     progress.skipped(doc)
-                    if doc.uri and doc.size is not None and doc.mtime_ns is not None:
+                    if doc.error_reason == "store error":
+                        store_errors.append(doc.error)
+                    # Only the file's own bad bytes are remembered; anything else is retried next run.
+                    if doc.input_fault and doc.uri and doc.size is not None and doc.mtime_ns is not None:
                         failures.append((doc.uri, doc.size, doc.mtime_ns, doc.error_reason or doc.error, doc.error))
                 else:
                     if not any(c.embedding is not None for c in doc.chunks):
@@ -301,7 +399,10 @@ class Engine:
                         summary.updated += 1
                     progress.done(doc, st)
             if failures:
-                self.workspace.store.record_skips(failures)
+                try:
+                    self.workspace.store.record_skips(failures)
+                except StoreError as e:
+                    store_errors.append(str(e))
 
         runtime = LocalRuntime(self.index_flow, self.workspace, on_done=on_done)
         with runtime:
@@ -313,7 +414,14 @@ class Engine:
                 Request("index", [Document.from_path(f.path) for f in batch]) for batch in _batches(todo, batch_size)
             )
             for _ in runtime.run(requests):
-                pass
+                if store_errors:  # e.g. the disk is full: every further commit would fail the same way
+                    break
+        if store_errors:
+            done = summary.indexed + summary.updated
+            raise StoreError(
+                f"indexing stopped: {store_errors[0].removeprefix('not stored: ')}; {done} images were "
+                "committed, and running `lookalike index` again finishes the job"
+            )
         self.workspace.flush()
         summary.encoded = summary.indexed + summary.updated
         summary.skipped = dict(skipped.most_common())

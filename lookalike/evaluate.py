@@ -439,7 +439,7 @@ def evaluate(
         raise BadInput(f"{root} is not a folder: eval needs a folder of images in label folders", "not a folder")
 
     exclude = [Path(workspace)] if workspace is not None else []
-    files, _ = scan([root_path], exclude=exclude)
+    files = scan([root_path], exclude=exclude).files
     by_folder = labels_from_folders(root_path, [Path(f) for f in files], label_depth)
     folder_labels = {str(p): label for p, label in by_folder.items()}
     chosen, left_classes, left_images = select(folder_labels, min_class_size, max_per_class, seed)

@@ -128,7 +128,8 @@ def test_changing_the_shard_count_reshards_without_losing_anything(tmp_path):
         assert ws.verify() == []
         for doc in ws.store.iter_docs():
             ids = set(ws.shards[shard_for(doc.id, 3)].ids().tolist())
-            assert ws.store.count_chunks() == 30 and ids  # every doc's vectors sit in its hash's shard
+            chunk_ids = {cid for cid, *_ in ws.store.chunks_of(doc.id)}
+            assert chunk_ids and chunk_ids <= ids  # every doc's vectors sit in its hash's shard
 
 
 def test_another_encoder_is_refused_with_how_to_reindex(tmp_path):
@@ -141,15 +142,106 @@ def test_another_encoder_is_refused_with_how_to_reindex(tmp_path):
         assert ws.store.count_docs() == 0 and ws.encoder == "other-encoder:2"
 
 
-def test_only_one_writer_at_a_time(tmp_path):
+def _search_ids(ws: Workspace, seed: int) -> set[str]:
+    """The documents of every shard's top matches for one query vector (after catching up)."""
+    found: set[str] = set()
+    for shard in range(ws.n_shards):
+        _, ids = ws.search(shard, _vec(seed)[None], 100)
+        found |= {ws.store.chunk_info([int(i)])[int(i)][0] for i in ids[0] if i >= 0}
+    return found
+
+
+def test_writers_take_turns_per_commit_and_readers_catch_up(tmp_path):
     path = tmp_path / "ws"
-    with _open(path):
-        with pytest.raises(StoreError, match="in use by pid"):
-            _open(path)
-        with _open(path, writer=False) as reader:  # readers do not need the lock
-            assert reader.store.count_docs() == 0
-    with _open(path):  # released on close
-        pass
+    with _open(path) as a, _open(path) as b, _open(path, writer=False) as reader:
+        # Two writers at once (as `serve` and `index` are): neither waits for the other's lifetime.
+        ra = a.commit(_request(a, [1, 2, 3]))
+        rb = b.commit(_request(b, [4, 5]))
+        a.commit(_request(a, [6]))  # a's shards were behind b's commit: a replays it first
+        assert len(ra) == 3 and len(rb) == 2
+        ids = {Document.from_path(f"/photos/{s}.jpg").id for s in range(1, 7)}
+        for ws in (a, b, reader):
+            assert _search_ids(ws, 1) == ids, "every process sees every commit"
+            assert ws.verify() == []
+        # Removals travel the same way.
+        gone = Document.from_path("/photos/4.jpg").id
+        delete = Request("delete", [Document(id=gone)])
+        delete.staged.deletes.append(gone)
+        a.commit(delete)
+        for ws in (a, b, reader):
+            assert gone not in _search_ids(ws, 4)
+            assert sum(len(s) for s in ws.shards) == 5 and ws.verify() == []
+
+
+def test_a_snapshot_is_brought_forward_from_the_log_not_rebuilt(tmp_path, monkeypatch):
+    path = tmp_path / "ws"
+    with _open(path) as ws:
+        ws.commit(_request(ws, [1, 2, 3]))
+    ws = _open(path)
+    ws.commit(_request(ws, [4, 5]))
+    ws.store.close()  # as if killed: committed, but no new snapshot
+    monkeypatch.setattr(Workspace, "_rebuild", lambda self: pytest.fail("rebuilt instead of replaying the log"))
+    with _open(path) as again:
+        assert sum(len(s) for s in again.shards) == 5 and again.verify() == []
+
+
+def test_a_reader_behind_a_reset_rebuilds_and_one_behind_a_new_encoder_refuses(tmp_path):
+    path = tmp_path / "ws"
+    with _open(path) as ws:
+        ws.commit(_request(ws, [1, 2, 3]))
+    with _open(path, writer=False) as reader:
+        with _open(path, reset=True) as writer:  # --reset: the log cannot bring anyone past it
+            writer.commit(_request(writer, [7]))
+        assert _search_ids(reader, 7) == {Document.from_path("/photos/7.jpg").id}
+        assert reader.verify() == []
+        with _open(path, encoder="other-encoder:2", reset=True):
+            pass
+        with pytest.raises(StoreError, match="re-indexed by another process"):
+            reader.search(0, _vec(1)[None], 1)
+
+
+def test_paths_that_are_not_utf8_are_stored_and_found(tmp_path):
+    import os
+
+    name = os.fsdecode(b"/photos/caf\xe9.jpg")
+    with _open(tmp_path / "ws") as ws:
+        doc = Document.from_path(name)
+        doc.size, doc.mtime_ns, doc.content_hash = 1, 1, "h"
+        doc.chunks = [Chunk(embedding=_vec(9))]
+        req = Request("index", [doc])
+        req.staged.doc_ids.append(doc.id)
+        req.staged.vectors[doc.id] = (shard_for(doc.id, 2), doc.chunks)
+        ws.commit(req)
+        ws.store.record_skips([(name + ".bad", 1, 1, "corrupt image", "corrupt")])
+        ws.add_roots([os.fsdecode(b"/photos/d\xfcr")])
+        assert ws.store.docs_by_uri()[name].id == doc.id
+        assert name + ".bad" in ws.store.skips()
+        assert os.fsdecode(b"/photos/d\xfcr") in ws.roots
+
+
+def test_a_format_1_workspace_is_migrated(tmp_path):
+    """Text paths become bytes, and the roots move from the manifest into the doc store."""
+    import sqlite3
+
+    from lookalike.store.docstore import MIGRATIONS
+
+    path = tmp_path / "ws"
+    path.mkdir()
+    conn = sqlite3.connect(path / "docs.sqlite", isolation_level=None)
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("INSERT INTO docs (id, uri, tags, indexed_at) VALUES ('d1', '/photos/a.jpg', '[]', 0)")
+    conn.execute("INSERT INTO skips VALUES ('/photos/bad.jpg', 1, 2, 'corrupt image', 'corrupt')")
+    conn.close()
+    manifest = {"format_version": 1, "encoder": ENC, "dim": DIM, "shards": 2, "roots": ["/photos"]}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with _open(path) as ws:
+        assert set(ws.store.docs_by_uri()) == {"/photos/a.jpg"}
+        assert ws.store.skips()["/photos/bad.jpg"][:2] == (1, 2)
+        assert ws.roots == ["/photos"]
+    assert "roots" not in json.loads((path / "manifest.json").read_text())
 
 
 def test_missing_workspace_is_a_clear_error(tmp_path):

@@ -33,8 +33,8 @@ class ImageNormalizer(Executor):
             try:
                 decoded = decode(doc.blob, draft_size=draft_size)
                 tensor = to_tensor(decoded.image, size)
-            except BadInput as e:
-                doc.fail(str(e), e.reason)
+            except BadInput as e:  # the bytes cannot be decoded: the file's own fault
+                doc.fail(str(e), e.reason, input_fault=True)
                 continue
             doc.width, doc.height = decoded.width, decoded.height
             doc.chunks.append(Chunk(kind="whole", tensor=tensor))

@@ -104,8 +104,8 @@ class FaceDetector(Executor):
             return None
         try:
             decoded = decode(doc.blob, draft_size=_draft_size(doc.blob, self.params.max_side))
-        except BadInput as e:
-            doc.fail(str(e), e.reason)
+        except BadInput as e:  # the bytes cannot be decoded: the file's own fault
+            doc.fail(str(e), e.reason, input_fault=True)
             return None
         doc.width, doc.height = decoded.width, decoded.height
         rgb = np.asarray(decoded.image)

@@ -1,14 +1,40 @@
-"""ImageReader: reads each document's file (bytes, size, mtime, content hash)."""
+"""ImageReader: reads each document's file (bytes, size, mtime, content hash).
+
+Only regular files are ever read. A FIFO, socket or device (or a symlink to one) is refused from
+its ``fstat`` before a byte is read, so ``/dev/zero`` cannot fill memory and a FIFO cannot hang
+the flow; the open itself is non-blocking for the same reason. No read is ever larger than the
+size limit.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 
 from pydantic import Field
 
 from lookalike.document import Document
 from lookalike.executors.base import Executor, requests
+
+# What each non-regular file type is called in a skip message.
+FILE_TYPES = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def file_type(mode: int) -> str:
+    """What a non-regular file is, in words ("a FIFO (named pipe)", ...)."""
+    return FILE_TYPES.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def size_limit_message(size: int, limit_mb: float) -> str:
+    return f"{size / 1e6:.1f} MB is over the {limit_mb:g} MB limit (the loader's max_file_mb)"
 
 
 class ImageReader(Executor):
@@ -27,35 +53,60 @@ class ImageReader(Executor):
                 self._read_file(doc, limit)
             elif doc.blob is not None:
                 if len(doc.blob) > limit:
-                    doc.fail(
-                        f"{len(doc.blob) / 1e6:.1f} MB is over the {self.params.max_file_mb:g} MB limit", "too big"
-                    )
+                    doc.fail(size_limit_message(len(doc.blob), self.params.max_file_mb), "too large")
                     continue
                 doc.size = len(doc.blob)
                 doc.content_hash = doc.content_hash or hashlib.sha256(doc.blob).hexdigest()
             else:
                 doc.fail("document has neither a file nor bytes", "no content")
 
-    @staticmethod
-    def _read_file(doc: Document, limit: int) -> None:
+    def _read_file(self, doc: Document, limit: int) -> None:
         assert doc.uri is not None
         try:
-            with open(doc.uri, "rb") as f:
-                st = os.fstat(f.fileno())  # size and mtime of exactly what we read
-                if st.st_size > limit:
-                    doc.fail(f"{st.st_size / 1e6:.1f} MB is over the {limit / 1024 / 1024:g} MB limit", "too big")
-                    return
-                blob = f.read()
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; it changes nothing for files.
+            fd = os.open(doc.uri, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            doc.fail("file disappeared before it was read", "missing file")
-            return
-        except IsADirectoryError:
-            doc.fail("is a directory", "not a file")
+            what = "dangling symlink" if os.path.islink(doc.uri) else "missing file"
+            doc.fail("file disappeared before it was read" if what == "missing file" else what, what)
             return
         except OSError as e:
+            reason = "symlink loop" if e.errno == errno.ELOOP else "unreadable file"
+            doc.fail(f"cannot open: {e.strerror or e}", reason)
+            return
+        try:
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                st = os.fstat(f.fileno())  # size and mtime of exactly what we read
+                if not stat.S_ISREG(st.st_mode):
+                    doc.fail(f"is {file_type(st.st_mode)}, not a regular file", "not a regular file")
+                    return
+                if st.st_size > limit:
+                    doc.fail(size_limit_message(st.st_size, self.params.max_file_mb), "too large")
+                    return
+                blob = _read_at_most(f, limit + 1)
+                after = os.fstat(f.fileno())
+        except OSError as e:
             doc.fail(f"cannot read: {e.strerror or e}", "unreadable file")
+            return
+        if len(blob) > limit:
+            doc.fail(size_limit_message(len(blob), self.params.max_file_mb), "too large")
+            return
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or len(blob) != st.st_size:
+            # Written to while we read: what we hold may be half old, half new. The next run reads it.
+            doc.fail("the file changed while it was being read", "changed while reading")
             return
         doc.blob = blob
         doc.size = st.st_size
         doc.mtime_ns = st.st_mtime_ns
         doc.content_hash = hashlib.sha256(blob).hexdigest()
+
+
+def _read_at_most(f, n: int) -> bytes:
+    """Up to ``n`` bytes: raw reads may return short, so loop until EOF or ``n``."""
+    parts, got = [], 0
+    while got < n:
+        chunk = f.read(min(n - got, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)

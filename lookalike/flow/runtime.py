@@ -276,7 +276,7 @@ def _merge_doc(into: Document, other: Document) -> None:
         elif _richer(chunk, into.chunks[i]):
             into.chunks[i] = chunk
     if other.error is not None:
-        into.fail(other.error, other.error_reason)
+        into.fail(other.error, other.error_reason, input_fault=other.input_fault)
     seen = {r.doc_id for r in into.results}
     into.results.extend(r for r in other.results if r.doc_id not in seen)
 
@@ -319,7 +319,7 @@ def merge_shard_results(parts: list[Request]) -> Request:
         for part in parts[1:]:
             other = part.docs[i]
             if other.error is not None:
-                doc.fail(other.error, other.error_reason)
+                doc.fail(other.error, other.error_reason, input_fault=other.input_fault)
         for j, chunk in enumerate(doc.chunks):
             lists = [p.docs[i].chunks[j].matches for p in parts if j < len(p.docs[i].chunks)]
             merged = sorted((m for ms in lists for m in ms), key=lambda m: (-m.score, m.chunk_id))

@@ -7,6 +7,7 @@ request is the whole of crash consistency: a document and its vectors land toget
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -63,7 +64,42 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO meta VALUES ('generation', '0');
     """,
+    # 2: many processes share a workspace.
+    # - File paths are stored as bytes: a POSIX name need not be valid UTF-8, and SQLite's text is.
+    # - roots: the folders ever indexed (was in manifest.json, which every writer would rewrite).
+    # - vector_log: what each commit did to the vectors, so another process's in-memory shards
+    #   catch up by replaying it instead of rebuilding. log_floor: the oldest generation the log
+    #   can bring a reader forward from (raised by pruning, re-sharding and clearing).
+    """
+    UPDATE docs SET uri = CAST(uri AS BLOB) WHERE typeof(uri) = 'text';
+    UPDATE skips SET uri = CAST(uri AS BLOB) WHERE typeof(uri) = 'text';
+    CREATE TABLE roots (path BLOB PRIMARY KEY);
+    CREATE TABLE vector_log (
+        generation INTEGER NOT NULL,
+        shard INTEGER NOT NULL,
+        chunk_id INTEGER NOT NULL,
+        added INTEGER NOT NULL
+    );
+    CREATE INDEX vector_log_generation ON vector_log(generation);
+    INSERT INTO meta SELECT 'log_floor', value FROM meta WHERE key = 'generation';
+    """,
 ]
+
+# Keep this many generations of the vector log. A reader further behind than that rebuilds its
+# shards from the chunks table instead (slower, same result). One generation is one committed
+# request (16 images by default), so this is ~160,000 images of history.
+LOG_GENERATIONS = 10_000
+
+
+def _path_in(path: str) -> bytes:
+    """A file path as stored: its bytes (names that are not valid UTF-8 included)."""
+    return os.fsencode(path)
+
+
+def _path_out(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -81,10 +117,23 @@ class StoredDoc:
 
 @dataclass
 class VectorChange:
-    """What a commit did to the vectors, for the in-memory shards to follow."""
+    """What a commit did to the vectors, for the in-memory shards to follow.
+
+    ``before`` and ``after`` are the generations around the commit: a process whose shards were at
+    ``before`` applies the change and is at ``after``; any other must replay the log.
+    """
 
     removed: dict[int, list[int]]  # shard -> chunk ids
     added: dict[int, tuple[np.ndarray, np.ndarray]]  # shard -> (chunk ids, embeddings)
+    before: int = 0
+    after: int = 0
+
+
+@dataclass
+class LoggedChange:
+    """The vector log between two generations, in commit order."""
+
+    steps: list[tuple[int, bool, list[int]]]  # (shard, added?, chunk ids), consecutive runs grouped
 
 
 class DocStore:
@@ -110,20 +159,42 @@ class DocStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """The writer connection inside BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        """The writer connection inside BEGIN IMMEDIATE ... COMMIT, rolled back on any error.
+
+        BEGIN IMMEDIATE takes SQLite's write lock, so writers in other processes wait their turn
+        (up to the connection's timeout) for each commit, never for another's whole run.
+        """
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise _store_error(self.path, "start a write", e) from e
             try:
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as e:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite already rolled back (it does on a full disk)
+                if isinstance(e, sqlite3.Error):
+                    raise _store_error(self.path, "commit", e) from e
                 raise
 
     @staticmethod
-    def _bump_generation(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+    def _bump_generation(conn: sqlite3.Connection) -> tuple[int, int]:
+        """Bump the generation inside a write transaction; (before, after)."""
+        before = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        conn.execute("UPDATE meta SET value = ? WHERE key='generation'", (str(before + 1),))
+        return before, before + 1
+
+    @staticmethod
+    def _raise_log_floor(conn: sqlite3.Connection, generation: int) -> None:
+        """The log cannot bring a reader from before ``generation`` forward: it must rebuild."""
+        conn.execute("DELETE FROM vector_log WHERE generation <= ?", (generation,))
+        conn.execute("UPDATE meta SET value = ? WHERE key='log_floor'", (str(generation),))
 
     @property
     def _reader(self) -> sqlite3.Connection:
@@ -133,18 +204,23 @@ class DocStore:
         return conn
 
     def _migrate(self) -> None:
-        version = self._writer.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this lookalike knows "
-                f"({len(MIGRATIONS)}); upgrade lookalike"
-            )
-        for step in range(version, len(MIGRATIONS)):
+        while True:
+            if self._writer.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+                return
             with self._transaction() as conn:
-                for statement in MIGRATIONS[step].split(";"):
+                # Read again under the write lock: another process may have just migrated.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(MIGRATIONS):
+                    raise StoreError(
+                        f"{self.path} has schema version {version}, newer than this lookalike knows "
+                        f"({len(MIGRATIONS)}); upgrade lookalike"
+                    )
+                if version == len(MIGRATIONS):
+                    return
+                for statement in MIGRATIONS[version].split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={step + 1}")
+                conn.execute(f"PRAGMA user_version={version + 1}")
 
     def close(self) -> None:
         self._writer.close()
@@ -158,6 +234,52 @@ class DocStore:
     @property
     def generation(self) -> int:
         return int(self._reader.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    @property
+    def log_floor(self) -> int:
+        return int(self._reader.execute("SELECT value FROM meta WHERE key='log_floor'").fetchone()[0])
+
+    def logged_changes(self, since: int, until: int) -> LoggedChange:
+        """The vector log of the commits after generation ``since`` up to ``until``, in order."""
+        steps: list[tuple[int, bool, list[int]]] = []
+        sql = "SELECT shard, added, chunk_id FROM vector_log WHERE generation > ? AND generation <= ? ORDER BY rowid"
+        for shard, added, chunk_id in self._reader.execute(sql, (since, until)):
+            if steps and steps[-1][0] == shard and steps[-1][1] == bool(added):
+                steps[-1][2].append(int(chunk_id))
+            else:
+                steps.append((int(shard), bool(added), [int(chunk_id)]))
+        return LoggedChange(steps)
+
+    def embeddings(self, ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, embeddings) of those of ``ids`` that still exist, in id order."""
+        found: list[tuple[int, bytes]] = []
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            found.extend(self._reader.execute(f"SELECT id, embedding FROM chunks WHERE id IN ({marks})", part))
+        found.sort()
+        out = np.empty((len(found), dim), dtype=np.float32)
+        for i, (_, blob) in enumerate(found):
+            out[i] = np.frombuffer(blob, dtype=np.float32)
+        return np.array([r[0] for r in found], dtype=np.int64), out
+
+    @contextmanager
+    def snapshot_read(self) -> Iterator[int]:
+        """One consistent read of this thread's connection: the generation, and everything read
+        inside the block, are of the same commit (WAL readers see a fixed snapshot in a transaction)."""
+        conn = self._reader
+        conn.execute("BEGIN")
+        try:
+            yield int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+        finally:
+            conn.execute("COMMIT")
+
+    def roots(self) -> list[str]:
+        return sorted(os.fsdecode(r) for (r,) in self._reader.execute("SELECT path FROM roots"))
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        with self._transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO roots VALUES (?)", [(_path_in(r),) for r in roots])
 
     def count_docs(self) -> int:
         return int(self._reader.execute("SELECT count(*) FROM docs").fetchone()[0])
@@ -176,7 +298,7 @@ class DocStore:
     def _doc(self, row: tuple) -> StoredDoc:
         return StoredDoc(
             id=row[0],
-            uri=row[1],
+            uri=_path_out(row[1]),
             size=row[2],
             mtime_ns=row[3],
             content_hash=row[4],
@@ -289,13 +411,13 @@ class DocStore:
                 for cid, shard in conn.execute(f"SELECT id, shard FROM chunks WHERE doc_id IN ({marks})", part):
                     removed.setdefault(int(shard), []).append(int(cid))
                 conn.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)  # cascades to chunks, tags
-            conn.executemany("DELETE FROM skips WHERE uri=?", [(d.uri,) for d in docs if d.uri])
+            conn.executemany("DELETE FROM skips WHERE uri=?", [(_path_in(d.uri),) for d in docs if d.uri])
             for doc in docs:
                 conn.execute(
                     f"INSERT INTO docs ({self._DOC_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
                     (
                         doc.id,
-                        doc.uri,
+                        _path_in(doc.uri) if doc.uri is not None else None,
                         doc.size,
                         doc.mtime_ns,
                         doc.content_hash,
@@ -320,37 +442,57 @@ class DocStore:
                     chunk.id = int(cur.lastrowid or 0)
                     added_ids.setdefault(shard, []).append(chunk.id)
                     added_vecs.setdefault(shard, []).append(emb)
-            self._bump_generation(conn)
+            before, after = self._bump_generation(conn)
+            log = [(after, shard, cid, 0) for shard, cids in removed.items() for cid in cids]
+            log += [(after, shard, cid, 1) for shard, cids in added_ids.items() for cid in cids]
+            conn.executemany("INSERT INTO vector_log VALUES (?,?,?,?)", log)
+            if after % 100 == 0 and after > LOG_GENERATIONS:  # prune now and then, not every commit
+                self._raise_log_floor(conn, after - LOG_GENERATIONS)
         added = {s: (np.array(added_ids[s], dtype=np.int64), np.stack(added_vecs[s])) for s in added_ids}
-        return VectorChange(removed, added)
+        return VectorChange(removed, added, before, after)
 
     def skips(self) -> dict[str, tuple[int, int, str, str]]:
         """Files that failed before: uri -> (size, mtime_ns, reason, message)."""
         rows = self._reader.execute("SELECT uri, size, mtime_ns, reason, message FROM skips")
-        return {u: (int(s), int(m), r, msg) for u, s, m, r, msg in rows}
+        return {os.fsdecode(u): (int(s), int(m), r, msg) for u, s, m, r, msg in rows}
 
     def record_skips(self, rows: list[tuple[str, int, int, str, str]]) -> None:
         """Remember files that failed (uri, size, mtime_ns, reason, message) so that an unchanged
         bad file is reported again without being processed again."""
         with self._transaction() as conn:
-            conn.executemany("INSERT OR REPLACE INTO skips VALUES (?,?,?,?,?)", rows)
+            conn.executemany(
+                "INSERT OR REPLACE INTO skips VALUES (?,?,?,?,?)", [(_path_in(u), *rest) for u, *rest in rows]
+            )
 
     def forget_skips(self, uris: Iterable[str]) -> None:
         with self._transaction() as conn:
-            conn.executemany("DELETE FROM skips WHERE uri=?", [(u,) for u in uris])
+            conn.executemany("DELETE FROM skips WHERE uri=?", [(_path_in(u),) for u in uris])
 
     def touch(self, doc_id: str, mtime_ns: int, size: int) -> None:
         """Record a new mtime for a file whose content did not change (no re-encoding needed)."""
-        with self._write_lock:
-            self._writer.execute("UPDATE docs SET mtime_ns=?, size=? WHERE id=?", (mtime_ns, size, doc_id))
+        with self._transaction() as conn:
+            conn.execute("UPDATE docs SET mtime_ns=?, size=? WHERE id=?", (mtime_ns, size, doc_id))
 
     def reassign_shards(self, n_shards: int, shard_of: dict[str, int]) -> None:
         """Move chunks to the shards a new shard count gives their documents."""
         with self._transaction() as conn:
             conn.executemany("UPDATE chunks SET shard=? WHERE doc_id=?", [(s, d) for d, s in shard_of.items()])
-            self._bump_generation(conn)
+            _, after = self._bump_generation(conn)
+            self._raise_log_floor(conn, after)
 
     def clear(self) -> None:
+        """Empty the store: documents, vectors and the remembered bad files."""
         with self._transaction() as conn:
             conn.execute("DELETE FROM docs")
-            self._bump_generation(conn)
+            conn.execute("DELETE FROM skips")
+            _, after = self._bump_generation(conn)
+            self._raise_log_floor(conn, after)
+
+
+def _store_error(path: Path, what: str, e: sqlite3.Error) -> StoreError:
+    text = str(e)
+    if "full" in text.lower():  # SQLITE_FULL: "database or disk is full"
+        return StoreError(f"cannot {what} in {path}: the disk is full (No space left on device)")
+    if "locked" in text.lower() or "busy" in text.lower():
+        return StoreError(f"cannot {what} in {path}: another process held the workspace too long ({text})")
+    return StoreError(f"cannot {what} in {path}: {text}")

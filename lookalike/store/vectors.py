@@ -1,8 +1,8 @@
 """One shard of vectors: an exact inner-product FAISS index keyed by chunk id, with snapshots.
 
 Embeddings are L2-normalised, so inner product is cosine similarity. The index is derived data: a
-snapshot on disk records the doc store generation it reflects, and a stale or damaged snapshot is
-rebuilt from the doc store instead of being trusted.
+snapshot on disk records the doc store generation it reflects; the workspace brings an older one
+forward from the doc store's vector log, and rebuilds a damaged one from the doc store.
 """
 
 from __future__ import annotations
@@ -95,20 +95,31 @@ class VectorShard:
         atomic_write(folder / STATE_FILE, json.dumps(state).encode())
 
     @classmethod
-    def load(cls, folder: Path, dim: int, shard: int, generation: int, metric: str = "cosine") -> VectorShard | None:
-        """The snapshot in ``folder`` if it reflects exactly ``generation``; None if stale or damaged."""
+    def load(cls, folder: Path, dim: int, shard: int, metric: str = "cosine") -> tuple[VectorShard, int] | None:
+        """The snapshot in ``folder`` and the generation it reflects; None if missing or damaged.
+
+        The caller decides whether that generation is usable (equal to the store's, or one the
+        vector log can bring forward).
+        """
         try:
             state = json.loads((folder / STATE_FILE).read_text())
-            if state.get("generation") != generation or state.get("dim") != dim:
-                return None
-            if state.get("metric", "cosine") != metric:
+            if state.get("dim") != dim or state.get("metric", "cosine") != metric:
                 return None
             raw = np.fromfile(folder / INDEX_FILE, dtype=np.uint8)
             index = faiss.deserialize_index(raw)
-        except (OSError, ValueError, RuntimeError):
+            generation = int(state["generation"])
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError):
             return None
         if not isinstance(index, faiss.IndexIDMap2) or index.ntotal != state.get("count") or index.d != dim:
             return None
         out = cls(dim, shard, metric)
         out._index = index
-        return out
+        return out, generation
+
+
+def snapshot_generation(folder: Path) -> int | None:
+    """The generation of the snapshot in ``folder``, if there is a readable one."""
+    try:
+        return int(json.loads((folder / STATE_FILE).read_text())["generation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -2,19 +2,29 @@
 
 .lookalike/
   manifest.json     format version, encoder fingerprint, shards, the flows used
-  docs.sqlite       documents, chunks and embeddings (the source of truth)
-  shard-0/          index.faiss + snapshot.json (derived; rebuilt when stale)
+  docs.sqlite       documents, chunks and embeddings (the source of truth), roots, the vector log
+  shard-0/          index.faiss + snapshot.json (derived: brought forward or rebuilt when stale)
   shard-1/
-  lock              held by the one process allowed to write
+  uploads/          images uploaded through the server (named by content)
+  lock              taken for moments: manifest writes, re-sharding, resets, snapshots
+
+Many processes share a workspace. Writers take turns per commit (SQLite's write lock, waited for),
+so `lookalike serve`, `lookalike index` and `lookalike remove` run side by side. Every process
+keeps its shards in memory with the generation they reflect; before a search it compares that
+with the store's generation and replays the vector log of the commits it has not seen (removals
+included), so a reader sees another process's commits on its next search.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +36,14 @@ from lookalike.atomic import atomic_write
 from lookalike.document import Document, Request, shard_for
 from lookalike.errors import StoreError
 from lookalike.store.docstore import DocStore, StoredDoc
-from lookalike.store.vectors import VectorShard
+from lookalike.store.vectors import VectorShard, snapshot_generation
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+UPLOADS = "uploads"
+# How long to wait for another process's moment with the workspace lock before giving up. The
+# lock is held for milliseconds (a manifest write) up to a snapshot write of a large shard.
+LOCK_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -48,14 +62,17 @@ class WorkspaceInfo:
 class Workspace:
     """Open with :meth:`open`; use as a context manager so snapshots are flushed and the lock freed."""
 
-    def __init__(self, path: Path, store: DocStore, manifest: dict[str, Any], lock_fd: int | None):
+    def __init__(self, path: Path, store: DocStore, manifest: dict[str, Any], writer: bool):
         self.path = path
         self.store = store
         self.manifest = manifest
-        self._lock_fd = lock_fd
+        self.writer = writer
         self.shards: list[VectorShard] = []
+        self._generation = -1  # the store generation the in-memory shards reflect
         self._saved_generation: int | None = None
         self._max_chunks: int | None = None  # cached: a full scan, needed by every search
+        # Commits and catching up change the shards and their generation together.
+        self._sync_lock = threading.RLock()
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -88,15 +105,18 @@ class Workspace:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot create workspace {path}: {e.strerror or e}") from e
-        lock_fd = _lock(path) if writer else None
-        try:
+        # A writer reads and rewrites the manifest under the lock, so two writers opening at once
+        # cannot lose each other's changes; the lock is released before any indexing starts.
+        with _exclusive(path) if writer else nullcontext():
             manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
-            ws = cls(path, DocStore(path / "docs.sqlite"), manifest or {}, lock_fd)
-        except BaseException:
-            _unlock(lock_fd)
-            raise
+            ws = cls(path, DocStore(path / "docs.sqlite"), manifest or {}, writer)
+            try:
+                ws._setup(manifest is None, encoder, dim, metric, shards, writer, reset, preset, flows)
+            except BaseException:
+                ws.close(flush=False)
+                raise
         try:
-            ws._setup(manifest is None, encoder, dim, metric, shards, writer, reset, preset, flows)
+            ws._load_shards()
         except BaseException:
             ws.close(flush=False)
             raise
@@ -162,33 +182,88 @@ class Workspace:
             self._reshard(n)
         m["shards"] = n
         m["lookalike_version"] = __version__
+        old_roots = m.pop("roots", None)  # format 1 kept them here; the doc store has them now
+        if old_roots and writer:
+            self.store.add_roots(old_roots)
         if writer:
             self._write_manifest()
-        self._load_shards(n, dim, metric, save=writer)
 
     def _reshard(self, n: int) -> None:
         doc_ids = [d.id for d in self.store.iter_docs()]
         self.store.reassign_shards(n, {d: shard_for(d, n) for d in doc_ids})
 
-    def _load_shards(self, n: int, dim: int, metric: str, save: bool) -> None:
-        generation = self.store.generation
-        self.shards = []
-        for i in range(n):
-            folder = self.path / f"shard-{i}"
-            shard = VectorShard.load(folder, dim, i, generation, metric)
-            if shard is None:
-                # A stale or damaged snapshot (a crash after a commit, or a changed shard count):
-                # rebuild this shard from what SQLite committed.
+    def _load_shards(self) -> None:
+        """Shards from their snapshots brought forward by the vector log, else rebuilt from SQLite."""
+        n, dim, metric = self.n_shards_configured, self.dim, self.metric
+        loaded = [VectorShard.load(self.path / f"shard-{i}", dim, i, metric) for i in range(n)]
+        generations = {x[1] for x in loaded if x is not None}
+        current, floor = self.store.generation, self.store.log_floor
+        if all(x is not None for x in loaded) and len(generations) == 1 and floor <= min(generations) <= current:
+            self.shards = [x[0] for x in loaded if x is not None]
+            self._generation = self._saved_generation = generations.pop()
+            self.sync()
+        else:
+            self._rebuild()
+            if self.writer:
+                self.flush()
+
+    def _rebuild(self) -> None:
+        """Every shard from what SQLite committed, all read at one generation."""
+        n, dim, metric = self.n_shards_configured, self.dim, self.metric
+        shards = []
+        with self.store.snapshot_read() as generation:
+            for i in range(n):
                 shard = VectorShard(dim, i, metric)
                 ids, vectors = self.store.shard_vectors(i, dim)
                 shard.add(ids, vectors)
-                if save:
-                    shard.save(folder, generation)
-            self.shards.append(shard)
-        self._saved_generation = generation
+                shards.append(shard)
+        self.shards, self._generation, self._max_chunks = shards, generation, None
+
+    def sync(self) -> bool:
+        """Catch up with commits made since the shards' generation, by any process; True if any.
+
+        The vector log is replayed in commit order; a reader too far behind (the log was pruned,
+        the workspace re-sharded or cleared) rebuilds instead, after checking that the workspace
+        still holds vectors it can search.
+        """
+        with self._sync_lock:
+            current = self.store.generation
+            if current == self._generation:
+                return False
+            if current < self._generation or self._generation < self.store.log_floor:
+                self._check_unchanged()
+                self._rebuild()
+                return True
+            change = self.store.logged_changes(self._generation, current)
+            for shard, added, ids in change.steps:
+                if shard >= len(self.shards):
+                    raise StoreError(f"workspace {self.path} was re-sharded by another process; restart to use it")
+                if added:
+                    found, vectors = self.store.embeddings(ids, self.dim)  # gone ones were removed later
+                    self.shards[shard].add(found, vectors)
+                else:
+                    self.shards[shard].remove(ids)
+            self._generation, self._max_chunks = current, None
+            return True
+
+    def _check_unchanged(self) -> None:
+        """Refuse to go on if another process re-built this workspace for other vectors."""
+        try:
+            now = _read_manifest(self.path / MANIFEST)
+        except StoreError:
+            return  # being rewritten this instant; the vectors' shape is checked at the next open
+        for key in ("encoder", "dim", "metric", "shards"):
+            if now.get(key) != self.manifest.get(key):
+                raise StoreError(
+                    f"workspace {self.path} was re-indexed by another process ({key} is now {now.get(key)}, "
+                    f"was {self.manifest.get(key)}); restart to use it"
+                )
 
     def _write_manifest(self) -> None:
-        atomic_write(self.path / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True).encode())
+        try:
+            atomic_write(self.path / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True).encode())
+        except OSError as e:
+            raise StoreError(f"cannot write {self.path / MANIFEST}: {e.strerror or e}") from e
 
     # --- properties ---------------------------------------------------------------------------
 
@@ -213,16 +288,26 @@ class Workspace:
         return len(self.shards)
 
     @property
+    def n_shards_configured(self) -> int:
+        return int(self.manifest.get("shards", 1))
+
+    @property
     def roots(self) -> list[str]:
-        """The folders and files ever indexed into this workspace: the only places served from."""
-        return list(self.manifest.get("roots", []))
+        """The folders and files ever indexed into this workspace (by any process): the only
+        places served from. The workspace's uploads folder is one once anything was uploaded."""
+        return self.store.roots()
 
     def add_roots(self, roots: Iterable[str]) -> None:
+        """Remember these folders or files; one inside a known root adds nothing."""
         known = self.roots
         new = sorted({r for r in roots if not any(within(r, k) for k in known)})
-        if new and self._lock_fd is not None:
-            self.manifest["roots"] = sorted(known + new)
-            self._write_manifest()
+        if new and self.writer:
+            self.store.add_roots(new)
+
+    @property
+    def uploads(self) -> Path:
+        """The folder this workspace keeps uploaded images in."""
+        return self.path / UPLOADS
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -231,9 +316,10 @@ class Workspace:
 
         Only documents the doc indexer accepted and no pod failed are stored, each with exactly the
         vectors the vector indexer accepted for it: one SQLite transaction, then the in-memory
-        shards follow. A crash in between leaves the snapshot stale, and the next open rebuilds it.
+        shards follow. A crash in between leaves the snapshot stale, and the next open brings it
+        forward from the log.
         """
-        if self._lock_fd is None:
+        if not self.writer:
             raise StoreError("this workspace was opened read-only")
         staged = request.staged
         by_id = {d.id: d for d in request.docs}
@@ -246,25 +332,41 @@ class Workspace:
                 by_id[doc_id].fail("the doc indexer did not accept this document", "not indexed")
         if not docs and not staged.deletes:
             return []
-        change = self.store.commit(docs, vectors, staged.deletes)
-        self._max_chunks = None
-        for shard, ids in change.removed.items():
-            if shard < len(self.shards):
-                self.shards[shard].remove(ids)
-        for shard, (new_ids, vecs) in change.added.items():
-            self.shards[shard].add(new_ids, vecs)
+        with self._sync_lock:
+            change = self.store.commit(docs, vectors, staged.deletes)
+            self._max_chunks = None
+            if change.before != self._generation:
+                self.sync()  # another process committed in between: replay the log, ours included
+                return docs
+            for shard, ids in change.removed.items():
+                if shard < len(self.shards):
+                    self.shards[shard].remove(ids)
+            for shard, (new_ids, vecs) in change.added.items():
+                self.shards[shard].add(new_ids, vecs)
+            self._generation = change.after
         return docs
 
     def flush(self) -> None:
-        """Snapshot the shards if anything was committed since the last snapshot."""
-        if self._lock_fd is None:
+        """Snapshot the shards if they are newer than the snapshot on disk (by any process)."""
+        if not self.writer:
             return
-        generation = self.store.generation
-        if generation == self._saved_generation:
-            return
-        for shard in self.shards:
-            shard.save(self.path / f"shard-{shard.shard}", generation)
-        self._saved_generation = generation
+        with self._sync_lock:
+            generation = self._generation
+            if generation == self._saved_generation:
+                return
+            with _exclusive(self.path):
+                # Another process may have saved a newer state meanwhile: never overwrite it with an older one.
+                on_disk = [snapshot_generation(self.path / f"shard-{s.shard}") for s in self.shards]
+                if any(g is None or g < generation for g in on_disk):
+                    try:
+                        for shard in self.shards:
+                            shard.save(self.path / f"shard-{shard.shard}", generation)
+                    except OSError as e:
+                        raise StoreError(
+                            f"the documents are committed, but the shard snapshot in {self.path} could not be "
+                            f"written ({e.strerror or e}); it is rebuilt when the workspace is next opened"
+                        ) from e
+            self._saved_generation = generation
 
     def touch(self, doc: StoredDoc, mtime_ns: int, size: int) -> None:
         self.store.touch(doc.id, mtime_ns, size)
@@ -275,8 +377,6 @@ class Workspace:
                 self.flush()
         finally:
             self.store.close()
-            _unlock(self._lock_fd)
-            self._lock_fd = None
 
     def __enter__(self) -> Workspace:
         return self
@@ -288,11 +388,14 @@ class Workspace:
 
     def max_chunks_per_doc(self) -> int:
         """The most chunks any document has (1 when empty); cached until the next commit."""
+        self.sync()
         if self._max_chunks is None:
             self._max_chunks = self.store.max_chunks_per_doc()
         return self._max_chunks
 
     def search(self, shard: int, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` of one shard, after catching up with every process's commits."""
+        self.sync()
         return self.shards[shard].search(queries, k)
 
     def docs_under(self, roots: Iterable[str]) -> dict[str, StoredDoc]:
@@ -307,6 +410,7 @@ class Workspace:
     def verify(self) -> list[str]:
         """Consistency problems between the doc store and the shards (empty when consistent)."""
         problems = []
+        self.sync()
         ids, _, doc_ids = self.store.all_vectors(self.dim)
         stored = set(ids.tolist())
         searchable: set[int] = set()
@@ -322,6 +426,7 @@ class Workspace:
         return problems
 
     def info(self) -> WorkspaceInfo:
+        self.sync()
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return WorkspaceInfo(
             path=self.path,
@@ -352,20 +457,36 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-def _lock(path: Path) -> int:
-    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+@contextmanager
+def _exclusive(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """The workspace lock, held for a moment (never for a process's lifetime); waits its turn."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as e:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise StoreError(f"workspace {path} is in use by pid {holder}; wait for it or pass another --workspace") from e
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
-
-
-def _unlock(fd: int | None) -> None:
-    if fd is not None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StoreError(f"cannot open the lock of workspace {path}: {e.strerror or e}") from e
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise StoreError(f"cannot lock workspace {path}: {e.strerror or e}") from e
+                if time.monotonic() > deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+                    raise StoreError(
+                        f"workspace {path} stayed locked by pid {holder} for {timeout:.0f}s; is it stuck?"
+                    ) from e
+                time.sleep(0.02)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass  # the pid is only for the message above; a full disk must not stop us here
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
         os.close(fd)
