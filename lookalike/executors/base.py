@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 _HANDLER_ATTR = "_lookalike_requests_on"
 
 
+@dataclass(frozen=True)
+class Preprocessing:
+    """What an encoder needs as input: a ``size`` x ``size`` crop (see lookalike.images)."""
+
+    size: int
+
+
 def requests(on: RequestKind | Iterable[RequestKind]) -> Callable[[Callable], Callable]:
     """Mark a method as the handler of one or more request kinds ("index", "search", "delete")."""
     kinds = (on,) if isinstance(on, str) else tuple(on)
@@ -108,6 +115,23 @@ class Executor:
         A workspace records the index flow's fingerprints and refuses a query flow whose differ.
         It is computed from the parameters alone, before anything is opened.
         """
+        return None
+
+    @classmethod
+    def preprocessing_of(cls, params: BaseModel) -> Preprocessing | None:
+        """For encoders: the input the model needs (its size). A preprocessing pod upstream takes
+        its settings from here, so changing the model changes the pixels it is fed."""
+        return None
+
+    @classmethod
+    def follow_preprocessing(cls, params: BaseModel, wanted: Preprocessing, pod: str, encoder: str) -> BaseModel:
+        """For preprocessing executors: ``params`` made to feed ``wanted`` (the input of the encoder
+        pod ``encoder`` downstream). Raise ConfigError where the flow set something else."""
+        return params
+
+    @classmethod
+    def preprocessing_fingerprint(cls, params: BaseModel) -> str | None:
+        """For preprocessing executors: what identifies the pixels they hand the encoder."""
         return None
 
     @classmethod

@@ -2,27 +2,48 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from lookalike.document import Chunk, Document
-from lookalike.errors import BadInput
-from lookalike.executors.base import Executor, requests
-from lookalike.images import decode, to_tensor
+from lookalike.errors import BadInput, ConfigError
+from lookalike.executors.base import Executor, Preprocessing, requests
+from lookalike.images import PREPROCESS_VERSION, decode, to_tensor
+
+DEFAULT_SIZE = 224  # with no encoder downstream to follow: EfficientNet-Lite0's input
 
 
 class ImageNormalizer(Executor):
     """Decodes each document and adds its whole-image chunk, ready for the encoder."""
 
     class Params(Executor.Params):
-        size: int = Field(default=224, ge=32, le=1024, description="model input size (224 for Lite0)")
+        size: int | None = Field(
+            default=None, ge=32, le=1024, description="model input size (default: the encoder's, 224 for Lite0)"
+        )
         draft: bool = Field(default=True, description="let JPEG decode at 1/2, 1/4 or 1/8 scale when large")
         keep_bytes: bool = Field(default=False, description="keep the file bytes on the document afterwards")
 
     params: Params
 
+    @classmethod
+    def follow_preprocessing(cls, params: BaseModel, wanted: Preprocessing, pod: str, encoder: str) -> BaseModel:
+        assert isinstance(params, cls.Params)
+        if params.size is None:
+            return params.model_copy(update={"size": wanted.size})
+        if params.size != wanted.size:
+            raise ConfigError(
+                f"pod {pod} makes {params.size}x{params.size} inputs, but pod {encoder} needs "
+                f"{wanted.size}x{wanted.size}; drop size from {pod} to follow the encoder"
+            )
+        return params
+
+    @classmethod
+    def preprocessing_fingerprint(cls, params: BaseModel) -> str | None:
+        assert isinstance(params, cls.Params)
+        return f"pre{PREPROCESS_VERSION}-{params.size or DEFAULT_SIZE}{'' if params.draft else '-nodraft'}"
+
     @requests(on=["index", "search"])
     def normalize(self, docs: list[Document]) -> None:
-        size = self.params.size
+        size = self.params.size or DEFAULT_SIZE
         draft_size = round(size * 256 / 224) if self.params.draft else None
         for doc in docs:
             if doc.chunks and all(c.embedding is not None for c in doc.chunks):

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from lookalike.document import Document
-from lookalike.executors.base import Executor, requests
+from lookalike.executors.base import Executor, Preprocessing, requests
 from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, ensure_onnx, get_variant
 from lookalike.models.encoder import ImageEncoder as OnnxImageEncoder
 from lookalike.models.imagenet import tags
@@ -30,6 +30,11 @@ class ImageEncoder(Executor):
     @classmethod
     def vector_space_of(cls, params: BaseModel) -> tuple[int, str] | None:
         return EMBEDDING_DIM, "cosine"
+
+    @classmethod
+    def preprocessing_of(cls, params: BaseModel) -> Preprocessing | None:
+        assert isinstance(params, cls.Params)
+        return Preprocessing(size=get_variant(params.model).resolution)
 
     @classmethod
     def fingerprint_of(cls, params: BaseModel) -> str | None:

@@ -75,6 +75,8 @@ class Flow:
         for pod in self.pods.values():
             for n in pod.needs:
                 self.pods[n].downstream.append(pod.name)
+        for pod in self.pods.values():
+            self._follow_encoder(pod)
         sinks = [p.name for p in self.pods.values() if not p.downstream]
         if len(sinks) != 1:
             raise src.error(
@@ -85,6 +87,25 @@ class Flow:
         self.roots = [p.name for p in self.pods.values() if not p.needs]
 
     # --- building -----------------------------------------------------------------------------
+
+    def _follow_encoder(self, pod: Pod) -> None:
+        """Preprocessing travels with the model: a preprocessing pod takes its settings from the
+        nearest encoder downstream of it, and a setting that contradicts that encoder is an error."""
+        seen, frontier = set(), list(pod.downstream)
+        while frontier:
+            name = frontier.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            down = self.pods[name]
+            wanted = down.executor.preprocessing_of(down.params)
+            if wanted is not None:
+                try:
+                    pod.params = pod.executor.follow_preprocessing(pod.params, wanted, pod.name, down.name)
+                except ConfigError as e:
+                    raise self.loaded.source.error(("pods", pod.name, "with", "size"), str(e)) from e
+                return
+            frontier.extend(down.downstream)
 
     def _resolve(self, pod_name: str, cfg: PodConfig) -> tuple[type[Executor], BaseModel]:
         src = self.loaded.source
@@ -140,9 +161,13 @@ class Flow:
         return [p for p in self.pods.values() if issubclass(p.executor, cls)]
 
     def fingerprint(self) -> str | None:
-        """What identifies the vectors this flow writes or reads (its encoders' fingerprints)."""
+        """What identifies the vectors this flow writes or reads: its encoders' fingerprints and
+        the preprocessing that feeds them."""
         parts = [fp for p in self.pods.values() if (fp := p.executor.fingerprint_of(p.params))]
-        return "+".join(parts) or None
+        if not parts:
+            return None
+        parts += [fp for p in self.pods.values() if (fp := p.executor.preprocessing_fingerprint(p.params))]
+        return "+".join(parts)
 
     def vector_space(self) -> tuple[int, str]:
         """(dimension, metric) of this flow's vectors, from its encoder(s); they must agree."""
