@@ -550,10 +550,13 @@ def _glob_matches(path: str, root: str, glob: str) -> bool:
 def query_doc(i: int, image: ImageSource) -> Document:
     """A query document for an image given as a path or bytes."""
     if isinstance(image, (str, os.PathLike)):
-        doc = Document(id=f"query-{i}", uri=os.path.abspath(os.fspath(image)))
-        if not os.path.isfile(doc.uri or ""):
-            raise NotFound(f"no such image: {image}")
-        return doc
+        path = os.path.abspath(os.fspath(image))
+        if not os.path.lexists(path):
+            raise NotFound(f"no such image: {display_path(os.fspath(image))}")
+        problem = entry_problem(path)
+        if problem is not None:
+            raise BadInput(f"cannot use {display_path(path)} as a query: {problem.message}", problem.reason)
+        return Document(id=f"query-{i}", uri=path)
     if isinstance(image, (bytes, bytearray)):
         return Document(id=f"query-{i}", blob=bytes(image))
     raise BadInput(f"a query must be a path or bytes, not {type(image).__name__}", "wrong type")

@@ -600,3 +600,22 @@ def test_the_builtin_flows_render_every_pod():
         assert "2 shards, polling" in describe and "2 shards, polling" in mermaid and "2 shards, polling" in dot
         edges = sum(len(p.needs) or 1 for p in flow.pods.values()) + 1
         assert mermaid.count(" --> ") == edges and dot.count(" -> ") == edges
+
+
+def test_the_normalizer_follows_the_encoder_and_a_contradiction_names_both_pods(tmp_path):
+    flow = (Path(__file__).resolve().parents[1] / "lookalike" / "flows" / "index.yml").read_text()
+    lite1 = flow.replace("{uses: ImageEncoder}", "{uses: ImageEncoder, with: {model: efficientnet-lite1}}")
+    (tmp_path / "lite1.yml").write_text(lite1)
+    built = open_flow(tmp_path / "lite1.yml", "index")
+    assert built.pods["normalizer"].params.size == 240  # type: ignore[attr-defined]
+    assert built.fingerprint().endswith("+pre1-240")  # type: ignore[union-attr]
+    assert open_flow(None, "index").fingerprint().endswith("+pre1-224")  # type: ignore[union-attr]
+    fixed = lite1.replace(
+        "{uses: ImageNormalizer, parallel: 2}", "{uses: ImageNormalizer, parallel: 2, with: {size: 224}}"
+    )
+    (tmp_path / "bad.yml").write_text(fixed)
+    with pytest.raises(
+        ConfigError,
+        match=r"bad.yml:\d+: pods.normalizer.with.size: pod normalizer makes 224x224.*pod encoder needs 240x240",
+    ):
+        open_flow(tmp_path / "bad.yml", "index")
