@@ -33,6 +33,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("LOOKALIKE_PREFETCH", None, "10", "requests in flight in the built-in flows (bounds memory)"),
     Setting(
+        "LOOKALIKE_MAX_FILE_MB",
+        None,
+        "200",
+        "files larger than this are skipped as too large, unread (the built-in flows' loader max_file_mb)",
+    ),
+    Setting(
         "LOOKALIKE_FLOWERS17_URL",
         None,
         "https://www.robots.ox.ac.uk/~vgg/data/flowers/17/17flowers.tgz",

@@ -129,7 +129,7 @@ def test_missing_faces_extra_is_one_clear_line(faces_dir, tmp_path):
 
 
 def test_api_lists_the_query_faces_and_distances(face_ws, faces_dir):
-    with TestClient(create_app(ServerConfig(workspace=face_ws, read_only=True))) as client:
+    with TestClient(create_app(ServerConfig(workspace=face_ws, read_only=True)), base_url="http://127.0.0.1") as client:
         for _ in range(600):
             if client.get("/readyz").status_code == 200:
                 break
