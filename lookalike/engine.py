@@ -274,19 +274,22 @@ class Engine:
         )
         return cls(ws, iflow, qflow)
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
+        """Stop the query flow and close the workspace, snapshotting it unless ``flush`` is False."""
         try:
             if self._query_runtime is not None:
                 self._query_runtime.close()
                 self._query_runtime = None
         finally:
-            self.workspace.close()
+            self.workspace.close(flush=flush)
 
     def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # After an error, no snapshot: it could only hide the error (a full disk fails both), and
+        # the next open brings the shards forward from what was committed.
+        self.close(flush=exc_type is None)
 
     # --- indexing -----------------------------------------------------------------------------
 
@@ -380,12 +383,13 @@ class Engine:
                 return
             failures = []
             for doc in request.docs:
-                if doc.error is not None:
+                if doc.error is not None and doc.error_reason == "store error":
+                    # Not the file's problem, and the same for every file: the run ends with it.
+                    store_errors.append(doc.error)
+                elif doc.error is not None:
                     skipped[doc.error_reason or doc.error] += 1
                     summary.skipped_files.append((doc.uri or doc.id, doc.error))
                     progress.skipped(doc)
-                    if doc.error_reason == "store error":
-                        store_errors.append(doc.error)
                     # Only the file's own bad bytes are remembered; anything else is retried next run.
                     if doc.input_fault and doc.uri and doc.size is not None and doc.mtime_ns is not None:
                         failures.append((doc.uri, doc.size, doc.mtime_ns, doc.error_reason or doc.error, doc.error))
