@@ -522,6 +522,60 @@ def test_a_file_name_that_is_not_utf8_is_searchable_and_shown_escaped(index_run)
     assert found["query"] == shown
 
 
+# --- odd paths on the command line ----------------------------------------------------------------------
+
+# A folder named "x[" holding one named "y]": a path with "[/y]" in it, which rich reads as a closing tag.
+MARKUP_DIR = ("x[", "y]")
+
+
+@dataclass(frozen=True)
+class CliCase:
+    id: str
+    args: Callable[[IndexRun, Path], list[str]]  # (the index run, a temporary folder) -> lookalike's arguments
+    shows: Callable[[IndexRun, Path], str]  # -> a line stdout must hold
+
+
+def _markup_dir(tmp: Path, index_run: IndexRun) -> Path:
+    folder = tmp.joinpath(*MARKUP_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(index_run.path("astronaut.jpg"), folder / "astronaut-copy.jpg")
+    return folder
+
+
+CLI_CASES = [
+    CliCase(
+        "markup-in-workspace-path",
+        lambda run, tmp: ["index", str(_markup_dir(tmp, run)), "-w", str(_markup_dir(tmp, run) / "ws")],
+        lambda run, tmp: f"workspace {_markup_dir(tmp, run) / 'ws'} holds 1 images",
+    ),
+    CliCase(
+        "markup-in-query-path",
+        lambda run, tmp: (
+            ["search", str(_markup_dir(tmp, run) / "astronaut-copy.jpg"), run.path("coffee.jpg")]
+            + ["-w", str(run.workspace), "-k", "1"]
+        ),
+        lambda run, tmp: str(_markup_dir(tmp, run) / "astronaut-copy.jpg"),
+    ),
+    CliCase(
+        "non-utf8-query-among-several",
+        lambda run, tmp: (
+            ["search", run.path(os.fsdecode(b"caf\xe9.jpg")), run.path("coffee.jpg")]
+            + ["-w", str(run.workspace), "-k", "1"]
+        ),
+        lambda run, tmp: display_path(run.path(os.fsdecode(b"caf\xe9.jpg"))),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=lambda c: c.id)
+def test_cli_case(case: CliCase, index_run, tmp_path):
+    done = subprocess.run(
+        [*lookalike_cmd(), *case.args(index_run, tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert case.shows(index_run, tmp_path) in done.stdout.splitlines(), done.stdout
+
+
 # --- the API ---------------------------------------------------------------------------------------------
 
 
@@ -814,7 +868,7 @@ def _documented_ids() -> list[str]:
 
 
 def test_every_case_is_in_docs_reliability_md():
-    suite = [c.id for c in INDEX_CASES] + [c.id for c in API_CASES] + ["slow-body"]
+    suite = [c.id for c in INDEX_CASES] + [c.id for c in CLI_CASES] + [c.id for c in API_CASES] + ["slow-body"]
     documented = _documented_ids()
     assert len(suite) == len(set(suite)) and len(documented) == len(set(documented))
     assert sorted(set(suite) - set(documented)) == [], "cases missing from docs/reliability.md"
