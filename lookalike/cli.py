@@ -58,6 +58,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 DEFAULT_WORKSPACE = Path(setting("LOOKALIKE_WORKSPACE").default)
 
 
+def shown(value: object) -> str:
+    """A path (or any value) for rich output: non-UTF-8 bytes escaped, and "[" never read as markup."""
+    return escape(display_path(str(value)))
+
+
 # --- index ---------------------------------------------------------------------------------------
 
 
@@ -162,13 +167,13 @@ def index(
         data = summary.to_dict()
         for f in data["skipped_files"]:
             f["path"] = display_path(f["path"])
-        out.print_json(json.dumps({**data, "workspace": str(workspace), "docs": info.docs}))
+        out.print_json(json.dumps({**data, "workspace": display_path(str(workspace)), "docs": info.docs}))
         return
     out.print(
         f"{summary.indexed} indexed, {summary.updated} updated, {summary.unchanged} unchanged, "
         f"{summary.removed} removed, {summary.skipped_total} skipped "
         f"in {summary.seconds:.1f}s ({summary.files_per_second:.1f} files/s); "
-        f"workspace {workspace} holds {info.docs} images"
+        f"workspace {shown(workspace)} holds {info.docs} images"
     )
     if summary.without_vectors:
         what = "no face found" if info.preset == "faces" else "nothing to embed"
@@ -219,14 +224,14 @@ def search(
         results = engine.search([str(i) for i in images], top_k=k, face=face)
     if as_json:
         payload = [
-            {"query": str(q), "results": [_result_dict(i + 1, r, l2) for i, r in enumerate(rs)]}
+            {"query": display_path(str(q)), "results": [_result_dict(i + 1, r, l2) for i, r in enumerate(rs)]}
             for q, rs in zip(images, results, strict=True)
         ]
         out.print_json(json.dumps(payload if len(payload) > 1 else payload[0]))
         return
     for query, rs in zip(images, results, strict=True):
         if len(images) > 1:
-            out.print(f"[bold]{query}[/bold]")
+            out.print(f"[bold]{shown(query)}[/bold]")
         if not rs:
             out.print("no results: the workspace is empty")
         for i, r in enumerate(rs, 1):
@@ -272,7 +277,7 @@ def info(workspace: WorkspaceOpt = DEFAULT_WORKSPACE, as_json: JsonOpt = False) 
         out.print_json(json.dumps(data))
         return
     table = Table(show_header=False, box=None)
-    table.add_row("workspace", str(i.path))
+    table.add_row("workspace", shown(i.path))
     table.add_row("documents", str(i.docs))
     table.add_row("chunks", str(i.chunks))
     table.add_row("shards", ", ".join(f"#{k}: {v} vectors" for k, v in i.shards.items()))
@@ -293,7 +298,7 @@ def remove(
 
     with Engine.open(workspace) as engine:
         n = engine.remove(paths)
-    out.print(f"removed {n} image{'s' if n != 1 else ''} from {workspace}")
+    out.print(f"removed {n} image{'s' if n != 1 else ''} from {shown(workspace)}")
 
 
 # --- flow show -----------------------------------------------------------------------------------
@@ -327,7 +332,7 @@ def flow_show(
         subprocess.run(
             [dot_bin, f"-T{output.suffix[1:].lower()}", "-o", str(output)], input=flow.dot(), text=True, check=True
         )
-        out.print(f"wrote {output}")
+        out.print(f"wrote {shown(output)}")
         return
     if output is not None and fmt is FlowFormat.text:
         fmt = {".mmd": FlowFormat.mermaid, ".dot": FlowFormat.dot, ".gv": FlowFormat.dot}.get(output.suffix, fmt)
@@ -338,7 +343,7 @@ def flow_show(
         out.print(text, end="", markup=False)
     else:
         output.write_text(text)
-        out.print(f"wrote {output}")
+        out.print(f"wrote {shown(output)}")
 
 
 # --- serve ---------------------------------------------------------------------------------------
@@ -436,7 +441,7 @@ def datasets_list(as_json: JsonOpt = False) -> None:
         return
     table = Table("name", "images", "classes", "cached at", "source")
     for r in rows:
-        where = str(r.path) if r.cached else "not fetched" + (" (needs internet)" if r.online_only else "")
+        where = shown(r.path) if r.cached else "not fetched" + (" (needs internet)" if r.online_only else "")
         table.add_row(r.name, str(r.n_images or "-"), str(r.n_classes or "-"), where, r.source)
     out.print(table)
 
@@ -450,7 +455,7 @@ def datasets_fetch(
     from lookalike.datasets import fetch
 
     ds = fetch(name.value, force=force, progress=lambda msg: err.print(msg, markup=False))
-    out.print(f"{ds.name}: {len(ds.images)} images in {len(ds.classes)} classes at {ds.root}")
+    out.print(f"{ds.name}: {len(ds.images)} images in {len(ds.classes)} classes at {shown(ds.root)}")
 
 
 def _pick_dataset(choice: DemoDataset) -> Any:
@@ -487,13 +492,13 @@ def demo(
     from lookalike.engine import Engine
 
     ds = _pick_dataset(dataset)
-    err.print(f"dataset {ds.name}: {len(ds.images)} photos in {len(ds.classes)} classes, at {ds.root}")
+    err.print(f"dataset {ds.name}: {len(ds.images)} photos in {len(ds.classes)} classes, at {shown(ds.root)}")
     with Engine.open(workspace) as engine:
         with _ProgressBar(enabled=err.is_terminal) as bar:
             summary = engine.index([ds.root], progress=bar)  # type: ignore[arg-type]
         out.print(
             f"indexed {summary.indexed} new, {summary.unchanged} unchanged, {summary.skipped_total} skipped "
-            f"in {summary.seconds:.1f}s; workspace {workspace}"
+            f"in {summary.seconds:.1f}s; workspace {shown(workspace)}"
         )
     # The query: a photo from the largest class, mirrored and cropped, so it is not in the index.
     counts: dict[str, int] = {}
@@ -508,14 +513,14 @@ def demo(
         ImageOps.mirror(img.crop((w // 10, h // 10, w - w // 10, h - h // 10))).save(query)
         with Engine.open(workspace, for_indexing=False) as engine:
             (results,) = engine.search([str(query)], top_k=5)
-    out.print(f"\nexample search: {original.relative_to(ds.root)} mirrored and cropped to 80% ({label})")
+    out.print(f"\nexample search: {shown(original.relative_to(ds.root))} mirrored and cropped to 80% ({label})")
     labels = {str(p): ds.labels[p] for p in ds.images}
     for i, r in enumerate(results, 1):
         tags = ", ".join(f"{t} {p:.0%}" for t, p in r.tags[:2])
         rel = os.path.relpath(r.uri or "", ds.root)
-        out.print(f"{i:3d}  {r.score:.3f}  {rel}  [dim]({labels.get(r.uri or '', '?')}; {tags})[/dim]")
+        out.print(f"{i:3d}  {r.score:.3f}  {shown(rel)}  [dim]({labels.get(r.uri or '', '?')}; {tags})[/dim]")
     same = sum(labels.get(r.uri or "") == label for r in results)
-    out.print(f"{same} of the top {len(results)} are {label}. Try: lookalike search YOUR.jpg -w {workspace}")
+    out.print(f"{same} of the top {len(results)} are {label}. Try: lookalike search YOUR.jpg -w {shown(workspace)}")
     if not no_serve:
         out.print(f"\nopen http://{host}:{port}/ and drop a photo on the page")
         _serve(workspace, host, port)
@@ -577,7 +582,7 @@ def eval_command(
         )
     if plot is not None:
         write_plot(result, plot)
-    shown = write_report(result, report) if report is not None else 0
+    n_shown = write_report(result, report) if report is not None else 0
     data = result.to_dict()
     if as_json:
         data.update(plot=str(plot) if plot else None, report=str(report) if report else None)
@@ -585,12 +590,14 @@ def eval_command(
         return
     table = Table("class", "images", "P@1", "P@5", "P@10", "AP", box=None, pad_edge=False)
     for c in data["per_class"]:
-        table.add_row(c["label"], str(c["images"]), *(f"{c[k]:.3f}" for k in ("p_at_1", "p_at_5", "p_at_10", "map")))
+        table.add_row(
+            shown(c["label"]), str(c["images"]), *(f"{c[k]:.3f}" for k in ("p_at_1", "p_at_5", "p_at_10", "map"))
+        )
     out.print(table)
     m = data["metrics"]
     left = data["left_out"]
     out.print(
-        f"\n{result.encoder} on {result.root}: {data['images']} images in {data['classes']} classes "
+        f"\n{result.encoder} on {shown(result.root)}: {data['images']} images in {data['classes']} classes "
         f"(left out {left['classes']} classes with fewer than {min_class_size} usable images: "
         f"{left['images']} images; {len(data['skipped'])} files could not be read)"
     )
@@ -604,9 +611,9 @@ def eval_command(
         out.print()
         out.print(rob)
     if plot is not None:
-        out.print(f"wrote {plot}")
+        out.print(f"wrote {shown(plot)}")
     if report is not None:
-        out.print(f"wrote {report} ({shown} worst queries)")
+        out.print(f"wrote {shown(report)} ({n_shown} worst queries)")
 
 
 @app.command()
@@ -630,7 +637,7 @@ def dupes(
     out.print(
         f"{plural(len(found.exact), 'group')} of exact copies ({plural(found.redundant_exact, 'redundant file')}), "
         f"{plural(len(found.near), 'group')} of near duplicates (similarity >= {threshold:g}) "
-        f"among {found.docs} images in {workspace}"
+        f"among {found.docs} images in {shown(workspace)}"
     )
     if found.exact:
         out.print("\n[bold]exact copies[/bold] (same bytes; the first is the one to keep)")
