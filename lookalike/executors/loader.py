@@ -34,7 +34,11 @@ def file_type(mode: int) -> str:
 
 
 def size_limit_message(size: int, limit_mb: float) -> str:
-    return f"{size / 1e6:.1f} MB is over the {limit_mb:g} MB limit (the loader's max_file_mb)"
+    """Both sides in the unit the limit is applied in (MiB, shown as MB), precise enough that a
+    file just over the limit never reads as equal to it."""
+    mb = size / 1024 / 1024
+    shown = f"{mb:.1f}" if mb >= 10 * limit_mb or mb - limit_mb >= 0.05 else f"{mb:.4f}"
+    return f"{shown} MB is over the {limit_mb:g} MB limit ({size:,} bytes; the loader's max_file_mb)"
 
 
 class ImageReader(Executor):
