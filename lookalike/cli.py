@@ -364,6 +364,7 @@ def _serve(
     flow: Path | None = None,
     query_flow: Path | None = None,
     read_only: bool = False,
+    allowed_hosts: list[str] | None = None,
 ) -> None:
     import uvicorn
 
@@ -378,6 +379,7 @@ def _serve(
         index_flow=flow,
         query_flow=query_flow,
         read_only=read_only,
+        allowed_hosts=tuple(allowed_hosts or ()),
     )
     if not config.writes_enabled and not read_only:
         err.print("note: listening beyond loopback without LOOKALIKE_TOKEN: upload and delete are disabled")
@@ -408,9 +410,17 @@ def serve(
     read_only: Annotated[
         bool, typer.Option("--read-only", help="No uploads or deletes; `lookalike index` may run meanwhile.")
     ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="A Host name to answer besides localhost and 127.0.0.1 (repeatable); beyond loopback, "
+            "the only names answered.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the web page and the REST API (/api/search, /docs) over a workspace."""
-    _serve(workspace, host, port, token, max_upload_mb, batch_wait_ms, flow, query_flow, read_only)
+    _serve(workspace, host, port, token, max_upload_mb, batch_wait_ms, flow, query_flow, read_only, allowed_host)
 
 
 # --- datasets and demo ---------------------------------------------------------------------------
@@ -483,6 +493,9 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after the example search.")] = False,
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 45678,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option("--allowed-host", help="A Host name to answer (as for serve; repeatable).")
+    ] = None,
 ) -> None:
     """Fetch sample photos, index them, run an example search, then serve the web page."""
     import tempfile
@@ -523,7 +536,7 @@ def demo(
     out.print(f"{same} of the top {len(results)} are {label}. Try: lookalike search YOUR.jpg -w {shown(workspace)}")
     if not no_serve:
         out.print(f"\nopen http://{host}:{port}/ and drop a photo on the page")
-        _serve(workspace, host, port)
+        _serve(workspace, host, port, allowed_hosts=allowed_host)
 
 
 # --- eval and dupes ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import subprocess
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -25,6 +26,9 @@ from lookalike.server.app import ServerConfig, create_app
 from conftest import copy_photos, lookalike_cmd, wait_until_ready
 
 pytestmark = pytest.mark.slow
+
+# Starlette's TestClient says "Host: testserver" by default, which a loopback server refuses (DNS rebinding).
+BASE = "http://127.0.0.1"
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,7 @@ def corpus(tuxpaint, tmp_path_factory):
 def _client(corpus, **overrides) -> TestClient:
     root, _ = corpus
     config = ServerConfig(workspace=root / "ws", **overrides)
-    return TestClient(create_app(config))
+    return TestClient(create_app(config), base_url=BASE)
 
 
 def _ready(client: TestClient) -> None:
@@ -275,6 +279,226 @@ def test_health_metrics_and_openapi(client):
     assert client.get("/docs").status_code == 200
 
 
+def test_a_lifespan_can_start_again_on_the_same_app(corpus):
+    """A second lifespan (a test client entered twice, schemathesis between tests) loads the engine
+    anew: requests meanwhile get 503, never the closed database or the stopped batcher of the first."""
+    _, photos = corpus
+    app = create_app(ServerConfig(workspace=corpus[0] / "ws"))
+    for _ in range(2):
+        with TestClient(app, base_url=BASE) as c:
+            _ready(c)
+            r = c.post("/api/search", json={"data": [_data_uri(photos[0])], "top_k": 1})
+            assert r.status_code == 200 and r.json()["results"][0]["matches"][0]["uri"] == str(photos[0])
+            assert c.delete("/api/docs/0000000000000000").status_code == 404  # the writer is open again
+        assert app.state.service.engine is None  # closed and forgotten
+
+
+# --- web security --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host, ok",
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.1:45678", True),
+        ("127.8.9.10:1", True),
+        ("localhost:45678", True),
+        ("LocalHost", True),
+        ("photos.localhost", True),
+        ("[::1]:45678", True),
+        ("[::1]", True),
+        ("evil.example", False),
+        ("evil.example:45678", False),
+        ("localhost.evil.example", False),
+        ("127.0.0.1.evil.example", False),
+        ("10.0.0.1", False),
+        ("[::2]:80", False),
+        ("::1", False),  # IPv6 without brackets is no Host header
+        ("127.0.0.1:80:80", False),
+        ("127.0.0.1:x", False),
+        ("evil@127.0.0.1", False),
+        ("", False),
+    ],
+)
+def test_on_loopback_only_loopback_host_names_are_answered(client, host, ok):
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 still says its own name."""
+    for path in ("/api/stats", "/healthz", "/"):
+        r = client.get(path, headers={"Host": host})
+        if ok:
+            assert r.status_code == 200, (host, path, r.text)
+        else:
+            assert r.status_code == 400, (host, path)
+            error = r.json()["error"]
+            assert error["type"] == "BadHost" and "--allowed-host" in error["message"]
+
+
+def test_allowed_hosts_add_names_on_loopback_and_are_the_only_names_beyond_it(corpus):
+    with _client(corpus, read_only=True, allowed_hosts=("Photos.Example",)) as c:
+        assert c.get("/healthz", headers={"Host": "photos.example:45678"}).status_code == 200
+        assert c.get("/healthz", headers={"Host": "localhost"}).status_code == 200
+        assert c.get("/healthz", headers={"Host": "other.example"}).status_code == 400
+    with _client(corpus, read_only=True, host="0.0.0.0") as c:  # beyond loopback, nothing given: any name
+        assert c.get("/healthz", headers={"Host": "192.168.1.20:45678"}).status_code == 200
+    with _client(corpus, read_only=True, host="0.0.0.0", allowed_hosts=("photos.example",)) as c:
+        assert c.get("/healthz", headers={"Host": "photos.example"}).status_code == 200
+        r = c.get("/healthz", headers={"Host": "127.0.0.1"})
+        assert r.status_code == 400 and "photos.example" in r.json()["error"]["message"]
+
+
+def _jpeg(path: Path) -> bytes:
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").rotate(90, expand=True).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # a page on 127.0.0.1:OTHERPORT is same-site
+        {"Origin": "http://evil.example"},
+        {"Origin": "http://127.0.0.1:9999"},
+        {"Origin": "https://127.0.0.1"},
+        {"Origin": "null"},  # sandboxed frames, file: pages
+        {"Origin": "junk"},
+        {"Origin": "http://127.0.0.1", "Sec-Fetch-Site": "cross-site"},
+    ],
+)
+def test_cross_site_writes_are_refused_even_on_loopback_without_a_token(corpus, headers):
+    _, photos = corpus
+    with _client(corpus) as c:
+        _ready(c)
+        before = c.get("/api/stats").json()["docs"]
+        victim = c.post("/api/search", json={"data": [_data_uri(photos[0])], "top_k": 1}).json()
+        victim = victim["results"][0]["matches"][0]["doc_id"]
+        r = c.post("/api/index", files={"files": ("x.jpg", _jpeg(photos[1]), "image/jpeg")}, headers=headers)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["type"] == "CrossSiteRequest"
+        assert c.delete(f"/api/docs/{victim}", headers=headers).status_code == 403
+        assert c.get("/api/stats").json()["docs"] == before
+        assert c.get(f"/api/docs/{victim}").status_code == 200
+        assert not list((corpus[0] / "ws" / "uploads").glob("*"))  # refused before anything was saved
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "same-origin", "Origin": BASE},
+        {"Sec-Fetch-Site": "none"},  # typed into the address bar
+        {"Origin": "http://127.0.0.1:80"},
+        {"Origin": "HTTP://127.0.0.1"},
+    ],
+)
+def test_same_origin_writes_pass(corpus, headers):
+    with _client(corpus) as c:
+        _ready(c)
+        r = c.delete("/api/docs/0000000000000000", headers=headers)
+        assert r.status_code == 404, r.text  # allowed through; the document just does not exist
+
+
+def test_origin_must_match_the_host_the_request_was_addressed_to(corpus):
+    with _client(corpus) as c:
+        _ready(c)
+        same = {"Host": "localhost:8000", "Origin": "http://localhost:8000"}
+        assert c.delete("/api/docs/0000000000000000", headers=same).status_code == 404
+        other = {"Host": "localhost:8000", "Origin": "http://127.0.0.1:8000"}
+        assert c.delete("/api/docs/0000000000000000", headers=other).status_code == 403
+
+
+def test_odd_authorization_headers_get_401_not_500(corpus):
+    with _client(corpus, token="s3cret") as c:
+        _ready(c)
+        for value in [b"Bearer s3cr\xe9t", b"Bearer \xff\xfe", b"", b"Basic s3cret", b"Bearer s3cret "]:
+            r = c.delete("/api/docs/0000000000000000", headers=[(b"authorization", value)])
+            assert r.status_code == 401, (value, r.text)
+        ok = c.delete("/api/docs/0000000000000000", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 404
+
+
+def test_the_page_has_a_content_security_policy_and_everything_is_nosniff(client):
+    for path in ("/", "/static/app.js", "/static/style.css"):
+        r = client.get(path)
+        assert r.status_code == 200
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+    for path in ("/api/stats", "/api/nothing/here", "/openapi.json", "/docs", "/metrics"):
+        r = client.get(path)
+        assert r.headers["x-content-type-options"] == "nosniff", path
+        assert "content-security-policy" not in r.headers, path  # /docs loads Swagger UI from a CDN
+    assert client.get("/healthz", headers={"Host": "evil.example"}).headers["x-content-type-options"] == "nosniff"
+    # The page needs nothing the policy forbids: no inline script or style, no handler attributes.
+    inline: list[str] = []
+
+    class Inline(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            names = {name for name, _ in attrs}
+            if tag == "style" or (tag == "script" and "src" not in names):
+                inline.append(tag)
+            inline.extend(f"{tag} {n}" for n in names if n == "style" or n.startswith("on"))
+
+    Inline().feed(client.get("/").text)
+    assert inline == []
+
+
+def test_uploads_get_safe_names_and_register_one_root(corpus):
+    """Five uploads: named by content with an image suffix only, and the uploads folder is one root,
+    so neither the roots nor manifest.json grow per upload."""
+    root, photos = corpus
+    ws = root / "ws"
+    colours = [(250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0), (0, 250, 250)]
+    names = ["../../../etc/evil.PNG", "run.sh", "photo.JPEG", "noext", "a.png.exe"]
+    ids = []
+    with _client(corpus) as c:
+        _ready(c)
+        for i, (colour, name) in enumerate(zip(colours, names, strict=True)):
+            buf = io.BytesIO()
+            Image.new("RGB", (64, 48), colour).save(buf, "PNG")
+            r = c.post("/api/index", files={"files": (name, buf.getvalue(), "image/png")})
+            assert r.status_code == 200 and r.json()["indexed"] == 1, r.text
+            assert r.json()["files"][0]["name"] == name
+            ids.append(r.json()["files"][0]["doc_id"])
+            if i == 0:
+                roots = c.app.state.service.engine.workspace.roots
+                manifest_size = (ws / "manifest.json").stat().st_size
+        engine = c.app.state.service.engine
+        assert engine.workspace.roots == roots
+        assert str(ws.resolve() / "uploads") in roots or str(ws.absolute() / "uploads") in roots
+        assert (ws / "manifest.json").stat().st_size == manifest_size
+        stored = sorted(p.name for p in (ws / "uploads").iterdir())
+        suffixes = sorted(p.split(".", 1)[1] for p in stored)
+        assert suffixes == ["img", "img", "img", "jpeg", "png"]
+        assert all(len(p.split(".")[0]) == 20 and set(p.split(".")[0]) <= set("0123456789abcdef") for p in stored)
+        assert not list(ws.parent.glob("etc")) and not (ws / "etc").exists()
+        for doc_id in ids:  # served, then cleaned up for the other tests
+            assert c.get(f"/api/docs/{doc_id}/image").status_code == 200
+            assert c.delete(f"/api/docs/{doc_id}").json()["removed"] == 1
+        assert not list((ws / "uploads").iterdir())
+
+
+def test_file_names_that_are_not_utf8_are_shown_escaped_and_served(tmp_path, corpus):
+    _, photos = corpus
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    odd = os.path.join(os.fsencode(folder), b"caf\xe9.png")
+    shutil.copy(photos[0], odd)
+    with Engine.open(tmp_path / "ws") as engine:
+        assert engine.index([folder]).indexed == 1
+    with TestClient(create_app(ServerConfig(workspace=tmp_path / "ws", read_only=True)), base_url=BASE) as c:
+        _ready(c)
+        r = c.post("/api/search", json={"data": [_data_uri(photos[0])], "top_k": 1})
+        assert r.status_code == 200, r.text
+        match = r.json()["results"][0]["matches"][0]
+        assert match["name"] == "caf\\xe9.png" and match["uri"] == str(folder) + "/caf\\xe9.png"
+        meta = c.get(f"/api/docs/{match['doc_id']}")
+        assert meta.status_code == 200 and meta.json()["name"] == "caf\\xe9.png"
+        tagged = c.get("/api/search/tags", params={"q": match["tags"][0]["label"]})
+        assert tagged.status_code == 200 and tagged.json()["results"][0]["matches"][0]["name"] == "caf\\xe9.png"
+        image = c.get(f"/api/docs/{match['doc_id']}/image")  # from the real path, bytes and all
+        assert image.status_code == 200 and image.content == photos[0].read_bytes()
+        assert c.get(f"/api/docs/{match['doc_id']}/thumbnail").status_code == 200
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -285,7 +509,8 @@ def test_a_real_server_on_loopback(corpus):
     root, photos = corpus
     port = _free_port()
     proc = subprocess.Popen(
-        [*lookalike_cmd(), "serve", "-w", str(root / "ws"), "--port", str(port), "--host", "127.0.0.1"],
+        [*lookalike_cmd(), "serve", "-w", str(root / "ws"), "--port", str(port), "--host", "127.0.0.1"]
+        + ["--allowed-host", "photos.example"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -297,6 +522,21 @@ def test_a_real_server_on_loopback(corpus):
         assert r.status_code == 200 and r.json()["results"][0]["matches"][0]["uri"] == str(photos[4])
         page = httpx.get(f"{base}/", timeout=10)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        # DNS rebinding: the name a browser puts in Host is the attacker's, even when it resolves here.
+        evil = httpx.get(f"{base}/api/stats", headers={"Host": "evil.example"}, timeout=10)
+        assert evil.status_code == 400 and evil.json()["error"]["type"] == "BadHost"
+        assert httpx.get(f"{base}/api/stats", headers={"Host": f"photos.example:{port}"}, timeout=10).is_success
+        # A cross-site form post, as a browser marks it, changes nothing.
+        before = httpx.get(f"{base}/api/stats", timeout=10).json()["docs"]
+        r = httpx.post(
+            f"{base}/api/index",
+            files={"files": ("x.png", photos[0].read_bytes(), "image/png")},
+            headers={"Sec-Fetch-Site": "cross-site", "Origin": "http://127.0.0.1:1"},
+            timeout=30,
+        )
+        assert r.status_code == 403 and r.json()["error"]["type"] == "CrossSiteRequest"
+        assert httpx.get(f"{base}/api/stats", timeout=10).json()["docs"] == before
     finally:
         proc.terminate()
         proc.wait(timeout=30)
