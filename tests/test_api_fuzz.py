@@ -1,0 +1,141 @@
+"""Schemathesis against the app's own OpenAPI schema, in-process (ASGI), over a real workspace.
+
+Every operation, the writes included, gets a bounded number of generated requests, valid and not;
+each answer must be no 5xx and must match the schema: its status is one the route declares, with
+the declared content type and a body of the declared shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis.config import SchemathesisConfig
+from schemathesis.python import asgi
+
+from lookalike.engine import Engine
+from lookalike.server.app import ServerConfig, create_app
+
+from conftest import copy_photos
+
+pytestmark = pytest.mark.slow
+
+# The app answers only to loopback names; schemathesis' ASGI client would say "Host: testserver".
+BASE = "http://127.0.0.1"
+# Enough to reach every status each operation declares, few enough for seconds per operation.
+MAX_EXAMPLES = 30
+# A search encodes an image on the CPU; the first ones also fill caches.
+DEADLINE = timedelta(seconds=10)
+READY_WAIT_S = 120
+
+# The schema is the same whatever the workspace, and building the app opens nothing, so it is read
+# at import. (schemathesis.pytest.from_fixture would load it from a fixture instead, but schemathesis
+# 4.32 renames test nodes through an attribute that pytest 9.2 no longer has.) Requests go to the
+# real app of the `app` fixture.
+schema = schemathesis.openapi.from_dict(
+    create_app(ServerConfig(workspace=Path("unused"))).openapi(),
+    config=SchemathesisConfig.from_dict(
+        {
+            "operations": [
+                {
+                    # A query "image" that is a string but no image is valid by the schema, which cannot
+                    # say "decodable as an image"; it gets 400 with the reason. Uploads of non-images
+                    # get 200, each file with its error.
+                    "include-name": "POST /api/search",
+                    "checks": {
+                        "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "503"]},
+                    },
+                }
+            ]
+        }
+    ),
+)
+
+# Ids of the indexed photos, filled in by the `app` fixture; drawn ids never exist.
+REAL_IDS: list[str] = []
+# How many of the indexed photos the fuzzed deletes may remove.
+DELETABLE = 3
+# (method, path template) -> statuses answered, to show what the fuzzing reached.
+SEEN: dict[tuple[str, str], set[int]] = {}
+
+
+@schema.hook
+def flatmap_path_parameters(context, path_parameters: dict[str, Any]):
+    """Mix real ids into the drawn ones, so that images, thumbnails and deletes succeed too. Deletes
+    get a few ids of their own, so that the other operations still find the rest."""
+    if not path_parameters or "doc_id" not in path_parameters or not REAL_IDS:
+        return st.just(path_parameters)
+    ids = REAL_IDS[:DELETABLE] if context.operation.method.upper() == "DELETE" else REAL_IDS[DELETABLE:]
+    return st.sampled_from([path_parameters, *({**path_parameters, "doc_id": i} for i in ids)])
+
+
+@pytest.fixture(scope="module")
+def app(tuxpaint, model_dir, tmp_path_factory) -> Iterator[Any]:
+    """A writable app (loopback, no token) over nine indexed photos, loaded and ready."""
+    root = tmp_path_factory.mktemp("fuzz")
+    copy_photos(tuxpaint, root / "photos", per_class=3, classes=["animals/birds", "food/fruit", "space/planets"])
+    with Engine.open(root / "ws") as engine:
+        engine.index([root / "photos"])
+        REAL_IDS[:] = sorted(d.id for d in engine.workspace.store.iter_docs())
+    try:
+        yield create_app(ServerConfig(workspace=root / "ws"))
+    finally:
+        REAL_IDS.clear()
+
+
+@pytest.fixture
+def ready(app) -> Any:
+    """``app`` with its engine loaded. Schemathesis ends an ASGI app's lifespan after each test (and
+    so closes the engine); entering a client starts it again, and the engine loads in the background."""
+    with asgi.get_client(app) as client:
+        client.base_url = BASE
+        deadline = time.monotonic() + READY_WAIT_S
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").text
+            time.sleep(0.05)
+    return app
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=DEADLINE,
+    # `ready` runs once per operation, not per example, which is what it is for.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+def test_every_operation_conforms_to_the_schema(case, ready) -> None:
+    response = case.call_and_validate(base_url=BASE, app=ready)
+    SEEN.setdefault((case.method.upper(), case.path), set()).add(response.status_code)
+
+
+def test_the_fuzzing_reached_the_writes() -> None:
+    """Generated uploads were answered (indexed or refused as non-images) and real documents deleted."""
+    if not SEEN:
+        pytest.skip("reports on test_every_operation_conforms_to_the_schema, which did not run")
+    assert 200 in SEEN[("POST", "/api/index")], SEEN
+    assert 200 in SEEN[("DELETE", "/api/docs/{doc_id}")], SEEN
+    assert 200 in SEEN[("GET", "/api/docs/{doc_id}/thumbnail")], SEEN
+    assert 200 in SEEN[("GET", "/api/docs/{doc_id}/image")], SEEN
+
+
+def test_the_schema_lists_the_errors_and_models() -> None:
+    spec = schema.raw_schema
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            errors = {code for code in op["responses"] if code[0] in "45"}
+            assert "400" in errors, (method, path)  # a Host this server does not answer to
+            for code in errors:
+                assert op["responses"][code]["content"]["application/json"]["schema"] == error_ref, (method, path)
+    for op in [spec["paths"]["/api/index"]["post"], spec["paths"]["/api/docs/{doc_id}"]["delete"]]:
+        assert {"401", "403", "503"} <= set(op["responses"])
+    ok = spec["paths"]["/api/search"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/SearchResponse"}
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # 422s are ours, like every error
