@@ -1,20 +1,24 @@
 """The web page in a real browser (Debian's chromium through playwright) against a real `lookalike serve`.
 
 Real photos are indexed by the real command; the page uploads a photo, runs "more like this", searches a
-tag, pastes and drops images, shows a server error, and is checked at phone width and by keyboard.
-Screenshots go to test-artifacts/browser-*.png.
+tag, pastes and drops images, shows a server error, and is checked at phone width and by keyboard, all
+under the page's Content-Security-Policy. Pages on other loopback origins, and a DNS rebinding, try
+to upload and delete. Screenshots go to test-artifacts/browser-*.png.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import os
 import re
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +138,8 @@ def page(browser, server: str) -> Iterator[Any]:
     script_errors: list[str] = []
     foreign: list[str] = []
     pg.on("pageerror", lambda e: script_errors.append(str(e)))
+    # The page is served with a Content-Security-Policy; whatever it blocks shows up on the console.
+    pg.on("console", lambda m: script_errors.append(m.text) if "Content Security Policy" in m.text else None)
     pg.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else foreign.append(r.url))
     # Intercept file choosers from the start: enabling it only inside expect_file_chooser races the key press.
     pg.on("filechooser", lambda chooser: None)
@@ -346,3 +352,118 @@ def test_face_workspace_draws_the_matched_faces_and_lets_the_query_pick_one(brow
         names = pg.eval_on_selector_all("#results .name", "els => els.map(e => e.textContent)")
         assert names[0].startswith("biden"), names
         context.close()
+
+
+# --- another web site attacks the server -----------------------------------------------------------
+
+ATTACK_PAGE = """<!doctype html><title>cute cats</title><script>
+const jpeg = Uint8Array.from(atob("%(jpeg)s"), c => c.charCodeAt(0));
+(async () => {
+  const out = {};
+  const form = new FormData();
+  form.append("files", new Blob([jpeg], {type: "image/jpeg"}), "cat.jpg");
+  try {  // a simple request: the browser sends it, and only the server can refuse it
+    await fetch("%(target)s/api/index", {method: "POST", mode: "no-cors", body: form});
+    out.upload = "sent";
+  } catch (e) { out.upload = String(e); }
+  try {
+    const r = await fetch("%(target)s/api/docs/%(doc_id)s", {method: "DELETE"});
+    out.delete = r.status;
+  } catch (e) { out.delete = String(e); }
+  window.attack = out;
+})();
+</script>"""
+
+
+@contextmanager
+def _website(host: str, page: str) -> Iterator[str]:
+    """A one-page web site on ``host`` (a loopback address) and a free port; its origin."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = page.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer((host, 0), Page)
+    thread = threading.Thread(target=httpd.serve_forever, name=f"website-{host}", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def _a_doc_and_a_jpeg(server: str, photos: list[Path]) -> tuple[str, bytes, int]:
+    """The id of an indexed photo, a JPEG that is not indexed yet, and the document count."""
+    from PIL import Image
+
+    with open(photos[0], "rb") as f:
+        found = httpx.post(f"{server}/api/search", files={"file": ("q.png", f)}, timeout=30).json()
+    doc_id = found["results"][0]["matches"][0]["doc_id"]
+    buf = io.BytesIO()
+    Image.open(photos[1]).convert("RGB").rotate(90, expand=True).save(buf, "JPEG")
+    return doc_id, buf.getvalue(), httpx.get(f"{server}/api/stats", timeout=10).json()["docs"]
+
+
+@pytest.mark.parametrize("attacker_host", ["127.0.0.1", "127.0.0.2"])
+def test_another_origin_on_loopback_cannot_upload_or_delete(browser, server: str, photos, attacker_host) -> None:
+    """A page on 127.0.0.1:OTHERPORT (same-site with the server) or 127.0.0.2 (cross-site) posts a
+    real JPEG with a no-cors fetch, which the browser does send, and tries a DELETE. The server,
+    on loopback with no token, refuses the upload by its Origin and Sec-Fetch-Site; the DELETE
+    fails the browser's CORS preflight. Nothing changes."""
+    doc_id, jpeg, docs = _a_doc_and_a_jpeg(server, photos)
+    page = ATTACK_PAGE % {"jpeg": base64.b64encode(jpeg).decode(), "target": server, "doc_id": doc_id}
+    with _website(attacker_host, page) as attacker:
+        assert attacker != server
+        context = browser.new_context()
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        answers: dict[str, list[int]] = {}
+        pg.on("response", lambda r: answers.setdefault(f"{r.request.method} {r.url}", []).append(r.status))
+        pg.goto(attacker)
+        pg.wait_for_function("window.attack !== undefined")
+        outcome = pg.evaluate("window.attack")
+        context.close()
+    assert outcome["upload"] == "sent"  # the browser sent it: only the server stood in the way
+    assert answers[f"POST {server}/api/index"] == [403], answers
+    assert not any(k.startswith(f"DELETE {server}") for k in answers), answers  # stopped at the preflight
+    assert outcome["delete"] != 200
+    assert httpx.get(f"{server}/api/stats", timeout=10).json()["docs"] == docs
+    assert httpx.get(f"{server}/api/docs/{doc_id}", timeout=10).status_code == 200
+
+
+def test_dns_rebinding_is_refused_by_host_name(browser, server: str, photos) -> None:
+    """evil.example resolves to 127.0.0.1 (a rebinding, as Chromium's resolver rules fake it), so its
+    page is same-origin with the server as far as the browser knows: only the Host name tells."""
+    doc_id, _, docs = _a_doc_and_a_jpeg(server, photos)
+    port = server.rsplit(":", 1)[1]
+    rebinding = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP evil.example 127.0.0.1"]
+    chromium = browser.browser_type.launch(executable_path=str(CHROMIUM), args=rebinding)
+    try:
+        pg = chromium.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        landing = pg.goto(f"http://evil.example:{port}/")
+        assert landing is not None and landing.status == 400
+        assert "--allowed-host" in pg.text_content("body")
+        got = pg.evaluate(
+            """async (id) => {
+                const stats = await fetch("/api/stats");
+                const del = await fetch(`/api/docs/${id}`, {method: "DELETE"});
+                return [stats.status, (await stats.json()).error.type, del.status];
+            }""",
+            doc_id,
+        )
+    finally:
+        chromium.close()
+    assert got == [400, "BadHost", 400]
+    assert httpx.get(f"{server}/api/stats", timeout=10).json()["docs"] == docs
+    assert httpx.get(f"{server}/api/docs/{doc_id}", timeout=10).status_code == 200
