@@ -39,6 +39,7 @@ from lookalike.engine import Engine, query_doc
 from lookalike.errors import BadInput, LookalikeError, NotFound
 from lookalike.images import IMAGE_EXTENSIONS
 from lookalike.server.batching import SearchBatcher
+from lookalike.server.limits import BodyDeadline, BodyLimit
 from lookalike.server.thumbnails import thumbnail
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
@@ -311,6 +312,7 @@ _ERROR_DESCRIPTIONS = {
     403: "writes are disabled here, or the request comes from another web site",
     404: "no such document or file",
     409: "the workspace cannot be written",
+    408: "the request body arrived too slowly",
     413: "the request body is over the upload limit",
     422: "a parameter is missing or out of range",
     503: "the model and workspace are still loading, or failed to load",
@@ -458,53 +460,6 @@ class _WorkspaceCollector:
         if batcher is not None and batcher.batches:
             batch.add_metric([], batcher.batched_queries / batcher.batches)
         yield from (docs, chunks, batch)
-
-
-class BodyLimit:
-    """413 for request bodies over the limit, counted as they stream in (Content-Length can lie)."""
-
-    def __init__(self, app: ASGIApp, limit_bytes: int):
-        self.app, self.limit = app, limit_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _TOO_LARGE(self.limit)(scope, receive, send)
-            return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> dict:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _TOO_LARGE(self.limit)(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _TOO_LARGE(limit: int) -> JSONResponse:  # noqa: N802 - reads as a constant response
-    return _error(413, "PayloadTooLarge", f"the request body is over the {limit / 1024 / 1024:g} MB upload limit")
 
 
 class HostCheck:
@@ -708,7 +663,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         tags=["search"],
         response_model=SearchResponse,
         response_model_exclude_unset=True,
-        responses=_errors(404, 413, 422, 503),
+        responses=_errors(404, 408, 413, 422, 503),
         openapi_extra={
             "requestBody": {
                 "content": {
@@ -890,7 +845,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         "/api/index",
         tags=["documents"],
         response_model=IndexResponse,
-        responses=_errors(401, 403, 409, 413, 422, 503),
+        responses=_errors(401, 403, 408, 409, 413, 422, 503),
         openapi_extra={
             "requestBody": {
                 "content": {
@@ -993,9 +948,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             return PlainTextResponse("the web page is not installed; the API is at /docs", status_code=404)
         return FileResponse(index_html, headers={"Cache-Control": "no-cache"})
 
-    # The last added is the outermost: metrics see every response, the upload limit's 413s and the
-    # Host check's 400s included. The security headers wrap all of them (see _LookalikeAPI).
-    app.add_middleware(BodyLimit, limit_bytes=int(config.max_upload_mb * 1024 * 1024))
+    # The last added is the outermost: metrics see every response, the upload limit's 413s, the
+    # slow body's 408s and the Host check's 400s included. The security headers wrap all of them (see _LookalikeAPI).
+    limit = int(config.max_upload_mb * 1024 * 1024)
+    app.add_middleware(BodyDeadline, max_body=limit)
+    app.add_middleware(BodyLimit, limit_bytes=limit)
     app.add_middleware(HostCheck, config=config)
     app.add_middleware(Metrics, service=service)
     return app
