@@ -668,7 +668,7 @@ API_CASES = [
         lambda c, q: c.post("/api/search", json={"data": []}),
         422,
         "ValidationError",
-        r"^give 'data' \(a list of data URIs\) or 'doc_id'$|^data: List should have at least 1 item",
+        r"^data: List should have at least 1 item",
     ),
     ApiCase(
         "data-uri-without-base64",
@@ -705,7 +705,7 @@ API_CASES = [
         lambda c, q: c.post("/api/search", json={"data": [_data_uri(_TINY_PNG, "image/png")] * 65}),
         422,
         "ValidationError",
-        r"^data: at most 64 images per request$|^data: List should have at most 64 items",
+        r"^data: List should have at most 64 items",
     ),
     ApiCase("unknown-doc-id-get", lambda c, q: c.get("/api/docs/" + "0" * 16), 404, "NotFound", _NO_DOC),
     ApiCase(
