@@ -795,6 +795,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _read_until_closed(sock: socket.socket, limit_s: float = 5.0) -> bytes:
+    """Everything the server sends until it closes the connection (a response can span segments)."""
+    parts, deadline = [], time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            part = sock.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            break
+        if not part:
+            break
+        parts.append(part)
+    return b"".join(parts)
+
+
 def test_slow_body_is_cut_off_and_other_searches_go_on(api_workspace, query_uri):
     """A body that trickles in (Content-Length 1000, 4 bytes every 0.5 s) must not hold a connection
     for ever; meanwhile another client's search, on a second connection, must succeed."""
@@ -825,10 +839,7 @@ def test_slow_body_is_cut_off_and_other_searches_go_on(api_workspace, query_uri)
                 answer = b""  # the server closed the connection
                 break
             if select.select([slow], [], [], 0.5)[0]:
-                try:
-                    answer = slow.recv(65536)
-                except ConnectionResetError:
-                    answer = b""
+                answer = _read_until_closed(slow)
                 break
             if other is None:  # a second client, while the first still trickles
                 other = httpx.post(f"{base}/api/search", json={"data": [query_uri], "top_k": 1}, timeout=20)
