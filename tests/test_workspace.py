@@ -277,3 +277,39 @@ def test_schema_newer_than_the_code_is_refused(tmp_path):
     conn.close()
     with pytest.raises(StoreError, match="newer than this lookalike knows"):
         _open(path)
+
+
+def test_a_writer_of_the_old_vectors_is_refused_after_another_process_resets(tmp_path):
+    path = tmp_path / "ws"
+    with _open(path) as old:
+        old.commit(_request(old, [1]))
+        with _open(path, encoder="other-encoder:2", reset=True) as new:
+            new.commit(_request(new, [2]))
+            with pytest.raises(StoreError, match="re-indexed by another process"):
+                old.commit(_request(old, [3]))  # refused inside the transaction: nothing written
+            assert {d.uri for d in new.store.iter_docs()} == {"/photos/2.jpg"}
+            assert new.verify() == []
+
+
+def test_a_reader_of_an_empty_workspace_refuses_once_it_adopts_another_encoder(tmp_path):
+    path = tmp_path / "ws"
+    _open(path).close()
+    with _open(path, writer=False) as reader:
+        with _open(path, encoder="other-encoder:2") as writer:  # empty: adopts the new encoder
+            writer.commit(_request(writer, [1]))
+        with pytest.raises(StoreError, match="re-indexed by another process"):
+            reader.search(0, _vec(1)[None], 1)
+
+
+def test_a_torn_snapshot_is_refused_not_replayed_into_duplicates(tmp_path):
+    """A crash between the index's rename and its state's pairs a new index with the old state."""
+    path = tmp_path / "ws"
+    with _open(path, shards=1) as ws:
+        ws.commit(_request(ws, [1, 2]))
+    old_state = (path / "shard-0" / "snapshot.json").read_bytes()
+    with _open(path, shards=1) as ws:
+        again = _request(ws, [1])  # the same document again: the count stays the same
+        ws.commit(again)
+    (path / "shard-0" / "snapshot.json").write_bytes(old_state)  # the new index, the old state
+    with _open(path, shards=1) as ws:
+        assert len(ws.shards[0]) == 2 and ws.verify() == []

@@ -130,6 +130,13 @@ class VectorChange:
 
 
 @dataclass
+class StoreState:
+    generation: int
+    log_floor: int
+    identity: str | None
+
+
+@dataclass
 class LoggedChange:
     """The vector log between two generations, in commit order."""
 
@@ -143,6 +150,7 @@ class DocStore:
         self.path = path
         self._write_lock = threading.Lock()
         self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []  # every thread's, so close() closes them all
         try:
             self._writer = self._connect()
             self._migrate()
@@ -200,7 +208,12 @@ class DocStore:
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self._connect()
+            try:
+                conn = self._local.conn = self._connect()
+            except sqlite3.Error as e:
+                raise _store_error(self.path, "read", e) from e
+            with self._write_lock:
+                self._readers.append(conn)
         return conn
 
     def _migrate(self) -> None:
@@ -224,10 +237,11 @@ class DocStore:
 
     def close(self) -> None:
         self._writer.close()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._write_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:  # sqlite3 may close another thread's connection (check_same_thread=False)
             conn.close()
-            self._local.conn = None
+        self._local = threading.local()
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -242,7 +256,10 @@ class DocStore:
     def logged_changes(self, since: int, until: int) -> LoggedChange:
         """The vector log of the commits after generation ``since`` up to ``until``, in order."""
         steps: list[tuple[int, bool, list[int]]] = []
-        sql = "SELECT shard, added, chunk_id FROM vector_log WHERE generation > ? AND generation <= ? ORDER BY rowid"
+        sql = (
+            "SELECT shard, added, chunk_id FROM vector_log WHERE generation > ? AND generation <= ? "
+            "ORDER BY generation, rowid"
+        )
         for shard, added, chunk_id in self._reader.execute(sql, (since, until)):
             if steps and steps[-1][0] == shard and steps[-1][1] == bool(added):
                 steps[-1][2].append(int(chunk_id))
@@ -264,15 +281,59 @@ class DocStore:
         return np.array([r[0] for r in found], dtype=np.int64), out
 
     @contextmanager
-    def snapshot_read(self) -> Iterator[int]:
-        """One consistent read of this thread's connection: the generation, and everything read
-        inside the block, are of the same commit (WAL readers see a fixed snapshot in a transaction)."""
+    def snapshot_read(self) -> Iterator[StoreState]:
+        """One consistent read of this thread's connection: the state yielded, and everything read
+        inside the block, are of the same commit (WAL readers see a fixed snapshot in a transaction).
+        SQLite errors inside come out as StoreError."""
         conn = self._reader
-        conn.execute("BEGIN")
         try:
-            yield int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
-        finally:
-            conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            try:
+                rows = dict(
+                    conn.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'log_floor', 'identity')")
+                )
+                yield StoreState(int(rows["generation"]), int(rows["log_floor"]), rows.get("identity"))
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise _store_error(self.path, "read", e) from e
+
+    @property
+    def identity(self) -> str | None:
+        """What the vectors are (encoder, size, metric, shards), as the last writer to set it said."""
+        row = self._reader.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+        return row[0] if row else None
+
+    def set_identity(self, identity: str) -> None:
+        """Record a new identity; no process's shards from before it may be brought forward."""
+        with self._transaction() as conn:
+            self._set_identity(conn, identity)
+
+    def _set_identity(self, conn: sqlite3.Connection, identity: str) -> None:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('identity', ?)", (identity,))
+        _, after = self._bump_generation(conn)
+        self._raise_log_floor(conn, after)
+
+    def _check_identity(self, conn: sqlite3.Connection, expected: str | None) -> None:
+        row = conn.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+        if expected is not None and row is not None and row[0] != expected:
+            raise StoreError(
+                f"workspace {self.path.parent} was re-indexed by another process (its vectors are now "
+                f"{row[0]}); restart to use it"
+            )
+
+    def max_chunks_of_docs_with(self, chunk_ids: list[int]) -> int:
+        """The most chunks any document owning one of ``chunk_ids`` has (0 if none is left)."""
+        best = 0
+        for start in range(0, len(chunk_ids), 500):
+            part = chunk_ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            sql = (
+                "SELECT max(n) FROM (SELECT count(*) AS n FROM chunks WHERE doc_id IN "
+                f"(SELECT doc_id FROM chunks WHERE id IN ({marks})) GROUP BY doc_id)"
+            )
+            best = max(best, int(self._reader.execute(sql, part).fetchone()[0] or 0))
+        return best
 
     def roots(self) -> list[str]:
         return sorted(os.fsdecode(r) for (r,) in self._reader.execute("SELECT path FROM roots"))
@@ -393,17 +454,24 @@ class DocStore:
     # --- writes -------------------------------------------------------------------------------
 
     def commit(
-        self, docs: list[Document], vectors: dict[str, tuple[int, list[Chunk]]], deletes: Iterable[str]
+        self,
+        docs: list[Document],
+        vectors: dict[str, tuple[int, list[Chunk]]],
+        deletes: Iterable[str],
+        identity: str | None = None,
     ) -> VectorChange:
         """Insert or replace ``docs`` with their chunks, delete ``deletes``: one transaction.
 
-        Assigns chunk ids (``chunk.id``) and returns what changed per shard.
+        ``identity``: what the writer's vectors are; if another process re-built the store for other
+        vectors meanwhile, nothing is written (StoreError). Assigns chunk ids (``chunk.id``) and
+        returns what changed per shard.
         """
         removed: dict[int, list[int]] = {}
         added_ids: dict[int, list[int]] = {}
         added_vecs: dict[int, list[np.ndarray]] = {}
         now = time.time()
         with self._transaction() as conn:
+            self._check_identity(conn, identity)
             gone = [*deletes, *(d.id for d in docs)]
             for start in range(0, len(gone), 500):
                 part = gone[start : start + 500]
@@ -473,20 +541,20 @@ class DocStore:
         with self._transaction() as conn:
             conn.execute("UPDATE docs SET mtime_ns=?, size=? WHERE id=?", (mtime_ns, size, doc_id))
 
-    def reassign_shards(self, n_shards: int, shard_of: dict[str, int]) -> None:
-        """Move chunks to the shards a new shard count gives their documents."""
+    def reassign_shards(self, shard_of: dict[str, int], identity: str) -> None:
+        """Move chunks to the shards a new shard count gives their documents, and take the new
+        identity in the same transaction."""
         with self._transaction() as conn:
             conn.executemany("UPDATE chunks SET shard=? WHERE doc_id=?", [(s, d) for d, s in shard_of.items()])
-            _, after = self._bump_generation(conn)
-            self._raise_log_floor(conn, after)
+            self._set_identity(conn, identity)
 
-    def clear(self) -> None:
-        """Empty the store: documents, vectors and the remembered bad files."""
+    def clear(self, identity: str) -> None:
+        """Empty the store (documents, vectors, remembered bad files) for vectors of ``identity``,
+        in one transaction: no writer of the old vectors can commit into the emptied store."""
         with self._transaction() as conn:
             conn.execute("DELETE FROM docs")
             conn.execute("DELETE FROM skips")
-            _, after = self._bump_generation(conn)
-            self._raise_log_floor(conn, after)
+            self._set_identity(conn, identity)
 
 
 def _store_error(path: Path, what: str, e: sqlite3.Error) -> StoreError:

@@ -7,8 +7,10 @@ forward from the doc store's vector log, and rebuilds a damaged one from the doc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -84,37 +86,69 @@ class VectorShard:
         with self._lock:
             return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
-    def save(self, folder: Path, generation: int) -> None:
-        """Write the index and then its state, each atomically; the state names the generation."""
-        folder.mkdir(parents=True, exist_ok=True)
+    def snapshot(self) -> Snapshot:
+        """The index as bytes, taken under the shard's lock (cheap next to writing it out)."""
         with self._lock:
-            data = faiss.serialize_index(self._index)
+            data = faiss.serialize_index(self._index).tobytes()
             count = len(self)
-        atomic_write(folder / INDEX_FILE, data.tobytes())
-        state = {"generation": generation, "count": count, "dim": self.dim, "shard": self.shard, "metric": self.metric}
-        atomic_write(folder / STATE_FILE, json.dumps(state).encode())
+        return Snapshot(self.shard, data, count, self.dim, self.metric)
+
+    def save(self, folder: Path, generation: int) -> None:
+        self.snapshot().write(folder, generation)
 
     @classmethod
     def load(cls, folder: Path, dim: int, shard: int, metric: str = "cosine") -> tuple[VectorShard, int] | None:
         """The snapshot in ``folder`` and the generation it reflects; None if missing or damaged.
 
-        The caller decides whether that generation is usable (equal to the store's, or one the
-        vector log can bring forward).
+        The index and its state are two files, so a crash (or another process saving) between the
+        two renames can pair an index with another save's state: the state carries the index's
+        SHA-256, and an index that does not match it, or holds an id twice, is refused. The caller
+        decides whether the generation is usable (the store's, or one the vector log brings forward).
         """
         try:
             state = json.loads((folder / STATE_FILE).read_text())
             if state.get("dim") != dim or state.get("metric", "cosine") != metric:
                 return None
-            raw = np.fromfile(folder / INDEX_FILE, dtype=np.uint8)
-            index = faiss.deserialize_index(raw)
+            raw = (folder / INDEX_FILE).read_bytes()
+            if hashlib.sha256(raw).hexdigest() != state.get("sha256"):
+                return None
+            index = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
             generation = int(state["generation"])
         except (OSError, ValueError, RuntimeError, KeyError, TypeError):
             return None
         if not isinstance(index, faiss.IndexIDMap2) or index.ntotal != state.get("count") or index.d != dim:
             return None
+        ids = faiss.vector_to_array(index.id_map)
+        if len(np.unique(ids)) != len(ids):
+            return None
         out = cls(dim, shard, metric)
         out._index = index
         return out, generation
+
+
+@dataclass
+class Snapshot:
+    """A shard's index as bytes, ready to be written out (without holding any lock)."""
+
+    shard: int
+    data: bytes
+    count: int
+    dim: int
+    metric: str
+
+    def write(self, folder: Path, generation: int) -> None:
+        """The index, then its state naming the generation and the index's digest; each atomically."""
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / INDEX_FILE, self.data)
+        state = {
+            "generation": generation,
+            "count": self.count,
+            "dim": self.dim,
+            "shard": self.shard,
+            "metric": self.metric,
+            "sha256": hashlib.sha256(self.data).hexdigest(),
+        }
+        atomic_write(folder / STATE_FILE, json.dumps(state).encode())
 
 
 def snapshot_generation(folder: Path) -> int | None:

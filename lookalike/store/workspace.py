@@ -21,10 +21,11 @@ import errno
 import fcntl
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class Workspace:
         self._generation = -1  # the store generation the in-memory shards reflect
         self._saved_generation: int | None = None
         self._max_chunks: int | None = None  # cached: a full scan, needed by every search
+        self._identity: str | None = None  # what the vectors are; a store re-built for others is refused
         # Commits and catching up change the shards and their generation together.
         self._sync_lock = threading.RLock()
 
@@ -105,9 +107,13 @@ class Workspace:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot create workspace {path}: {e.strerror or e}") from e
-        # A writer reads and rewrites the manifest under the lock, so two writers opening at once
-        # cannot lose each other's changes; the lock is released before any indexing starts.
-        with _exclusive(path) if writer else nullcontext():
+        # Opening takes the lock for a moment: a writer reads and rewrites the manifest, so two
+        # writers opening at once cannot lose each other's changes, and a reader never sees a
+        # manifest and a doc store from two sides of a reset; a schema migration runs inside it too.
+        # It is released before any indexing starts.
+        with _exclusive(path):
+            if writer:
+                _remove_stale_temp_files(path)
             manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
             ws = cls(path, DocStore(path / "docs.sqlite"), manifest or {}, writer)
             try:
@@ -153,11 +159,10 @@ class Workspace:
         if reset:
             if not writer:
                 raise StoreError("resetting a workspace needs write access")
-            self.store.clear()
             m.update(encoder=encoder, dim=dim, metric=metric, preset=preset or m.get("preset", "default"))
         recorded = m.get("encoder")
         if encoder and recorded and recorded != encoder:
-            if self.store.count_docs() > 0:
+            if not reset and self.store.count_docs() > 0:
                 raise StoreError(
                     f"workspace {self.path} was built with encoder {recorded}, but this flow encodes with "
                     f"{encoder}; re-index it with `lookalike index --reset PATH...`, or pass another --workspace"
@@ -165,7 +170,7 @@ class Workspace:
             m["encoder"] = encoder  # an empty workspace simply adopts the new encoder
         elif encoder and not recorded:
             m["encoder"] = encoder
-        if (m.get("dim"), m.get("metric", "cosine")) != (dim, metric) and self.store.count_chunks() > 0:
+        if (m.get("dim"), m.get("metric", "cosine")) != (dim, metric) and not reset and self.store.count_chunks():
             raise StoreError(
                 f"workspace {self.path} holds {m.get('dim')}-d {m.get('metric', 'cosine')} vectors, not {dim}-d "
                 f"{metric}; re-index it with `lookalike index --reset PATH...`, or pass another --workspace"
@@ -176,28 +181,35 @@ class Workspace:
         if flows and writer:
             m["flows"] = flows
         n = shards or int(m.get("shards", 1))
-        if n != m.get("shards"):
-            if not writer:
-                raise StoreError(f"workspace {self.path} has {m.get('shards')} shards, the flow asks for {n}")
-            self._reshard(n)
+        reshard = n != m.get("shards") and not new
+        if reshard and not writer:
+            raise StoreError(f"workspace {self.path} has {m.get('shards')} shards, the flow asks for {n}")
         m["shards"] = n
         m["lookalike_version"] = __version__
-        old_roots = m.pop("roots", None)  # format 1 kept them here; the doc store has them now
-        if old_roots and writer:
-            self.store.add_roots(old_roots)
+        identity = json.dumps({k: m.get(k) for k in ("encoder", "dim", "metric", "shards")}, sort_keys=True)
         if writer:
+            # The doc store's identity changes in the same transaction as the data it describes, so
+            # a process still writing the old vectors is refused at its next commit.
+            if reset:
+                self.store.clear(identity)
+            elif reshard:
+                doc_ids = [d.id for d in self.store.iter_docs()]
+                self.store.reassign_shards({d: shard_for(d, n) for d in doc_ids}, identity)
+            elif self.store.identity != identity:
+                self.store.set_identity(identity)
+            old_roots = m.pop("roots", None)  # format 1 kept them here; the doc store has them now
+            if old_roots:
+                self.store.add_roots(old_roots)
             self._write_manifest()
-
-    def _reshard(self, n: int) -> None:
-        doc_ids = [d.id for d in self.store.iter_docs()]
-        self.store.reassign_shards(n, {d: shard_for(d, n) for d in doc_ids})
+        self._identity = self.store.identity or identity
 
     def _load_shards(self) -> None:
         """Shards from their snapshots brought forward by the vector log, else rebuilt from SQLite."""
         n, dim, metric = self.n_shards_configured, self.dim, self.metric
         loaded = [VectorShard.load(self.path / f"shard-{i}", dim, i, metric) for i in range(n)]
         generations = {x[1] for x in loaded if x is not None}
-        current, floor = self.store.generation, self.store.log_floor
+        with self.store.snapshot_read() as state:
+            current, floor = state.generation, state.log_floor
         if all(x is not None for x in loaded) and len(generations) == 1 and floor <= min(generations) <= current:
             self.shards = [x[0] for x in loaded if x is not None]
             self._generation = self._saved_generation = generations.pop()
@@ -211,53 +223,64 @@ class Workspace:
         """Every shard from what SQLite committed, all read at one generation."""
         n, dim, metric = self.n_shards_configured, self.dim, self.metric
         shards = []
-        with self.store.snapshot_read() as generation:
+        with self.store.snapshot_read() as state:
+            self._check_identity(state.identity)
             for i in range(n):
                 shard = VectorShard(dim, i, metric)
                 ids, vectors = self.store.shard_vectors(i, dim)
                 shard.add(ids, vectors)
                 shards.append(shard)
-        self.shards, self._generation, self._max_chunks = shards, generation, None
+        self.shards, self._generation, self._max_chunks = shards, state.generation, None
 
     def sync(self) -> bool:
         """Catch up with commits made since the shards' generation, by any process; True if any.
 
-        The vector log is replayed in commit order; a reader too far behind (the log was pruned,
-        the workspace re-sharded or cleared) rebuilds instead, after checking that the workspace
-        still holds vectors it can search.
+        The generation, the log and the vectors are read in one SQLite snapshot and replayed in
+        commit order. A reader too far behind (the log was pruned, the workspace re-sharded or
+        cleared) rebuilds instead; one whose vectors are no longer what the store holds refuses.
         """
-        with self._sync_lock:
-            current = self.store.generation
-            if current == self._generation:
+        try:
+            if self.store.generation == self._generation:  # the common case, without the lock
                 return False
-            if current < self._generation or self._generation < self.store.log_floor:
-                self._check_unchanged()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot read the doc store of {self.path}: {e}") from e
+        with self._sync_lock:
+            adds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            with self.store.snapshot_read() as state:
+                if state.generation == self._generation:
+                    return False
+                self._check_identity(state.identity)
+                rebuild = state.generation < self._generation or self._generation < state.log_floor
+                if not rebuild:
+                    change = self.store.logged_changes(self._generation, state.generation)
+                    added = [i for _, is_add, ids in change.steps if is_add for i in ids]
+                    for n, (_, is_add, ids) in enumerate(change.steps):
+                        if is_add:  # those removed by a later commit are simply not found
+                            adds[n] = self.store.embeddings(ids, self.dim)
+                    most = self.store.max_chunks_of_docs_with(added) if added and self._max_chunks else 0
+            if rebuild:
                 self._rebuild()
                 return True
-            change = self.store.logged_changes(self._generation, current)
-            for shard, added, ids in change.steps:
+            for n, (shard, is_add, ids) in enumerate(change.steps):
                 if shard >= len(self.shards):
                     raise StoreError(f"workspace {self.path} was re-sharded by another process; restart to use it")
-                if added:
-                    found, vectors = self.store.embeddings(ids, self.dim)  # gone ones were removed later
-                    self.shards[shard].add(found, vectors)
+                if is_add:
+                    self.shards[shard].add(*adds[n])
                 else:
                     self.shards[shard].remove(ids)
-            self._generation, self._max_chunks = current, None
+            # Removals can only lower the most chunks per document: a high bound stays exact.
+            if self._max_chunks is not None:
+                self._max_chunks = max(self._max_chunks, most)
+            self._generation = state.generation
             return True
 
-    def _check_unchanged(self) -> None:
+    def _check_identity(self, identity: str | None) -> None:
         """Refuse to go on if another process re-built this workspace for other vectors."""
-        try:
-            now = _read_manifest(self.path / MANIFEST)
-        except StoreError:
-            return  # being rewritten this instant; the vectors' shape is checked at the next open
-        for key in ("encoder", "dim", "metric", "shards"):
-            if now.get(key) != self.manifest.get(key):
-                raise StoreError(
-                    f"workspace {self.path} was re-indexed by another process ({key} is now {now.get(key)}, "
-                    f"was {self.manifest.get(key)}); restart to use it"
-                )
+        if identity is not None and self._identity is not None and identity != self._identity:
+            raise StoreError(
+                f"workspace {self.path} was re-indexed by another process (its vectors are now {identity}, "
+                f"this process has {self._identity}); restart to use it"
+            )
 
     def _write_manifest(self) -> None:
         try:
@@ -332,41 +355,52 @@ class Workspace:
                 by_id[doc_id].fail("the doc indexer did not accept this document", "not indexed")
         if not docs and not staged.deletes:
             return []
+        # The SQLite commit waits for other processes' commits, so it runs outside the shards' lock
+        # (searches go on meanwhile). Whoever gets the lock first brings the shards forward: if
+        # another thread or process committed in between, the log replays this commit too.
+        change = self.store.commit(docs, vectors, staged.deletes, self._identity)
         with self._sync_lock:
-            change = self.store.commit(docs, vectors, staged.deletes)
-            self._max_chunks = None
-            if change.before != self._generation:
-                self.sync()  # another process committed in between: replay the log, ours included
+            if change.before == self._generation:
+                for shard, ids in change.removed.items():
+                    if shard < len(self.shards):
+                        self.shards[shard].remove(ids)
+                for shard, (new_ids, vecs) in change.added.items():
+                    self.shards[shard].add(new_ids, vecs)
+                self._generation = change.after
+                if self._max_chunks is not None and vectors:
+                    self._max_chunks = max(self._max_chunks, *(len(chunks) for _, chunks in vectors.values()))
                 return docs
-            for shard, ids in change.removed.items():
-                if shard < len(self.shards):
-                    self.shards[shard].remove(ids)
-            for shard, (new_ids, vecs) in change.added.items():
-                self.shards[shard].add(new_ids, vecs)
-            self._generation = change.after
+        try:
+            self.sync()
+        except StoreError:
+            pass  # the documents are committed; the next search catches up, or says why it cannot
         return docs
 
     def flush(self) -> None:
-        """Snapshot the shards if they are newer than the snapshot on disk (by any process)."""
+        """Snapshot the shards if they are newer than the snapshot on disk (by any process).
+
+        The shards are copied out under their lock, then written without it: searches do not wait
+        for the disk."""
         if not self.writer:
             return
         with self._sync_lock:
             generation = self._generation
             if generation == self._saved_generation:
                 return
-            with _exclusive(self.path):
-                # Another process may have saved a newer state meanwhile: never overwrite it with an older one.
-                on_disk = [snapshot_generation(self.path / f"shard-{s.shard}") for s in self.shards]
-                if any(g is None or g < generation for g in on_disk):
-                    try:
-                        for shard in self.shards:
-                            shard.save(self.path / f"shard-{shard.shard}", generation)
-                    except OSError as e:
-                        raise StoreError(
-                            f"the documents are committed, but the shard snapshot in {self.path} could not be "
-                            f"written ({e.strerror or e}); it is rebuilt when the workspace is next opened"
-                        ) from e
-            self._saved_generation = generation
+            snapshots = [shard.snapshot() for shard in self.shards]
+        with _exclusive(self.path):
+            # Another process may have saved a newer state meanwhile: never overwrite it with an older one.
+            on_disk = [snapshot_generation(self.path / f"shard-{s.shard}") for s in snapshots]
+            if not any(g is not None and g >= generation for g in on_disk):
+                try:
+                    for snap in snapshots:
+                        snap.write(self.path / f"shard-{snap.shard}", generation)
+                except OSError as e:
+                    raise StoreError(
+                        f"the documents are committed, but the shard snapshot in {self.path} could not be "
+                        f"written ({e.strerror or e}); it is brought forward when the workspace is next opened"
+                    ) from e
+        self._saved_generation = generation
 
     def touch(self, doc: StoredDoc, mtime_ns: int, size: int) -> None:
         self.store.touch(doc.id, mtime_ns, size)
@@ -387,11 +421,12 @@ class Workspace:
     # --- reading ------------------------------------------------------------------------------
 
     def max_chunks_per_doc(self) -> int:
-        """The most chunks any document has (1 when empty); cached until the next commit."""
+        """The most chunks any document has (1 when empty): an upper bound kept across commits."""
         self.sync()
-        if self._max_chunks is None:
-            self._max_chunks = self.store.max_chunks_per_doc()
-        return self._max_chunks
+        with self._sync_lock:
+            if self._max_chunks is None:
+                self._max_chunks = self.store.max_chunks_per_doc()
+            return self._max_chunks
 
     def search(self, shard: int, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` of one shard, after catching up with every process's commits."""
@@ -408,17 +443,25 @@ class Workspace:
         return out
 
     def verify(self) -> list[str]:
-        """Consistency problems between the doc store and the shards (empty when consistent)."""
+        """Consistency problems between the doc store and the shards (empty when consistent).
+
+        Both sides are compared at one generation: other processes' commits meanwhile are caught
+        up with and the comparison taken again (a few times at most)."""
+        for _ in range(5):
+            self.sync()
+            with self._sync_lock, self.store.snapshot_read() as state:
+                ids, _, doc_ids = self.store.all_vectors(self.dim)
+                shard_ids = [shard.ids() for shard in self.shards]
+                if state.generation == self._generation:
+                    break
         problems = []
-        self.sync()
-        ids, _, doc_ids = self.store.all_vectors(self.dim)
         stored = set(ids.tolist())
         searchable: set[int] = set()
-        for shard in self.shards:
-            shard_ids = set(shard.ids().tolist())
-            if len(shard_ids) != len(shard):
+        for shard, held in zip(self.shards, shard_ids, strict=True):
+            unique = set(held.tolist())
+            if len(unique) != len(held):
                 problems.append(f"shard {shard.shard} holds duplicate vectors")
-            searchable |= shard_ids
+            searchable |= unique
         if searchable - stored:
             problems.append(f"{len(searchable - stored)} searchable vectors belong to no indexed document")
         if stored - searchable:
@@ -490,3 +533,13 @@ def _exclusive(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Temp files a killed process left mid-write (snapshots can be large). Called under the lock,
+    which every writer of those files holds."""
+    for tmp in [*path.glob(".*.tmp"), *path.glob("shard-*/.*.tmp")]:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
