@@ -20,6 +20,7 @@ from rich.table import Table
 
 from lookalike.document import Document, Result, display_path
 from lookalike.errors import LookalikeError
+from lookalike.service import result_fields, workspace_fields
 from lookalike.settings import setting
 
 app = typer.Typer(
@@ -185,18 +186,8 @@ def index(
 # --- search --------------------------------------------------------------------------------------
 
 
-def _result_dict(rank: int, r: Result, l2: bool = False) -> dict[str, Any]:
-    return ({"distance": round(-r.score, 6)} if l2 else {}) | {
-        "rank": rank,
-        "score": round(r.score, 6),
-        "path": display_path(r.uri) if r.uri else None,
-        "doc_id": r.doc_id,
-        "width": r.width,
-        "height": r.height,
-        "tags": [{"label": label, "probability": round(p, 4)} for label, p in r.tags],
-        "chunk": r.chunk_kind,
-        "bbox": list(r.bbox) if r.bbox else None,
-    }
+def _result_dict(rank: int, r: Result, metric: str) -> dict[str, Any]:
+    return {"rank": rank, "path": display_path(r.uri) if r.uri else None} | result_fields(r, metric)
 
 
 @app.command()
@@ -214,17 +205,14 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find the indexed images most like each query image."""
-    from lookalike.engine import PRESETS, Engine
-    from lookalike.flow.graph import builtin_flow_path
+    from lookalike.engine import Engine
 
-    if preset is not None and flow is None:
-        flow = builtin_flow_path(PRESETS[preset.value][1])
-    with Engine.open(workspace, query_flow=flow, for_indexing=False) as engine:
-        l2 = engine.workspace.metric == "l2"
+    with Engine.open(workspace, query_flow=flow, for_indexing=False, preset=preset.value if preset else None) as engine:
+        metric = engine.workspace.metric
         results = engine.search([str(i) for i in images], top_k=k, face=face)
     if as_json:
         payload = [
-            {"query": display_path(str(q)), "results": [_result_dict(i + 1, r, l2) for i, r in enumerate(rs)]}
+            {"query": display_path(str(q)), "results": [_result_dict(i + 1, r, metric) for i, r in enumerate(rs)]}
             for q, rs in zip(images, results, strict=True)
         ]
         out.print_json(json.dumps(payload if len(payload) > 1 else payload[0]))
@@ -235,12 +223,13 @@ def search(
         if not rs:
             out.print("no results: the workspace is empty")
         for i, r in enumerate(rs, 1):
-            tags = ", ".join(f"{label} {p:.0%}" for label, p in r.tags[:3])
-            if l2:  # faces: Euclidean distance, lower is closer; under 0.6 is the same person
-                box = f"face at {','.join(map(str, r.bbox))}" if r.bbox else ""
-                out.print(f"{i:3d}  distance {-r.score:.3f}  {escape(display_path(r.uri or ''))}  [dim]{box}[/dim]")
+            f = result_fields(r, metric)
+            if "distance" in f:  # faces: Euclidean distance, lower is closer; under 0.6 is the same person
+                box = f"face at {','.join(map(str, f['bbox']))}" if f["bbox"] else ""
+                out.print(f"{i:3d}  distance {f['distance']:.3f}  {escape(f['uri'] or '')}  [dim]{box}[/dim]")
             else:
-                out.print(f"{i:3d}  {r.score:.3f}  {escape(display_path(r.uri or ''))}  [dim]{escape(tags)}[/dim]")
+                tags = ", ".join(f"{t['label']} {t['probability']:.0%}" for t in f["tags"][:3])
+                out.print(f"{i:3d}  {f['similarity']:.3f}  {escape(f['uri'] or '')}  [dim]{escape(tags)}[/dim]")
 
 
 # --- info / remove -------------------------------------------------------------------------------
@@ -262,17 +251,7 @@ def info(workspace: WorkspaceOpt = DEFAULT_WORKSPACE, as_json: JsonOpt = False) 
     with Workspace.open(workspace, writer=False, create=False) as ws:
         i = ws.info()
         problems = ws.verify()
-    data = {
-        "workspace": str(i.path),
-        "docs": i.docs,
-        "chunks": i.chunks,
-        "shards": {str(k): v for k, v in i.shards.items()},
-        "encoder": i.encoder,
-        "preset": i.preset,
-        "size_bytes": i.size_bytes,
-        "consistent": not problems,
-        "problems": problems,
-    }
+    data = workspace_fields(i) | {"consistent": not problems, "problems": problems}
     if as_json:
         out.print_json(json.dumps(data))
         return

@@ -24,15 +24,13 @@ from lookalike.document import Chunk, Document, Request, Result, display_path
 from lookalike.errors import BadInput, ConfigError, NotFound, StoreError
 from lookalike.executors.indexers import DocIndexer, VectorIndexer
 from lookalike.executors.loader import file_type
-from lookalike.flow.graph import Flow, builtin_flow_path, open_flow
+from lookalike.flow.graph import Flow, open_flow
 from lookalike.flow.runtime import LocalRuntime
 from lookalike.images import IMAGE_EXTENSIONS, ImageSource
+from lookalike.service import preset_flows
 from lookalike.store.workspace import Workspace, within
 
 FileStatus = Literal["new", "updated"]
-
-# name -> (index flow, query flow), shipped in lookalike/flows/
-PRESETS = {"default": ("index", "query"), "faces": ("faces-index", "faces-query")}
 
 
 @dataclass
@@ -231,10 +229,9 @@ class Engine:
         """
         ws_path = Path(workspace)
         if preset is not None:
-            if preset not in PRESETS:
-                raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-            index_flow = index_flow or builtin_flow_path(PRESETS[preset][0])
-            query_flow = query_flow or builtin_flow_path(PRESETS[preset][1])
+            preset_index, preset_query = preset_flows(preset)
+            index_flow = index_flow or preset_index
+            query_flow = query_flow or preset_query
         elif not reset:
             if index_flow is None and for_indexing:
                 index_flow = _stored_flow(ws_path, "index")

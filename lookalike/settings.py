@@ -45,6 +45,7 @@ SETTINGS: tuple[Setting, ...] = (
         "where the flowers17 dataset is downloaded from",
     ),
     Setting("LOOKALIKE_PORT", "--port", "45678", "the port `serve` and `demo` listen on"),
+    Setting("LOOKALIKE_TOP_K", "--top-k", "10", "results per query, for `search` and the API"),
     Setting(
         "LOOKALIKE_TOKEN",
         "--token",
@@ -60,6 +61,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("LOOKALIKE_DEBUG", None, "unset", "set to 1 to print tracebacks of unexpected errors"),
 )
+
+
+def default(env: str) -> str:
+    """A setting's default, as the code uses it."""
+    return setting(env).default
 
 
 def setting(env: str) -> Setting:

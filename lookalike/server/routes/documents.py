@@ -1,0 +1,196 @@
+"""Documents: workspace stats, one document, its image and thumbnail, uploads and deletes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from lookalike.document import Document, display_path
+from lookalike.engine import Engine
+from lookalike.errors import NotFound
+from lookalike.images import IMAGE_EXTENSIONS
+from lookalike.server.routes import service_of
+from lookalike.server.schemas import Deleted, DocDetail, IndexResponse, Stats, errors_for
+from lookalike.server.state import ApiError, Service
+from lookalike.server.thumbnails import thumbnail
+from lookalike.service import workspace_fields
+
+router = APIRouter(tags=["documents"])
+ServiceDep = Annotated[Service, Depends(service_of)]
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+_UPLOAD_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1}
+                    },
+                    "required": ["files"],
+                }
+            },
+        },
+        "required": True,
+    }
+}
+
+
+@router.get("/api/stats", response_model=Stats, response_model_exclude_unset=True, responses=errors_for())
+async def stats(service: ServiceDep) -> dict[str, Any]:
+    """The workspace: documents, vectors, encoder; ``ready`` is false while the model loads."""
+    config, engine = service.config, service.engine
+    if engine is None:
+        error = service.load_error
+        return {
+            "ready": False,
+            "workspace": display_path(str(config.workspace)),
+            "writable": config.writes_enabled,
+            "error": {"type": type(error).__name__, "message": display_path(str(error))} if error else None,
+        }
+    info = await run_in_threadpool(engine.workspace.info)
+    return (
+        {"ready": True, "writable": config.writes_enabled}
+        | workspace_fields(info)
+        | {"batching": service.batcher.enabled if service.batcher else False}
+    )
+
+
+@router.get("/api/docs/{doc_id}", response_model=DocDetail, responses=errors_for(404, 422, 503))
+async def get_doc(doc_id: str, service: ServiceDep) -> dict[str, Any]:
+    """An indexed document: its file, size, content hash and tags."""
+    _, doc = service.stored(doc_id)
+    return service.describe(doc.id, doc.uri, doc.width, doc.height, doc.tags) | {
+        "size": doc.size,
+        "content_hash": doc.content_hash,
+        "indexed_at": doc.indexed_at,
+    }
+
+
+def servable(engine: Engine, uri: str | None) -> Path:
+    """The file behind a document, only if it really lies inside an indexed root."""
+    if not uri:
+        raise NotFound("this document has no file")
+    real = Path(os.path.realpath(uri))
+    for root in engine.workspace.roots:
+        root_real = Path(os.path.realpath(root))
+        if real == root_real or root_real in real.parents:
+            if real.is_file():
+                return real
+            break
+    raise NotFound("no such image")  # outside the indexed roots (a symlink out), or gone
+
+
+@router.get(
+    "/api/docs/{doc_id}/image",
+    response_class=FileResponse,
+    responses=errors_for(404, 422, 503, ok={"image/*": BINARY, "application/octet-stream": BINARY}),
+)
+async def get_image(doc_id: str, service: ServiceDep) -> FileResponse:
+    """The original file, as indexed (only from inside the indexed folders)."""
+    engine, doc = service.stored(doc_id)
+    return FileResponse(servable(engine, doc.uri), headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/api/docs/{doc_id}/thumbnail",
+    response_class=FileResponse,
+    responses=errors_for(404, 422, 503, ok={"image/jpeg": BINARY}),
+)
+async def get_thumbnail(
+    doc_id: str, service: ServiceDep, size: int = Query(default=256, ge=16, le=1024)
+) -> FileResponse:
+    """A JPEG at most ``size`` pixels on its longer side, cached in the workspace."""
+    engine, doc = service.stored(doc_id)
+    path = servable(engine, doc.uri)
+    cache = engine.workspace.path / "thumbnails"
+    thumb = await run_in_threadpool(thumbnail, path, doc.id, doc.content_hash or "", size, cache)
+    etag = hashlib.sha1(f"{doc.content_hash}:{size}".encode()).hexdigest()[:16]
+    return FileResponse(
+        thumb, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400", "ETag": etag}
+    )
+
+
+def upload_name(data: bytes, filename: str | None) -> str:
+    """An uploaded file's name in ``uploads/``: its content's SHA-256 prefix, and its suffix only if it
+    is an image extension (nothing of the client's name reaches the filesystem otherwise)."""
+    suffix = Path(filename or "").suffix.lower()
+    return hashlib.sha256(data).hexdigest()[:20] + (suffix if suffix in IMAGE_EXTENSIONS else ".img")
+
+
+@router.post(
+    "/api/index",
+    response_model=IndexResponse,
+    responses=errors_for(401, 403, 408, 409, 413, 422, 503),
+    openapi_extra=_UPLOAD_BODY,
+)
+async def index(request: Request, service: ServiceDep) -> dict[str, Any]:
+    """Upload images (multipart field 'files', one or more) and index them.
+
+    They are kept in the workspace's ``uploads/`` folder, named by their content's SHA-256."""
+    service.check_write(request)
+    engine = service.ready_engine()
+    form = await request.form()
+    uploads = [f for f in form.getlist("files") + form.getlist("file") if not isinstance(f, str)]
+    if not uploads:
+        raise ApiError(422, "ValidationError", "files: upload at least one image in multipart field 'files'")
+    # Absolute, as the engine records roots: then it is one root, and every upload lies inside it.
+    folder = Path(os.path.abspath(engine.workspace.uploads))
+    folder.mkdir(exist_ok=True)
+    saved = []
+    for up in uploads:
+        data = await up.read()
+        target = folder / upload_name(data, up.filename)
+        target.write_bytes(data)
+        saved.append((up.filename, target))
+
+    def run() -> Any:
+        with service.index_lock:  # one indexing run at a time; searches go on meanwhile
+            engine.workspace.add_roots([str(folder)])  # once: later uploads lie inside it
+            return engine.index([p for _, p in saved])
+
+    summary = await run_in_threadpool(run)
+    service.indexed.inc(summary.indexed + summary.updated)
+    ids = {str(p): Document.from_path(p).id for _, p in saved}
+    failed = dict(summary.skipped_files)
+    for _, p in saved:
+        if str(p) in failed:
+            p.unlink(missing_ok=True)  # keep no copy of what could not be indexed
+    return {
+        "indexed": summary.indexed,
+        "updated": summary.updated,
+        "unchanged": summary.unchanged,
+        "skipped": summary.skipped,
+        "files": [
+            {
+                "name": display_path(name) if name is not None else None,
+                "doc_id": ids[str(p)],
+                "error": display_path(failed[str(p)]) if str(p) in failed else None,
+            }
+            for name, p in saved
+        ],
+    }
+
+
+@router.delete("/api/docs/{doc_id}", response_model=Deleted, responses=errors_for(401, 403, 404, 409, 422, 503))
+async def delete_doc(doc_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
+    """Take a document out of the index (and delete the file, if it was uploaded)."""
+    service.check_write(request)
+    engine, doc = service.stored(doc_id)
+
+    def run() -> int:
+        with service.index_lock:
+            removed = engine.delete_ids([doc.id])
+        uploads = Path(os.path.abspath(engine.workspace.uploads))
+        if doc.uri and Path(doc.uri).parent == uploads:  # an uploaded copy is ours to delete
+            Path(doc.uri).unlink(missing_ok=True)
+        return removed
+
+    removed = await run_in_threadpool(run)
+    return {"removed": removed, "doc_id": doc_id}

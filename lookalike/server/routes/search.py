@@ -1,0 +1,125 @@
+"""Search: by image (data URIs, jinabox style, or a multipart file), by an indexed doc_id, by tag."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from lookalike.document import Result
+from lookalike.engine import query_doc
+from lookalike.errors import BadInput
+from lookalike.server.routes import service_of
+from lookalike.server.schemas import SEARCH_FORM_SCHEMA, TOP_K, SearchBody, SearchForm, SearchResponse, errors_for
+from lookalike.server.state import ApiError, Service
+
+router = APIRouter(tags=["search"])
+ServiceDep = Annotated[Service, Depends(service_of)]
+
+# The body is JSON (SearchBody) or multipart (SearchForm): one endpoint, as jinabox posts JSON and
+# the page posts a file, so FastAPI cannot pick the parser from the signature; pydantic validates both.
+_REQUEST_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": SearchBody.model_json_schema()},
+            "multipart/form-data": {"schema": SEARCH_FORM_SCHEMA},
+        },
+        "required": True,
+    }
+}
+
+
+def decode_data_uri(value: str, i: int) -> bytes:
+    payload = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    if value.startswith("data:") and ";base64" not in value.split(",", 1)[0]:
+        raise BadInput(f"data[{i}] is a data URI without ;base64", "bad data URI")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BadInput(f"data[{i}] is not valid base64", "bad data URI") from e
+
+
+async def _parse(request: Request) -> tuple[SearchBody, list[bytes]]:
+    """The search parameters and the query images (none for a doc_id search)."""
+    try:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form()
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise ApiError(422, "ValidationError", "file: a multipart search needs a 'file' field")
+            given = {k: v for k, v in form.items() if k in ("top_k", "face") and v != ""}
+            fields = SearchForm.model_validate(given)
+            body = SearchBody.model_construct(data=None, doc_id=None, top_k=fields.top_k, face=fields.face)
+            return body, [await upload.read()]  # (SearchForm validated the fields)
+        raw = await request.body()
+        try:
+            body = SearchBody.model_validate_json(raw)
+        except ValidationError as e:
+            if any(err["type"] == "json_invalid" for err in e.errors()):
+                raise ApiError(400, "BadInput", "send JSON, or multipart/form-data with a 'file' field") from e
+            raise
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from e
+    if body.doc_id is not None:  # more like an indexed image: any data is not looked at
+        return body, []
+    return body, [decode_data_uri(d, i) for i, d in enumerate(body.data or [])]
+
+
+def _payload(
+    service: Service, results: list[list[Result]], top_k: int, start: float, extra: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    out = []
+    for i, rs in enumerate(results):
+        entry: dict[str, Any] = {"matches": [service.match(r) for r in rs]}
+        if extra:
+            entry.update(extra[i])
+        out.append(entry)
+    return {"results": out, "top_k": top_k, "took_ms": round((time.perf_counter() - start) * 1000, 2)}
+
+
+@router.post(
+    "/api/search",
+    response_model=SearchResponse,
+    response_model_exclude_unset=True,
+    responses=errors_for(404, 408, 413, 422, 503),
+    openapi_extra=_REQUEST_BODY,
+)
+async def search(request: Request, service: ServiceDep) -> dict[str, Any]:
+    """Images like the query: data URIs (jinabox style), an uploaded file, or an indexed doc_id."""
+    start = time.perf_counter()
+    body, images = await _parse(request)
+    engine = service.ready_engine()
+    batcher = service.batcher
+    assert batcher is not None
+    if body.doc_id is not None and not images:  # (a multipart search always has its file)
+        doc = await run_in_threadpool(engine.stored_query_doc, body.doc_id)
+        rs = await run_in_threadpool(batcher.search, doc, body.top_k, body.doc_id)
+        return _payload(service, [rs], body.top_k, start)
+    docs = [query_doc(i, m) for i, m in enumerate(images)]
+    if len(images) == 1:  # the common case: batched with other clients' queries
+        results = [await run_in_threadpool(batcher.search, docs[0], body.top_k, None, body.face)]
+    else:  # several images in one request are a batch already
+        results = await run_in_threadpool(engine.query_docs, docs, body.top_k, body.face)
+    faces = [{"faces": [{"bbox": b} for b in d.query_info["faces"]]} if "faces" in d.query_info else {} for d in docs]
+    return _payload(service, results, body.top_k, start, faces)
+
+
+@router.get(
+    "/api/search/tags", response_model=SearchResponse, response_model_exclude_unset=True, responses=errors_for(422, 503)
+)
+async def search_tags(
+    service: ServiceDep,
+    q: str = Query(min_length=1, max_length=100, description="part of an ImageNet label, e.g. daisy"),
+    top_k: int = Query(default=TOP_K, ge=1, le=1000),
+) -> dict[str, Any]:
+    """Indexed images whose ImageNet tags contain ``q``, the most probable first."""
+    start = time.perf_counter()
+    engine = service.ready_engine()
+    results = await run_in_threadpool(engine.search_tags, q, top_k)
+    return _payload(service, [results], top_k, start)

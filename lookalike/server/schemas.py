@@ -1,0 +1,191 @@
+"""The API's request and response bodies, so /openapi.json describes them (errors included)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lookalike.settings import default
+
+TOP_K = int(default("LOOKALIKE_TOP_K"))
+
+# --- request bodies --------------------------------------------------------------------------------
+
+
+# Images in one search request: one encoder batch, and a bound on the work one request asks for.
+MAX_QUERY_IMAGES = 64
+
+
+class SearchBody(BaseModel):
+    """JSON body of POST /api/search: jinabox-style data URIs, or an indexed document's id."""
+
+    # jinabox sends more keys than we use. One of data and doc_id is required, as the schema says.
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["data"], "properties": {"data": {"type": "array"}}},
+                {"required": ["doc_id"], "properties": {"doc_id": {"type": "string"}}},
+            ]
+        },
+    )
+    data: list[str] | None = Field(
+        default=None, min_length=1, max_length=MAX_QUERY_IMAGES, description="images as data URIs (or bare base64)"
+    )
+    doc_id: str | None = Field(default=None, description="more like this indexed image")
+    top_k: int = Field(default=TOP_K, ge=1, le=1000)
+    face: int | None = Field(default=None, ge=0, description="which face of the query to use (face workspaces)")
+
+    @model_validator(mode="after")
+    def _data_or_doc_id(self) -> SearchBody:
+        if self.data is None and self.doc_id is None:
+            raise ValueError("give 'data' (a list of data URIs) or 'doc_id'")
+        return self
+
+
+class SearchForm(BaseModel):
+    """The fields of a multipart POST /api/search besides its ``file``."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int = Field(default=TOP_K, ge=1, le=1000)
+    face: int | None = Field(default=None, ge=0)
+
+
+# A multipart search as OpenAPI says it (the file is read by Starlette, the rest by SearchForm).
+SEARCH_FORM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "face": {"type": "integer", "minimum": 0},
+    },
+    "required": ["file"],
+}
+
+
+# --- responses ---------------------------------------------------------------------------------------
+# The JSON the endpoints return, so /openapi.json describes it (and schemathesis can hold us to it).
+# Keys that only some answers carry (``distance`` on L2 workspaces, ``faces`` on face queries) are
+# optional here and left out when unset.
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="the error's kind, e.g. NotFound, BadInput, ValidationError")
+    message: str = Field(description="what went wrong, for people")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+class Tag(BaseModel):
+    label: str = Field(description="an ImageNet label")
+    probability: float
+
+
+class DocSummary(BaseModel):
+    doc_id: str
+    uri: str | None = Field(description="the file's path (bytes that are not UTF-8 shown as \\xNN)")
+    name: str = Field(description="the file's name")
+    tags: list[Tag] = Field(description="the most probable ImageNet labels")
+    width: int | None
+    height: int | None
+    thumbnail_url: str
+    image_url: str
+
+
+class Match(DocSummary):
+    score: float = Field(description="higher is closer: the similarity, or on face (L2) workspaces minus the distance")
+    similarity: float | None = Field(default=None, description="cosine similarity (image workspaces)")
+    distance: float | None = Field(default=None, description="Euclidean distance, lower is closer (face workspaces)")
+    chunk: str | None = Field(default=None, description="what matched: whole, mirror, face, ...")
+    bbox: list[int] | None = Field(description="x, y, w, h of the matched region (a face), or null")
+
+
+class Box(BaseModel):
+    bbox: list[int] = Field(description="x, y, w, h of a face found in the query")
+
+
+class QueryResult(BaseModel):
+    matches: list[Match]
+    faces: list[Box] | None = Field(default=None, description="the query's faces (face workspaces only)")
+
+
+class SearchResponse(BaseModel):
+    results: list[QueryResult] = Field(description="one per query image, in order")
+    top_k: int
+    took_ms: float
+
+
+class DocDetail(DocSummary):
+    size: int | None
+    content_hash: str | None
+    indexed_at: float | None
+
+
+class Stats(BaseModel):
+    ready: bool
+    workspace: str
+    writable: bool
+    error: ErrorDetail | None = Field(default=None, description="why loading failed (while not ready)")
+    docs: int | None = None
+    chunks: int | None = None
+    shards: dict[str, int] | None = Field(default=None, description="vectors per shard")
+    encoder: str | None = None
+    preset: str | None = None
+    faces: bool | None = None
+    size_bytes: int | None = None
+    batching: bool | None = None
+
+
+class IndexedFile(BaseModel):
+    name: str | None = Field(description="the uploaded file's name")
+    doc_id: str
+    error: str | None = Field(description="why it was not indexed, or null")
+
+
+class IndexResponse(BaseModel):
+    indexed: int
+    updated: int
+    unchanged: int
+    skipped: dict[str, int] = Field(description="files not indexed, by reason")
+    files: list[IndexedFile]
+
+
+class Deleted(BaseModel):
+    removed: int
+    doc_id: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+ERROR_DESCRIPTIONS = {
+    400: "a malformed request or image, or a Host header this server does not answer to",
+    401: "a token is set and the request does not carry it",
+    403: "writes are disabled here, or the request comes from another web site",
+    404: "no such document or file",
+    409: "the workspace cannot be written",
+    408: "the request body arrived too slowly",
+    413: "the request body is over the upload limit",
+    422: "a parameter is missing or out of range",
+    503: "the model and workspace are still loading, or failed to load",
+}
+
+
+def errors_for(*statuses: int, ok: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses a route can answer; 400 (a bad Host) with every one.
+
+    ``ok`` is the 200's ``content``, for the routes that answer other than JSON."""
+    out: dict[int | str, dict[str, Any]] = {200: {"content": ok}} if ok else {}
+    for status in sorted({400, *statuses}):
+        out[status] = {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+    return out
