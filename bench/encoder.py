@@ -27,7 +27,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lookalike.images import load_tensor  # noqa: E402
-from lookalike.models.encoder import ImageEncoder, available_cores  # noqa: E402
+from lookalike.models.encoder import EfficientNetEncoder, available_cores  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -71,7 +71,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        encoder = ImageEncoder(threads=args.threads, cache_dir=os.environ.get("LOOKALIKE_MODEL_DIR") or Path(tmp))
+        encoder = EfficientNetEncoder(
+            threads=args.threads, cache_dir=os.environ.get("LOOKALIKE_MODEL_DIR") or Path(tmp)
+        )
         model = {}
         for batch in (1, 8, 32):
             x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, 224, 224)).astype(np.float32)

@@ -11,7 +11,7 @@ docs/benchmarks.md: ``bench/index.py --repeat 3 --threads-sweep --torch-python .
    centre-cropped). The tuxpaint photos are small (median 150 px), so the 12 MP ones are upscaled;
    they get seeded Gaussian grain (sigma 6 levels) so that each file holds ~2 MB of entropy-coded
    data like a camera JPEG, instead of ~0.5 MB of smooth gradients.
-2. The model-only **ceiling**: images/s of ``ImageEncoder.encode_tensors`` on ready batches of 32
+2. The model-only **ceiling**: images/s of ``EfficientNetEncoder.encode_tensors`` on ready batches of 32
    (as in bench/encoder.py), with the thread budget the flow gives its encoder pod.
 3. **lookalike**: ``Engine.index`` with a copy of the built-in index flow whose loader and
    normalizer pods have ``parallel`` 1, 2 (the default flow) and 4, into a fresh workspace each
@@ -74,9 +74,9 @@ def _peak_rss_mb() -> float:
 
 
 def child_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
-    from lookalike.models.encoder import ImageEncoder
+    from lookalike.models.encoder import EfficientNetEncoder
 
-    encoder = ImageEncoder(threads=spec["threads"])
+    encoder = EfficientNetEncoder(threads=spec["threads"])
     x = np.random.default_rng(0).uniform(-1, 1, (32, 3, 224, 224)).astype(np.float32)
     encoder.encode_tensors(x)  # warm-up
     done, start = 0, time.perf_counter()
@@ -87,7 +87,7 @@ def child_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_lookalike(spec: dict[str, Any]) -> dict[str, Any]:
-    from lookalike.engine import Engine, IndexProgress
+    from lookalike.engine import Engine
     from lookalike.flow.graph import builtin_flow_path
 
     text = builtin_flow_path("index").read_text()
@@ -100,8 +100,13 @@ def child_lookalike(spec: dict[str, Any]) -> dict[str, Any]:
         flow.write_text(text)
         stamps: list[float] = []
 
-        class Clock(IndexProgress):
-            def done(self, doc: Any, status: Any) -> None:
+        class Clock:
+            def planned(self, total: int) -> None: ...
+            def skipped(self, doc: Any) -> None: ...
+            def still_bad(self, path: str, message: str) -> None: ...
+            def unusable(self, path: str, message: str) -> None: ...
+
+            def done(self, doc: Any) -> None:
                 stamps.append(time.perf_counter())
 
         start = time.perf_counter()

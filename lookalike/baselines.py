@@ -97,9 +97,9 @@ def naive_preprocess(path: str | os.PathLike, size: int = 224) -> np.ndarray:
 
 def onnx_model(threads: int | None = None, cache_dir: str | os.PathLike | None = None) -> Model:
     """lookalike's ONNX EfficientNet-Lite0, as a naive user would call it (default threads)."""
-    from lookalike.models.encoder import ImageEncoder
+    from lookalike.models.encoder import EfficientNetEncoder
 
-    encoder = ImageEncoder(threads=threads, cache_dir=cache_dir)
+    encoder = EfficientNetEncoder(threads=threads, cache_dir=cache_dir)
     return lambda batch: encoder.encode_tensors(batch)[0]
 
 

@@ -16,12 +16,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from lookalike.document import Document, Result, display_path
 from lookalike.errors import LookalikeError
 from lookalike.service import result_fields, workspace_fields
-from lookalike.settings import setting
+from lookalike.settings import SETTINGS, default, markdown_table, setting
 
 app = typer.Typer(
     name="lookalike",
@@ -45,18 +45,20 @@ class Preset(str, Enum):
     faces = "faces"
 
 
-WorkspaceOpt = Annotated[
-    Path,
-    typer.Option(
-        "--workspace",
-        "-w",
-        envvar=setting("LOOKALIKE_WORKSPACE").env,
-        help="Workspace directory.",
-        show_envvar=True,
-    ),
-]
+def setting_option(env: str, *names: str, **kw: Any) -> Any:
+    """A typer option for a setting: its flag, environment variable and help from the settings table."""
+    s = setting(env)
+    flags = [f for f in (s.flag, *names) if f]
+    return typer.Option(*flags, envvar=s.env, show_envvar=True, help=s.help[0].upper() + s.help[1:] + ".", **kw)
+
+
+WorkspaceOpt = Annotated[Path, setting_option("LOOKALIKE_WORKSPACE", "-w")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
-DEFAULT_WORKSPACE = Path(setting("LOOKALIKE_WORKSPACE").default)
+DEFAULT_WORKSPACE = Path(default("LOOKALIKE_WORKSPACE"))
+TOP_K = int(default("LOOKALIKE_TOP_K"))
+PORT = int(default("LOOKALIKE_PORT"))
+MAX_UPLOAD_MB = float(default("LOOKALIKE_MAX_UPLOAD_MB"))
+BATCH_WAIT_MS = float(default("LOOKALIKE_BATCH_WAIT_MS"))
 
 
 def shown(value: object) -> str:
@@ -93,7 +95,7 @@ class _ProgressBar:
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
-    def planned(self, total: int, unchanged: int, removed: int) -> None:
+    def planned(self, total: int) -> None:
         self.bar.update(self.task, total=total)
         self.start = time.perf_counter()
 
@@ -102,7 +104,7 @@ class _ProgressBar:
         rate = self.count / max(time.perf_counter() - self.start, 1e-9)
         self.bar.update(self.task, advance=1, rate=f"{rate:.1f} files/s")
 
-    def done(self, doc: Document, status: str) -> None:
+    def done(self, doc: Document) -> None:
         self._advance()
 
     def skipped(self, doc: Document) -> None:
@@ -161,7 +163,7 @@ def index(
                 limit=limit,
                 batch_size=batch_size,
                 retry_skipped=retry_skipped,
-                progress=bar,  # type: ignore[arg-type]
+                progress=bar,
             )
         info = engine.workspace.info()
     if as_json:
@@ -194,7 +196,7 @@ def _result_dict(rank: int, r: Result, metric: str) -> dict[str, Any]:
 def search(
     images: Annotated[list[Path], typer.Argument(help="Query image(s).")],
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
-    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=1000, help="Results per query.")] = 10,
+    k: Annotated[int, setting_option("LOOKALIKE_TOP_K", "-k", min=1, max=1000)] = TOP_K,
     flow: Annotated[
         Path | None, typer.Option(help="Query flow YAML (default: the workspace's, else built-in).")
     ] = None,
@@ -327,9 +329,7 @@ def flow_show(
 
 # --- serve ---------------------------------------------------------------------------------------
 
-PortOpt = Annotated[
-    int, typer.Option(min=1, max=65535, envvar="LOOKALIKE_PORT", show_envvar=True, help="Port to listen on.")
-]
+PortOpt = Annotated[int, setting_option("LOOKALIKE_PORT", min=1, max=65535)]
 HostOpt = Annotated[str, typer.Option(help="Address to listen on; beyond loopback, writes need --token.")]
 
 
@@ -338,8 +338,8 @@ def _serve(
     host: str,
     port: int,
     token: str | None = None,
-    max_upload_mb: float = 20.0,
-    batch_wait_ms: float = 4.0,
+    max_upload_mb: float = MAX_UPLOAD_MB,
+    batch_wait_ms: float = BATCH_WAIT_MS,
     flow: Path | None = None,
     query_flow: Path | None = None,
     read_only: bool = False,
@@ -371,19 +371,10 @@ def _serve(
 def serve(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     host: HostOpt = "127.0.0.1",
-    port: PortOpt = 45678,
-    token: Annotated[
-        str | None, typer.Option(envvar="LOOKALIKE_TOKEN", show_envvar=True, help="Bearer token for writes.")
-    ] = None,
-    max_upload_mb: Annotated[
-        float, typer.Option(min=0.1, envvar="LOOKALIKE_MAX_UPLOAD_MB", show_envvar=True, help="Upload limit (MB).")
-    ] = 20.0,
-    batch_wait_ms: Annotated[
-        float,
-        typer.Option(
-            min=0, max=1000, envvar="LOOKALIKE_BATCH_WAIT_MS", show_envvar=True, help="Micro-batching wait (0: off)."
-        ),
-    ] = 4.0,
+    port: PortOpt = PORT,
+    token: Annotated[str | None, setting_option("LOOKALIKE_TOKEN")] = None,
+    max_upload_mb: Annotated[float, setting_option("LOOKALIKE_MAX_UPLOAD_MB", min=0.1)] = MAX_UPLOAD_MB,
+    batch_wait_ms: Annotated[float, setting_option("LOOKALIKE_BATCH_WAIT_MS", min=0, max=1000)] = BATCH_WAIT_MS,
     flow: Annotated[Path | None, typer.Option(help="Index flow for uploads (default: built-in).")] = None,
     query_flow: Annotated[Path | None, typer.Option(help="Query flow (default: the workspace's).")] = None,
     read_only: Annotated[
@@ -400,6 +391,37 @@ def serve(
 ) -> None:
     """Serve the web page and the REST API (/api/search, /docs) over a workspace."""
     _serve(workspace, host, port, token, max_upload_mb, batch_wait_ms, flow, query_flow, read_only, allowed_host)
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+@app.command("settings")
+def settings_command(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table instead.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List every setting: its environment variable, flag, default and the value in effect here."""
+    if markdown:
+        out.print(markdown_table(), end="", markup=False)
+        return
+    rows = [
+        {"env": s.env, "flag": s.flag, "default": s.default, "value": os.environ.get(s.env), "help": s.help}
+        for s in SETTINGS
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("flag", "default", "in effect", "what")
+    table.columns.insert(0, Column("variable", no_wrap=True))
+    for r in rows:
+        value = r["value"] if r["value"] is not None else "(default)"
+        if r["env"] == "LOOKALIKE_TOKEN" and r["value"]:
+            value = "(set)"  # never print a secret
+        table.add_row(
+            str(r["env"]), r["flag"] or "", escape(str(r["default"])), escape(str(value)), escape(str(r["help"]))
+        )
+    out.print(table)
 
 
 # --- datasets and demo ---------------------------------------------------------------------------
@@ -471,7 +493,7 @@ def demo(
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after the example search.")] = False,
     host: HostOpt = "127.0.0.1",
-    port: PortOpt = 45678,
+    port: PortOpt = PORT,
     allowed_host: Annotated[
         list[str] | None, typer.Option("--allowed-host", help="A Host name to answer (as for serve; repeatable).")
     ] = None,
@@ -487,7 +509,7 @@ def demo(
     err.print(f"dataset {ds.name}: {len(ds.images)} photos in {len(ds.classes)} classes, at {shown(ds.root)}")
     with Engine.open(workspace) as engine:
         with _ProgressBar(enabled=err.is_terminal) as bar:
-            summary = engine.index([ds.root], progress=bar)  # type: ignore[arg-type]
+            summary = engine.index([ds.root], progress=bar)
         out.print(
             f"indexed {summary.indexed} new, {summary.unchanged} unchanged, {summary.skipped_total} skipped "
             f"in {summary.seconds:.1f}s; workspace {shown(workspace)}"

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from lookalike.digest import file_sha256
 from lookalike.document import Chunk, Document, Request, Result, display_path
@@ -28,9 +28,11 @@ from lookalike.flow.graph import Flow, open_flow
 from lookalike.flow.runtime import LocalRuntime
 from lookalike.images import IMAGE_EXTENSIONS, ImageSource
 from lookalike.service import preset_flows
+from lookalike.settings import default
 from lookalike.store.workspace import Workspace, within
 
 FileStatus = Literal["new", "updated"]
+TOP_K = int(default("LOOKALIKE_TOP_K"))
 
 
 @dataclass
@@ -80,14 +82,33 @@ class Plan:
     unusable: list[Unusable] = field(default_factory=list)  # never opened: not regular files, ...
 
 
-class IndexProgress:
-    """Hooks for long work; the CLI draws a progress bar from them. All are optional."""
+class IndexProgress(Protocol):
+    """What a caller of :meth:`Engine.index` implements to follow the work (the CLI's progress bar)."""
 
-    def planned(self, total: int, unchanged: int, removed: int) -> None: ...
+    def planned(self, total: int) -> None:
+        """``total`` files are to be encoded."""
+
+    def done(self, doc: Document) -> None:
+        """A file was encoded and committed."""
+
+    def skipped(self, doc: Document) -> None:
+        """A file could not be used (``doc.error`` says why)."""
+
+    def still_bad(self, path: str, message: str) -> None:
+        """A file remembered as bad and unchanged since was not read again."""
+
+    def unusable(self, path: str, message: str) -> None:
+        """A directory entry that is never opened (a FIFO, a dangling link, ...)."""
+
+
+class _Quiet:
+    """No progress reporting."""
+
+    def planned(self, total: int) -> None: ...
+    def done(self, doc: Document) -> None: ...
+    def skipped(self, doc: Document) -> None: ...
     def still_bad(self, path: str, message: str) -> None: ...
     def unusable(self, path: str, message: str) -> None: ...
-    def done(self, doc: Document, status: FileStatus) -> None: ...
-    def skipped(self, doc: Document) -> None: ...
 
 
 @dataclass
@@ -355,14 +376,14 @@ class Engine:
             raise ConfigError("this engine was opened for search only")
         if batch_size < 1:
             raise BadInput(f"--batch-size must be at least 1, got {batch_size}")
-        progress = progress or IndexProgress()
+        progress = progress or _Quiet()
         start = time.perf_counter()
         plan = self.plan(paths, glob, limit, retry_skipped)
         todo, removed = plan.todo, plan.removed
         summary = IndexSummary(
             scanned=len(todo) + plan.unchanged + len(plan.still_bad) + len(plan.unusable), unchanged=plan.unchanged
         )
-        progress.planned(len(todo), plan.unchanged, len(removed))
+        progress.planned(len(todo))
         status = {Document.from_path(f.path).id: f.status for f in todo}
         skipped: Counter[str] = Counter()
         for u in plan.unusable:
@@ -398,7 +419,7 @@ class Engine:
                         summary.indexed += 1
                     else:
                         summary.updated += 1
-                    progress.done(doc, st)
+                    progress.done(doc)
             if failures:
                 try:
                     self.workspace.store.record_skips(failures)
@@ -494,14 +515,9 @@ class Engine:
             results.append(r)
         return results
 
-    def search(self, images: list[ImageSource], top_k: int = 10, face: int | None = None) -> list[list[Result]]:
+    def search(self, images: list[ImageSource], top_k: int = TOP_K, face: int | None = None) -> list[list[Result]]:
         """Ranked results for each query image (a path or bytes)."""
         return self.query_docs([query_doc(i, image) for i, image in enumerate(images)], top_k, face)
-
-    def similar(self, doc_id: str, top_k: int = 10) -> list[Result]:
-        """More like an indexed image: its stored vectors are the query; it is left out of the results."""
-        (results,) = self.query_docs([self.stored_query_doc(doc_id)], top_k + 1)
-        return [r for r in results if r.doc_id != doc_id][:top_k]
 
     def stored_query_doc(self, doc_id: str) -> Document:
         """A query document carrying an indexed document's stored vectors (no file is read): its
@@ -515,7 +531,7 @@ class Engine:
         chunks = [Chunk(kind=kind, bbox=bbox, embedding=emb) for _, kind, bbox, emb in chosen]
         return Document(id=f"similar-{doc_id}", chunks=chunks)
 
-    def search_tags(self, text: str, top_k: int = 16) -> list[Result]:
+    def search_tags(self, text: str, top_k: int = TOP_K) -> list[Result]:
         """Documents whose ImageNet tags contain ``text``, the most probable first."""
         text = text.strip()
         if not text:

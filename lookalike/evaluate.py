@@ -556,9 +556,9 @@ def _embedder(encoder: str) -> Callable[[np.ndarray], np.ndarray]:
         from lookalike.baselines import ColorHistogramEncoder
 
         return ColorHistogramEncoder().encode_tensors
-    from lookalike.models.encoder import ImageEncoder
+    from lookalike.models.encoder import EfficientNetEncoder
 
-    model = ImageEncoder()  # the query flow's encoder: same model, every core (nothing else runs now)
+    model = EfficientNetEncoder()  # the query flow's encoder: same model, every core (nothing else runs now)
     return lambda batch: model.encode_tensors(batch)[0]
 
 

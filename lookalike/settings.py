@@ -1,7 +1,9 @@
-"""Runtime settings: each has a flag and a LOOKALIKE_* environment variable as its fallback.
+"""Runtime settings: each has a LOOKALIKE_* environment variable, and most a flag that wins over it.
 
-This table is the one place they are documented; README's settings table is checked against it
-by a test, and so is every LOOKALIKE_* name the code reads.
+This table is the one place they are defined: the CLI takes its defaults, environment variables
+and `--help` text from here, the server its defaults, `lookalike settings` lists them, and
+README's table is :func:`markdown_table`'s output (a test checks it, and that every LOOKALIKE_*
+name the code reads is here).
 """
 
 from __future__ import annotations
@@ -61,6 +63,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("LOOKALIKE_DEBUG", None, "unset", "set to 1 to print tracebacks of unexpected errors"),
 )
+
+
+def markdown_table() -> str:
+    """The README's settings table."""
+    rows = ["| variable | flag | what | default |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        flag = f"`{s.flag}`" if s.flag else ""
+        shown = s.default if s.default == "unset" else f"`{s.default}`"
+        rows.append(f"| `{s.env}` | {flag} | {s.help} | {shown} |")
+    return "\n".join(rows) + "\n"
 
 
 def default(env: str) -> str:

@@ -23,9 +23,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder(model_dir: Path):
-    from lookalike.models.encoder import ImageEncoder
+    from lookalike.models.encoder import EfficientNetEncoder
 
-    return ImageEncoder(cache_dir=model_dir)
+    return EfficientNetEncoder(cache_dir=model_dir)
 
 
 @pytest.fixture(scope="session")

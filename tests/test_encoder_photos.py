@@ -63,13 +63,13 @@ def test_each_photo_is_closest_to_its_own_edits(encoder, photos):
 
 
 def test_batching_does_not_change_results(encoder, photos, model_dir):
-    from lookalike.models.encoder import ImageEncoder
+    from lookalike.models.encoder import EfficientNetEncoder
 
     images = list(photos.values())
     together, logits = encoder.encode(images)
     one_by_one = np.concatenate([encoder.encode([im])[0] for im in images])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
-    small_batches = ImageEncoder(cache_dir=model_dir, threads=1, batch_size=2)
+    small_batches = EfficientNetEncoder(cache_dir=model_dir, threads=1, batch_size=2)
     assert small_batches.threads == 1
     np.testing.assert_allclose(small_batches.encode(images)[0], together, atol=1e-5)
     assert together.dtype == np.float32 and logits.shape == (len(images), 1000)
@@ -90,10 +90,10 @@ def test_empty_input_gives_empty_output(encoder):
 
 
 def test_bad_settings_are_model_errors(model_dir):
-    from lookalike.models.encoder import ImageEncoder
+    from lookalike.models.encoder import EfficientNetEncoder
 
     with pytest.raises(ModelError, match="threads"):
-        ImageEncoder(threads=0, cache_dir=model_dir)
+        EfficientNetEncoder(threads=0, cache_dir=model_dir)
 
 
 def test_runs_with_torch_made_unimportable(model_dir, tmp_path):
@@ -104,8 +104,8 @@ def test_runs_with_torch_made_unimportable(model_dir, tmp_path):
     Image.fromarray(data.coffee()).save(photo)
     code = (
         "import sys; sys.modules['torch'] = None\n"  # `import torch` now raises ImportError
-        "from lookalike.models.encoder import ImageEncoder\n"
-        f"enc = ImageEncoder(cache_dir={str(model_dir)!r})\n"
+        "from lookalike.models.encoder import EfficientNetEncoder\n"
+        f"enc = EfficientNetEncoder(cache_dir={str(model_dir)!r})\n"
         f"emb, logits = enc.encode([{str(photo)!r}])\n"
         "print(enc.tags(logits)[0][0].label)\n"
         "assert not [m for m in sys.modules if m.startswith('torch') and sys.modules[m] is not None]\n"

@@ -21,7 +21,7 @@ from lookalike.executors.encoders import ImageEncoder
 from lookalike.executors.indexers import DocIndexer, VectorIndexer
 from lookalike.executors.loader import ImageReader
 from lookalike.executors.merge import Merge
-from lookalike.executors.rankers import MinRanker
+from lookalike.executors.rankers import BestChunkRanker
 from lookalike.flow.config import load_flow, load_flow_text
 from lookalike.flow.graph import Flow, builtin_flow_path, open_flow
 
@@ -93,7 +93,7 @@ def test_builtin_query_flow_searches_every_shard():
         "normalizer": (ImageNormalizer, ["loader"], 1, 1, "any"),
         "encoder": (ImageEncoder, ["normalizer"], 1, 1, "any"),
         "chunk_indexer": (VectorIndexer, ["encoder"], 1, 2, "all"),
-        "ranker": (MinRanker, ["chunk_indexer"], 1, 1, "any"),
+        "ranker": (BestChunkRanker, ["chunk_indexer"], 1, 1, "any"),
         "doc_indexer": (DocIndexer, ["ranker"], 1, 1, "any"),
     }
     assert flow.roots == ["loader"] and flow.sink == "doc_indexer"
@@ -258,7 +258,7 @@ def test_unknown_uses_lists_the_builtins(tmp_path):
     error = _config_error(path)
     assert error.startswith(f"{path}:4: pods.normalizer.uses: unknown executor 'ImageNormaliser'. Built-ins: ")
     assert set(BUILTINS) == {"ImageReader", "ImageNormalizer", "ImageEncoder", "VectorIndexer", "DocIndexer"} | {
-        "MinRanker",
+        "BestChunkRanker",
         "FaceDetector",
         "FaceEncoder",
         "_merge",

@@ -19,7 +19,7 @@ _spec.loader.exec_module(make_goldens)
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_onnx_matches_the_torch_reference(name, model_dir):
-    from lookalike.models.encoder import ImageEncoder
+    from lookalike.models.encoder import EfficientNetEncoder
 
     variant = VARIANTS[name]
     if importlib.util.find_spec(variant.wheel_module) is None:
@@ -33,7 +33,7 @@ def test_onnx_matches_the_torch_reference(name, model_dir):
     # Same inputs as when the goldens were made: otherwise a mismatch below is preprocessing, not model.
     np.testing.assert_allclose(inputs.astype(np.float64).sum(axis=(1, 2, 3)), golden["input_sums"], rtol=1e-4, atol=5.0)
 
-    encoder = ImageEncoder(name, cache_dir=model_dir)
+    encoder = EfficientNetEncoder(name, cache_dir=model_dir)
     embeddings, logits = encoder.encode_tensors(inputs)
     assert np.abs(embeddings - golden["embeddings"]).max() < 1e-4
     top5 = np.argsort(-logits, axis=1)[:, :5]

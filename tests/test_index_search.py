@@ -96,10 +96,10 @@ def test_incremental_reindexing(photos, tmp_path):
 
 
 def _brute_force(engine: Engine, query: Path, k: int) -> list[str]:
-    from lookalike.models.encoder import ImageEncoder
+    from lookalike.models.encoder import EfficientNetEncoder
 
     ids, vecs, doc_ids = engine.workspace.store.all_vectors(engine.workspace.dim)
-    q, _ = ImageEncoder().encode([query])
+    q, _ = EfficientNetEncoder().encode([query])
     scores = vecs @ q[0]
     best: dict[str, float] = {}
     for s, d in zip(scores, doc_ids, strict=True):

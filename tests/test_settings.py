@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import re
 
-from lookalike.settings import SETTINGS
+from lookalike.settings import SETTINGS, markdown_table, setting
 
 from conftest import REPO
 
 
-def test_readme_settings_table_matches_the_code():
+def test_readme_settings_table_is_the_generated_one():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    assert markdown_table() in section, "regenerate it: lookalike settings --markdown"
     documented = set(re.findall(r"^\| `(LOOKALIKE_[A-Z0-9_]+)`", section, re.M))
     assert documented == {s.env for s in SETTINGS}
+
+
+def test_the_cli_takes_its_defaults_and_help_from_the_settings():
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    search_help = runner.invoke(app, ["search", "--help"], env={"COLUMNS": "200"}).output
+    serve_help = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}).output
+    for env, text in (("LOOKALIKE_TOP_K", search_help), ("LOOKALIKE_PORT", serve_help)):
+        s = setting(env)
+        assert s.flag in text and s.env in text and s.help[1:] in text
+        assert f"default: {s.default}" in text
+    from lookalike.server.schemas import SearchBody
+
+    assert SearchBody.model_fields["top_k"].default == int(setting("LOOKALIKE_TOP_K").default)
 
 
 def test_every_environment_variable_the_code_reads_is_a_setting():

@@ -21,7 +21,7 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -68,7 +68,6 @@ class ExecutorContext:
     shards: int = 1
     threads: int = 1  # this replica's share of the cores, for thread pools such as onnxruntime's
     workspace: Workspace | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Executor:
@@ -192,15 +191,22 @@ BUILTINS: dict[str, str] = {
     "ImageEncoder": "lookalike.executors.encoders",
     "VectorIndexer": "lookalike.executors.indexers",
     "DocIndexer": "lookalike.executors.indexers",
-    "MinRanker": "lookalike.executors.rankers",
+    "BestChunkRanker": "lookalike.executors.rankers",
     "FaceDetector": "lookalike.executors.faces",
     "FaceEncoder": "lookalike.executors.faces",
     "_merge": "lookalike.executors.merge",
 }
 MERGE = "_merge"
+# Old names that still load, so flows saved in workspaces keep working.
+ALIASES = {"MinRanker": "BestChunkRanker"}
+
+
+def is_builtin(name: str) -> bool:
+    return name in BUILTINS or name in ALIASES
 
 
 def builtin(name: str) -> type[Executor]:
+    name = ALIASES.get(name, name)
     module = importlib.import_module(BUILTINS[name])
     cls = getattr(module, "Merge" if name == MERGE else name)
     assert issubclass(cls, Executor)

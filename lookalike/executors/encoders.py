@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from lookalike.document import Document
 from lookalike.executors.base import Executor, Preprocessing, requests
 from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, ensure_onnx, get_variant
-from lookalike.models.encoder import ImageEncoder as OnnxImageEncoder
+from lookalike.models.encoder import EfficientNetEncoder
 from lookalike.models.imagenet import tags
 
 
@@ -23,7 +23,7 @@ class ImageEncoder(Executor):
 
     def open(self) -> None:
         get_variant(self.params.model)  # a bad name fails before anything heavy happens
-        self.model = OnnxImageEncoder(
+        self.model = EfficientNetEncoder(
             self.params.model, threads=self.params.threads or self.context.threads, batch_size=self.params.batch_size
         )
 

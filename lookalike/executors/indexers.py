@@ -12,6 +12,7 @@ from pydantic import Field
 from lookalike.document import Document, Match, Request
 from lookalike.errors import StoreError
 from lookalike.executors.base import Executor, requests
+from lookalike.settings import default
 from lookalike.store.workspace import Workspace
 
 
@@ -50,14 +51,9 @@ class VectorIndexer(Executor):
                 continue
             request.staged.vectors[doc.id] = (self.context.shard, chunks)
 
-    @requests(on="delete")
-    def delete(self, docs: list[Document], request: Request) -> None:
-        # Vectors go with their documents in the same commit; nothing is staged per shard.
-        return None
-
     @requests(on="search")
     def search(self, docs: list[Document], request: Request) -> None:
-        top_k = int(request.parameters.get("top_k", 10))
+        top_k = int(request.parameters.get("top_k", default("LOOKALIKE_TOP_K")))
         # A document can own several chunks; fetching top_k x (most chunks any document has) chunk
         # matches guarantees that ranking chunks into documents still yields the exact top_k.
         k = self.params.chunks_per_query or top_k * self.workspace.max_chunks_per_doc()

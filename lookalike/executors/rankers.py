@@ -1,4 +1,8 @@
-"""MinRanker: chunk matches -> documents, scored by their best chunk (the minimum distance)."""
+"""BestChunkRanker: chunk matches -> documents, each scored by its best-matching chunk.
+
+(The highest score: the highest similarity, or on L2 spaces the smallest distance. It was called
+MinRanker after Jina's, which ranked by the minimum distance; that name still loads.)
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ from pydantic import Field
 
 from lookalike.document import Document, Request, Result
 from lookalike.executors.base import Executor, requests
+from lookalike.settings import default
 
 
-class MinRanker(Executor):
+class BestChunkRanker(Executor):
     class Params(Executor.Params):
         min_score: float | None = Field(default=None, description="drop documents scoring below this (cosine)")
         max_distance: float | None = Field(
@@ -19,7 +24,7 @@ class MinRanker(Executor):
 
     @requests(on="search")
     def rank(self, docs: list[Document], request: Request) -> None:
-        top_k = int(request.parameters.get("top_k", 10))
+        top_k = int(request.parameters.get("top_k", default("LOOKALIKE_TOP_K")))
         for doc in docs:
             best: dict[str, Result] = {}
             for chunk in doc.chunks:

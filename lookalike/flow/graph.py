@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lookalike.errors import ConfigError
-from lookalike.executors.base import BUILTINS, MERGE, Executor, builtin, load_py_module
+from lookalike.executors.base import BUILTINS, MERGE, Executor, builtin, is_builtin, load_py_module
 from lookalike.flow.config import (
     LoadedFlow,
     PodConfig,
@@ -142,7 +142,7 @@ class Flow:
                 raise src.error(("pods", pod_name, "py_modules"), str(e)) from e
         if uses in found:
             return found[uses]
-        if uses in BUILTINS:
+        if is_builtin(uses):
             return builtin(uses)
         hint = (
             f"; {', '.join(modules)} define{'s' if len(modules) == 1 else ''}: {', '.join(found) or 'none'}"

@@ -22,7 +22,7 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-class ImageEncoder:
+class EfficientNetEncoder:
     """Encodes images into L2-normalised embeddings plus ImageNet logits.
 
     ``threads`` is onnxruntime's intra-op thread budget (default: every core). When several

@@ -348,10 +348,6 @@ class DocStore:
     def count_chunks(self) -> int:
         return int(self._reader.execute("SELECT count(*) FROM chunks").fetchone()[0])
 
-    def chunks_per_shard(self) -> dict[int, int]:
-        rows = self._reader.execute("SELECT shard, count(*) FROM chunks GROUP BY shard")
-        return {int(s): int(n) for s, n in rows}
-
     def max_chunks_per_doc(self) -> int:
         row = self._reader.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM chunks GROUP BY doc_id)").fetchone()
         return int(row[0] or 1)
