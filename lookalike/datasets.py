@@ -49,7 +49,7 @@ import platformdirs
 from PIL import Image, UnidentifiedImageError
 
 from lookalike.atomic import atomic_write
-from lookalike.errors import BadInput, ConfigError, NotFound, StoreError
+from lookalike.errors import BadInput, ConfigError, FetchError, NotFound
 
 Progress = Callable[[str], None]
 
@@ -333,7 +333,7 @@ def fetch(
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StoreError(
+        raise ConfigError(
             f"cannot create the dataset cache {root}: {e.strerror or e}; set {DATA_DIR_ENV} to a writable folder"
         ) from e
     with _fetch_lock(root, name, say):
@@ -346,12 +346,12 @@ def fetch(
         try:
             _build(spec, root, staging, say)
         except OSError as e:
-            raise StoreError(f"could not write {name} into {root}: {e.strerror or e}") from e
+            raise FetchError(f"could not write {name} into {root}: {e.strerror or e}") from e
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     hit = cached(name, root)
     if hit is None:  # only if someone deleted files in the instant after the rename
-        raise StoreError(f"{name} was fetched into {root / name} but is incomplete there; run the fetch again")
+        raise FetchError(f"{name} was fetched into {root / name} but is incomplete there; run the fetch again")
     return hit
 
 
@@ -364,7 +364,7 @@ def _build(spec: DatasetSpec, root: Path, staging: Path, say: Progress) -> None:
     imported = spec.importer(data, scratch, say)
     shutil.rmtree(scratch)  # the .deb or .tgz: up to 160 MB we no longer need
     if not imported.labels:
-        raise NotFound(f"{spec.name}: the source held no usable images ({_skips(imported.skipped)})")
+        raise FetchError(f"{spec.name}: the source held no usable images ({_skips(imported.skipped)})")
     classes = sorted(set(imported.labels.values()))
     manifest = {
         "format": MANIFEST_VERSION,
@@ -528,10 +528,10 @@ def _apt_download(package: str, scratch: Path, say: Progress) -> Path:
             check=False,
         )
     except subprocess.TimeoutExpired as e:
-        raise NotFound(f"apt-get download {package} gave no result in {APT_TIMEOUT_S}s; check the network") from e
+        raise FetchError(f"apt-get download {package} gave no result in {APT_TIMEOUT_S}s; check the network") from e
     debs = sorted(scratch.glob(f"{package}_*.deb"))
     if done.returncode != 0 or not debs:
-        raise NotFound(f"apt-get download {package} failed: {_apt_reason(done.stderr, done.stdout)}")
+        raise FetchError(f"apt-get download {package} failed: {_apt_reason(done.stderr, done.stdout)}")
     deb = debs[0]
     say(f"downloaded {deb.name} ({deb.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f}s")
     return deb
@@ -595,7 +595,7 @@ def _import_deb_file(deb: Path, plan: _Plan, dest: Path) -> _Imported:
     if tar_error is not None or returncode != 0:
         # dpkg-deb's own complaint ("not a Debian format archive") says more than tarfile's.
         reason = said[-1] if said and returncode > 0 else str(tar_error or f"exit status {returncode}")
-        raise BadInput(f"dpkg-deb could not read {deb.name}: {reason}; fetch again with --force") from tar_error
+        raise FetchError(f"dpkg-deb could not read {deb.name}: {reason}; fetch again with --force") from tar_error
     return imported
 
 
@@ -662,7 +662,7 @@ def _download(url: str, target: Path, name: str, say: Progress) -> None:
     hint = "try --dataset tuxpaint, which needs no internet"
     # A quick, bounded check first, so an offline machine gets the answer in seconds.
     if not is_online(parts.hostname, port):
-        raise NotFound(f"{name} needs internet, and {parts.hostname}:{port} cannot be reached; {hint}")
+        raise FetchError(f"{name} needs internet, and {parts.hostname}:{port} cannot be reached; {hint}")
     say(f"downloading {url}")
     started = time.perf_counter()
     try:
@@ -677,9 +677,9 @@ def _download(url: str, target: Path, name: str, say: Progress) -> None:
                     next_report += 0.1
     except (OSError, http.client.HTTPException) as e:  # HTTPError, refused, reset, timed out, cut short
         reason = getattr(e, "reason", None) or e
-        raise NotFound(f"could not download {name} from {url}: {reason}; {hint}") from e
+        raise FetchError(f"could not download {name} from {url}: {reason}; {hint}") from e
     if total and received != total:
-        raise NotFound(f"download of {name} from {url} stopped at {received} of {total} bytes; {hint}")
+        raise FetchError(f"download of {name} from {url} stopped at {received} of {total} bytes; {hint}")
     say(f"downloaded {received / 1e6:.0f} MB in {time.perf_counter() - started:.1f}s")
 
 
@@ -693,12 +693,12 @@ def _import_flowers17(dest: Path, scratch: Path, say: Progress) -> _Imported:
         with open(archive, "rb") as stream:
             _import_tar(stream, _flowers17_plan, dest, imported)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise BadInput(f"the flowers17 download from {url} is not a valid .tgz ({e}); run the fetch again") from e
+        raise FetchError(f"the flowers17 download from {url} is not a valid .tgz ({e}); run the fetch again") from e
     expected = len(FLOWERS17_CLASSES) * FLOWERS17_PER_CLASS
     if len(imported.labels) != expected:
         # Labels come from file numbers, so a partial archive would still be labelled right, but every
         # class count (and so every precision figure) would be off; refuse it instead.
-        raise BadInput(
+        raise FetchError(
             f"the flowers17 archive from {url} holds {len(imported.labels)} usable images, not {expected} "
             f"({_skips(imported.skipped)}); run the fetch again"
         )

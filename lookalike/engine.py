@@ -22,7 +22,6 @@ from typing import Any, Literal, Protocol
 from lookalike.digest import file_sha256
 from lookalike.document import Chunk, Document, Request, Result, display_path
 from lookalike.errors import BadInput, ConfigError, NotFound, StoreError
-from lookalike.executors.indexers import DocIndexer, VectorIndexer
 from lookalike.executors.loader import file_type
 from lookalike.flow.graph import Flow, open_flow
 from lookalike.flow.runtime import LocalRuntime
@@ -263,9 +262,9 @@ class Engine:
         main = iflow or qflow
         fingerprint = main.fingerprint()
         dim, metric = main.vector_space()
-        shards = _shard_count(main)
+        shards = main.vector_shards()
         if iflow is not None:
-            _check_index_flow(iflow)
+            iflow.check_can_index()
             if qflow.fingerprint() != fingerprint:
                 raise ConfigError(
                     f"the query flow encodes with {qflow.fingerprint()} but the index flow with {fingerprint}"
@@ -588,38 +587,12 @@ def _as_flow(spec: str | os.PathLike | Flow | None, default: str) -> Flow:
     return spec if isinstance(spec, Flow) else open_flow(spec, default)
 
 
-def _shard_count(flow: Flow) -> int:
-    pods = flow.pods_using(VectorIndexer)
-    if not pods:
-        raise ConfigError(f"{flow.file}: the flow has no VectorIndexer pod, so it can neither index nor search vectors")
-    counts = {p.config.shards for p in pods}
-    if len(counts) > 1:
-        raise ConfigError(f"{flow.file}: every VectorIndexer pod must have the same number of shards")
-    return counts.pop()
-
-
-def _check_index_flow(flow: Flow) -> None:
-    if not flow.pods_using(DocIndexer):
-        raise ConfigError(f"{flow.file}: an index flow needs a DocIndexer pod, or nothing would be stored")
-    for pod in flow.pods_using(VectorIndexer):
-        if pod.config.polling != "any":
-            raise ConfigError(
-                f"{flow.file}: pods.{pod.name}.polling: an index flow sends each document to one shard; use 'any'"
-            )
-
-
 def _stored_flow(path: Path, kind: str) -> Flow | None:
-    """The ``kind`` ("index" or "query") flow saved in a workspace's manifest, if it has one."""
-    import json
-
+    """The ``kind`` ("index" or "query") flow a workspace remembers, if it has one."""
     from lookalike.flow.config import load_flow_text
 
-    try:
-        manifest = json.loads((path / "manifest.json").read_text("utf-8"))
-    except (OSError, ValueError):
+    stored = Workspace.stored_flow(path, kind)
+    if stored is None:
         return None
-    flows = manifest.get("flows", {})
-    text, base = flows.get(kind), flows.get(f"{kind}_base_dir")
-    if not text:
-        return None
-    return Flow(load_flow_text(text, f"<{kind} flow stored in {path}>", Path(base) if base else None), kind)
+    text, base = stored
+    return Flow(load_flow_text(text, f"<{kind} flow stored in {path}>", base), kind)

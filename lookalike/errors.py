@@ -58,3 +58,11 @@ class NotFound(LookalikeError):
 
     exit_code = 6
     http_status = 404
+
+
+class FetchError(LookalikeError):
+    """A download or package fetch failed: the network, the registry, or a broken download.
+    Nothing is wrong with the caller's input; trying again (online) may succeed."""
+
+    exit_code = 7
+    http_status = 502

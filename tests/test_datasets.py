@@ -37,7 +37,7 @@ from lookalike.datasets import (
     labels_from_folders,
     list_datasets,
 )
-from lookalike.errors import BadInput, ConfigError, NotFound, StoreError
+from lookalike.errors import BadInput, ConfigError, FetchError, NotFound
 
 from conftest import solid
 
@@ -238,7 +238,7 @@ def test_list_datasets_reports_what_is_cached(tmp_path):
 def test_an_unwritable_cache_is_a_store_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(StoreError, match="LOOKALIKE_DATA_DIR"):
+    with pytest.raises(ConfigError, match="LOOKALIKE_DATA_DIR"):
         fetch("skimage", cache_dir=blocker / "sets")
 
 
@@ -342,7 +342,7 @@ def test_flowers17_cached_needs_no_network(serve, flowers_tgz, tmp_path, monkeyp
 def test_flowers17_offline_is_a_fast_not_found(monkeypatch, tmp_path):
     monkeypatch.setenv("LOOKALIKE_FLOWERS17_URL", f"http://127.0.0.1:{_closed_port()}/17flowers.tgz")
     start = time.perf_counter()
-    with pytest.raises(NotFound, match=r"flowers17 needs internet.*try --dataset tuxpaint"):
+    with pytest.raises(FetchError, match=r"flowers17 needs internet.*try --dataset tuxpaint"):
         fetch("flowers17", cache_dir=tmp_path)
     assert time.perf_counter() - start < 3
     assert cached("flowers17", tmp_path) is None
@@ -351,7 +351,7 @@ def test_flowers17_offline_is_a_fast_not_found(monkeypatch, tmp_path):
 
 def test_flowers17_cut_off_download_is_not_cached(serve, flowers_tgz, tmp_path):
     serve(flowers_tgz[: len(flowers_tgz) // 2], length=len(flowers_tgz))
-    with pytest.raises(NotFound, match="flowers17"):
+    with pytest.raises(FetchError, match="flowers17"):
         fetch("flowers17", cache_dir=tmp_path)
     assert cached("flowers17", tmp_path) is None
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
@@ -359,10 +359,10 @@ def test_flowers17_cut_off_download_is_not_cached(serve, flowers_tgz, tmp_path):
 
 def test_flowers17_not_a_tgz_or_incomplete_is_bad_input(serve, tmp_path):
     serve(b"<html>maintenance</html>")
-    with pytest.raises(BadInput, match="not a valid .tgz"):
+    with pytest.raises(FetchError, match="not a valid .tgz"):
         fetch("flowers17", cache_dir=tmp_path)
     serve(_flowers_tgz(count=100))
-    with pytest.raises(BadInput, match="holds 100 usable images, not 1360"):
+    with pytest.raises(FetchError, match="holds 100 usable images, not 1360"):
         fetch("flowers17", cache_dir=tmp_path)
     assert cached("flowers17", tmp_path) is None
 
@@ -455,7 +455,7 @@ def test_a_corrupt_deb_is_bad_input(tmp_path):
         pytest.skip("dpkg-deb is not installed")
     deb = tmp_path / "broken_1_all.deb"
     deb.write_bytes(b"!<arch>\nthis is not a package")
-    with pytest.raises(BadInput, match="dpkg-deb could not read broken_1_all.deb"):
+    with pytest.raises(FetchError, match="dpkg-deb could not read broken_1_all.deb"):
         datasets._import_deb_file(deb, datasets._openclipart_plan, tmp_path)
 
 
@@ -483,7 +483,7 @@ def test_without_apt_the_error_says_what_to_use(monkeypatch, tmp_path):
 def test_apt_failure_carries_apts_reason_and_a_hint(tmp_path):
     if shutil.which("apt-get") is None:
         pytest.skip("apt-get is not installed")
-    with pytest.raises(NotFound, match=r"Unable to locate package.*apt-get update"):
+    with pytest.raises(FetchError, match=r"Unable to locate package.*apt-get update"):
         datasets._apt_download("lookalike-no-such-package", tmp_path, lambda _m: None)
 
 

@@ -236,11 +236,13 @@ def test_a_linear_flow_processes_every_document_of_every_request(tmp_path):
         + pod("third", "Record"),
     )
     sent = requests_of(40, docs=5)
-    baseline = threading.active_count()
     with LocalRuntime(flow, None, cores=4) as runtime:
-        assert threading.active_count() == baseline + 6  # one thread per replica
+        workers = [t for t in threading.enumerate() if t.name.split("/")[0] in ("first", "second", "third")]
+        assert sorted(t.name for t in workers) == sorted(  # one thread per replica, named pod/shard/replica
+            ["first/s0/r0", "first/s0/r1", "second/s0/r0", "second/s0/r1", "second/s0/r2", "third/s0/r0"]
+        )
         done = list(runtime.run(sent))
-    assert threading.active_count() == baseline
+    assert not any(t.is_alive() for t in workers)  # all stopped on close
 
     assert [r.parameters["n"] for r in done] == list(range(40))  # in submission order
     for request, original in zip(done, sent, strict=True):
@@ -435,11 +437,11 @@ def test_a_failing_open_makes_start_raise_and_leaves_no_threads(tmp_path):
         tmp_path,
         "pods:\n" + pod("first", "Record", parallel=2) + pod("model", "OpenFails", parallel=2) + pod("last", "Record"),
     )
-    baseline = threading.active_count()
     runtime = LocalRuntime(flow, None)
     with pytest.raises(LookalikeError, match=r"^pod model \(OpenFails\) failed to open: OSError: weights\.onnx"):
         runtime.start()
-    assert threading.active_count() == baseline
+    left = [t.name for t in threading.enumerate() if t.name.split("/")[0] in ("first", "model", "last")]
+    assert left == []  # every worker thread stopped
     # What did open is closed again.
     assert sorted(mod.CLOSED) == sorted(mod.OPENED) == [("first", 0, 0), ("first", 0, 1), ("last", 0, 0)]
     with pytest.raises(RuntimeError, match="start the runtime first"):

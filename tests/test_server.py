@@ -251,8 +251,10 @@ def test_concurrent_searches_are_micro_batched(corpus):
     _, photos = corpus
     queries = photos[:-1]  # the last photo has an exact copy (the symlink's target): a tie at 1.0
     payloads = [{"data": [_data_uri(p)], "top_k": 2} for p in queries]
-    for wait_ms, batched in [(50.0, True), (0.0, False)]:
-        with _client(corpus, batch_wait_ms=wait_ms) as c:
+    # Deterministic: with a wait far longer than the test, a batch closes only when it is full
+    # (max_batch = every query), so all of them share one; with no wait, each runs alone.
+    for wait_ms, batched in [(60_000.0, True), (0.0, False)]:
+        with _client(corpus, batch_wait_ms=wait_ms, max_batch=len(queries)) as c:
             _ready(c)
             batcher = c.app.state.service.batcher
             before = (batcher.batches, batcher.batched_queries)
@@ -263,7 +265,7 @@ def test_concurrent_searches_are_micro_batched(corpus):
             batches = batcher.batches - before[0]
             n = batcher.batched_queries - before[1]
             assert n == len(queries)
-            assert (batches < n) if batched else (batches == n)
+            assert batches == (1 if batched else n)
 
 
 def test_health_metrics_and_openapi(client):

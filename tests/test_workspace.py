@@ -313,3 +313,14 @@ def test_a_torn_snapshot_is_refused_not_replayed_into_duplicates(tmp_path):
     (path / "shard-0" / "snapshot.json").write_bytes(old_state)  # the new index, the old state
     with _open(path, shards=1) as ws:
         assert len(ws.shards[0]) == 2 and ws.verify() == []
+
+
+def test_a_damaged_manifest_is_an_error_that_says_how_to_repair_it(tmp_path):
+    from lookalike.engine import Engine
+
+    path = tmp_path / "ws"
+    _open(path).close()
+    (path / "manifest.json").write_text('{"format_version": 1, "enc')  # cut short
+    for opening in (lambda: _open(path), lambda: Engine.open(path, for_indexing=False)):
+        with pytest.raises(StoreError, match=r"manifest.json is damaged .*restore it from a backup"):
+            opening()

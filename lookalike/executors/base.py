@@ -77,6 +77,10 @@ class Executor:
         model_config = ConfigDict(extra="forbid")
 
     handlers: ClassVar[dict[str, str]] = {}
+    # What a pod of this executor keeps, so a flow can say what its workspace must hold without
+    # knowing executor classes: vectors (sharded; the workspace has one shard per pod shard), documents.
+    stores_vectors: ClassVar[bool] = False
+    stores_documents: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -30,6 +30,8 @@ def _fits(embedding: np.ndarray, dim: int) -> bool:
 class VectorIndexer(Executor):
     """One shard of the chunk vectors (exact inner product, i.e. cosine on normalised vectors)."""
 
+    stores_vectors = True
+
     class Params(Executor.Params):
         chunks_per_query: int | None = Field(
             default=None, ge=1, description="chunk matches per query chunk (default: enough for exact top_k docs)"
@@ -74,6 +76,8 @@ class VectorIndexer(Executor):
 
 class DocIndexer(Executor):
     """The doc store: accepts documents for the commit, and fills in search results' metadata."""
+
+    stores_documents = True
 
     def open(self) -> None:
         self.workspace = _workspace(self)

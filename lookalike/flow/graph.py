@@ -160,6 +160,27 @@ class Flow:
     def pods_using(self, cls: type[Executor]) -> list[Pod]:
         return [p for p in self.pods.values() if issubclass(p.executor, cls)]
 
+    def vector_shards(self) -> int:
+        """How many shards the flow's vector stores have (the workspace is built for it). Asked of
+        the pods' executors (``stores_vectors``), so any vector indexer plugs in."""
+        pods = [p for p in self.pods.values() if p.executor.stores_vectors]
+        if not pods:
+            raise ConfigError(f"{self.file}: the flow has no pod that stores vectors (such as VectorIndexer)")
+        counts = {p.config.shards for p in pods}
+        if len(counts) > 1:
+            raise ConfigError(f"{self.file}: every pod that stores vectors must have the same number of shards")
+        return counts.pop()
+
+    def check_can_index(self) -> None:
+        """An index flow stores documents, and sends each document's vectors to one shard."""
+        if not any(p.executor.stores_documents for p in self.pods.values()):
+            raise ConfigError(f"{self.file}: an index flow needs a pod that stores documents (DocIndexer)")
+        for pod in self.pods.values():
+            if pod.executor.stores_vectors and pod.config.polling != "any":
+                raise ConfigError(
+                    f"{self.file}: pods.{pod.name}.polling: an index flow sends each document to one shard; use 'any'"
+                )
+
     def fingerprint(self) -> str | None:
         """What identifies the vectors this flow writes or reads: its encoders' fingerprints and
         the preprocessing that feeds them."""

@@ -288,6 +288,18 @@ class Workspace:
         except OSError as e:
             raise StoreError(f"cannot write {self.path / MANIFEST}: {e.strerror or e}") from e
 
+    @staticmethod
+    def stored_flow(path: str | os.PathLike, kind: str) -> tuple[str, Path | None] | None:
+        """The text and base folder of the ``kind`` ("index" or "query") flow the workspace at
+        ``path`` remembers; None if there is no workspace or no such flow. A damaged manifest is a
+        StoreError that says how to repair it."""
+        manifest_path = Path(path) / MANIFEST
+        if not manifest_path.exists():
+            return None
+        flows = _read_manifest(manifest_path).get("flows", {})
+        text, base = flows.get(kind), flows.get(f"{kind}_base_dir")
+        return (text, Path(base) if base else None) if text else None
+
     # --- properties ---------------------------------------------------------------------------
 
     @property
@@ -490,13 +502,21 @@ def within(path: str, root: str) -> bool:
     return path == root or path.startswith(root if root == os.sep else root + os.sep)
 
 
+_REPAIR = (
+    "restore it from a backup, or move the workspace aside and index again into a new one "
+    "(`lookalike index --workspace NEW PATH...`); the documents in docs.sqlite are untouched"
+)
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as e:
-        raise StoreError(f"cannot read {path}: {e}") from e
-    if not isinstance(data, dict):
-        raise StoreError(f"{path} is not a lookalike manifest")
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise StoreError(f"{path} is damaged ({e}); {_REPAIR}") from e
+    if not isinstance(data, dict) or "format_version" not in data:
+        raise StoreError(f"{path} is not a lookalike manifest; {_REPAIR}")
     return data
 
 
