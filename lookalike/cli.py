@@ -532,7 +532,8 @@ def demo(
     for i, r in enumerate(results, 1):
         tags = ", ".join(f"{t} {p:.0%}" for t, p in r.tags[:2])
         rel = os.path.relpath(r.uri or "", ds.root)
-        out.print(f"{i:3d}  {r.score:.3f}  {shown(rel)}  [dim]({labels.get(r.uri or '', '?')}; {tags})[/dim]")
+        similarity = result_fields(r, "cosine")["similarity"]
+        out.print(f"{i:3d}  {similarity:.3f}  {shown(rel)}  [dim]({labels.get(r.uri or '', '?')}; {tags})[/dim]")
     same = sum(labels.get(r.uri or "") == label for r in results)
     out.print(f"{same} of the top {len(results)} are {label}. Try: lookalike search YOUR.jpg -w {shown(workspace)}")
     if not no_serve:

@@ -42,7 +42,8 @@ def shard_for(doc_id: str, shards: int) -> int:
 
 @dataclass
 class Match:
-    """One chunk found by a vector search, with its cosine similarity to the query chunk."""
+    """One chunk found by a vector search. ``score`` is higher for closer: the cosine similarity,
+    or on L2 (face) spaces minus the Euclidean distance (lookalike.service names it for people)."""
 
     chunk_id: int
     doc_id: str

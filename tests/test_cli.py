@@ -99,7 +99,7 @@ def test_workspace_from_environment(indexed):
             ConfigError.exit_code,
             "bad.yml:4: pods.encoder.with.threadz: unknown key",
         ),
-        (("search", "{photo}", "-k", "0", "-w", "{ws}"), 2, "Invalid value for '-k' / '--top-k'"),
+        (("search", "{photo}", "-k", "0", "-w", "{ws}"), 2, "Invalid value for '--top-k' / '-k'"),
     ],
 )
 def test_errors_are_one_line_with_their_exit_code(indexed, tmp_path, args, code, message):

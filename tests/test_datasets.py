@@ -83,6 +83,7 @@ def test_data_dir_from_env_else_user_cache(monkeypatch, tmp_path):
     assert default.name == "datasets" and "lookalike" in default.parts
 
 
+@pytest.mark.slow  # a second or more: real scikit-image / apt / archive work
 def test_fetch_and_cached_use_the_env_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("LOOKALIKE_DATA_DIR", str(tmp_path))
     ds = fetch("skimage")
@@ -142,6 +143,7 @@ def test_unknown_dataset_names_the_known_ones(tmp_path):
 # skimage: the cheap real fetch that exercises the cache
 
 
+@pytest.mark.slow  # a second or more: real scikit-image / apt / archive work
 def test_skimage_fetch_labels_and_cache(tmp_path):
     messages: list[str] = []
     ds = fetch("skimage", cache_dir=tmp_path, progress=messages.append)
@@ -210,6 +212,7 @@ def test_concurrent_fetches_of_one_dataset_do_not_collide(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".skimage.lock", "skimage"]
 
 
+@pytest.mark.slow  # a second or more: real scikit-image / apt / archive work
 def test_a_broken_or_incomplete_cache_is_not_cached(tmp_path):
     ds = fetch("skimage", cache_dir=tmp_path)
     manifest = ds.root / MANIFEST_NAME
@@ -307,6 +310,7 @@ def flowers_tgz() -> bytes:
     return _flowers_tgz()
 
 
+@pytest.mark.slow  # a second or more: real scikit-image / apt / archive work
 def test_flowers17_labels_by_file_order(serve, flowers_tgz, tmp_path):
     url = serve(flowers_tgz)
     cache = tmp_path / "cache"
@@ -330,6 +334,7 @@ def test_flowers17_labels_by_file_order(serve, flowers_tgz, tmp_path):
     assert json.loads((ds.root / MANIFEST_NAME).read_text())["source"] == url
 
 
+@pytest.mark.slow  # a second or more: real scikit-image / apt / archive work
 def test_flowers17_cached_needs_no_network(serve, flowers_tgz, tmp_path, monkeypatch):
     serve(flowers_tgz)
     ds = fetch("flowers17", cache_dir=tmp_path)
@@ -480,6 +485,7 @@ def test_without_apt_the_error_says_what_to_use(monkeypatch, tmp_path):
     assert cached("tuxpaint", tmp_path / "cache") is None
 
 
+@pytest.mark.slow  # a second or more: real scikit-image / apt / archive work
 def test_apt_failure_carries_apts_reason_and_a_hint(tmp_path):
     if shutil.which("apt-get") is None:
         pytest.skip("apt-get is not installed")
