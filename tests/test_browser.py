@@ -144,7 +144,7 @@ def page(browser, server: str) -> Iterator[Any]:
     # Intercept file choosers from the start: enabling it only inside expect_file_chooser races the key press.
     pg.on("filechooser", lambda chooser: None)
     pg.goto(server)
-    pg.wait_for_function("document.getElementById('stats').textContent.includes('photos')")
+    wait_js(pg, "() => document.getElementById('stats').textContent.includes('photos')")
     try:
         yield pg
     finally:
@@ -161,10 +161,21 @@ def screenshot(pg, name: str, full_page: bool = True) -> None:
     pg.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=full_page)
 
 
+def wait_js(pg, expression: str, arg=None, timeout_s: float = TIMEOUT_MS / 1000) -> None:
+    """Poll a JavaScript predicate from here until it holds. Not Playwright's wait_for_function: its
+    polling compiles the predicate inside the page, which the page's CSP (no eval) rightly refuses."""
+    deadline = time.monotonic() + timeout_s
+    while not pg.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s:.0f}s: {expression}")
+        time.sleep(0.05)
+
+
 def wait_results(pg, query_prefix: str, k: int = K) -> list[str]:
     """Wait for a finished result set of the given query kind whose first ``k`` thumbnails have loaded."""
     pg.wait_for_selector(f'#results[data-state="done"][data-query^="{query_prefix}"]', state="attached")
-    pg.wait_for_function(
+    wait_js(
+        pg,
         """k => {
             const imgs = Array.from(document.querySelectorAll('#results .thumb img'));
             return imgs.length >= k && imgs.slice(0, k).every(i => i.complete && i.naturalWidth > 0);
@@ -331,7 +342,7 @@ def test_face_workspace_draws_the_matched_faces_and_lets_the_query_pick_one(brow
         pg = context.new_page()
         pg.set_default_timeout(TIMEOUT_MS)
         pg.goto(base)
-        pg.wait_for_function("document.body.classList.contains('face-workspace')")
+        wait_js(pg, "() => document.body.classList.contains('face-workspace')")
         pg.set_input_files("input[type=file]", str(query))
         first = wait_results(pg, "file:", k=3)
         boxes = pg.eval_on_selector_all(
@@ -343,7 +354,8 @@ def test_face_workspace_draws_the_matched_faces_and_lets_the_query_pick_one(brow
         assert names[0].startswith("obama")
         screenshot(pg, "faces")
         pg.locator("#faces button").nth(1).click()
-        pg.wait_for_function(
+        wait_js(
+            pg,
             "first => { const li = document.querySelector('#results > li');"
             " return li && li.dataset.docId !== first"
             " && document.querySelector('#results').dataset.state === 'done'; }",
@@ -430,7 +442,7 @@ def test_another_origin_on_loopback_cannot_upload_or_delete(browser, server: str
         answers: dict[str, list[int]] = {}
         pg.on("response", lambda r: answers.setdefault(f"{r.request.method} {r.url}", []).append(r.status))
         pg.goto(attacker)
-        pg.wait_for_function("window.attack !== undefined")
+        wait_js(pg, "() => window.attack !== undefined")
         outcome = pg.evaluate("window.attack")
         context.close()
     assert outcome["upload"] == "sent"  # the browser sent it: only the server stood in the way
