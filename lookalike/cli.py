@@ -396,6 +396,11 @@ def serve(
 # --- settings ------------------------------------------------------------------------------------
 
 
+def _shown_value(env: str) -> str | None:
+    value = os.environ.get(env)
+    return "(set)" if env == "LOOKALIKE_TOKEN" and value else value  # never print a secret
+
+
 @app.command("settings")
 def settings_command(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the README's table instead.")] = False,
@@ -406,7 +411,7 @@ def settings_command(
         out.print(markdown_table(), end="", markup=False)
         return
     rows = [
-        {"env": s.env, "flag": s.flag, "default": s.default, "value": os.environ.get(s.env), "help": s.help}
+        {"env": s.env, "flag": s.flag, "default": s.default, "value": _shown_value(s.env), "help": s.help}
         for s in SETTINGS
     ]
     if as_json:
@@ -416,8 +421,6 @@ def settings_command(
     table.columns.insert(0, Column("variable", no_wrap=True))
     for r in rows:
         value = r["value"] if r["value"] is not None else "(default)"
-        if r["env"] == "LOOKALIKE_TOKEN" and r["value"]:
-            value = "(set)"  # never print a secret
         table.add_row(
             str(r["env"]), r["flag"] or "", escape(str(r["default"])), escape(str(value)), escape(str(r["help"]))
         )
@@ -527,13 +530,15 @@ def demo(
         ImageOps.mirror(img.crop((w // 10, h // 10, w - w // 10, h - h // 10))).save(query)
         with Engine.open(workspace, for_indexing=False) as engine:
             (results,) = engine.search([str(query)], top_k=5)
+            metric = engine.workspace.metric
     out.print(f"\nexample search: {shown(original.relative_to(ds.root))} mirrored and cropped to 80% ({label})")
     labels = {str(p): ds.labels[p] for p in ds.images}
     for i, r in enumerate(results, 1):
         tags = ", ".join(f"{t} {p:.0%}" for t, p in r.tags[:2])
         rel = os.path.relpath(r.uri or "", ds.root)
-        similarity = result_fields(r, "cosine")["similarity"]
-        out.print(f"{i:3d}  {similarity:.3f}  {shown(rel)}  [dim]({labels.get(r.uri or '', '?')}; {tags})[/dim]")
+        closeness = result_fields(r, metric)
+        score = closeness.get("similarity", closeness.get("distance"))
+        out.print(f"{i:3d}  {score:.3f}  {shown(rel)}  [dim]({labels.get(r.uri or '', '?')}; {tags})[/dim]")
     same = sum(labels.get(r.uri or "") == label for r in results)
     out.print(f"{same} of the top {len(results)} are {label}. Try: lookalike search YOUR.jpg -w {shown(workspace)}")
     if not no_serve:

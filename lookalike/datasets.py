@@ -654,7 +654,7 @@ def _flowers17_plan(member: PurePosixPath) -> tuple[PurePosixPath, str] | None:
 
 
 def _download(url: str, target: Path, name: str, say: Progress) -> None:
-    """Stream ``url`` into ``target``, reporting about every 10%; NotFound on any network failure."""
+    """Stream ``url`` into ``target``, reporting about every 10%; FetchError on any network failure."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{name}: {url!r} is not an http(s) URL; fix {FLOWERS17_URL_ENV}")

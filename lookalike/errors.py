@@ -61,8 +61,9 @@ class NotFound(LookalikeError):
 
 
 class FetchError(LookalikeError):
-    """A download or package fetch failed: the network, the registry, or a broken download.
-    Nothing is wrong with the caller's input; trying again (online) may succeed."""
+    """A download or package fetch failed: the network, the registry, a broken download, or no room
+    to unpack it into the cache. Nothing is wrong with the caller's input; the message says what
+    to do (go online, free space, fetch again)."""
 
     exit_code = 7
     http_status = 502

@@ -75,6 +75,27 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def value(env: str) -> str:
+    """A setting's value in this process: its environment variable, else its default."""
+    import os
+
+    return os.environ.get(env) or setting(env).default
+
+
+def int_value(env: str, low: int = 1, high: int = 1_000_000) -> int:
+    """An integer setting, checked (a bad one is a ConfigError naming the variable)."""
+    from lookalike.errors import ConfigError
+
+    raw = value(env)
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ConfigError(f"{env}={raw!r} is not a whole number") from None
+    if not low <= n <= high:
+        raise ConfigError(f"{env}={n} is out of range {low}..{high}")
+    return n
+
+
 def default(env: str) -> str:
     """A setting's default, as the code uses it."""
     return setting(env).default

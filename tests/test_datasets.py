@@ -238,7 +238,7 @@ def test_list_datasets_reports_what_is_cached(tmp_path):
     assert info.cached and info.n_images == 18 and info.n_classes == 17
 
 
-def test_an_unwritable_cache_is_a_store_error(tmp_path):
+def test_an_unwritable_cache_is_a_config_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match="LOOKALIKE_DATA_DIR"):
@@ -344,7 +344,7 @@ def test_flowers17_cached_needs_no_network(serve, flowers_tgz, tmp_path, monkeyp
     assert time.perf_counter() - start < 1
 
 
-def test_flowers17_offline_is_a_fast_not_found(monkeypatch, tmp_path):
+def test_flowers17_offline_is_a_fast_fetch_error(monkeypatch, tmp_path):
     monkeypatch.setenv("LOOKALIKE_FLOWERS17_URL", f"http://127.0.0.1:{_closed_port()}/17flowers.tgz")
     start = time.perf_counter()
     with pytest.raises(FetchError, match=r"flowers17 needs internet.*try --dataset tuxpaint"):
@@ -362,7 +362,7 @@ def test_flowers17_cut_off_download_is_not_cached(serve, flowers_tgz, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_flowers17_not_a_tgz_or_incomplete_is_bad_input(serve, tmp_path):
+def test_flowers17_not_a_tgz_or_incomplete_is_a_fetch_error(serve, tmp_path):
     serve(b"<html>maintenance</html>")
     with pytest.raises(FetchError, match="not a valid .tgz"):
         fetch("flowers17", cache_dir=tmp_path)
@@ -455,7 +455,7 @@ def test_openclipart_filter_on_a_small_package(clipart_deb, tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in _files(tmp_path)) == sorted(imported.labels)
 
 
-def test_a_corrupt_deb_is_bad_input(tmp_path):
+def test_a_corrupt_deb_is_a_fetch_error(tmp_path):
     if shutil.which("dpkg-deb") is None:
         pytest.skip("dpkg-deb is not installed")
     deb = tmp_path / "broken_1_all.deb"

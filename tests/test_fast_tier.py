@@ -107,3 +107,6 @@ def test_the_cli_indexes_and_searches(folder, tmp_path):
     assert found.returncode == 0, found.stderr
     first = json.loads(found.stdout)["results"][0]
     assert first["path"] == query and first["rank"] == 1 and first["similarity"] > 0.999
+    info = subprocess.run([*lookalike_cmd(), "info", "-w", ws, "--json"], capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0, info.stderr  # a 48-d workspace: info takes the size from it
+    assert json.loads(info.stdout)["consistent"] and json.loads(info.stdout)["docs"] == 8

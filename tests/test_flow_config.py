@@ -619,3 +619,12 @@ def test_the_normalizer_follows_the_encoder_and_a_contradiction_names_both_pods(
         match=r"bad.yml:\d+: pods.normalizer.with.size: pod normalizer makes 224x224.*pod encoder needs 240x240",
     ):
         open_flow(tmp_path / "bad.yml", "index")
+
+
+def test_the_old_name_minranker_still_loads(tmp_path):
+    """Workspaces store their flow text, so a flow written with MinRanker must keep working."""
+    from lookalike.executors.rankers import BestChunkRanker
+
+    flow = (Path(__file__).resolve().parents[1] / "lookalike" / "flows" / "query.yml").read_text()
+    (tmp_path / "old.yml").write_text(flow.replace("BestChunkRanker", "MinRanker"))
+    assert open_flow(tmp_path / "old.yml", "query").pods["ranker"].executor is BestChunkRanker

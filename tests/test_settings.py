@@ -39,3 +39,18 @@ def test_every_environment_variable_the_code_reads_is_a_setting():
     for path in [*(REPO / "lookalike").rglob("*.py"), *(REPO / "lookalike").rglob("*.yml")]:
         used |= set(re.findall(r"LOOKALIKE_[A-Z0-9_]+", path.read_text()))
     assert used == {s.env for s in SETTINGS}
+
+
+def test_settings_lists_values_in_effect_and_never_the_token():
+    import json
+    import os
+    import subprocess
+
+    from conftest import lookalike_cmd
+
+    env = {**os.environ, "LOOKALIKE_TOKEN": "s3cret", "LOOKALIKE_TOP_K": "7"}
+    done = subprocess.run([*lookalike_cmd(), "settings", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "s3cret" not in done.stdout
+    rows = {r["env"]: r for r in json.loads(done.stdout)}
+    assert rows["LOOKALIKE_TOKEN"]["value"] == "(set)" and rows["LOOKALIKE_TOP_K"]["value"] == "7"

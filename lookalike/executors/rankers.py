@@ -38,3 +38,6 @@ class BestChunkRanker(Executor):
             if self.params.max_distance is not None:  # l2 scores are minus the distance
                 ranked = [r for r in ranked if -r.score <= self.params.max_distance]
             doc.results = ranked[:top_k]
+
+
+MinRanker = BestChunkRanker  # its old name, for py_modules that subclass it

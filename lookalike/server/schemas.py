@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lookalike.settings import default
+from lookalike.settings import int_value
 
-TOP_K = int(default("LOOKALIKE_TOP_K"))
+TOP_K = int_value("LOOKALIKE_TOP_K", 1, 1000)  # the API's default: LOOKALIKE_TOP_K as set for `serve`
 
 # --- request bodies --------------------------------------------------------------------------------
 

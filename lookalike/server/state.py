@@ -19,6 +19,8 @@ from lookalike.server.config import ServerConfig, cross_site_reason
 from lookalike.service import doc_fields, result_fields
 from lookalike.store.docstore import StoredDoc
 
+MAX_TAGS = 5  # tags per document in API answers: what the page shows
+
 
 class ApiError(Exception):
     def __init__(self, status: int, type_: str, message: str):
@@ -97,10 +99,11 @@ class Service:
         self, doc_id: str, uri: str | None, width: int | None, height: int | None, tags: list[tuple[str, float]]
     ) -> dict[str, Any]:
         """What the API says about a document: the shared fields, and where to fetch its pixels."""
-        return doc_fields(doc_id, uri, width, height, tags) | urls(doc_id)
+        return doc_fields(doc_id, uri, width, height, tags, MAX_TAGS) | urls(doc_id)
 
-    def match(self, r: Result) -> dict[str, Any]:
-        return result_fields(r, self.metric) | urls(r.doc_id)
+    def match(self, r: Result, by_tag: bool = False) -> dict[str, Any]:
+        """A search result; a tag search's score is the tag's probability, no similarity."""
+        return result_fields(r, None if by_tag else self.metric, MAX_TAGS) | urls(r.doc_id)
 
     def stored(self, doc_id: str) -> tuple[Engine, StoredDoc]:
         """The engine and an indexed document, or NotFound."""

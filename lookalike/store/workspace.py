@@ -84,8 +84,8 @@ class Workspace:
         path: str | os.PathLike,
         *,
         encoder: str | None = None,
-        dim: int = 1280,
-        metric: str = "cosine",
+        dim: int | None = None,
+        metric: str | None = None,
         shards: int | None = None,
         writer: bool = True,
         create: bool = True,
@@ -116,6 +116,9 @@ class Workspace:
                 _remove_stale_temp_files(path)
             manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
             ws = cls(path, DocStore(path / "docs.sqlite"), manifest or {}, writer)
+            # Not told (a reader such as `lookalike info`): the vectors are whatever the workspace holds.
+            dim = dim or int((manifest or {}).get("dim", 1280))
+            metric = metric or str((manifest or {}).get("metric", "cosine"))
             try:
                 ws._setup(manifest is None, encoder, dim, metric, shards, writer, reset, preset, flows)
             except BaseException:

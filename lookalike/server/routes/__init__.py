@@ -7,6 +7,6 @@ from fastapi import Request
 from lookalike.server.state import Service
 
 
-def service_of(request: Request) -> Service:
-    """The app's service object (a FastAPI dependency)."""
+async def service_of(request: Request) -> Service:
+    """The app's service object (a FastAPI dependency; async, so it needs no worker thread)."""
     return request.app.state.service

@@ -72,11 +72,16 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes]]:
 
 
 def _payload(
-    service: Service, results: list[list[Result]], top_k: int, start: float, extra: list[dict[str, Any]] | None = None
+    service: Service,
+    results: list[list[Result]],
+    top_k: int,
+    start: float,
+    extra: list[dict[str, Any]] | None = None,
+    by_tag: bool = False,
 ) -> dict[str, Any]:
     out = []
     for i, rs in enumerate(results):
-        entry: dict[str, Any] = {"matches": [service.match(r) for r in rs]}
+        entry: dict[str, Any] = {"matches": [service.match(r, by_tag) for r in rs]}
         if extra:
             entry.update(extra[i])
         out.append(entry)
@@ -122,4 +127,4 @@ async def search_tags(
     start = time.perf_counter()
     engine = service.ready_engine()
     results = await run_in_threadpool(engine.search_tags, q, top_k)
-    return _payload(service, [results], top_k, start)
+    return _payload(service, [results], top_k, start, by_tag=True)
