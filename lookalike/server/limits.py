@@ -12,16 +12,14 @@ from collections.abc import Awaitable, Callable
 
 from starlette.responses import JSONResponse
 
+from lookalike.server.state import error_json
+
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 # Every body gets this long, plus its size at the slowest rate we wait for: 100 kB/s brings a
 # 20 MB upload in ~3.5 minutes, while a body that trickles in is cut off after ~10 s.
 BODY_GRACE_S = 10.0
 MIN_BODY_RATE = 100_000  # bytes per second
-
-
-def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"type": type_, "message": message}}, status_code=status, headers=headers)
 
 
 class BodyDeadline:
@@ -52,7 +50,7 @@ class BodyDeadline:
             nonlocal timed_out
             timed_out = True
             if not started:
-                response = error_response(
+                response = error_json(
                     408,
                     "RequestTimeout",
                     f"the request body did not arrive within {allowed:.0f}s; send it faster or in a smaller request",
@@ -131,6 +129,4 @@ class _BodyTooLarge(Exception):
 
 
 def _TOO_LARGE(limit: int) -> JSONResponse:  # noqa: N802 - reads as a constant response
-    return error_response(
-        413, "PayloadTooLarge", f"the request body is over the {limit / 1024 / 1024:g} MB upload limit"
-    )
+    return error_json(413, "PayloadTooLarge", f"the request body is over the {limit / 1024 / 1024:g} MB upload limit")

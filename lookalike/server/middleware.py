@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from starlette.responses import JSONResponse
 
 from lookalike.server.config import ServerConfig, parse_host_header
+from lookalike.server.limits import ASGIApp
 from lookalike.server.state import error_json
 
 if TYPE_CHECKING:
     from lookalike.server.state import Service
-
-ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
 class HostCheck:
