@@ -328,7 +328,8 @@ class Engine:
         if limit is not None:
             files = files[:limit]
         stored = self.workspace.docs_under(roots)
-        skips = {} if retry_skipped else self.workspace.store.skips()
+        remembered = self.workspace.store.skips()
+        skips = {} if retry_skipped else remembered
         plan = Plan([], [], 0, [], list(found.unusable))
         for path in files:
             try:
@@ -354,7 +355,7 @@ class Engine:
             for uri, doc in stored.items():
                 if uri not in present and _matches(uri, roots, glob):
                     plan.removed.append(doc.id)
-            gone = [u for u in self.workspace.store.skips() if u not in present and _matches(u, roots, glob)]
+            gone = [u for u in remembered if u not in present and _matches(u, roots, glob)]
             if gone:
                 self.workspace.store.forget_skips(gone)
         return plan
