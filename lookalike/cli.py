@@ -21,7 +21,7 @@ from rich.table import Column, Table
 from lookalike.document import Document, Result, display_path
 from lookalike.errors import LookalikeError
 from lookalike.service import result_fields, workspace_fields
-from lookalike.settings import SETTINGS, default, markdown_table, setting
+from lookalike.settings import SETTINGS, default, markdown_table, parse_bytes, setting
 
 app = typer.Typer(
     name="lookalike",
@@ -54,6 +54,27 @@ def setting_option(env: str, *names: str, **kw: Any) -> Any:
 
 WorkspaceOpt = Annotated[Path, setting_option("LOOKALIKE_WORKSPACE", "-w")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+IndexMemoryOpt = Annotated[
+    str | None,
+    setting_option(
+        "LOOKALIKE_INDEX_MEMORY", metavar="SIZE", show_default=default("LOOKALIKE_INDEX_MEMORY") + ", or as remembered"
+    ),
+]
+IndexLatencyOpt = Annotated[
+    float | None,
+    setting_option(
+        "LOOKALIKE_INDEX_LATENCY_MS",
+        min=0.1,
+        max=10_000,
+        show_default=default("LOOKALIKE_INDEX_LATENCY_MS") + ", or as remembered",
+    ),
+]
+
+
+def index_memory(text: str | None) -> int | None:
+    return None if text is None else parse_bytes(text, "--index-memory")
+
+
 DEFAULT_WORKSPACE = Path(default("LOOKALIKE_WORKSPACE"))
 TOP_K = int(default("LOOKALIKE_TOP_K"))
 PORT = int(default("LOOKALIKE_PORT"))
@@ -121,6 +142,9 @@ class _ProgressBar:
     def unusable(self, path: str, message: str) -> None:
         self.bar.console.print(f"skipped {display_path(path)}: {message}", markup=False)
 
+    def note(self, message: str) -> None:
+        err.print(f"{message}...", markup=False)
+
 
 @app.command()
 def index(
@@ -148,13 +172,25 @@ def index(
     preset: Annotated[
         Preset | None, typer.Option(help="Built-in flows: default (whole images) or faces (each face a chunk).")
     ] = None,
+    index_memory_: IndexMemoryOpt = None,
+    index_latency_ms: IndexLatencyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index images: new and changed files are encoded, unchanged ones skipped, deleted ones removed."""
+    """Index images: new and changed files are encoded, unchanged ones skipped, deleted ones removed.
+
+    The vector index follows the collection: exact search while a full scan meets --index-latency-ms,
+    then an ANN index (IVF with SQ8 or PQ codes, re-ranked exactly) that fits --index-memory, built in
+    the background as the collection grows. The workspace remembers both."""
     from lookalike.engine import Engine
 
     with Engine.open(
-        workspace, index_flow=flow, query_flow=query_flow, reset=reset, preset=preset.value if preset else None
+        workspace,
+        index_flow=flow,
+        query_flow=query_flow,
+        reset=reset,
+        preset=preset.value if preset else None,
+        index_memory=index_memory(index_memory_),
+        index_latency_ms=index_latency_ms,
     ) as engine:
         with _ProgressBar(enabled=err.is_terminal) as bar:
             summary = engine.index(
@@ -246,12 +282,27 @@ def _size(n: float) -> str:
 
 
 @app.command()
-def info(workspace: WorkspaceOpt = DEFAULT_WORKSPACE, as_json: JsonOpt = False) -> None:
-    """Show what a workspace holds: documents, chunks, shards, encoder, size on disk."""
+def info(
+    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    recall: Annotated[
+        bool,
+        typer.Option(
+            "--recall",
+            help="Measure each ANN shard's recall@10 against exact search now, on 200 of its vectors "
+            "(reads every stored vector once), instead of showing the figure measured when it was built.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a workspace holds: documents, chunks, shards and their vector index (type, memory,
+    measured recall@10), encoder, size on disk, and whether the store and the shards agree."""
     from lookalike.store.workspace import Workspace
 
     with Workspace.open(workspace, writer=False, create=False) as ws:
         i = ws.info()
+        if recall:
+            for entry, measured in zip(i.indexes, ws.measure_recall(), strict=True):
+                entry["recall_at_10"], entry["recall_queries"] = measured, min(200, entry["vectors"])
         problems = ws.verify()
     data = workspace_fields(i) | {"consistent": not problems, "problems": problems}
     if as_json:
@@ -262,6 +313,22 @@ def info(workspace: WorkspaceOpt = DEFAULT_WORKSPACE, as_json: JsonOpt = False) 
     table.add_row("documents", str(i.docs))
     table.add_row("chunks", str(i.chunks))
     table.add_row("shards", ", ".join(f"#{k}: {v} vectors" for k, v in i.shards.items()))
+    for x in i.indexes:
+        if x["type"] == "flat":
+            what = f"exact (Flat), {_size(x['memory_bytes'])}"
+        else:
+            shown_recall = f"{x['recall_at_10']:.3f}" if x["recall_at_10"] is not None else "-"
+            what = (
+                f"{x['type']} ({x['factory']}, nprobe {x['nprobe']}), {_size(x['memory_bytes'])}, "
+                f"recall@10 {shown_recall} on {x['recall_queries']} held-out queries"
+            )
+        if x["building"]:
+            what += "; a new index is being built"
+        table.add_row(f"index #{x['shard']}", what)
+    table.add_row(
+        "index budget",
+        f"{_size(i.budget.memory_bytes)}, {i.budget.latency_ms:g} ms a query (--index-memory, --index-latency-ms)",
+    )
     table.add_row("encoder", i.encoder or "-")
     table.add_row("preset", i.preset)
     table.add_row("size on disk", _size(i.size_bytes))
@@ -344,6 +411,8 @@ def _serve(
     query_flow: Path | None = None,
     read_only: bool = False,
     allowed_hosts: list[str] | None = None,
+    index_memory_bytes: int | None = None,
+    index_latency_ms: float | None = None,
 ) -> None:
     import uvicorn
 
@@ -359,6 +428,8 @@ def _serve(
         query_flow=query_flow,
         read_only=read_only,
         allowed_hosts=tuple(allowed_hosts or ()),
+        index_memory=index_memory_bytes,
+        index_latency_ms=index_latency_ms,
     )
     if not config.writes_enabled and not read_only:
         err.print("note: listening beyond loopback without LOOKALIKE_TOKEN: upload and delete are disabled")
@@ -388,9 +459,24 @@ def serve(
             "the only names answered.",
         ),
     ] = None,
+    index_memory_: IndexMemoryOpt = None,
+    index_latency_ms: IndexLatencyOpt = None,
 ) -> None:
     """Serve the web page and the REST API (/api/search, /docs) over a workspace."""
-    _serve(workspace, host, port, token, max_upload_mb, batch_wait_ms, flow, query_flow, read_only, allowed_host)
+    _serve(
+        workspace,
+        host,
+        port,
+        token,
+        max_upload_mb,
+        batch_wait_ms,
+        flow,
+        query_flow,
+        read_only,
+        allowed_host,
+        index_memory(index_memory_),
+        index_latency_ms,
+    )
 
 
 # --- settings ------------------------------------------------------------------------------------

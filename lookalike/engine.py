@@ -99,6 +99,9 @@ class IndexProgress(Protocol):
     def unusable(self, path: str, message: str) -> None:
         """A directory entry that is never opened (a FIFO, a dangling link, ...)."""
 
+    def note(self, message: str) -> None:
+        """A stage of the work worth telling (building a new vector index, say)."""
+
 
 class _Quiet:
     """No progress reporting."""
@@ -108,6 +111,7 @@ class _Quiet:
     def skipped(self, doc: Document) -> None: ...
     def still_bad(self, path: str, message: str) -> None: ...
     def unusable(self, path: str, message: str) -> None: ...
+    def note(self, message: str) -> None: ...
 
 
 @dataclass
@@ -240,6 +244,8 @@ class Engine:
         for_indexing: bool = True,
         reset: bool = False,
         preset: str | None = None,
+        index_memory: int | None = None,
+        index_latency_ms: float | None = None,
     ) -> Engine:
         """Open ``workspace`` for indexing (a writer: takes the workspace lock) or only for search.
 
@@ -288,6 +294,8 @@ class Engine:
             create=for_indexing,
             reset=reset,
             flows=flows,
+            index_memory=index_memory,
+            index_latency_ms=index_latency_ms,
         )
         return cls(ws, iflow, qflow)
 
@@ -327,37 +335,36 @@ class Engine:
         self.workspace.add_roots(roots)
         if limit is not None:
             files = files[:limit]
-        stored = self.workspace.docs_under(roots)
-        remembered = self.workspace.store.skips()
-        skips = {} if retry_skipped else remembered
         plan = Plan([], [], 0, [], list(found.unusable))
+        stats = []
         for path in files:
             try:
                 st = os.stat(path)
             except OSError:
                 plan.unusable.append(Unusable(path, "missing file", "file disappeared before it was read"))
                 continue
-            old = stored.get(path)
-            bad = skips.get(path)
-            if old is None and bad is not None and bad[:2] == (st.st_size, st.st_mtime_ns):
-                plan.still_bad.append((path, bad[2], bad[3]))
-            elif old is None:
-                plan.todo.append(PlannedFile(path, "new", st.st_size, st.st_mtime_ns))
-            elif old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
-                plan.unchanged += 1
-            elif old.content_hash is not None and _sha256(path) == old.content_hash:
-                self.workspace.touch(old, st.st_mtime_ns, st.st_size)  # same bytes: nothing to encode
-                plan.unchanged += 1
-            else:
-                plan.todo.append(PlannedFile(path, "updated", st.st_size, st.st_mtime_ns))
-        if limit is None:  # with --limit, unseen files are simply not looked at, not gone
-            present = set(files)
-            for uri, doc in stored.items():
-                if uri not in present and _matches(uri, roots, glob):
-                    plan.removed.append(doc.id)
-            gone = [u for u in remembered if u not in present and _matches(u, roots, glob)]
-            if gone:
-                self.workspace.store.forget_skips(gone)
+            stats.append((path, st.st_size, st.st_mtime_ns))
+        store = self.workspace.store
+        # The scan meets the doc store in SQL (a temporary table joined on the uri index): only the
+        # files that changed, and the documents that are gone, ever come back into Python.
+        with store.scanned(stats):
+            changed = store.changed_files()
+            plan.unchanged = len(stats) - len(changed)
+            for f in changed:
+                if f.doc_id is None and f.skip is not None and not retry_skipped and f.skip[:2] == (f.size, f.mtime_ns):
+                    plan.still_bad.append((f.path, f.skip[2], f.skip[3]))
+                elif f.doc_id is None:
+                    plan.todo.append(PlannedFile(f.path, "new", f.size, f.mtime_ns))
+                elif f.content_hash is not None and _sha256(f.path) == f.content_hash:
+                    store.touch(f.doc_id, f.mtime_ns, f.size)  # same bytes: nothing to encode
+                    plan.unchanged += 1
+                else:
+                    plan.todo.append(PlannedFile(f.path, "updated", f.size, f.mtime_ns))
+            if limit is None:  # with --limit, unseen files are simply not looked at, not gone
+                plan.removed = [d for d, uri in store.unscanned_docs(roots) if _matches(uri, roots, glob)]
+                gone = [u for u in store.unscanned_skips(roots) if _matches(u, roots, glob)]
+                if gone:
+                    store.forget_skips(gone)
         return plan
 
     def index(
@@ -369,9 +376,14 @@ class Engine:
         batch_size: int = 16,
         retry_skipped: bool = False,
         progress: IndexProgress | None = None,
+        background: bool = False,
     ) -> IndexSummary:
         """Index ``paths`` incrementally. One bad file never ends the run: it is reported and
-        counted. A store error (a full disk, say) does end it, once what was done is committed."""
+        counted. A store error (a full disk, say) does end it, once what was done is committed.
+
+        When the collection outgrows its vector index, a new one is built in the background; this
+        waits for it (and snapshots it) unless ``background`` (the server's uploads: searches go on
+        from the old index until the new one is swapped in, and the snapshot is written lazily)."""
         if self.index_flow is None:
             raise ConfigError("this engine was opened for search only")
         if batch_size < 1:
@@ -444,16 +456,27 @@ class Engine:
                 f"indexing stopped: {store_errors[0].removeprefix('not stored: ')}; {done} images were "
                 "committed, and running `lookalike index` again finishes the job"
             )
-        self.workspace.flush()
+        self.workspace.flush(lazy=background)
+        if not background:
+            self.wait_for_index(progress)
         summary.encoded = summary.indexed + summary.updated
         summary.skipped = dict(skipped.most_common())
         summary.seconds = time.perf_counter() - start
         return summary
 
+    def wait_for_index(self, progress: IndexProgress | None = None) -> None:
+        """Wait for vector index builds in progress, telling ``progress`` what is being built."""
+        ws = self.workspace
+        for i in ws.building:
+            build = ws.pending_spec(i)
+            if progress is not None and build is not None:
+                progress.note(f"building a {build.factory()} index for the {len(ws.shards[i])} vectors of shard {i}")
+        ws.wait_for_builds()
+
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Remove the documents of these files, or of every file under these folders."""
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
-        return self.delete_ids([d.id for d in self.workspace.docs_under(roots).values()])
+        return self.delete_ids(self.workspace.doc_ids_under(roots))
 
     def delete_ids(self, ids: list[str]) -> int:
         """Remove documents (and their vectors) by id, through the index flow's delete handlers."""

@@ -86,4 +86,6 @@ def workspace_fields(info: Any) -> dict[str, Any]:
         "preset": info.preset,
         "faces": info.preset == "faces",
         "size_bytes": info.size_bytes,
+        "index": info.indexes,
+        "index_budget": {"memory_bytes": info.budget.memory_bytes, "latency_ms": info.budget.latency_ms},
     }

@@ -61,6 +61,18 @@ SETTINGS: tuple[Setting, ...] = (
         "4",
         "how long a search waits for others to share an encoder batch (0: no micro-batching)",
     ),
+    Setting(
+        "LOOKALIKE_INDEX_MEMORY",
+        "--index-memory",
+        "2GB",
+        "RAM the vector index may take (all shards); picks exact search, IVF-SQ8 or IVF-PQ codes",
+    ),
+    Setting(
+        "LOOKALIKE_INDEX_LATENCY_MS",
+        "--index-latency-ms",
+        "5",
+        "target milliseconds per query on one core; exact search is used while a full scan meets it",
+    ),
     Setting("LOOKALIKE_DEBUG", None, "unset", "set to 1 to print tracebacks of unexpected errors"),
 )
 
@@ -94,6 +106,23 @@ def int_value(env: str, low: int = 1, high: int = 1_000_000) -> int:
     if not low <= n <= high:
         raise ConfigError(f"{env}={n} is out of range {low}..{high}")
     return n
+
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30}
+_UNITS |= {"T": 1 << 40, "TB": 1 << 40}
+
+
+def parse_bytes(text: str, name: str) -> int:
+    """A size such as ``2GB``, ``512MB`` or ``1.5G`` (binary units) in bytes; a ConfigError naming
+    ``name`` otherwise."""
+    import re
+
+    from lookalike.errors import ConfigError
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?B?)\s*", text.upper())
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"{name}={text!r} is not a size such as 2GB or 512MB")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def default(env: str) -> str:

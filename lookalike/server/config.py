@@ -23,6 +23,8 @@ class ServerConfig:
     query_flow: Path | None = None
     read_only: bool = False  # no writes: the workspace lock stays free for `lookalike index`
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback's (--allowed-host)
+    index_memory: int | None = None  # the vector index's budget (None: as the workspace remembers)
+    index_latency_ms: float | None = None
 
     @property
     def loopback(self) -> bool:

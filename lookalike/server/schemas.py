@@ -126,6 +126,20 @@ class DocDetail(DocSummary):
     indexed_at: float | None
 
 
+class ShardIndex(BaseModel):
+    shard: int
+    type: str = Field(description="flat (exact), ivf-sq8 or ivf-pq")
+    factory: str = Field(description="the FAISS index factory string")
+    vectors: int
+    memory_bytes: int
+    nprobe: int | None = Field(description="IVF cells searched per query (tuned at build)")
+    recall_at_10: float | None = Field(description="recall@10 against exact search, measured on a held-out sample")
+    recall_queries: int
+    built_from: int = Field(description="vectors the index was built (and tuned) on")
+    mapped: bool = Field(description="memory-mapped from its snapshot")
+    building: bool = Field(description="a new index is being built in the background")
+
+
 class Stats(BaseModel):
     ready: bool
     workspace: str
@@ -138,6 +152,8 @@ class Stats(BaseModel):
     preset: str | None = None
     faces: bool | None = None
     size_bytes: int | None = None
+    index: list[ShardIndex] | None = Field(default=None, description="each shard's vector index")
+    index_budget: dict[str, float] | None = Field(default=None, description="memory_bytes and latency_ms")
     batching: bool | None = None
 
 

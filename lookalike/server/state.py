@@ -67,6 +67,8 @@ class Service:
                 index_flow=self.config.index_flow,
                 query_flow=self.config.query_flow,
                 for_indexing=self.config.writes_enabled,
+                index_memory=self.config.index_memory,
+                index_latency_ms=self.config.index_latency_ms,
             )
             engine.warm_up()
             self.batcher = SearchBatcher(engine, wait_ms=self.config.batch_wait_ms, max_batch=self.config.max_batch)

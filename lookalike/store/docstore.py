@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.document import Chunk, Document
+from lookalike.document import Chunk, Document, shard_for
 from lookalike.errors import StoreError
 
 # Schema changes are ordered steps from one version to the next, never edits of old steps.
@@ -83,12 +83,42 @@ MIGRATIONS: list[str] = [
     CREATE INDEX vector_log_generation ON vector_log(generation);
     INSERT INTO meta SELECT 'log_floor', value FROM meta WHERE key = 'generation';
     """,
+    # 3: vectors are stored as float16 (half the bytes; exact search runs on them as stored). The
+    # generation moves on and the log starts afresh, so every snapshot (of the float32 vectors)
+    # is rebuilt from the converted ones.
+    """
+    UPDATE chunks SET embedding = lookalike_f16(embedding);
+    DELETE FROM vector_log;
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation';
+    UPDATE meta SET value = (SELECT value FROM meta WHERE key = 'generation') WHERE key = 'log_floor';
+    """,
 ]
+
+PAGE_SIZE = 16384
+# How vectors are stored: float16, 2 bytes a dimension (2,560 bytes for 1280-d).
+STORED_DTYPE = np.float16
 
 # Keep this many generations of the vector log. A reader further behind than that rebuilds its
 # shards from the chunks table instead (slower, same result). One generation is one committed
 # request (16 images by default), so this is ~160,000 images of history.
 LOG_GENERATIONS = 10_000
+
+
+def _encode(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=STORED_DTYPE).tobytes()
+
+
+def _decode(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=STORED_DTYPE)
+
+
+def stored(vector: np.ndarray) -> np.ndarray:
+    """``vector`` as the store keeps it (rounded to float16), as float32: what every index holds."""
+    return np.asarray(vector, dtype=np.float32).astype(STORED_DTYPE).astype(np.float32)
+
+
+def _f32_to_f16(blob: bytes | None) -> bytes | None:
+    return None if blob is None else _encode(np.frombuffer(blob, dtype=np.float32))
 
 
 def _path_in(path: str) -> bytes:
@@ -130,6 +160,18 @@ class VectorChange:
 
 
 @dataclass
+class ChangedFile:
+    """A scanned file that is new or differs from its stored document (by size or mtime)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    doc_id: str | None  # None: not stored
+    content_hash: str | None
+    skip: tuple[int, int, str, str] | None  # remembered as bad: (size, mtime_ns, reason, message)
+
+
+@dataclass
 class StoreState:
     generation: int
     log_floor: int
@@ -159,6 +201,9 @@ class DocStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        # A new store's pages are 16 KB: six 2.6 KB vectors a page, where 4 KB pages hold one (a
+        # vector row takes 2.7 KB on disk instead of 4 KB). An existing store keeps its page size.
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a killed process (only a power cut can lose the last commits).
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -217,6 +262,7 @@ class DocStore:
         return conn
 
     def _migrate(self) -> None:
+        self._writer.create_function("lookalike_f16", 1, _f32_to_f16, deterministic=True)
         while True:
             if self._writer.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
                 return
@@ -267,18 +313,37 @@ class DocStore:
                 steps.append((int(shard), bool(added), [int(chunk_id)]))
         return LoggedChange(steps)
 
-    def embeddings(self, ids: list[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(chunk ids, embeddings) of those of ``ids`` that still exist, in id order."""
-        found: list[tuple[int, bytes]] = []
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
+    def embeddings(self, ids: list[int] | np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, float32 embeddings) of those of ``ids`` that still exist, in id order.
+
+        On the search path (exact re-ranking of ANN candidates): the ids are looked up sorted, so
+        SQLite walks the table's B-tree forward once."""
+        wanted = np.unique(np.asarray(ids, dtype=np.int64)).tolist()
+        found_ids: list[int] = []
+        blobs: list[bytes] = []
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
             marks = ",".join("?" * len(part))
-            found.extend(self._reader.execute(f"SELECT id, embedding FROM chunks WHERE id IN ({marks})", part))
-        found.sort()
-        out = np.empty((len(found), dim), dtype=np.float32)
-        for i, (_, blob) in enumerate(found):
-            out[i] = np.frombuffer(blob, dtype=np.float32)
-        return np.array([r[0] for r in found], dtype=np.int64), out
+            sql = f"SELECT id, embedding FROM chunks WHERE id IN ({marks}) ORDER BY id"
+            for cid, blob in self._reader.execute(sql, part):
+                found_ids.append(cid)
+                blobs.append(blob)
+        return np.array(found_ids, dtype=np.int64), _stack(blobs, dim)
+
+    def shard_vector_blocks(self, shard: int, dim: int, block: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every committed (chunk ids, float32 embeddings) of one shard, ``block`` at a time, in id
+        order. Call inside :meth:`snapshot_read` for one consistent pass."""
+        last = -1
+        sql = "SELECT id, embedding FROM chunks WHERE shard=? AND id>? ORDER BY id LIMIT ?"
+        while True:
+            rows = self._reader.execute(sql, (shard, last, block)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), _stack([r[1] for r in rows], dim)
+
+    def count_shard(self, shard: int) -> int:
+        return int(self._reader.execute("SELECT count(*) FROM chunks WHERE shard=?", (shard,)).fetchone()[0])
 
     @contextmanager
     def snapshot_read(self) -> Iterator[StoreState]:
@@ -382,7 +447,61 @@ class DocStore:
             yield self._doc(row)
 
     def docs_by_uri(self) -> dict[str, StoredDoc]:
+        """Every document by path: for checks and small tools (planning never reads them all)."""
         return {d.uri: d for d in self.iter_docs() if d.uri is not None}
+
+    # --- planning at scale: the scanned files meet the tables in SQL, never the reverse ------------
+
+    @contextmanager
+    def scanned(self, files: Iterable[tuple[str, int, int]]) -> Iterator[None]:
+        """Inside this block, ``files`` ((path, size, mtime_ns) from a scan) are a temporary table
+        of this thread's connection, for :meth:`changed_files` and the ``unscanned_*`` queries."""
+        conn = self._reader
+        try:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS scan (uri BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER)")
+            conn.execute("DELETE FROM temp.scan")
+            conn.executemany(
+                "INSERT OR REPLACE INTO temp.scan VALUES (?,?,?)", ((_path_in(u), s, m) for u, s, m in files)
+            )
+        except sqlite3.Error as e:
+            raise _store_error(self.path, "plan", e) from e
+        try:
+            yield
+        finally:
+            conn.execute("DELETE FROM temp.scan")
+
+    def changed_files(self) -> list[ChangedFile]:
+        """The scanned files that are not stored with the same size and mtime, in scan order."""
+        sql = (
+            "SELECT s.uri, s.size, s.mtime_ns, d.id, d.content_hash, k.size, k.mtime_ns, k.reason, k.message "
+            "FROM temp.scan s LEFT JOIN docs d ON d.uri = s.uri LEFT JOIN skips k ON k.uri = s.uri "
+            "WHERE d.id IS NULL OR d.size IS NOT s.size OR d.mtime_ns IS NOT s.mtime_ns ORDER BY s.rowid"
+        )
+        out = []
+        for uri, size, mtime, doc_id, content_hash, k_size, k_mtime, reason, message in self._reader.execute(sql):
+            skip = (int(k_size), int(k_mtime), reason, message) if reason is not None else None
+            out.append(ChangedFile(os.fsdecode(uri), int(size), int(mtime), doc_id, content_hash, skip))
+        return out
+
+    def unscanned_docs(self, roots: Iterable[str]) -> Iterator[tuple[str, str]]:
+        """(doc id, path) of stored documents under ``roots`` that the scan did not find."""
+        where, args = _under(roots)
+        sql = f"SELECT id, uri FROM docs WHERE ({where}) AND uri NOT IN (SELECT uri FROM temp.scan)"
+        for doc_id, uri in self._reader.execute(sql, args):
+            yield doc_id, os.fsdecode(uri)
+
+    def unscanned_skips(self, roots: Iterable[str]) -> list[str]:
+        """Paths under ``roots`` remembered as bad that the scan did not find."""
+        where, args = _under(roots)
+        sql = f"SELECT uri FROM skips WHERE ({where}) AND uri NOT IN (SELECT uri FROM temp.scan)"
+        return [os.fsdecode(u) for (u,) in self._reader.execute(sql, args)]
+
+    def docs_under(self, roots: Iterable[str]) -> Iterator[tuple[str, str]]:
+        """(doc id, path) of stored documents whose file is one of ``roots`` or inside one of them:
+        one range of the uri index per root (a path's bytes sort right after its folder's + "/")."""
+        where, args = _under(roots)
+        for doc_id, uri in self._reader.execute(f"SELECT id, uri FROM docs WHERE {where}", args):
+            yield doc_id, os.fsdecode(uri)
 
     def chunk_info(self, ids: Iterable[int]) -> dict[int, tuple[str, str, tuple[int, int, int, int] | None]]:
         """chunk id -> (doc id, kind, bbox)."""
@@ -400,27 +519,15 @@ class DocStore:
         """A document's chunks: (chunk id, kind, bbox, embedding), in insertion order."""
         sql = "SELECT id, kind, bbox, embedding FROM chunks WHERE doc_id=? ORDER BY id"
         return [
-            (int(cid), kind, tuple(json.loads(bbox)) if bbox else None, np.frombuffer(blob, dtype=np.float32).copy())
+            (int(cid), kind, tuple(json.loads(bbox)) if bbox else None, _decode(blob).astype(np.float32))
             for cid, kind, bbox, blob in self._reader.execute(sql, (doc_id,))
         ]
-
-    def shard_vectors(self, shard: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """All committed (chunk ids, embeddings) of one shard."""
-        rows = self._reader.execute("SELECT id, embedding FROM chunks WHERE shard=? ORDER BY id", (shard,)).fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vecs = np.empty((len(rows), dim), dtype=np.float32)
-        for i, (_, blob) in enumerate(rows):
-            vecs[i] = np.frombuffer(blob, dtype=np.float32)
-        return ids, vecs
 
     def all_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(chunk ids, embeddings, doc ids) of every chunk: for brute-force checks and re-sharding."""
         rows = self._reader.execute("SELECT id, embedding, doc_id FROM chunks ORDER BY id").fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
-        vecs = np.empty((len(rows), dim), dtype=np.float32)
-        for i, r in enumerate(rows):
-            vecs[i] = np.frombuffer(r[1], dtype=np.float32)
-        return ids, vecs, [r[2] for r in rows]
+        return ids, _stack([r[1] for r in rows], dim), [r[2] for r in rows]
 
     def vectors_by_doc(self, dim: int, kind: str = "whole") -> tuple[list[str], np.ndarray]:
         """(doc ids, embeddings): one embedding per document, that of its chunk of ``kind``.
@@ -433,10 +540,7 @@ class DocStore:
             "WHERE c.id IN (SELECT min(id) FROM chunks WHERE kind=? GROUP BY doc_id) ORDER BY d.uri, d.id"
         )
         rows = self._reader.execute(sql, (kind,)).fetchall()
-        vecs = np.empty((len(rows), dim), dtype=np.float32)
-        for i, r in enumerate(rows):
-            vecs[i] = np.frombuffer(r[1], dtype=np.float32)
-        return [r[0] for r in rows], vecs
+        return [r[0] for r in rows], _stack([r[1] for r in rows], dim)
 
     def search_tags(self, text: str, limit: int = 50) -> list[tuple[str, str, float]]:
         """(doc id, label, probability) of docs whose tags contain ``text``, most probable first."""
@@ -498,10 +602,10 @@ class DocStore:
                 shard, chunks = vectors.get(doc.id, (0, []))
                 for chunk in chunks:
                     assert chunk.embedding is not None
-                    emb = np.ascontiguousarray(chunk.embedding, dtype=np.float32)
+                    emb = stored(chunk.embedding)  # the shards hold exactly what a rebuild would read
                     cur = conn.execute(
                         "INSERT INTO chunks (doc_id, kind, bbox, shard, embedding) VALUES (?,?,?,?,?)",
-                        (doc.id, chunk.kind, json.dumps(chunk.bbox) if chunk.bbox else None, shard, emb.tobytes()),
+                        (doc.id, chunk.kind, json.dumps(chunk.bbox) if chunk.bbox else None, shard, _encode(emb)),
                     )
                     chunk.id = int(cur.lastrowid or 0)
                     added_ids.setdefault(shard, []).append(chunk.id)
@@ -537,11 +641,12 @@ class DocStore:
         with self._transaction() as conn:
             conn.execute("UPDATE docs SET mtime_ns=?, size=? WHERE id=?", (mtime_ns, size, doc_id))
 
-    def reassign_shards(self, shard_of: dict[str, int], identity: str) -> None:
-        """Move chunks to the shards a new shard count gives their documents, and take the new
-        identity in the same transaction."""
+    def reassign_shards(self, shards: int, identity: str) -> None:
+        """Move chunks to the shards a new shard count gives their documents (in SQL, without
+        reading the documents out), and take the new identity in the same transaction."""
         with self._transaction() as conn:
-            conn.executemany("UPDATE chunks SET shard=? WHERE doc_id=?", [(s, d) for d, s in shard_of.items()])
+            conn.create_function("lookalike_shard", 2, shard_for, deterministic=True)
+            conn.execute("UPDATE chunks SET shard = lookalike_shard(doc_id, ?)", (shards,))
             self._set_identity(conn, identity)
 
     def clear(self, identity: str) -> None:
@@ -551,6 +656,25 @@ class DocStore:
             conn.execute("DELETE FROM docs")
             conn.execute("DELETE FROM skips")
             self._set_identity(conn, identity)
+
+
+def _under(roots: Iterable[str]) -> tuple[str, list[bytes]]:
+    """A WHERE clause (and its arguments) for "uri is one of ``roots`` or inside one of them"."""
+    clauses, args = [], []
+    for root in roots:
+        root = root.rstrip(os.sep) or os.sep
+        exact = os.fsencode(root)
+        prefix = exact if root == os.sep else exact + b"/"
+        clauses.append("(uri = ? OR (uri >= ? AND uri < ?))")
+        args += [exact, prefix, prefix[:-1] + b"0"]  # "0" is the byte after "/"
+    return " OR ".join(clauses) or "0", args
+
+
+def _stack(blobs: list[bytes], dim: int) -> np.ndarray:
+    """Stored embeddings as one float32 array."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=STORED_DTYPE).reshape(len(blobs), dim).astype(np.float32)
 
 
 def _store_error(path: Path, what: str, e: sqlite3.Error) -> StoreError:

@@ -1,28 +1,236 @@
-"""One shard of vectors: an exact inner-product FAISS index keyed by chunk id, with snapshots.
+"""One shard of vectors: a FAISS index keyed by chunk id, of a type chosen for the collection's size.
 
-Embeddings are L2-normalised, so inner product is cosine similarity. The index is derived data: a
-snapshot on disk records the doc store generation it reflects; the workspace brings an older one
-forward from the doc store's vector log, and rebuilds a damaged one from the doc store.
+Embeddings are L2-normalised, so inner product is cosine similarity. Indexes are derived data: the
+doc store keeps every vector (as float16) and is the source of truth for rebuilds and re-ranking.
+
+Index types follow the collection, the way autofaiss picks them (``choose_index``):
+
+- ``flat``: exact search over float32 copies of the stored vectors, while a full scan meets the
+  latency target (about 10,000 vectors of 1280-d at 5 ms on one core of these machines) and fits
+  the memory budget. Results are those of exact search.
+- ``ivf-sq8``: an inverted file over k-means cells with 8-bit scalar codes (one byte a dimension),
+  once exact search is too slow and while the codes fit the memory budget.
+- ``ivf-pq``: the same with product-quantizer codes (``m`` bytes a vector), when SQ8 codes do not fit.
+
+An ANN shard over-fetches candidates and re-ranks them exactly against the stored vectors, so its
+scores are exact and shards merge to a global top-k as before; only a candidate the ANN index
+misses can be missed. ``nprobe`` is tuned at build time on a held-out sample (each sampled vector
+searched as a query with itself left out) to reach ``TARGET_RECALL``, and the recall@10 measured
+there is kept with the snapshot for ``lookalike info``.
+
+A snapshot is two files in the shard's folder: ``index-<generation>-<token>.faiss`` (never
+rewritten) and ``snapshot.json``, written last, which names it. An IVF snapshot is loaded
+memory-mapped (the codes stay in the page cache, shared between processes); the first add or
+remove copies it into memory, since a mapped index is read-only.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
+import os
+import secrets
+import tempfile
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
 from lookalike.atomic import atomic_write
+from lookalike.settings import default, parse_bytes
 
-INDEX_FILE = "index.faiss"
 STATE_FILE = "snapshot.json"
-
-
 METRICS = ("cosine", "l2")
+KINDS = ("flat", "ivf-sq8", "ivf-pq")
+
+# A one-core scan of float32 vectors runs at about this many bytes a second on these machines
+# (bench/scale.py measures it: a 1280-d flat search over 100,000 vectors takes ~47 ms). It sets the
+# size up to which exact search meets the latency target.
+FLAT_SCAN_BYTES_PER_S = 10e9
+TARGET_RECALL = 0.98  # recall@10 that tuning aims for on its held-out sample (the promise is 0.95)
+TUNING_QUERIES = 300
+TRAIN_PER_CELL = 40
+# An ANN shard re-ranks (kind -> (at least, times k)) candidates a query exactly: SQ8 scores are
+# close to exact, so few are needed; PQ codes are coarser.
+RERANK = {"ivf-sq8": (40, 4), "ivf-pq": (100, 10)}
+PQ_CHOICES = (256, 160, 128, 80, 64, 40, 32, 20, 16, 10, 8)  # code bytes, largest (most accurate) first
+
+# Exact vectors for re-ranking: chunk ids -> (those still stored, their float32 vectors).
+ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+# Every stored vector of a shard, in blocks of (chunk ids, float32 vectors).
+VectorBlocks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+
+def _default_memory() -> int:
+    return parse_bytes(default("LOOKALIKE_INDEX_MEMORY"), "LOOKALIKE_INDEX_MEMORY")
+
+
+def _default_latency() -> float:
+    return float(default("LOOKALIKE_INDEX_LATENCY_MS"))
+
+
+@dataclass(frozen=True)
+class IndexBudget:
+    """What an index may cost: its RAM, and the latency of one query on one core (defaults from
+    the settings table: 2 GB and 5 ms)."""
+
+    memory_bytes: int = field(default_factory=_default_memory)
+    latency_ms: float = field(default_factory=_default_latency)
+
+    def per_shard(self, shards: int) -> IndexBudget:
+        return IndexBudget(self.memory_bytes // max(shards, 1), self.latency_ms)
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    kind: str = "flat"
+    nlist: int = 0  # IVF cells
+    pq_m: int = 0  # PQ code bytes
+
+    def factory(self) -> str:
+        if self.kind == "flat":
+            return "Flat"
+        codes = "SQ8" if self.kind == "ivf-sq8" else f"PQ{self.pq_m}"
+        return f"IVF{self.nlist},{codes}"
+
+    @property
+    def rank(self) -> int:
+        return KINDS.index(self.kind)
+
+    def bytes_per_vector(self, dim: int) -> int:
+        """RAM a vector costs in this index: its codes and its 8-byte id."""
+        codes = {"flat": 4 * dim, "ivf-sq8": dim, "ivf-pq": self.pq_m}[self.kind]
+        return codes + 8
+
+
+def exact_limit(dim: int, budget: IndexBudget) -> int:
+    """The most vectors a one-core exact scan searches within the latency target."""
+    return int(budget.latency_ms / 1000 * FLAT_SCAN_BYTES_PER_S / (4 * dim))
+
+
+def choose_index(n: int, dim: int, budget: IndexBudget) -> IndexSpec:
+    """The index type for ``n`` vectors: exact while it meets the budget, then the most accurate
+    ANN codes that fit it (autofaiss's rule: memory first, then speed)."""
+    flat = IndexSpec("flat")
+    if n <= exact_limit(dim, budget) and n * flat.bytes_per_vector(dim) <= budget.memory_bytes:
+        return flat
+    # About 2·sqrt(n) cells (a power of two): a few hundred vectors per cell, trained on
+    # TRAIN_PER_CELL vectors a cell (FAISS's k-means wants at least 39).
+    nlist = int(2 ** round(math.log2(max(2 * math.sqrt(n), 64))))
+    nlist = max(16, min(nlist, 8192, 2 ** int(math.log2(max(n // TRAIN_PER_CELL, 16)))))
+    centroids = nlist * dim * 4
+    sq8 = IndexSpec("ivf-sq8", nlist)
+    if n * sq8.bytes_per_vector(dim) + centroids <= budget.memory_bytes:
+        return sq8
+    for m in PQ_CHOICES:
+        pq = IndexSpec("ivf-pq", nlist, m)
+        if dim % m == 0 and n * pq.bytes_per_vector(dim) + centroids <= budget.memory_bytes:
+            return pq
+    return IndexSpec("ivf-pq", nlist, next(m for m in reversed(PQ_CHOICES) if dim % m == 0))
+
+
+def needs_new_index(current: IndexSpec, trained_on: int, n: int, dim: int, budget: IndexBudget) -> IndexSpec | None:
+    """The spec to rebuild as, when the collection (or the budget) has outgrown the current index.
+
+    The index moves up a type as the collection grows, changes codes when the budget says so, and
+    is retrained once it has grown 4x past what its cells were trained for. It moves back to exact
+    search only below half the exact limit, so a collection at the boundary does not flip back and
+    forth."""
+    want = choose_index(n, dim, budget)
+    if want.kind == "flat":
+        return want if current.kind != "flat" and n < exact_limit(dim, budget) // 2 else None
+    if current.kind == "flat" or (want.kind, want.pq_m) != (current.kind, current.pq_m):
+        return want
+    if n > 4 * max(trained_on, 1) and want.nlist > current.nlist:
+        return want
+    return None
+
+
+@dataclass
+class IndexInfo:
+    """What a shard's index is, as built: kept in its snapshot and shown by `lookalike info`."""
+
+    kind: str = "flat"
+    factory: str = "Flat"
+    nprobe: int = 0
+    recall_at_10: float | None = 1.0  # measured on a held-out sample at build; 1.0 = exact
+    recall_queries: int = 0
+    trained_on: int = 0  # vectors the index was built from
+    built_at: float = field(default_factory=time.time)
+    build_s: float = 0.0
+
+    @property
+    def spec(self) -> IndexSpec:
+        if self.kind == "flat":
+            return IndexSpec()
+        nlist, codes = self.factory.removeprefix("IVF").split(",")
+        return IndexSpec(self.kind, int(nlist), int(codes.removeprefix("PQ")) if codes.startswith("PQ") else 0)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexInfo:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class _ReadWriteLock:
+    """Many searches at once (FAISS searches are thread-safe and release the GIL), or one change."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and self._readers == 0)
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+def _metric(metric: str) -> int:
+    return faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+
+
+def _ivf_params(nprobe: int) -> Any:
+    params: Any = faiss.SearchParametersIVF()
+    params.nprobe = max(int(nprobe), 1)
+    return params
+
+
+def _as_f32(vectors: np.ndarray, dim: int) -> np.ndarray:
+    return np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
+
+
+def exact_scores(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Higher-is-closer scores of every query against every vector: cosine, or minus L2 distance."""
+    if metric == "cosine":
+        return queries @ vectors.T
+    d2 = (queries**2).sum(1)[:, None] - 2 * queries @ vectors.T + (vectors**2).sum(1)[None, :]
+    return -np.sqrt(np.maximum(d2, 0))
 
 
 class VectorShard:
@@ -35,125 +243,349 @@ class VectorShard:
         self.dim = dim
         self.shard = shard
         self.metric = metric
-        flat = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
-        self._index = faiss.IndexIDMap2(flat)
-        self._lock = threading.Lock()  # FAISS allows concurrent searches but not search during add
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlat(dim, _metric(metric)))
+        self.info = IndexInfo()
+        self.mapped = False  # a memory-mapped (read-only) IVF index, copied into memory on first change
+        self._lock = _ReadWriteLock()
+
+    # --- shape ---------------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    def memory_bytes(self) -> int:
+        """The RAM (or page cache, when mapped) the index's vectors, codes and ids take."""
+        n = len(self)
+        spec = self.info.spec
+        centroids = spec.nlist * self.dim * 4
+        return n * spec.bytes_per_vector(self.dim) + centroids
+
+    # --- changes -------------------------------------------------------------------------------
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
-        with self._lock:
+        vectors = _as_f32(vectors, self.dim)
+        with self._lock.writing():
+            self._own_memory()
             self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: list[int] | np.ndarray) -> int:
         if len(ids) == 0:
             return 0
-        with self._lock:
-            return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))  # type: ignore[arg-type]
+        with self._lock.writing():
+            self._own_memory()
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
+            return int(self._index.remove_ids(selector))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` per query: (scores, chunk ids), padded with (-inf, -1) past the end."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    def _own_memory(self) -> None:
+        """A mapped index is read-only (FAISS aborts the process on a write): copy its inverted
+        lists into memory before the first change."""
+        if not self.mapped:
+            return
+        ivf: Any = faiss.extract_index_ivf(self._index)
+        mapped: Any = ivf.invlists
+        owned: Any = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+        for cell in range(ivf.nlist):
+            size = mapped.list_size(cell)
+            if size:
+                owned.add_entries(cell, size, mapped.get_ids(cell), mapped.get_codes(cell))
+        ivf.replace_invlists(owned, True)
+        owned.this.disown()
+        self.mapped = False
+
+    # --- searching -----------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int, exact: ExactVectors | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` per query: (scores, chunk ids), padded with (-inf, -1) past the end.
+
+        Exact for a flat shard. An ANN shard fetches more candidates and re-ranks them with
+        ``exact`` (the stored vectors), so its scores are exact too; without ``exact`` it returns
+        the index's approximate scores."""
+        queries = _as_f32(np.atleast_2d(queries), self.dim)
         k = max(1, min(k, max(len(self), 1)))
-        with self._lock:
-            scores, ids = self._index.search(queries, k)
+        if self.kind == "flat" or exact is None:
+            scores, ids = self._raw_search(queries, k)
+            return scores, ids
+        least, times = RERANK[self.kind]
+        fetch = min(max(k * times, least), max(len(self), 1))
+        _, candidates = self._raw_search(queries, fetch)
+        return rerank(queries, candidates, k, exact, self.metric)
+
+    def _raw_search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        params = None
+        if self.kind != "flat":
+            params = _ivf_params(nprobe or self.info.nprobe)
+        with self._lock.reading():
+            scores, ids = self._index.search(queries, k, params=params)
         if self.metric == "l2":  # FAISS gives squared distances, smallest first
             scores = -np.sqrt(np.maximum(scores, 0))
         scores[ids < 0] = -np.inf
         return scores, ids
 
-    def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def range_search(
+        self, queries: np.ndarray, threshold: float, exact: ExactVectors | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every vector whose inner product with a query is at least ``threshold``.
 
         Returns FAISS's CSR layout ``(lims, scores, chunk ids)``: query ``i``'s hits are
         ``scores[lims[i]:lims[i + 1]]`` and ``ids[lims[i]:lims[i + 1]]``, in no particular order.
-        """
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        An ANN shard searches a little below the threshold and checks the hits exactly."""
+        queries = _as_f32(np.atleast_2d(queries), self.dim)
         if len(self) == 0 or len(queries) == 0:
             return np.zeros(len(queries) + 1, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        ann = self.kind != "flat" and exact is not None
         # FAISS keeps results strictly *above* the radius for inner product; step one float below
         # the threshold so that "at least" holds, identical copies at exactly 1.0 included.
-        radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
-        with self._lock:
-            lims, scores, ids = self._index.range_search(queries, radius)
-        return lims.astype(np.int64), scores.astype(np.float32), ids.astype(np.int64)
+        radius = float(np.nextafter(np.float32(threshold - (0.05 if ann else 0.0)), np.float32(-np.inf)))
+        params = _ivf_params(self.info.nprobe) if self.kind != "flat" else None
+        with self._lock.reading():
+            lims, scores, ids = self._index.range_search(queries, radius, params=params)
+        lims, scores, ids = lims.astype(np.int64), scores.astype(np.float32), ids.astype(np.int64)
+        if not ann or exact is None:
+            return lims, scores, ids
+        found, vectors = exact(np.unique(ids))
+        row = {int(c): i for i, c in enumerate(found)}
+        out_lims, out_scores, out_ids = [0], [], []
+        for q in range(len(queries)):
+            hits = [c for c in ids[lims[q] : lims[q + 1]].tolist() if c in row]
+            if hits:
+                s = vectors[[row[c] for c in hits]] @ queries[q]
+                keep = s >= threshold
+                out_scores.extend(s[keep].tolist())
+                out_ids.extend(np.asarray(hits)[keep].tolist())
+            out_lims.append(len(out_ids))
+        return np.asarray(out_lims, np.int64), np.asarray(out_scores, np.float32), np.asarray(out_ids, np.int64)
 
     def ids(self) -> np.ndarray:
-        with self._lock:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        with self._lock.reading():
+            if self.kind == "flat":
+                return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            invlists: Any = faiss.extract_index_ivf(self._index).invlists
+            parts = [
+                faiss.rev_swig_ptr(invlists.get_ids(c), invlists.list_size(c)).copy()
+                for c in range(invlists.nlist)
+                if invlists.list_size(c)
+            ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
-    def snapshot(self) -> Snapshot:
-        """The index as bytes, taken under the shard's lock (cheap next to writing it out)."""
-        with self._lock:
-            data = faiss.serialize_index(self._index).tobytes()
-            count = len(self)
-        return Snapshot(self.shard, data, count, self.dim, self.metric)
+    # --- building ------------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        dim: int,
+        shard: int,
+        metric: str,
+        spec: IndexSpec,
+        blocks: VectorBlocks,
+        exact: ExactVectors,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> VectorShard | None:
+        """A new shard of type ``spec`` from every stored vector (``blocks``), tuned on a held-out
+        sample; None if ``cancelled`` says to stop. Two passes over the vectors: one samples the
+        training set, one adds every vector (and finds the sample's exact neighbours)."""
+        start = time.perf_counter()
+        out = cls(dim, shard, metric)
+        if spec.kind == "flat":
+            for ids, vectors in blocks():
+                if cancelled():
+                    return None
+                out.add(ids, vectors)
+            out.info = IndexInfo(trained_on=len(out), build_s=time.perf_counter() - start)
+            return out
+        train, sample_ids, sample = _training_sample(blocks, spec.nlist * TRAIN_PER_CELL, TUNING_QUERIES)
+        if cancelled():
+            return None
+        index = faiss.index_factory(dim, spec.factory(), _metric(metric))
+        if spec.kind == "ivf-pq":  # each sub-quantizer's k-means on 64 points a centroid, not 256: 4x faster
+            ivf: Any = faiss.extract_index_ivf(index)
+            ivf.pq.cp.max_points_per_centroid = 64
+        index.train(train)
+        del train
+        truth = _TopK(sample_ids, sample, 11, metric)  # a query's own vector is among its 11 nearest
+        for ids, vectors in blocks():
+            if cancelled():
+                return None
+            index.add_with_ids(_as_f32(vectors, dim), np.ascontiguousarray(ids, dtype=np.int64))
+            truth.update(ids, _as_f32(vectors, dim))
+        out._index = index
+        out.info = IndexInfo(kind=spec.kind, factory=spec.factory(), nprobe=1, trained_on=len(out))
+        out._tune(truth, exact, spec.nlist)
+        out.info.build_s = time.perf_counter() - start
+        return out
+
+    def _tune(self, truth: _TopK, exact: ExactVectors, nlist: int) -> None:
+        """The smallest power-of-two nprobe that reaches TARGET_RECALL on the held-out sample."""
+        nprobe = 1
+        while True:
+            self.info.nprobe = nprobe
+            recall = self.held_out_recall(truth.query_ids, truth.queries, truth.neighbours(), exact)
+            if recall >= TARGET_RECALL or nprobe >= nlist:
+                break
+            nprobe *= 2
+        self.info.recall_at_10, self.info.recall_queries = recall, len(truth.query_ids)
+
+    def held_out_recall(
+        self, query_ids: np.ndarray, queries: np.ndarray, truth: list[np.ndarray], exact: ExactVectors, k: int = 10
+    ) -> float:
+        """recall@k of this shard's search (re-ranked) against ``truth``, each query's own id left out."""
+        if len(query_ids) == 0:
+            return 1.0
+        _, found = self.search(queries, k + 1, exact)
+        hits = total = 0
+        for own, row, want in zip(query_ids.tolist(), found, truth, strict=True):
+            want_ids = [i for i in want.tolist() if i != own][:k]
+            got = [i for i in row.tolist() if i != own and i >= 0][:k]
+            hits += len(set(want_ids) & set(got))
+            total += len(want_ids)
+        return hits / total if total else 1.0
+
+    # --- snapshots -----------------------------------------------------------------------------
 
     def save(self, folder: Path, generation: int) -> None:
-        self.snapshot().write(folder, generation)
+        """Write the index to a new file, then the state that names it (each atomically), then
+        delete older index files. The caller keeps the shard from changing meanwhile."""
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"index-{generation}-{secrets.token_hex(4)}.faiss"
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with self._lock.reading():
+                faiss.write_index(self._index, tmp)
+                count = len(self)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, folder / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        state = {
+            "file": name,
+            "bytes": (folder / name).stat().st_size,
+            "generation": generation,
+            "count": count,
+            "dim": self.dim,
+            "shard": self.shard,
+            "metric": self.metric,
+            "index": asdict(self.info),
+        }
+        atomic_write(folder / STATE_FILE, json.dumps(state).encode())
+        for old in folder.glob("index*.faiss"):
+            if old.name != name:
+                try:
+                    old.unlink()
+                except OSError:
+                    pass
 
     @classmethod
     def load(cls, folder: Path, dim: int, shard: int, metric: str = "cosine") -> tuple[VectorShard, int] | None:
         """The snapshot in ``folder`` and the generation it reflects; None if missing or damaged.
 
-        The index and its state are two files, so a crash (or another process saving) between the
-        two renames can pair an index with another save's state: the state carries the index's
-        SHA-256, and an index that does not match it, or holds an id twice, is refused. The caller
-        decides whether the generation is usable (the store's, or one the vector log brings forward).
-        """
-        try:
-            state = json.loads((folder / STATE_FILE).read_text())
-            if state.get("dim") != dim or state.get("metric", "cosine") != metric:
+        The state names its index file, which is never rewritten, so a crash between two saves
+        cannot pair one save's index with another's state. The caller decides whether the
+        generation is usable (the store's, or one the vector log brings forward)."""
+        for _ in range(3):  # another process may replace the snapshot between our two reads
+            state = read_state(folder)
+            if state is None or state.get("dim") != dim or state.get("metric", "cosine") != metric:
                 return None
-            raw = (folder / INDEX_FILE).read_bytes()
-            if hashlib.sha256(raw).hexdigest() != state.get("sha256"):
+            path = folder / str(state.get("file"))
+            try:
+                if path.stat().st_size != state.get("bytes"):
+                    return None
+                info = IndexInfo.from_dict(state.get("index") or {})
+                mapped = info.kind != "flat"
+                index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mapped else 0)
+            except FileNotFoundError:
+                continue
+            except (OSError, RuntimeError, ValueError, TypeError):
                 return None
-            index = faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
-            generation = int(state["generation"])
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError):
-            return None
-        if not isinstance(index, faiss.IndexIDMap2) or index.ntotal != state.get("count") or index.d != dim:
-            return None
-        ids = faiss.vector_to_array(index.id_map)
-        if len(np.unique(ids)) != len(ids):
-            return None
-        out = cls(dim, shard, metric)
-        out._index = index
-        return out, generation
-
-
-@dataclass
-class Snapshot:
-    """A shard's index as bytes, ready to be written out (without holding any lock)."""
-
-    shard: int
-    data: bytes
-    count: int
-    dim: int
-    metric: str
-
-    def write(self, folder: Path, generation: int) -> None:
-        """The index, then its state naming the generation and the index's digest; each atomically."""
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / INDEX_FILE, self.data)
-        state = {
-            "generation": generation,
-            "count": self.count,
-            "dim": self.dim,
-            "shard": self.shard,
-            "metric": self.metric,
-            "sha256": hashlib.sha256(self.data).hexdigest(),
-        }
-        atomic_write(folder / STATE_FILE, json.dumps(state).encode())
-
-
-def snapshot_generation(folder: Path) -> int | None:
-    """The generation of the snapshot in ``folder``, if there is a readable one."""
-    try:
-        return int(json.loads((folder / STATE_FILE).read_text())["generation"])
-    except (OSError, ValueError, KeyError, TypeError):
+            out = cls(dim, shard, metric)
+            out._index, out.info, out.mapped = index, info, mapped
+            if index.ntotal != state.get("count") or index.d != dim:
+                return None
+            if (info.kind == "flat") != isinstance(index, faiss.IndexIDMap2):
+                return None
+            ids = out.ids()
+            if len(np.unique(ids)) != len(ids):
+                return None
+            return out, int(state["generation"])
         return None
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or "file" not in state or not isinstance(state.get("generation"), int):
+        return None  # includes snapshots of lookalike before 0.x's named files: rebuilt
+    return state
+
+
+def rerank(
+    queries: np.ndarray, candidates: np.ndarray, k: int, exact: ExactVectors, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-``k`` of each query's candidate ids, scored against the stored vectors."""
+    wanted = np.unique(candidates[candidates >= 0])
+    found, vectors = exact(wanted)
+    row = {int(c): i for i, c in enumerate(found)}
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for q in range(len(queries)):
+        mine = [c for c in dict.fromkeys(candidates[q].tolist()) if c in row]
+        if not mine:
+            continue
+        s = exact_scores(queries[q : q + 1], vectors[[row[c] for c in mine]], metric)[0]
+        order = np.lexsort((np.asarray(mine), -s))[:k]  # best first; ties by chunk id
+        scores[q, : len(order)] = s[order]
+        ids[q, : len(order)] = np.asarray(mine)[order]
+    return scores, ids
+
+
+class _TopK:
+    """The exact nearest neighbours of a few queries, found one block of vectors at a time."""
+
+    def __init__(self, query_ids: np.ndarray, queries: np.ndarray, k: int, metric: str):
+        self.query_ids, self.queries, self.k, self.metric = query_ids, queries, k, metric
+        self.scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        self.ids = np.zeros((len(queries), 0), dtype=np.int64)
+
+    def update(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(self.queries) == 0 or len(ids) == 0:
+            return
+        s = np.concatenate([self.scores, exact_scores(self.queries, vectors, self.metric)], axis=1)
+        all_ids = np.concatenate([self.ids, np.broadcast_to(ids, (len(self.queries), len(ids)))], axis=1)
+        keep = np.argsort(-s, axis=1, kind="stable")[:, : self.k]
+        self.scores = np.take_along_axis(s, keep, 1)
+        self.ids = np.take_along_axis(all_ids, keep, 1)
+
+    def neighbours(self) -> list[np.ndarray]:
+        return list(self.ids)
+
+
+def _training_sample(blocks: VectorBlocks, size: int, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A uniform sample of ``size`` vectors for training, in one pass over the blocks (every vector
+    draws a random key; the smallest keys win), and ``queries`` of them (with their ids) held out as
+    tuning queries."""
+    rng = np.random.default_rng(0)
+    keys = np.zeros(0)
+    kept_ids = np.zeros(0, np.int64)
+    kept: np.ndarray | None = None
+    for ids, vectors in blocks():
+        block_keys = rng.random(len(ids))
+        keys = np.concatenate([keys, block_keys])
+        kept_ids = np.concatenate([kept_ids, ids])
+        vectors = _as_f32(vectors, vectors.shape[1])
+        kept = vectors if kept is None else np.concatenate([kept, vectors])
+        if len(keys) > size:
+            best = np.argpartition(keys, size)[:size]
+            keys, kept_ids, kept = keys[best], kept_ids[best], kept[best]
+    if kept is None:
+        raise ValueError("no vectors to build an index from")
+    held = rng.choice(len(kept_ids), min(queries, len(kept_ids)), replace=False)
+    return np.ascontiguousarray(kept), kept_ids[held], np.ascontiguousarray(kept[held])

@@ -34,14 +34,25 @@ import numpy as np
 
 from lookalike import __version__
 from lookalike.atomic import atomic_write
-from lookalike.document import Document, Request, shard_for
+from lookalike.document import Document, Request
 from lookalike.errors import StoreError
-from lookalike.store.docstore import DocStore, StoredDoc
-from lookalike.store.vectors import VectorShard, snapshot_generation
+from lookalike.store.docstore import DocStore
+from lookalike.store.vectors import (
+    IndexBudget,
+    IndexInfo,
+    IndexSpec,
+    VectorShard,
+    choose_index,
+    needs_new_index,
+    read_state,
+)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 UPLOADS = "uploads"
+# A process that committed this many times since its last snapshot writes one when asked to flush
+# lazily (an upload through the server); closing, or the end of `lookalike index`, always does.
+LAZY_FLUSH_GENERATIONS = 200
 # How long to wait for another process's moment with the workspace lock before giving up. The
 # lock is held for milliseconds (a manifest write) up to a snapshot write of a large shard.
 LOCK_TIMEOUT_S = 120.0
@@ -58,6 +69,8 @@ class WorkspaceInfo:
     size_bytes: int
     generation: int
     created_at: float | None
+    indexes: list[dict[str, Any]]  # per shard: its index type, memory and measured recall
+    budget: IndexBudget
 
 
 class Workspace:
@@ -75,6 +88,11 @@ class Workspace:
         self._identity: str | None = None  # what the vectors are; a store re-built for others is refused
         # Commits and catching up change the shards and their generation together.
         self._sync_lock = threading.RLock()
+        self._builds: dict[int, threading.Thread] = {}  # shard -> its new index being built
+        self._build_specs: dict[int, IndexSpec] = {}
+        self._build_errors: list[str] = []
+        self._closing = False
+        self._seen_states: dict[int, int] = {}  # shard -> mtime_ns of the snapshot state last looked at
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -92,11 +110,14 @@ class Workspace:
         reset: bool = False,
         preset: str | None = None,
         flows: dict[str, str] | None = None,
+        index_memory: int | None = None,
+        index_latency_ms: float | None = None,
     ) -> Workspace:
         """Open (or create) the workspace at ``path``.
 
         ``encoder`` is the fingerprint of the encoder that will read or write it: a workspace built
-        with another encoder refuses to open, unless ``reset`` empties it first.
+        with another encoder refuses to open, unless ``reset`` empties it first. ``index_memory`` (bytes)
+        and ``index_latency_ms`` pick the index type; a writer remembers them in the manifest.
         """
         path = Path(path)
         manifest_path = path / MANIFEST
@@ -121,6 +142,7 @@ class Workspace:
             metric = metric or str((manifest or {}).get("metric", "cosine"))
             try:
                 ws._setup(manifest is None, encoder, dim, metric, shards, writer, reset, preset, flows)
+                ws._set_budget(index_memory, index_latency_ms)
             except BaseException:
                 ws.close(flush=False)
                 raise
@@ -196,8 +218,7 @@ class Workspace:
             if reset:
                 self.store.clear(identity)
             elif reshard:
-                doc_ids = [d.id for d in self.store.iter_docs()]
-                self.store.reassign_shards({d: shard_for(d, n) for d in doc_ids}, identity)
+                self.store.reassign_shards(n, identity)
             elif self.store.identity != identity:
                 self.store.set_identity(identity)
             old_roots = m.pop("roots", None)  # format 1 kept them here; the doc store has them now
@@ -205,6 +226,19 @@ class Workspace:
                 self.store.add_roots(old_roots)
             self._write_manifest()
         self._identity = self.store.identity or identity
+
+    def _set_budget(self, memory: int | None, latency_ms: float | None) -> None:
+        """Given values replace the remembered ones (written to the manifest by a writer)."""
+        if memory is None and latency_ms is None:
+            return
+        budget = dict(self.manifest.get("index_budget") or {})
+        if memory is not None:
+            budget["memory_bytes"] = int(memory)
+        if latency_ms is not None:
+            budget["latency_ms"] = float(latency_ms)
+        self.manifest["index_budget"] = budget
+        if self.writer:
+            self._write_manifest()
 
     def _load_shards(self) -> None:
         """Shards from their snapshots brought forward by the vector log, else rebuilt from SQLite."""
@@ -216,22 +250,51 @@ class Workspace:
         if all(x is not None for x in loaded) and len(generations) == 1 and floor <= min(generations) <= current:
             self.shards = [x[0] for x in loaded if x is not None]
             self._generation = self._saved_generation = generations.pop()
+            self._note_states()
             self.sync()
         else:
             self._rebuild()
             if self.writer:
                 self.flush()
+        self._maybe_upgrade()
+
+    @property
+    def budget(self) -> IndexBudget:
+        """The whole workspace's index budget (split evenly between its shards)."""
+        b = self.manifest.get("index_budget") or {}
+        default = IndexBudget()  # the settings' defaults
+        return IndexBudget(
+            int(b.get("memory_bytes", default.memory_bytes)), float(b.get("latency_ms", default.latency_ms))
+        )
+
+    def _exact(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of these chunks (for exact re-ranking)."""
+        return self.store.embeddings(ids, self.dim)
+
+    def _build_shard(self, i: int, spec: IndexSpec | None = None) -> VectorShard | None:
+        """Shard ``i`` built from what SQLite committed; call inside one ``snapshot_read``."""
+        spec = spec or choose_index(
+            self.store.count_shard(i), self.dim, self.budget.per_shard(self.n_shards_configured)
+        )
+        return VectorShard.build(
+            self.dim,
+            i,
+            self.metric,
+            spec,
+            lambda: self.store.shard_vector_blocks(i, self.dim),
+            self._exact,
+            cancelled=lambda: self._closing,
+        )
 
     def _rebuild(self) -> None:
         """Every shard from what SQLite committed, all read at one generation."""
-        n, dim, metric = self.n_shards_configured, self.dim, self.metric
         shards = []
         with self.store.snapshot_read() as state:
             self._check_identity(state.identity)
-            for i in range(n):
-                shard = VectorShard(dim, i, metric)
-                ids, vectors = self.store.shard_vectors(i, dim)
-                shard.add(ids, vectors)
+            for i in range(self.n_shards_configured):
+                shard = self._build_shard(i)
+                if shard is None:
+                    raise StoreError(f"the workspace {self.path} was closed while its shards were rebuilt")
                 shards.append(shard)
         self.shards, self._generation, self._max_chunks = shards, state.generation, None
 
@@ -241,6 +304,7 @@ class Workspace:
         The generation, the log and the vectors are read in one SQLite snapshot and replayed in
         commit order. A reader too far behind (the log was pruned, the workspace re-sharded or
         cleared) rebuilds instead; one whose vectors are no longer what the store holds refuses.
+        A newer index another process built (a type up, as the collection grew) is adopted.
         """
         try:
             if self.store.generation == self._generation:  # the common case, without the lock
@@ -248,34 +312,141 @@ class Workspace:
         except sqlite3.Error as e:
             raise StoreError(f"cannot read the doc store of {self.path}: {e}") from e
         with self._sync_lock:
-            adds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-            with self.store.snapshot_read() as state:
-                if state.generation == self._generation:
-                    return False
-                self._check_identity(state.identity)
-                rebuild = state.generation < self._generation or self._generation < state.log_floor
-                if not rebuild:
-                    change = self.store.logged_changes(self._generation, state.generation)
-                    added = [i for _, is_add, ids in change.steps if is_add for i in ids]
-                    for n, (_, is_add, ids) in enumerate(change.steps):
-                        if is_add:  # those removed by a later commit are simply not found
-                            adds[n] = self.store.embeddings(ids, self.dim)
-                    most = self.store.max_chunks_of_docs_with(added) if added and self._max_chunks else 0
-            if rebuild:
+            targets = dict(enumerate(self.shards))
+            replayed = self._replay(targets, self._generation)
+            if replayed is None:
                 self._rebuild()
                 return True
+            if replayed == self._generation:
+                return False
+            self._generation = replayed
+            self._adopt_newer_snapshots()
+        self._maybe_upgrade()
+        return True
+
+    def _replay(self, targets: dict[int, VectorShard], since: int) -> int | None:
+        """Apply the vector log after generation ``since`` to ``targets`` (shard number -> shard);
+        the generation they are at now, or None if the log cannot bring them there (rebuild)."""
+        adds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        with self.store.snapshot_read() as state:
+            if state.generation == since:
+                return since
+            self._check_identity(state.identity)
+            if state.generation < since or since < state.log_floor:
+                return None
+            change = self.store.logged_changes(since, state.generation)
+            added = [i for s, is_add, ids in change.steps if is_add and s in targets for i in ids]
             for n, (shard, is_add, ids) in enumerate(change.steps):
-                if shard >= len(self.shards):
-                    raise StoreError(f"workspace {self.path} was re-sharded by another process; restart to use it")
-                if is_add:
-                    self.shards[shard].add(*adds[n])
-                else:
-                    self.shards[shard].remove(ids)
-            # Removals can only lower the most chunks per document: a high bound stays exact.
-            if self._max_chunks is not None:
-                self._max_chunks = max(self._max_chunks, most)
-            self._generation = state.generation
-            return True
+                if is_add and shard in targets:  # those removed by a later commit are simply not found
+                    adds[n] = self.store.embeddings(ids, self.dim)
+            most = self.store.max_chunks_of_docs_with(added) if added and self._max_chunks else 0
+        for n, (shard, is_add, ids) in enumerate(change.steps):
+            if shard >= self.n_shards_configured:
+                raise StoreError(f"workspace {self.path} was re-sharded by another process; restart to use it")
+            if shard not in targets:
+                continue
+            if is_add:
+                targets[shard].add(*adds[n])
+            else:
+                targets[shard].remove(ids)
+        # Removals can only lower the most chunks per document: a high bound stays exact.
+        if self._max_chunks is not None:
+            self._max_chunks = max(self._max_chunks, most)
+        return state.generation
+
+    # --- index types follow the collection ----------------------------------------------------
+
+    def _maybe_upgrade(self) -> None:
+        """Start building a new index (in the background) for each shard that outgrew its own."""
+        if not self.writer or self._closing:
+            return
+        budget = self.budget.per_shard(self.n_shards_configured)
+        for i, shard in enumerate(self.shards):
+            if i in self._builds and self._builds[i].is_alive():
+                continue
+            spec = needs_new_index(shard.info.spec, shard.info.trained_on, len(shard), self.dim, budget)
+            if spec is not None:
+                self.start_build(i, spec)
+
+    def start_build(self, i: int, spec: IndexSpec) -> threading.Thread:
+        """Build shard ``i`` anew as ``spec`` in a background thread, from the committed vectors;
+        swap it in atomically once it has caught up, and snapshot it. Until then (and if the
+        process dies meanwhile) the old index serves."""
+        thread = threading.Thread(
+            target=self._build_in_background, args=(i, spec), name=f"index-build-{i}", daemon=True
+        )
+        self._builds[i] = thread
+        self._build_specs[i] = spec
+        thread.start()
+        return thread
+
+    def _build_in_background(self, i: int, spec: IndexSpec) -> None:
+        try:
+            with self.store.snapshot_read() as state:
+                built = self._build_shard(i, spec)
+                since = state.generation
+            if built is None:
+                return
+            with self._sync_lock:
+                if self.sync():  # our shards catch up first, so both are brought to one generation
+                    pass
+                if since != self._generation and self._replay({i: built}, since) is None:
+                    return  # reset or re-sharded meanwhile: the next commit decides afresh
+                if i < len(self.shards):
+                    self.shards[i] = built
+                    self._saved_generation = None  # the snapshot on disk is of the old index
+            self.flush()
+        except Exception as e:  # noqa: BLE001 - a thread must report, not die: the old index keeps serving
+            if not self._closing:
+                self._build_errors.append(f"building the {spec.factory()} index of shard {i} failed: {e}")
+
+    @property
+    def building(self) -> list[int]:
+        """The shards whose new index is being built now."""
+        return [i for i, t in self._builds.items() if t.is_alive()]
+
+    def pending_spec(self, i: int) -> IndexSpec | None:
+        """What shard ``i``'s index is being rebuilt as, if it is."""
+        return self._build_specs.get(i) if i in self.building else None
+
+    def wait_for_builds(self, timeout: float | None = None) -> None:
+        """Wait for the background index builds; a failed one is a StoreError (the old index serves)."""
+        for thread in list(self._builds.values()):
+            thread.join(timeout)
+        errors, self._build_errors = self._build_errors, []
+        if errors:
+            raise StoreError(errors[0])
+
+    def _note_states(self) -> None:
+        for i in range(self.n_shards_configured):
+            try:
+                self._seen_states[i] = (self.path / f"shard-{i}" / "snapshot.json").stat().st_mtime_ns
+            except OSError:
+                self._seen_states[i] = 0
+
+    def _adopt_newer_snapshots(self) -> None:
+        """Load a shard's snapshot that another process built as a newer type (and bring it
+        forward), instead of outgrowing our own index. Checked when the generation moved on."""
+        for i, shard in enumerate(self.shards):
+            folder = self.path / f"shard-{i}"
+            try:
+                mtime = (folder / "snapshot.json").stat().st_mtime_ns
+            except OSError:
+                continue
+            if mtime == self._seen_states.get(i):
+                continue
+            self._seen_states[i] = mtime
+            state = read_state(folder)
+            if state is None or i in self.building:
+                continue
+            theirs = IndexInfo.from_dict(state.get("index") or {})
+            if theirs.built_at <= shard.info.built_at or theirs.spec.rank < shard.info.spec.rank:
+                continue
+            loaded = VectorShard.load(folder, self.dim, i, self.metric)
+            if loaded is None or loaded[1] > self._generation:
+                continue
+            if loaded[1] == self._generation or self._replay({i: loaded[0]}, loaded[1]) == self._generation:
+                self.shards[i] = loaded[0]
 
     def _check_identity(self, identity: str | None) -> None:
         """Refuse to go on if another process re-built this workspace for other vectors."""
@@ -375,7 +546,8 @@ class Workspace:
         # another thread or process committed in between, the log replays this commit too.
         change = self.store.commit(docs, vectors, staged.deletes, self._identity)
         with self._sync_lock:
-            if change.before == self._generation:
+            applied = change.before == self._generation
+            if applied:
                 for shard, ids in change.removed.items():
                     if shard < len(self.shards):
                         self.shards[shard].remove(ids)
@@ -384,43 +556,59 @@ class Workspace:
                 self._generation = change.after
                 if self._max_chunks is not None and vectors:
                     self._max_chunks = max(self._max_chunks, *(len(chunks) for _, chunks in vectors.values()))
-                return docs
+        if applied:
+            self._maybe_upgrade()
+            return docs
         try:
             self.sync()
         except StoreError:
             pass  # the documents are committed; the next search catches up, or says why it cannot
         return docs
 
-    def flush(self) -> None:
+    def flush(self, lazy: bool = False) -> None:
         """Snapshot the shards if they are newer than the snapshot on disk (by any process).
 
-        The shards are copied out under their lock, then written without it: searches do not wait
-        for the disk."""
+        ``lazy``: only once this process has committed LAZY_FLUSH_GENERATIONS times since its last
+        snapshot (the vector log brings an older snapshot forward on open just as well). The
+        shards are written under the commit lock, so a snapshot is exactly its generation; an IVF
+        index is written straight from memory, never copied first."""
         if not self.writer:
             return
         with self._sync_lock:
             generation = self._generation
             if generation == self._saved_generation:
                 return
-            snapshots = [shard.snapshot() for shard in self.shards]
-        with _exclusive(self.path):
-            # Another process may have saved a newer state meanwhile: never overwrite it with an older one.
-            on_disk = [snapshot_generation(self.path / f"shard-{s.shard}") for s in snapshots]
-            if not any(g is not None and g >= generation for g in on_disk):
-                try:
-                    for snap in snapshots:
-                        snap.write(self.path / f"shard-{snap.shard}", generation)
-                except OSError as e:
-                    raise StoreError(
-                        f"the documents are committed, but the shard snapshot in {self.path} could not be "
-                        f"written ({e.strerror or e}); it is brought forward when the workspace is next opened"
-                    ) from e
-        self._saved_generation = generation
-
-    def touch(self, doc: StoredDoc, mtime_ns: int, size: int) -> None:
-        self.store.touch(doc.id, mtime_ns, size)
+            if (
+                lazy
+                and self._saved_generation is not None
+                and generation - self._saved_generation < LAZY_FLUSH_GENERATIONS
+            ):
+                return
+            with _exclusive(self.path):
+                # Another process may have saved a newer state meanwhile: never overwrite it with an older one.
+                # At the same generation, only a shard whose index was built anew is written.
+                states = [read_state(self.path / f"shard-{s.shard}") for s in self.shards]
+                on_disk = [st["generation"] if st else None for st in states]
+                if not any(g is not None and g > generation for g in on_disk):
+                    try:
+                        for shard, state, g in zip(self.shards, states, on_disk, strict=True):
+                            built = float(((state or {}).get("index") or {}).get("built_at", 0.0))
+                            if g == generation and shard.info.built_at <= built:
+                                continue
+                            shard.save(self.path / f"shard-{shard.shard}", generation)
+                    except OSError as e:
+                        raise StoreError(
+                            f"the documents are committed, but the shard snapshot in {self.path} could not be "
+                            f"written ({e.strerror or e}); it is brought forward when the workspace is next opened"
+                        ) from e
+                self._note_states()
+            self._saved_generation = generation
 
     def close(self, flush: bool = True) -> None:
+        """Stop any index build (the old index stays on disk), snapshot, and close the store."""
+        self._closing = True
+        for thread in list(self._builds.values()):
+            thread.join(1.0)  # a build stuck in FAISS's training is left to die with the process
         try:
             if flush:
                 self.flush()
@@ -444,18 +632,14 @@ class Workspace:
             return self._max_chunks
 
     def search(self, shard: int, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` of one shard, after catching up with every process's commits."""
+        """Top-``k`` of one shard with exact scores (an ANN shard re-ranks its candidates against
+        the stored vectors), after catching up with every process's commits."""
         self.sync()
-        return self.shards[shard].search(queries, k)
+        return self.shards[shard].search(queries, k, self._exact)
 
-    def docs_under(self, roots: Iterable[str]) -> dict[str, StoredDoc]:
-        """Stored documents whose file is one of ``roots`` or inside one of them, by uri."""
-        roots = list(roots)
-        out = {}
-        for uri, doc in self.store.docs_by_uri().items():
-            if any(within(uri, r) for r in roots):
-                out[uri] = doc
-        return out
+    def doc_ids_under(self, roots: Iterable[str]) -> list[str]:
+        """The ids of stored documents whose file is one of ``roots`` or inside one of them."""
+        return [doc_id for doc_id, _ in self.store.docs_under(roots)]
 
     def verify(self) -> list[str]:
         """Consistency problems between the doc store and the shards (empty when consistent).
@@ -496,7 +680,46 @@ class Workspace:
             size_bytes=size,
             generation=self.store.generation,
             created_at=self.manifest.get("created_at"),
+            indexes=[self._index_fields(s) for s in self.shards],
+            budget=self.budget,
         )
+
+    def _index_fields(self, shard: VectorShard) -> dict[str, Any]:
+        info = shard.info
+        return {
+            "shard": shard.shard,
+            "type": info.kind,
+            "factory": info.factory,
+            "vectors": len(shard),
+            "memory_bytes": shard.memory_bytes(),
+            "nprobe": info.nprobe or None,
+            "recall_at_10": info.recall_at_10,
+            "recall_queries": info.recall_queries,
+            "built_from": info.trained_on,
+            "mapped": shard.mapped,
+            "building": shard.shard in self.building,
+        }
+
+    def measure_recall(self, queries: int = 200, k: int = 10) -> list[float]:
+        """recall@k of each shard's search against exact search over its stored vectors, now, on
+        ``queries`` of its vectors held out (each searched with itself left out)."""
+        from lookalike.store.vectors import _TopK
+
+        out = []
+        self.sync()
+        for i, shard in enumerate(self.shards):
+            if shard.kind == "flat":
+                out.append(1.0)
+                continue
+            with self.store.snapshot_read():
+                ids = shard.ids()
+                pick = np.sort(np.random.default_rng(1).choice(ids, min(queries, len(ids)), replace=False))
+                found, vectors = self.store.embeddings(pick, self.dim)
+                truth = _TopK(found, vectors, k + 1, self.metric)
+                for block_ids, block in self.store.shard_vector_blocks(i, self.dim):
+                    truth.update(block_ids, block)
+            out.append(shard.held_out_recall(found, vectors, truth.neighbours(), self._exact, k))
+        return out
 
 
 def within(path: str, root: str) -> bool:

@@ -153,7 +153,8 @@ async def index(request: Request, service: ServiceDep) -> dict[str, Any]:
     def run() -> Any:
         with service.index_lock:  # one indexing run at a time; searches go on meanwhile
             engine.workspace.add_roots([str(folder)])  # once: later uploads lie inside it
-            return engine.index([p for _, p in saved])
+            # A new vector index, when one is due, is built behind the searches: never waited for here.
+            return engine.index([p for _, p in saved], background=True)
 
     summary = await run_in_threadpool(run)
     service.indexed.inc(summary.indexed + summary.updated)
