@@ -254,7 +254,7 @@ def planning(workdir: Path, files: int) -> dict:
             sub.mkdir(parents=True)
         (sub / f"{i:06d}.png").write_bytes(b"small file %d" % i)
     dataset = fetch("tuxpaint")
-    with Engine.open(ws_path, index_latency_ms=LOOSE, index_memory=64 << 30) as engine:
+    with Engine.open(ws_path) as engine:  # the default budget: the index it picks, as a user's would be
         engine.index([dataset.root])
         ws = engine.workspace
         _, bases, _ = ws.store.all_vectors(ws.dim)
@@ -272,6 +272,8 @@ def planning(workdir: Path, files: int) -> dict:
                 req.staged.doc_ids.append(doc.id)
                 req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards), doc.chunks)
             ws.commit(req)
+        engine.wait_for_index()
+        log(f"  planning workspace: {[x['factory'] for x in ws.info().indexes]}")
     # The index run's own peak RSS: a wrapper process whose only child it is reports it.
     wrapper = (
         "import json, resource, subprocess, sys, time\n"
@@ -298,10 +300,16 @@ def planning(workdir: Path, files: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docs", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--docs", type=int, nargs="*", default=[100_000])
     parser.add_argument("--planning-files", type=int, default=100_000, help="0 to skip the planning run")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the workspaces here (default: a temp dir)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse the workspaces and queries already in --workdir (skip step 1-2)"
+    )
+    parser.add_argument(
+        "--kinds", nargs="+", default=["flat", "ivf-sq8", "ivf-pq"], help="index types to measure (default: all)"
+    )
     parser.add_argument("--probe", nargs=3, type=Path, help=argparse.SUPPRESS)  # internal: WS QUERIES TRUTH
     args = parser.parse_args()
     if args.probe:
@@ -312,15 +320,17 @@ def main() -> None:
     rows = []
     for n in args.docs:
         path = workdir / f"ws-{n}"
-        shutil.rmtree(path, ignore_errors=True)
-        log(f"{n:,} documents: committing")
-        gen, commit_s = build_workspace(path, n)
-        sizes = disk_mb(path)
-        log(f"  committed in {commit_s:.0f}s; docs.sqlite {sizes['sqlite_mb']:.0f} MB")
-        queries = gen.sample(QUERIES)
-        truth = ground_truth(path, queries)
-        np.save(workdir / "queries.npy", queries)
-        np.save(workdir / "truth.npy", truth)
+        queries_file, truth_file = workdir / f"queries-{n}.npy", workdir / f"truth-{n}.npy"
+        commit_s = None
+        if not (args.reuse and path.exists() and truth_file.exists()):
+            shutil.rmtree(path, ignore_errors=True)
+            log(f"{n:,} documents: committing")
+            gen, commit_s = build_workspace(path, n)
+            sizes = disk_mb(path)
+            log(f"  committed in {commit_s:.0f}s; docs.sqlite {sizes['sqlite_mb']:.0f} MB")
+            queries = gen.sample(QUERIES)
+            np.save(queries_file, queries)
+            np.save(truth_file, ground_truth(path, queries))
         with Workspace.open(path, writer=False, create=False) as ws:
             dim, shards = ws.dim, ws.n_shards
         specs = [
@@ -329,6 +339,8 @@ def main() -> None:
             choose_index(n // shards, dim, IndexBudget(256 << 20, 5.0).per_shard(shards)),
         ]
         for spec in dict.fromkeys(specs):
+            if spec.kind not in args.kinds:
+                continue
             log(f"  building {spec.factory()}")
             build_s = rebuild_as(path, spec)
             sizes = disk_mb(path)
@@ -338,8 +350,8 @@ def main() -> None:
                 __file__,
                 "--probe",
                 str(path),
-                str(workdir / "queries.npy"),
-                str(workdir / "truth.npy"),
+                str(queries_file),
+                str(truth_file),
             ]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
             if done.returncode != 0:

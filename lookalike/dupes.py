@@ -152,8 +152,8 @@ def find_duplicates(workspace: Workspace, threshold: float = DEFAULT_THRESHOLD) 
     groups = _UnionFind()
     for start in range(0, len(query_ids), _QUERY_BLOCK):
         block = queries[start : start + _QUERY_BLOCK]
-        for shard in workspace.shards:
-            lims, _scores, hit_ids = shard.range_search(block, threshold)
+        for shard in range(workspace.n_shards):
+            lims, _scores, hit_ids = workspace.range_search(shard, block, threshold)
             if len(hit_ids) == 0:
                 continue
             owner = {cid: info[0] for cid, info in store.chunk_info(set(hit_ids.tolist())).items()}

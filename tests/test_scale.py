@@ -22,7 +22,7 @@ import pytest
 from lookalike.document import Chunk, Document, Request, shard_for
 from lookalike.errors import StoreError
 from lookalike.store import docstore
-from lookalike.store.vectors import IndexBudget, VectorShard, choose_index, exact_limit
+from lookalike.store.vectors import IndexBudget, IndexSpec, VectorShard, choose_index, exact_limit
 from lookalike.store.workspace import Workspace
 from lookalike.synthetic import RealisticVectors
 
@@ -94,6 +94,10 @@ def test_the_index_type_follows_size_and_budget():
     pq = choose_index(1_000_000, DIM, IndexBudget(512 << 20, 5.0))
     assert pq.kind == "ivf-pq" and 1_000_000 * (pq.pq_m + 8) <= 512 << 20
     assert choose_index(100_000, DIM, IndexBudget(2 << 30, 1000.0)).kind == "flat"  # a loose target: exact
+    assert choose_index(500, DIM, IndexBudget(1, 0.001)).kind == "flat"  # too few to train cells on, whatever
+    # Nothing fits 1 MB: the smallest PQ codes there are, or SQ8 where no PQ size divides the dimension.
+    assert choose_index(10**6, 16, IndexBudget(1 << 20, 0.001)) == IndexSpec("ivf-pq", 2048, 8)
+    assert choose_index(10**6, 12, IndexBudget(1 << 20, 0.001)).kind == "ivf-sq8"
 
 
 # --- float16 storage -----------------------------------------------------------------------------
@@ -287,6 +291,26 @@ def test_a_process_killed_mid_build_leaves_the_old_index_on_disk(tmp_path, real_
         assert ws.shards[0].kind == "ivf-sq8" and ws.shards[0].mapped
 
 
+def test_a_mapped_index_left_untouched_by_commits_is_saved_and_reopened(tmp_path, real_vectors):
+    """The generation moves on without touching a memory-mapped shard (a commit without vectors):
+    its next snapshot names the file it maps (FAISS would write a mapped index as a stub)."""
+    path = tmp_path / "ws"
+    _small_flat_workspace(path, real_vectors)
+    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws:
+        ws.wait_for_builds()
+    with Workspace.open(path, encoder="e", dim=DIM) as ws:
+        assert ws.shards[0].mapped
+        doc = Document(id="no-vectors", uri="/synthetic/none.jpg")
+        doc.size = doc.mtime_ns = 1
+        req = Request("index", [doc])
+        req.staged.doc_ids.append(doc.id)
+        ws.commit(req)
+        assert ws.shards[0].mapped  # nothing to add: still mapped when flushed
+    with Workspace.open(path, encoder="e", dim=DIM) as ws:
+        assert ws.shards[0].kind == "ivf-sq8" and len(ws.shards[0]) == 2000 and ws.verify() == []
+        assert ws.store.generation == json.loads((path / "shard-0" / "snapshot.json").read_text())["generation"]
+
+
 # --- planning in SQL -----------------------------------------------------------------------------
 
 
@@ -304,6 +328,8 @@ def test_documents_under_a_root_are_a_prefix_range_not_a_scan(tmp_path):
         assert under == sorted(["/p/a.jpg", "/p/sub/b.jpg", os.fsdecode(b"/p/\xe9.jpg")])
         assert [uri for _, uri in ws.store.docs_under(["/p/a.jpg"])] == ["/p/a.jpg"]
         assert len(list(ws.store.docs_under(["/"]))) == len(paths)
+        many = [f"/p/file-{i}.jpg" for i in range(3000)] + ["/p2", "/p"]  # `index dir/*.jpg`: a root a file
+        assert len(ws.store.docs_under(many)) == 4  # /p (3) and /p2 (1); the 3,000 roots add none
         plan = ws.store._reader.execute(
             "EXPLAIN QUERY PLAN SELECT id FROM docs WHERE uri >= ? AND uri < ?", (b"/p/", b"/p0")
         ).fetchall()

@@ -138,6 +138,7 @@ class ShardIndex(BaseModel):
     built_from: int = Field(description="vectors the index was built (and tuned) on")
     mapped: bool = Field(description="memory-mapped from its snapshot")
     building: bool = Field(description="a new index is being built in the background")
+    build_error: str | None = Field(default=None, description="why the last build failed (the old index serves)")
 
 
 class Stats(BaseModel):

@@ -193,6 +193,7 @@ class DocStore:
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []  # every thread's, so close() closes them all
+        self._closed = False
         try:
             self._writer = self._connect()
             self._migrate()
@@ -251,6 +252,8 @@ class DocStore:
 
     @property
     def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"the doc store {self.path} is closed")
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
@@ -282,6 +285,7 @@ class DocStore:
                 conn.execute(f"PRAGMA user_version={version + 1}")
 
     def close(self) -> None:
+        self._closed = True
         self._writer.close()
         with self._write_lock:
             readers, self._readers = self._readers, []
@@ -458,11 +462,16 @@ class DocStore:
         of this thread's connection, for :meth:`changed_files` and the ``unscanned_*`` queries."""
         conn = self._reader
         try:
+            conn.execute("PRAGMA temp_store=MEMORY")
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS scan (uri BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER)")
-            conn.execute("DELETE FROM temp.scan")
-            conn.executemany(
-                "INSERT OR REPLACE INTO temp.scan VALUES (?,?,?)", ((_path_in(u), s, m) for u, s, m in files)
-            )
+            conn.execute("BEGIN")  # one transaction for all the rows, not one each
+            try:
+                conn.execute("DELETE FROM temp.scan")
+                conn.executemany(
+                    "INSERT OR REPLACE INTO temp.scan VALUES (?,?,?)", ((_path_in(u), s, m) for u, s, m in files)
+                )
+            finally:
+                conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise _store_error(self.path, "plan", e) from e
         try:
@@ -478,30 +487,40 @@ class DocStore:
             "WHERE d.id IS NULL OR d.size IS NOT s.size OR d.mtime_ns IS NOT s.mtime_ns ORDER BY s.rowid"
         )
         out = []
-        for uri, size, mtime, doc_id, content_hash, k_size, k_mtime, reason, message in self._reader.execute(sql):
+        try:
+            rows = self._reader.execute(sql).fetchall()
+        except sqlite3.Error as e:
+            raise _store_error(self.path, "plan", e) from e
+        for uri, size, mtime, doc_id, content_hash, k_size, k_mtime, reason, message in rows:
             skip = (int(k_size), int(k_mtime), reason, message) if reason is not None else None
             out.append(ChangedFile(os.fsdecode(uri), int(size), int(mtime), doc_id, content_hash, skip))
         return out
 
-    def unscanned_docs(self, roots: Iterable[str]) -> Iterator[tuple[str, str]]:
+    def _query_under(self, sql: str, roots: Iterable[str]) -> list[tuple]:
+        """Rows of ``sql`` (with ``{where}`` for the roots' ranges), over every group of roots."""
+        rows: list[tuple] = []
+        try:
+            for where, args in _under(roots):
+                rows += self._reader.execute(sql.format(where=where), args).fetchall()
+        except sqlite3.Error as e:
+            raise _store_error(self.path, "read", e) from e
+        return list(dict.fromkeys(rows))  # a root's range may overlap another's
+
+    def unscanned_docs(self, roots: Iterable[str]) -> list[tuple[str, str]]:
         """(doc id, path) of stored documents under ``roots`` that the scan did not find."""
-        where, args = _under(roots)
-        sql = f"SELECT id, uri FROM docs WHERE ({where}) AND uri NOT IN (SELECT uri FROM temp.scan)"
-        for doc_id, uri in self._reader.execute(sql, args):
-            yield doc_id, os.fsdecode(uri)
+        sql = "SELECT id, uri FROM docs WHERE ({where}) AND uri NOT IN (SELECT uri FROM temp.scan)"
+        return [(doc_id, os.fsdecode(uri)) for doc_id, uri in self._query_under(sql, roots)]
 
     def unscanned_skips(self, roots: Iterable[str]) -> list[str]:
         """Paths under ``roots`` remembered as bad that the scan did not find."""
-        where, args = _under(roots)
-        sql = f"SELECT uri FROM skips WHERE ({where}) AND uri NOT IN (SELECT uri FROM temp.scan)"
-        return [os.fsdecode(u) for (u,) in self._reader.execute(sql, args)]
+        sql = "SELECT uri FROM skips WHERE ({where}) AND uri NOT IN (SELECT uri FROM temp.scan)"
+        return [os.fsdecode(u) for (u,) in self._query_under(sql, roots)]
 
-    def docs_under(self, roots: Iterable[str]) -> Iterator[tuple[str, str]]:
+    def docs_under(self, roots: Iterable[str]) -> list[tuple[str, str]]:
         """(doc id, path) of stored documents whose file is one of ``roots`` or inside one of them:
         one range of the uri index per root (a path's bytes sort right after its folder's + "/")."""
-        where, args = _under(roots)
-        for doc_id, uri in self._reader.execute(f"SELECT id, uri FROM docs WHERE {where}", args):
-            yield doc_id, os.fsdecode(uri)
+        sql = "SELECT id, uri FROM docs WHERE {where}"
+        return [(doc_id, os.fsdecode(uri)) for doc_id, uri in self._query_under(sql, roots)]
 
     def chunk_info(self, ids: Iterable[int]) -> dict[int, tuple[str, str, tuple[int, int, int, int] | None]]:
         """chunk id -> (doc id, kind, bbox)."""
@@ -522,6 +541,11 @@ class DocStore:
             (int(cid), kind, tuple(json.loads(bbox)) if bbox else None, _decode(blob).astype(np.float32))
             for cid, kind, bbox, blob in self._reader.execute(sql, (doc_id,))
         ]
+
+    def chunk_ids(self) -> np.ndarray:
+        """Every stored chunk's id (without reading a vector)."""
+        rows = self._reader.execute("SELECT id FROM chunks ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def all_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(chunk ids, embeddings, doc ids) of every chunk: for brute-force checks and re-sharding."""
@@ -658,22 +682,34 @@ class DocStore:
             self._set_identity(conn, identity)
 
 
-def _under(roots: Iterable[str]) -> tuple[str, list[bytes]]:
-    """A WHERE clause (and its arguments) for "uri is one of ``roots`` or inside one of them"."""
-    clauses, args = [], []
+def _under(roots: Iterable[str]) -> Iterator[tuple[str, list[bytes]]]:
+    """WHERE clauses (with their arguments) for "uri is one of ``roots`` or inside one of them",
+    a few hundred roots each (SQLite limits an expression's depth): one range of the uri index a
+    root. Roots inside other roots are dropped."""
+    roots = sorted({r.rstrip(os.sep) or os.sep for r in roots})
+    kept: list[str] = []
     for root in roots:
-        root = root.rstrip(os.sep) or os.sep
-        exact = os.fsencode(root)
-        prefix = exact if root == os.sep else exact + b"/"
-        clauses.append("(uri = ? OR (uri >= ? AND uri < ?))")
-        args += [exact, prefix, prefix[:-1] + b"0"]  # "0" is the byte after "/"
-    return " OR ".join(clauses) or "0", args
+        if not any(root == k or root.startswith(k if k == os.sep else k + os.sep) for k in kept[-1:]):
+            kept.append(root)
+    for start in range(0, len(kept), 200):
+        clauses, args = [], []
+        for root in kept[start : start + 200]:
+            exact = os.fsencode(root)
+            prefix = exact if root == os.sep else exact + b"/"
+            clauses.append("(uri = ? OR (uri >= ? AND uri < ?))")
+            args += [exact, prefix, prefix[:-1] + b"0"]  # "0" is the byte after "/"
+        yield " OR ".join(clauses), args
 
 
 def _stack(blobs: list[bytes], dim: int) -> np.ndarray:
     """Stored embeddings as one float32 array."""
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
+    if any(len(b) != 2 * dim for b in blobs):
+        raise StoreError(
+            f"the doc store holds a vector that is not {dim}-d float16 (written by another lookalike version?); "
+            "re-index with `lookalike index --reset PATH...`"
+        )
     return np.frombuffer(b"".join(blobs), dtype=STORED_DTYPE).reshape(len(blobs), dim).astype(np.float32)
 
 

@@ -56,6 +56,7 @@ FLAT_SCAN_BYTES_PER_S = 10e9
 TARGET_RECALL = 0.98  # recall@10 that tuning aims for on its held-out sample (the promise is 0.95)
 TUNING_QUERIES = 300
 TRAIN_PER_CELL = 40
+MIN_ANN_VECTORS = 2000  # fewer are always searched exactly (PQ's k-means alone wants 256 a code)
 # An ANN shard re-ranks (kind -> (at least, times k)) candidates a query exactly: SQ8 scores are
 # close to exact, so few are needed; PQ codes are coarser.
 RERANK = {"ivf-sq8": (40, 4), "ivf-pq": (100, 10)}
@@ -118,8 +119,8 @@ def choose_index(n: int, dim: int, budget: IndexBudget) -> IndexSpec:
     """The index type for ``n`` vectors: exact while it meets the budget, then the most accurate
     ANN codes that fit it (autofaiss's rule: memory first, then speed)."""
     flat = IndexSpec("flat")
-    if n <= exact_limit(dim, budget) and n * flat.bytes_per_vector(dim) <= budget.memory_bytes:
-        return flat
+    if n < MIN_ANN_VECTORS or (n <= exact_limit(dim, budget) and n * flat.bytes_per_vector(dim) <= budget.memory_bytes):
+        return flat  # below MIN_ANN_VECTORS there is too little to train cells on, whatever the budget
     # About 2·sqrt(n) cells (a power of two): a few hundred vectors per cell, trained on
     # TRAIN_PER_CELL vectors a cell (FAISS's k-means wants at least 39).
     nlist = int(2 ** round(math.log2(max(2 * math.sqrt(n), 64))))
@@ -128,11 +129,13 @@ def choose_index(n: int, dim: int, budget: IndexBudget) -> IndexSpec:
     sq8 = IndexSpec("ivf-sq8", nlist)
     if n * sq8.bytes_per_vector(dim) + centroids <= budget.memory_bytes:
         return sq8
-    for m in PQ_CHOICES:
+    sizes = [m for m in PQ_CHOICES if dim % m == 0]
+    for m in sizes:
         pq = IndexSpec("ivf-pq", nlist, m)
-        if dim % m == 0 and n * pq.bytes_per_vector(dim) + centroids <= budget.memory_bytes:
+        if n * pq.bytes_per_vector(dim) + centroids <= budget.memory_bytes:
             return pq
-    return IndexSpec("ivf-pq", nlist, next(m for m in reversed(PQ_CHOICES) if dim % m == 0))
+    # Nothing fits: the smallest codes there are (the budget is exceeded, and `info` shows by how much).
+    return IndexSpec("ivf-pq", nlist, sizes[-1]) if sizes else sq8
 
 
 def needs_new_index(current: IndexSpec, trained_on: int, n: int, dim: int, budget: IndexBudget) -> IndexSpec | None:
@@ -246,6 +249,7 @@ class VectorShard:
         self._index: Any = faiss.IndexIDMap2(faiss.IndexFlat(dim, _metric(metric)))
         self.info = IndexInfo()
         self.mapped = False  # a memory-mapped (read-only) IVF index, copied into memory on first change
+        self._file: str | None = None  # the snapshot file it was loaded from (its contents, while mapped)
         self._lock = _ReadWriteLock()
 
     # --- shape ---------------------------------------------------------------------------------
@@ -341,7 +345,8 @@ class VectorShard:
         ann = self.kind != "flat" and exact is not None
         # FAISS keeps results strictly *above* the radius for inner product; step one float below
         # the threshold so that "at least" holds, identical copies at exactly 1.0 included.
-        radius = float(np.nextafter(np.float32(threshold - (0.05 if ann else 0.0)), np.float32(-np.inf)))
+        slack = {"ivf-sq8": 0.05, "ivf-pq": 0.2}.get(self.kind, 0.0) if ann else 0.0  # codes' score error
+        radius = float(np.nextafter(np.float32(threshold - slack), np.float32(-np.inf)))
         params = _ivf_params(self.info.nprobe) if self.kind != "flat" else None
         with self._lock.reading():
             lims, scores, ids = self._index.range_search(queries, radius, params=params)
@@ -398,13 +403,15 @@ class VectorShard:
                 out.add(ids, vectors)
             out.info = IndexInfo(trained_on=len(out), build_s=time.perf_counter() - start)
             return out
-        train, sample_ids, sample = _training_sample(blocks, spec.nlist * TRAIN_PER_CELL, TUNING_QUERIES)
-        if cancelled():
+        sampled = _training_sample(blocks, spec.nlist * TRAIN_PER_CELL, TUNING_QUERIES, cancelled)
+        if sampled is None:
             return None
+        train, sample_ids, sample = sampled
         index = faiss.index_factory(dim, spec.factory(), _metric(metric))
-        if spec.kind == "ivf-pq":  # each sub-quantizer's k-means on 64 points a centroid, not 256: 4x faster
-            ivf: Any = faiss.extract_index_ivf(index)
-            ivf.pq.cp.max_points_per_centroid = 64
+        if spec.kind == "ivf-pq":
+            ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
+            ivf.pq.cp.max_points_per_centroid = 64  # each sub-quantizer's k-means on 16k points: 4x faster
+            ivf.use_precomputed_table = -1  # an l2 table of nlist x m x 256 floats would break the budget
         index.train(train)
         del train
         truth = _TopK(sample_ids, sample, 11, metric)  # a query's own vector is among its 11 nearest
@@ -415,20 +422,25 @@ class VectorShard:
             truth.update(ids, _as_f32(vectors, dim))
         out._index = index
         out.info = IndexInfo(kind=spec.kind, factory=spec.factory(), nprobe=1, trained_on=len(out))
-        out._tune(truth, exact, spec.nlist)
+        if not out._tune(truth, exact, spec.nlist, cancelled):
+            return None
         out.info.build_s = time.perf_counter() - start
         return out
 
-    def _tune(self, truth: _TopK, exact: ExactVectors, nlist: int) -> None:
-        """The smallest power-of-two nprobe that reaches TARGET_RECALL on the held-out sample."""
+    def _tune(self, truth: _TopK, exact: ExactVectors, nlist: int, cancelled: Callable[[], bool]) -> bool:
+        """The smallest power-of-two nprobe that reaches TARGET_RECALL on the held-out sample;
+        False if cancelled meanwhile."""
         nprobe = 1
         while True:
+            if cancelled():
+                return False
             self.info.nprobe = nprobe
             recall = self.held_out_recall(truth.query_ids, truth.queries, truth.neighbours(), exact)
             if recall >= TARGET_RECALL or nprobe >= nlist:
                 break
             nprobe *= 2
         self.info.recall_at_10, self.info.recall_queries = recall, len(truth.query_ids)
+        return True
 
     def held_out_recall(
         self, query_ids: np.ndarray, queries: np.ndarray, truth: list[np.ndarray], exact: ExactVectors, k: int = 10
@@ -449,21 +461,31 @@ class VectorShard:
 
     def save(self, folder: Path, generation: int) -> None:
         """Write the index to a new file, then the state that names it (each atomically), then
-        delete older index files. The caller keeps the shard from changing meanwhile."""
+        delete older index files. The caller keeps the shard from changing meanwhile.
+
+        A shard still mapped from its snapshot has not changed since it was loaded: the new state
+        names that same file (FAISS would write a mapped index as a stub pointing elsewhere)."""
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"index-{generation}-{secrets.token_hex(4)}.faiss"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            with self._lock.reading():
-                faiss.write_index(self._index, tmp)
-                count = len(self)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, folder / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        if self.mapped and self._file and (folder / self._file).exists():
+            name, count = self._file, len(self)
+        else:
+            if self.mapped:  # its file was replaced by another process's save: write it out whole
+                with self._lock.writing():
+                    self._own_memory()
+            name = f"index-{generation}-{secrets.token_hex(4)}.faiss"
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            os.close(fd)
+            try:
+                with self._lock.reading():
+                    faiss.write_index(self._index, tmp)
+                    count = len(self)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, folder / name)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            self._file = name
         state = {
             "file": name,
             "bytes": (folder / name).stat().st_size,
@@ -495,7 +517,8 @@ class VectorShard:
                 return None
             path = folder / str(state.get("file"))
             try:
-                if path.stat().st_size != state.get("bytes"):
+                size = path.stat().st_size
+                if size != state.get("bytes"):
                     return None
                 info = IndexInfo.from_dict(state.get("index") or {})
                 mapped = info.kind != "flat"
@@ -503,13 +526,19 @@ class VectorShard:
             except FileNotFoundError:
                 continue
             except (OSError, RuntimeError, ValueError, TypeError):
+                if not path.exists():  # FAISS says "could not open" when another save removed it
+                    continue
                 return None
             out = cls(dim, shard, metric)
-            out._index, out.info, out.mapped = index, info, mapped
+            out._index, out.info, out.mapped, out._file = index, info, mapped, path.name
             if index.ntotal != state.get("count") or index.d != dim:
                 return None
             if (info.kind == "flat") != isinstance(index, faiss.IndexIDMap2):
                 return None
+            if mapped:
+                ivf: Any = faiss.extract_index_ivf(index)
+                if size < index.ntotal * (ivf.code_size + 8):  # the codes must be in this very file
+                    return None
             ids = out.ids()
             if len(np.unique(ids)) != len(ids):
                 return None
@@ -568,7 +597,9 @@ class _TopK:
         return list(self.ids)
 
 
-def _training_sample(blocks: VectorBlocks, size: int, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _training_sample(
+    blocks: VectorBlocks, size: int, queries: int, cancelled: Callable[[], bool]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """A uniform sample of ``size`` vectors for training, in one pass over the blocks (every vector
     draws a random key; the smallest keys win), and ``queries`` of them (with their ids) held out as
     tuning queries."""
@@ -577,6 +608,8 @@ def _training_sample(blocks: VectorBlocks, size: int, queries: int) -> tuple[np.
     kept_ids = np.zeros(0, np.int64)
     kept: np.ndarray | None = None
     for ids, vectors in blocks():
+        if cancelled():
+            return None
         block_keys = rng.random(len(ids))
         keys = np.concatenate([keys, block_keys])
         kept_ids = np.concatenate([kept_ids, ids])

@@ -90,6 +90,8 @@ class Workspace:
         self._sync_lock = threading.RLock()
         self._builds: dict[int, threading.Thread] = {}  # shard -> its new index being built
         self._build_specs: dict[int, IndexSpec] = {}
+        self._build_lock = threading.RLock()
+        self._failed_builds: dict[int, tuple[IndexSpec, int]] = {}  # shard -> (spec, its size then)
         self._build_errors: list[str] = []
         self._closing = False
         self._seen_states: dict[int, int] = {}  # shard -> mtime_ns of the snapshot state last looked at
@@ -211,7 +213,10 @@ class Workspace:
             raise StoreError(f"workspace {self.path} has {m.get('shards')} shards, the flow asks for {n}")
         m["shards"] = n
         m["lookalike_version"] = __version__
-        identity = json.dumps({k: m.get(k) for k in ("encoder", "dim", "metric", "shards")}, sort_keys=True)
+        # "vectors": how they are stored; a process of an older lookalike writing float32 is refused.
+        identity = json.dumps(
+            {**{k: m.get(k) for k in ("encoder", "dim", "metric", "shards")}, "vectors": "float16"}, sort_keys=True
+        )
         if writer:
             # The doc store's identity changes in the same transaction as the data it describes, so
             # a process still writing the old vectors is refused at its next commit.
@@ -324,17 +329,19 @@ class Workspace:
         self._maybe_upgrade()
         return True
 
-    def _replay(self, targets: dict[int, VectorShard], since: int) -> int | None:
-        """Apply the vector log after generation ``since`` to ``targets`` (shard number -> shard);
-        the generation they are at now, or None if the log cannot bring them there (rebuild)."""
+    def _replay(self, targets: dict[int, VectorShard], since: int, until: int | None = None) -> int | None:
+        """Apply the vector log after generation ``since`` (up to ``until``, else the store's) to
+        ``targets`` (shard number -> shard); the generation they are at now, or None if the log
+        cannot bring them there (rebuild)."""
         adds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         with self.store.snapshot_read() as state:
-            if state.generation == since:
+            end = state.generation if until is None else until
+            if end == since:
                 return since
             self._check_identity(state.identity)
-            if state.generation < since or since < state.log_floor:
+            if state.generation < end or end < since or since < state.log_floor:
                 return None
-            change = self.store.logged_changes(since, state.generation)
+            change = self.store.logged_changes(since, end)
             added = [i for s, is_add, ids in change.steps if is_add and s in targets for i in ids]
             for n, (shard, is_add, ids) in enumerate(change.steps):
                 if is_add and shard in targets:  # those removed by a later commit are simply not found
@@ -352,7 +359,7 @@ class Workspace:
         # Removals can only lower the most chunks per document: a high bound stays exact.
         if self._max_chunks is not None:
             self._max_chunks = max(self._max_chunks, most)
-        return state.generation
+        return end
 
     # --- index types follow the collection ----------------------------------------------------
 
@@ -361,23 +368,28 @@ class Workspace:
         if not self.writer or self._closing:
             return
         budget = self.budget.per_shard(self.n_shards_configured)
-        for i, shard in enumerate(self.shards):
-            if i in self._builds and self._builds[i].is_alive():
-                continue
-            spec = needs_new_index(shard.info.spec, shard.info.trained_on, len(shard), self.dim, budget)
-            if spec is not None:
-                self.start_build(i, spec)
+        with self._build_lock:  # commits and searches' catching up both get here: one build a shard
+            for i, shard in enumerate(self.shards):
+                if i in self._builds and self._builds[i].is_alive():
+                    continue
+                spec = needs_new_index(shard.info.spec, shard.info.trained_on, len(shard), self.dim, budget)
+                failed = self._failed_builds.get(i)
+                if failed is not None and failed[0] == spec and len(shard) < 2 * failed[1]:
+                    continue  # it failed as this very spec: not again on every commit, only once grown
+                if spec is not None:
+                    self.start_build(i, spec)
 
     def start_build(self, i: int, spec: IndexSpec) -> threading.Thread:
         """Build shard ``i`` anew as ``spec`` in a background thread, from the committed vectors;
         swap it in atomically once it has caught up, and snapshot it. Until then (and if the
         process dies meanwhile) the old index serves."""
-        thread = threading.Thread(
-            target=self._build_in_background, args=(i, spec), name=f"index-build-{i}", daemon=True
-        )
-        self._builds[i] = thread
-        self._build_specs[i] = spec
-        thread.start()
+        with self._build_lock:
+            thread = threading.Thread(
+                target=self._build_in_background, args=(i, spec), name=f"index-build-{i}", daemon=True
+            )
+            self._builds[i] = thread
+            self._build_specs[i] = spec
+            thread.start()
         return thread
 
     def _build_in_background(self, i: int, spec: IndexSpec) -> None:
@@ -388,9 +400,11 @@ class Workspace:
             if built is None:
                 return
             with self._sync_lock:
-                if self.sync():  # our shards catch up first, so both are brought to one generation
-                    pass
-                if since != self._generation and self._replay({i: built}, since) is None:
+                if self._closing:
+                    return
+                # The new index is brought to exactly the generation the other shards are at (a
+                # commit may land meanwhile: commit() applies it to the swapped-in shard after us).
+                if self._replay({i: built}, since, self._generation) != self._generation:
                     return  # reset or re-sharded meanwhile: the next commit decides afresh
                 if i < len(self.shards):
                     self.shards[i] = built
@@ -398,6 +412,7 @@ class Workspace:
             self.flush()
         except Exception as e:  # noqa: BLE001 - a thread must report, not die: the old index keeps serving
             if not self._closing:
+                self._failed_builds[i] = (spec, len(self.shards[i]) if i < len(self.shards) else 0)
                 self._build_errors.append(f"building the {spec.factory()} index of shard {i} failed: {e}")
 
     @property
@@ -445,7 +460,7 @@ class Workspace:
             loaded = VectorShard.load(folder, self.dim, i, self.metric)
             if loaded is None or loaded[1] > self._generation:
                 continue
-            if loaded[1] == self._generation or self._replay({i: loaded[0]}, loaded[1]) == self._generation:
+            if self._replay({i: loaded[0]}, loaded[1], self._generation) == self._generation:
                 self.shards[i] = loaded[0]
 
     def _check_identity(self, identity: str | None) -> None:
@@ -601,14 +616,17 @@ class Workspace:
                             f"the documents are committed, but the shard snapshot in {self.path} could not be "
                             f"written ({e.strerror or e}); it is brought forward when the workspace is next opened"
                         ) from e
+                    self._saved_generation = generation
+                # else another process saved a newer state: ours is written once we are newer again
                 self._note_states()
-            self._saved_generation = generation
 
     def close(self, flush: bool = True) -> None:
         """Stop any index build (the old index stays on disk), snapshot, and close the store."""
         self._closing = True
         for thread in list(self._builds.values()):
-            thread.join(1.0)  # a build stuck in FAISS's training is left to die with the process
+            # A build notices between its stages and stops; one inside FAISS's k-means is left to
+            # die with the process (its store reads fail from here on, and nothing is swapped in).
+            thread.join(10.0)
         try:
             if flush:
                 self.flush()
@@ -637,6 +655,14 @@ class Workspace:
         self.sync()
         return self.shards[shard].search(queries, k, self._exact)
 
+    def range_search(
+        self, shard: int, queries: np.ndarray, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every vector of one shard at least ``threshold`` from a query (exact scores; an ANN
+        shard's candidates are checked against the stored vectors), after catching up."""
+        self.sync()
+        return self.shards[shard].range_search(queries, threshold, self._exact)
+
     def doc_ids_under(self, roots: Iterable[str]) -> list[str]:
         """The ids of stored documents whose file is one of ``roots`` or inside one of them."""
         return [doc_id for doc_id, _ in self.store.docs_under(roots)]
@@ -649,22 +675,21 @@ class Workspace:
         for _ in range(5):
             self.sync()
             with self._sync_lock, self.store.snapshot_read() as state:
-                ids, _, doc_ids = self.store.all_vectors(self.dim)
+                ids = self.store.chunk_ids()
                 shard_ids = [shard.ids() for shard in self.shards]
                 if state.generation == self._generation:
                     break
         problems = []
-        stored = set(ids.tolist())
-        searchable: set[int] = set()
         for shard, held in zip(self.shards, shard_ids, strict=True):
-            unique = set(held.tolist())
-            if len(unique) != len(held):
+            if len(np.unique(held)) != len(held):
                 problems.append(f"shard {shard.shard} holds duplicate vectors")
-            searchable |= unique
-        if searchable - stored:
-            problems.append(f"{len(searchable - stored)} searchable vectors belong to no indexed document")
-        if stored - searchable:
-            problems.append(f"{len(stored - searchable)} stored vectors are not searchable")
+        searchable = np.unique(np.concatenate(shard_ids)) if shard_ids else np.zeros(0, np.int64)
+        orphans = np.setdiff1d(searchable, ids, assume_unique=True)
+        if len(orphans):
+            problems.append(f"{len(orphans)} searchable vectors belong to no indexed document")
+        unsearchable = np.setdiff1d(ids, searchable, assume_unique=True)
+        if len(unsearchable):
+            problems.append(f"{len(unsearchable)} stored vectors are not searchable")
         return problems
 
     def info(self) -> WorkspaceInfo:
@@ -698,6 +723,7 @@ class Workspace:
             "built_from": info.trained_on,
             "mapped": shard.mapped,
             "building": shard.shard in self.building,
+            "build_error": next((e for e in self._build_errors if f" of shard {shard.shard} " in e), None),
         }
 
     def measure_recall(self, queries: int = 200, k: int = 10) -> list[float]:
