@@ -53,7 +53,8 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes]]:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise ApiError(422, "ValidationError", "file: a multipart search needs a 'file' field")
-            given = {k: v for k, v in form.items() if k in ("top_k", "face") and v != ""}
+            # An empty field is not a number (422), as the schema says: leave a field out for its default.
+            given = {k: v for k, v in form.items() if k in ("top_k", "face")}
             fields = SearchForm.model_validate(given)
             body = SearchBody.model_construct(data=None, doc_id=None, top_k=fields.top_k, face=fields.face)
             return body, [await upload.read()]  # (SearchForm validated the fields)
@@ -120,7 +121,9 @@ async def search(request: Request, service: ServiceDep) -> dict[str, Any]:
 )
 async def search_tags(
     service: ServiceDep,
-    q: str = Query(min_length=1, max_length=100, description="part of an ImageNet label, e.g. daisy"),
+    q: str = Query(
+        min_length=1, max_length=100, pattern=r"\S", description="part of an ImageNet label, e.g. daisy (not blank)"
+    ),
     top_k: int = Query(default=TOP_K, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Indexed images whose ImageNet tags contain ``q``, the most probable first."""
