@@ -97,6 +97,16 @@ def test_multipart_and_more_like_this(client, corpus):
     assert len(ids) == 5 and first["doc_id"] not in ids  # more like this leaves itself out
 
 
+def test_an_empty_number_field_or_a_blank_tag_query_is_refused(client, corpus):
+    _, photos = corpus
+    for field in ("top_k", "face"):
+        with open(photos[2], "rb") as f:
+            r = client.post("/api/search", files={"file": ("q.png", f, "image/png")}, data={field: ""})
+        assert r.status_code == 422 and field in r.json()["error"]["message"], r.text
+    r = client.get("/api/search/tags", params={"q": "\n "})
+    assert r.status_code == 422 and "q" in r.json()["error"]["message"], r.text
+
+
 def test_tag_search(client):
     r = client.get("/api/search/tags", params={"q": "a", "top_k": 5})
     assert r.status_code == 200
