@@ -243,6 +243,27 @@ def test_the_new_index_is_built_in_the_background_while_the_old_one_serves(tmp_p
     assert sorted(p.name for p in (path / "shard-0").glob("index*.faiss")) == [state["file"]]
 
 
+def test_a_commit_racing_the_swap_is_applied_once(tmp_path, real_vectors, monkeypatch):
+    """Another process commits just as the new index is brought forward: it is replayed exactly once."""
+    path = tmp_path / "ws"
+    _small_flat_workspace(path, real_vectors)
+    real_replay = Workspace._replay
+    raced = []
+
+    def replay(self, targets, since, until=None):
+        if threading.current_thread().name.startswith("index-build") and not raced:  # the build's catch-up
+            with Workspace.open(path, encoder="e", dim=DIM) as other:
+                commit_vectors(other, real_vectors.sample(50), 5000)
+            raced.append(True)
+        return real_replay(self, targets, since, until)
+
+    monkeypatch.setattr(Workspace, "_replay", replay)
+    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws:
+        ws.wait_for_builds()
+        assert raced and ws.shards[0].kind == "ivf-sq8"
+        assert ws.verify() == [] and len(ws.shards[0]) == 2050  # caught up once, no duplicates
+
+
 def test_a_failed_build_leaves_the_old_index_serving_and_says_why(tmp_path, real_vectors, monkeypatch):
     path = tmp_path / "ws"
     _small_flat_workspace(path, real_vectors)
@@ -364,3 +385,15 @@ def test_a_no_op_reindex_never_loads_the_docs_table(tmp_path, monkeypatch):
         started = time.perf_counter()
         assert engine.plan([folder]).unchanged == 18
         assert time.perf_counter() - started < 10
+
+
+def test_a_bad_index_budget_is_a_one_line_error(tmp_path):
+    done = subprocess.run(
+        [*lookalike_cmd(), "index", str(tmp_path), "-w", str(tmp_path / "ws"), "--index-memory", "lots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "error: --index-memory='lots' is not a size such as 2GB or 512MB"
+    assert not (tmp_path / "ws").exists()  # refused before anything was opened
