@@ -393,6 +393,8 @@ class Workspace:
         return thread
 
     def _build_in_background(self, i: int, spec: IndexSpec) -> None:
+        # The whole build reads one SQLite snapshot (so it is exactly one generation); WAL cannot
+        # checkpoint past it meanwhile, so the WAL file grows by the commits made during a build.
         try:
             with self.store.snapshot_read() as state:
                 built = self._build_shard(i, spec)
@@ -586,7 +588,8 @@ class Workspace:
         ``lazy``: only once this process has committed LAZY_FLUSH_GENERATIONS times since its last
         snapshot (the vector log brings an older snapshot forward on open just as well). The
         shards are written under the commit lock, so a snapshot is exactly its generation; an IVF
-        index is written straight from memory, never copied first."""
+        index is written straight from memory, never copied first. (Meanwhile this process's
+        commits, and searches that must catch up first, wait for the write.)"""
         if not self.writer:
             return
         with self._sync_lock:
