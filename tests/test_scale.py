@@ -103,6 +103,7 @@ def test_the_index_type_follows_size_and_budget():
 # --- float16 storage -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the real model encodes the photos the vectors start from
 def test_vectors_are_stored_as_float16_and_search_below_the_threshold_is_exact(tmp_path, real_vectors):
     vectors = real_vectors.sample(3000)
     with Workspace.open(tmp_path / "ws", encoder="e", dim=DIM, shards=2) as ws:
@@ -215,6 +216,7 @@ def _small_flat_workspace(path: Path, real_vectors: RealisticVectors, n: int = 2
         assert ws.shards[0].kind == "flat"
 
 
+@pytest.mark.slow  # the real model encodes the photos the vectors start from
 def test_the_new_index_is_built_in_the_background_while_the_old_one_serves(tmp_path, real_vectors, monkeypatch):
     path = tmp_path / "ws"
     _small_flat_workspace(path, real_vectors)
@@ -243,6 +245,7 @@ def test_the_new_index_is_built_in_the_background_while_the_old_one_serves(tmp_p
     assert sorted(p.name for p in (path / "shard-0").glob("index*.faiss")) == [state["file"]]
 
 
+@pytest.mark.slow  # the real model encodes the photos the vectors start from
 def test_a_commit_racing_the_swap_is_applied_once(tmp_path, real_vectors, monkeypatch):
     """Another process commits just as the new index is brought forward: it is replayed exactly once."""
     path = tmp_path / "ws"
@@ -264,6 +267,7 @@ def test_a_commit_racing_the_swap_is_applied_once(tmp_path, real_vectors, monkey
         assert ws.verify() == [] and len(ws.shards[0]) == 2050  # caught up once, no duplicates
 
 
+@pytest.mark.slow  # the real model encodes the photos the vectors start from
 def test_a_failed_build_leaves_the_old_index_serving_and_says_why(tmp_path, real_vectors, monkeypatch):
     path = tmp_path / "ws"
     _small_flat_workspace(path, real_vectors)
@@ -312,6 +316,7 @@ def test_a_process_killed_mid_build_leaves_the_old_index_on_disk(tmp_path, real_
         assert ws.shards[0].kind == "ivf-sq8" and ws.shards[0].mapped
 
 
+@pytest.mark.slow  # the real model encodes the photos the vectors start from
 def test_a_mapped_index_left_untouched_by_commits_is_saved_and_reopened(tmp_path, real_vectors):
     """The generation moves on without touching a memory-mapped shard (a commit without vectors):
     its next snapshot names the file it maps (FAISS would write a mapped index as a stub)."""
