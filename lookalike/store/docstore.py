@@ -112,11 +112,6 @@ def _decode(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=STORED_DTYPE)
 
 
-def stored(vector: np.ndarray) -> np.ndarray:
-    """``vector`` as the store keeps it (rounded to float16), as float32: what every index holds."""
-    return np.asarray(vector, dtype=np.float32).astype(STORED_DTYPE).astype(np.float32)
-
-
 def _f32_to_f16(blob: bytes | None) -> bytes | None:
     return None if blob is None else _encode(np.frombuffer(blob, dtype=np.float32))
 
@@ -209,6 +204,7 @@ class DocStore:
         # NORMAL in WAL mode survives a killed process (only a power cut can lose the last commits).
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA temp_store=MEMORY")  # planning's table of scanned files
         return conn
 
     @contextmanager
@@ -462,7 +458,6 @@ class DocStore:
         of this thread's connection, for :meth:`changed_files` and the ``unscanned_*`` queries."""
         conn = self._reader
         try:
-            conn.execute("PRAGMA temp_store=MEMORY")
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS scan (uri BLOB PRIMARY KEY, size INTEGER, mtime_ns INTEGER)")
             conn.execute("BEGIN")  # one transaction for all the rows, not one each
             try:
@@ -626,10 +621,11 @@ class DocStore:
                 shard, chunks = vectors.get(doc.id, (0, []))
                 for chunk in chunks:
                     assert chunk.embedding is not None
-                    emb = stored(chunk.embedding)  # the shards hold exactly what a rebuild would read
+                    half = np.ascontiguousarray(chunk.embedding, dtype=STORED_DTYPE)
+                    emb = half.astype(np.float32)  # the shards hold exactly what a rebuild would read
                     cur = conn.execute(
                         "INSERT INTO chunks (doc_id, kind, bbox, shard, embedding) VALUES (?,?,?,?,?)",
-                        (doc.id, chunk.kind, json.dumps(chunk.bbox) if chunk.bbox else None, shard, _encode(emb)),
+                        (doc.id, chunk.kind, json.dumps(chunk.bbox) if chunk.bbox else None, shard, half.tobytes()),
                     )
                     chunk.id = int(cur.lastrowid or 0)
                     added_ids.setdefault(shard, []).append(chunk.id)

@@ -314,8 +314,7 @@ class VectorShard:
         queries = _as_f32(np.atleast_2d(queries), self.dim)
         k = max(1, min(k, max(len(self), 1)))
         if self.kind == "flat" or exact is None:
-            scores, ids = self._raw_search(queries, k)
-            return scores, ids
+            return self._raw_search(queries, k)
         least, times = RERANK[self.kind]
         fetch = min(max(k * times, least), max(len(self), 1))
         _, candidates = self._raw_search(queries, fetch)

@@ -3,7 +3,8 @@
 .lookalike/
   manifest.json     format version, encoder fingerprint, shards, the flows used
   docs.sqlite       documents, chunks and embeddings (the source of truth), roots, the vector log
-  shard-0/          index.faiss + snapshot.json (derived: brought forward or rebuilt when stale)
+  shard-0/          index-<generation>-<token>.faiss + snapshot.json naming it (derived: brought
+                    forward or rebuilt when stale)
   shard-1/
   uploads/          images uploaded through the server (named by content)
   lock              taken for moments: manifest writes, re-sharding, resets, snapshots
@@ -38,6 +39,7 @@ from lookalike.document import Document, Request
 from lookalike.errors import StoreError
 from lookalike.store.docstore import DocStore
 from lookalike.store.vectors import (
+    STATE_FILE,
     IndexBudget,
     IndexInfo,
     IndexSpec,
@@ -88,8 +90,7 @@ class Workspace:
         self._identity: str | None = None  # what the vectors are; a store re-built for others is refused
         # Commits and catching up change the shards and their generation together.
         self._sync_lock = threading.RLock()
-        self._builds: dict[int, threading.Thread] = {}  # shard -> its new index being built
-        self._build_specs: dict[int, IndexSpec] = {}
+        self._builds: dict[int, tuple[threading.Thread, IndexSpec]] = {}  # shard -> its new index being built
         self._build_lock = threading.RLock()
         self._failed_builds: dict[int, tuple[IndexSpec, int]] = {}  # shard -> (spec, its size then)
         self._build_errors: list[str] = []
@@ -370,7 +371,7 @@ class Workspace:
         budget = self.budget.per_shard(self.n_shards_configured)
         with self._build_lock:  # commits and searches' catching up both get here: one build a shard
             for i, shard in enumerate(self.shards):
-                if i in self._builds and self._builds[i].is_alive():
+                if i in self.building:
                     continue
                 spec = needs_new_index(shard.info.spec, shard.info.trained_on, len(shard), self.dim, budget)
                 failed = self._failed_builds.get(i)
@@ -387,8 +388,7 @@ class Workspace:
             thread = threading.Thread(
                 target=self._build_in_background, args=(i, spec), name=f"index-build-{i}", daemon=True
             )
-            self._builds[i] = thread
-            self._build_specs[i] = spec
+            self._builds[i] = (thread, spec)
             thread.start()
         return thread
 
@@ -420,37 +420,38 @@ class Workspace:
     @property
     def building(self) -> list[int]:
         """The shards whose new index is being built now."""
-        return [i for i, t in self._builds.items() if t.is_alive()]
+        return [i for i, (thread, _) in self._builds.items() if thread.is_alive()]
 
     def pending_spec(self, i: int) -> IndexSpec | None:
         """What shard ``i``'s index is being rebuilt as, if it is."""
-        return self._build_specs.get(i) if i in self.building else None
+        return self._builds[i][1] if i in self.building else None
 
     def wait_for_builds(self, timeout: float | None = None) -> None:
         """Wait for the background index builds; a failed one is a StoreError (the old index serves)."""
-        for thread in list(self._builds.values()):
+        for thread, _ in list(self._builds.values()):
             thread.join(timeout)
         errors, self._build_errors = self._build_errors, []
         if errors:
             raise StoreError(errors[0])
 
+    def _state_mtime(self, i: int) -> int | None:
+        """When shard ``i``'s snapshot state was last written (by any process); None if never."""
+        try:
+            return (self.path / f"shard-{i}" / STATE_FILE).stat().st_mtime_ns
+        except OSError:
+            return None
+
     def _note_states(self) -> None:
         for i in range(self.n_shards_configured):
-            try:
-                self._seen_states[i] = (self.path / f"shard-{i}" / "snapshot.json").stat().st_mtime_ns
-            except OSError:
-                self._seen_states[i] = 0
+            self._seen_states[i] = self._state_mtime(i) or 0
 
     def _adopt_newer_snapshots(self) -> None:
         """Load a shard's snapshot that another process built as a newer type (and bring it
         forward), instead of outgrowing our own index. Checked when the generation moved on."""
         for i, shard in enumerate(self.shards):
             folder = self.path / f"shard-{i}"
-            try:
-                mtime = (folder / "snapshot.json").stat().st_mtime_ns
-            except OSError:
-                continue
-            if mtime == self._seen_states.get(i):
+            mtime = self._state_mtime(i)
+            if mtime is None or mtime == self._seen_states.get(i):
                 continue
             self._seen_states[i] = mtime
             state = read_state(folder)
@@ -626,7 +627,7 @@ class Workspace:
     def close(self, flush: bool = True) -> None:
         """Stop any index build (the old index stays on disk), snapshot, and close the store."""
         self._closing = True
-        for thread in list(self._builds.values()):
+        for thread, _ in list(self._builds.values()):
             # A build notices between its stages and stops; one inside FAISS's k-means is left to
             # die with the process (its store reads fail from here on, and nothing is swapped in).
             thread.join(10.0)
