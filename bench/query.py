@@ -66,9 +66,9 @@ def build_workspace(ws: Path, n_docs: int, seed: int = 0) -> list[Path]:
             request = Request("index", docs)
             for d in docs:
                 request.staged.doc_ids.append(d.id)
-                request.staged.vectors[d.id] = (shard_for(d.id, engine.workspace.n_shards), d.chunks)
+                request.staged.vectors[d.id] = (shard_for(d.id, engine.workspace.n_shards_configured), d.chunks)
             engine.workspace.commit(request)
-        engine.workspace.flush()
+        engine.workspace.finish_shards()
     return dataset.images
 
 

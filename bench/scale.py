@@ -81,7 +81,7 @@ def commit_synthetic(ws: Workspace, vectors: np.ndarray, start: int) -> None:
         doc.chunks = [Chunk(kind="whole", embedding=v)]
         req.docs.append(doc)
         req.staged.doc_ids.append(doc.id)
-        req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards), doc.chunks)
+        req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
     ws.commit(req)
 
 
@@ -110,7 +110,7 @@ def ground_truth(path: Path, queries: np.ndarray, k: int = 10) -> np.ndarray:
         flat = faiss.IndexFlatIP(ws.dim)
         ids = []
         with ws.store.snapshot_read():
-            for shard in range(ws.n_shards):
+            for shard in range(ws.n_shards_configured):
                 for block_ids, block in ws.store.shard_vector_blocks(shard, ws.dim):
                     flat.add(block)
                     ids.append(block_ids)
@@ -127,10 +127,13 @@ def disk_mb(path: Path) -> dict[str, float]:
 def rebuild_as(path: Path, spec: IndexSpec) -> float:
     """Rebuild every shard as ``spec`` through the workspace's background build; seconds taken."""
     with Workspace.open(path, index_latency_ms=LOOSE, index_memory=64 << 30) as ws:
+        shards = [ws.open_shard(i) for i in range(ws.n_shards_configured)]  # as their pods open them
         start = time.perf_counter()
-        for i in range(ws.n_shards):
-            ws.start_build(i, spec)
-        ws.wait_for_builds()
+        for shard in shards:
+            shard.start_build(spec)
+        for shard in shards:
+            shard.wait_for_build()
+            shard.close()
         return time.perf_counter() - start
 
 
@@ -144,12 +147,13 @@ def probe(path: Path, queries_file: Path, truth_file: Path) -> dict:
     queries, truth = np.load(queries_file), np.load(truth_file)
     start = time.perf_counter()
     ws = Workspace.open(path, writer=False, create=False)
+    shards = ws.shard_indexes()  # as the query flow's shard pods open them
     ready_s = time.perf_counter() - start
 
     def top(q: np.ndarray) -> list[int]:
         rows = []
-        for shard in range(ws.n_shards):
-            scores, ids = ws.search(shard, q[None], 10)
+        for shard in shards:
+            scores, ids = shard.search(q[None], 10)
             rows += [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
         return [i for _, i in sorted(rows, key=lambda x: (-x[0], x[1]))[:10]]
 
@@ -180,7 +184,7 @@ def probe(path: Path, queries_file: Path, truth_file: Path) -> dict:
     for th in threads:
         th.join()
     qps = sum(done) / (time.perf_counter() - t)
-    info = ws.info().indexes
+    info = [shard.describe() for shard in shards]
     ws.close()
     current, peak = rss_mb()
     return {
@@ -270,10 +274,9 @@ def planning(workdir: Path, files: int) -> dict:
                 doc.chunks = [Chunk(kind="whole", embedding=v)]
                 req.docs.append(doc)
                 req.staged.doc_ids.append(doc.id)
-                req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards), doc.chunks)
+                req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
             ws.commit(req)
-        engine.wait_for_index()
-        log(f"  planning workspace: {[x['factory'] for x in ws.info().indexes]}")
+        log(f"  planning workspace: {[x['factory'] for x in ws.finish_shards()]}")
     # The index run's own peak RSS: a wrapper process whose only child it is reports it.
     wrapper = (
         "import json, resource, subprocess, sys, time\n"
@@ -332,7 +335,7 @@ def main() -> None:
             np.save(queries_file, queries)
             np.save(truth_file, ground_truth(path, queries))
         with Workspace.open(path, writer=False, create=False) as ws:
-            dim, shards = ws.dim, ws.n_shards
+            dim, shards = ws.dim, ws.n_shards_configured
         specs = [
             IndexSpec("flat"),
             choose_index(n // shards, dim, IndexBudget(2 << 30, 5.0).per_shard(shards)),
@@ -365,8 +368,7 @@ def main() -> None:
             log("  " + json.dumps(row))
         # Back to the default budget: the workspace moves to the type it picks by itself.
         with Workspace.open(path, index_latency_ms=5.0, index_memory=2 << 30) as ws:
-            ws.wait_for_builds()
-            log(f"  default budget: {[x['factory'] for x in ws.info().indexes]}")
+            log(f"  default budget: {[x['factory'] for x in ws.finish_shards()]}")
     if args.planning_files:
         log(f"planning: a no-op re-index of {args.planning_files:,} small files")
         rows.append(planning(workdir, args.planning_files))

@@ -71,6 +71,26 @@ IndexLatencyOpt = Annotated[
 ]
 
 
+class RuntimeKind(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+RuntimeOpt = Annotated[RuntimeKind | None, setting_option("LOOKALIKE_RUNTIME", show_default=False)]
+RayAddressOpt = Annotated[str | None, setting_option("LOOKALIKE_RAY_ADDRESS", metavar="HOST:PORT")]
+
+
+def runtime_choice(kind: RuntimeKind | None, address: str | None) -> Any:
+    """--runtime / --ray-address as a RuntimeChoice; None (neither given): the flow's own runtime."""
+    from lookalike.flow.runtime import RuntimeChoice
+
+    if kind is None and address is None:
+        return None
+    if kind is RuntimeKind.local and address is not None:
+        raise LookalikeError("--ray-address goes with --runtime ray, not --runtime local")
+    return RuntimeChoice("ray" if address is not None else kind.value if kind else "local", address)
+
+
 def index_memory(text: str | None) -> int | None:
     return None if text is None else parse_bytes(text, "--index-memory")
 
@@ -174,13 +194,18 @@ def index(
     ] = None,
     index_memory_: IndexMemoryOpt = None,
     index_latency_ms: IndexLatencyOpt = None,
+    runtime: RuntimeOpt = None,
+    ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index images: new and changed files are encoded, unchanged ones skipped, deleted ones removed.
 
     The vector index follows the collection: exact search while a full scan meets --index-latency-ms,
     then an ANN index (IVF with SQ8 or PQ codes, re-ranked exactly) that fits --index-memory, built in
-    the background as the collection grows. The workspace remembers both."""
+    the background as the collection grows. The workspace remembers both.
+
+    With --runtime ray the same flow runs on a Ray cluster: every pod replica and shard is an actor
+    (the image folders and the workspace must be at the same path on every node)."""
     from lookalike.engine import Engine
 
     with Engine.open(
@@ -191,6 +216,7 @@ def index(
         preset=preset.value if preset else None,
         index_memory=index_memory(index_memory_),
         index_latency_ms=index_latency_ms,
+        runtime=runtime_choice(runtime, ray_address),
     ) as engine:
         with _ProgressBar(enabled=err.is_terminal) as bar:
             summary = engine.index(
@@ -201,21 +227,22 @@ def index(
                 retry_skipped=retry_skipped,
                 progress=bar,
             )
-        info = engine.workspace.info()
+        docs = engine.workspace.store.count_docs()
+        preset_used = engine.workspace.preset
     if as_json:
         data = summary.to_dict()
         for f in data["skipped_files"]:
             f["path"] = display_path(f["path"])
-        out.print_json(json.dumps({**data, "workspace": display_path(str(workspace)), "docs": info.docs}))
+        out.print_json(json.dumps({**data, "workspace": display_path(str(workspace)), "docs": docs}))
         return
     out.print(
         f"{summary.indexed} indexed, {summary.updated} updated, {summary.unchanged} unchanged, "
         f"{summary.removed} removed, {summary.skipped_total} skipped "
         f"in {summary.seconds:.1f}s ({summary.files_per_second:.1f} files/s); "
-        f"workspace {shown(workspace)} holds {info.docs} images"
+        f"workspace {shown(workspace)} holds {docs} images"
     )
     if summary.without_vectors:
-        what = "no face found" if info.preset == "faces" else "nothing to embed"
+        what = "no face found" if preset_used == "faces" else "nothing to embed"
         out.print(f"{summary.without_vectors} of them indexed without vectors ({what})")
     if summary.skipped:
         out.print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in summary.skipped.items()), markup=False)
@@ -240,12 +267,20 @@ def search(
     face: Annotated[
         int | None, typer.Option(min=0, help="Face workspaces: which face of the query (0 = largest, the default).")
     ] = None,
+    runtime: RuntimeOpt = None,
+    ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the indexed images most like each query image."""
     from lookalike.engine import Engine
 
-    with Engine.open(workspace, query_flow=flow, for_indexing=False, preset=preset.value if preset else None) as engine:
+    with Engine.open(
+        workspace,
+        query_flow=flow,
+        for_indexing=False,
+        preset=preset.value if preset else None,
+        runtime=runtime_choice(runtime, ray_address),
+    ) as engine:
         metric = engine.workspace.metric
         results = engine.search([str(i) for i in images], top_k=k, face=face)
     if as_json:
@@ -340,11 +375,13 @@ def info(
 def remove(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to take out of the index.")],
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    runtime: RuntimeOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Remove files (or every file under folders) from the index. The files themselves stay."""
     from lookalike.engine import Engine
 
-    with Engine.open(workspace) as engine:
+    with Engine.open(workspace, runtime=runtime_choice(runtime, ray_address)) as engine:
         n = engine.remove(paths)
     out.print(f"removed {n} image{'s' if n != 1 else ''} from {shown(workspace)}")
 
@@ -413,6 +450,7 @@ def _serve(
     allowed_hosts: list[str] | None = None,
     index_memory_bytes: int | None = None,
     index_latency_ms: float | None = None,
+    runtime: Any = None,
 ) -> None:
     import uvicorn
 
@@ -430,6 +468,7 @@ def _serve(
         allowed_hosts=tuple(allowed_hosts or ()),
         index_memory=index_memory_bytes,
         index_latency_ms=index_latency_ms,
+        runtime=runtime,
     )
     if not config.writes_enabled and not read_only:
         err.print("note: listening beyond loopback without LOOKALIKE_TOKEN: upload and delete are disabled")
@@ -461,8 +500,13 @@ def serve(
     ] = None,
     index_memory_: IndexMemoryOpt = None,
     index_latency_ms: IndexLatencyOpt = None,
+    runtime: RuntimeOpt = None,
+    ray_address: RayAddressOpt = None,
 ) -> None:
-    """Serve the web page and the REST API (/api/search, /docs) over a workspace."""
+    """Serve the web page and the REST API (/api/search, /docs) over a workspace.
+
+    With --runtime ray the HTTP server stays here (on the head) while the encoder replicas and the
+    shard actors run on the cluster."""
     _serve(
         workspace,
         host,
@@ -476,6 +520,7 @@ def serve(
         allowed_host,
         index_memory(index_memory_),
         index_latency_ms,
+        runtime_choice(runtime, ray_address),
     )
 
 

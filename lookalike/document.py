@@ -145,6 +145,15 @@ class StagedWrites:
     vectors: dict[str, tuple[int, list[Chunk]]] = field(default_factory=dict)  # doc id -> (shard, chunks)
     deletes: list[str] = field(default_factory=list)
 
+    def absorb(self, other: StagedWrites) -> None:
+        """Take in what another branch (or shard) of the same request staged. In one process the
+        branches share one StagedWrites; across processes each comes back with its own."""
+        if other is self:
+            return
+        self.doc_ids.extend(i for i in other.doc_ids if i not in set(self.doc_ids))
+        self.vectors.update(other.vectors)
+        self.deletes.extend(i for i in other.deletes if i not in set(self.deletes))
+
 
 @dataclass
 class Request:

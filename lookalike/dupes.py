@@ -150,22 +150,27 @@ def find_duplicates(workspace: Workspace, threshold: float = DEFAULT_THRESHOLD) 
     queries = vectors[rows]
     vector_of = {d: vectors[i] for i, d in enumerate(doc_ids)}
     groups = _UnionFind()
-    for start in range(0, len(query_ids), _QUERY_BLOCK):
-        block = queries[start : start + _QUERY_BLOCK]
-        for shard in range(workspace.n_shards):
-            lims, _scores, hit_ids = workspace.range_search(shard, block, threshold)
-            if len(hit_ids) == 0:
-                continue
-            owner = {cid: info[0] for cid, info in store.chunk_info(set(hit_ids.tolist())).items()}
-            for q in range(len(block)):
-                me = query_ids[start + q]
-                for cid in hit_ids[lims[q] : lims[q + 1]].tolist():
-                    other = owner.get(cid)
-                    if other is None or other not in docs:
-                        continue  # removed since the shard was built
-                    other = stand_in.get(other, other)
-                    if other != me:
-                        groups.union(me, other)
+    shards = workspace.shard_indexes()  # read here, as their pods would open them
+    try:
+        for start in range(0, len(query_ids), _QUERY_BLOCK):
+            block = queries[start : start + _QUERY_BLOCK]
+            for shard in shards:
+                lims, _scores, hit_ids = shard.range_search(block, threshold)
+                if len(hit_ids) == 0:
+                    continue
+                owner = {cid: info[0] for cid, info in store.chunk_info(set(hit_ids.tolist())).items()}
+                for q in range(len(block)):
+                    me = query_ids[start + q]
+                    for cid in hit_ids[lims[q] : lims[q + 1]].tolist():
+                        other = owner.get(cid)
+                        if other is None or other not in docs:
+                            continue  # removed since the shard was built
+                        other = stand_in.get(other, other)
+                        if other != me:
+                            groups.union(me, other)
+    finally:
+        for shard in shards:
+            shard.close(flush=False)
     members: dict[str, list[str]] = {}
     for d in query_ids:
         members.setdefault(groups.find(d), []).append(d)

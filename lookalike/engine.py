@@ -21,10 +21,20 @@ from typing import Any, Literal, Protocol
 
 from lookalike.digest import file_sha256
 from lookalike.document import Chunk, Document, Request, Result, display_path
-from lookalike.errors import BadInput, ConfigError, NotFound, StoreError
+from lookalike.errors import (
+    FATAL_REASONS,
+    POD_FAILURE,
+    STORE_FAILURE,
+    BadInput,
+    ClusterError,
+    ConfigError,
+    LookalikeError,
+    NotFound,
+    StoreError,
+)
 from lookalike.executors.loader import file_type
 from lookalike.flow.graph import Flow, open_flow
-from lookalike.flow.runtime import LocalRuntime
+from lookalike.flow.runtime import Runtime, RuntimeChoice, make_runtime
 from lookalike.images import IMAGE_EXTENSIONS, ImageSource
 from lookalike.service import preset_flows
 from lookalike.settings import default
@@ -228,11 +238,19 @@ def _sha256(path: str) -> str | None:
 class Engine:
     """A workspace with its flows. Open with :meth:`open`; close (or use ``with``) when done."""
 
-    def __init__(self, workspace: Workspace, index_flow: Flow | None, query_flow: Flow | None):
+    def __init__(
+        self,
+        workspace: Workspace,
+        index_flow: Flow | None,
+        query_flow: Flow | None,
+        runtime: RuntimeChoice | None = None,
+    ):
         self.workspace = workspace
         self.index_flow = index_flow
         self.query_flow = query_flow
-        self._query_runtime: LocalRuntime | None = None
+        self.runtime = runtime or RuntimeChoice()
+        self._query_runtime: Runtime | None = None
+        self._index_runtime: Runtime | None = None  # kept between background (server) index calls
 
     @classmethod
     def open(
@@ -246,6 +264,7 @@ class Engine:
         preset: str | None = None,
         index_memory: int | None = None,
         index_latency_ms: float | None = None,
+        runtime: RuntimeChoice | None = None,
     ) -> Engine:
         """Open ``workspace`` for indexing (a writer: takes the workspace lock) or only for search.
 
@@ -268,7 +287,9 @@ class Engine:
         main = iflow or qflow
         fingerprint = main.fingerprint()
         dim, metric = main.vector_space()
-        shards = main.vector_shards()
+        # The index flow decides the shards; a query flow searches however many the workspace has.
+        shards = iflow.vector_shards() if iflow is not None else None
+        qflow.vector_shards()  # it must have a pod that stores vectors
         if iflow is not None:
             iflow.check_can_index()
             if qflow.fingerprint() != fingerprint:
@@ -297,14 +318,24 @@ class Engine:
             index_memory=index_memory,
             index_latency_ms=index_latency_ms,
         )
-        return cls(ws, iflow, qflow)
+        try:
+            qflow.set_vector_shards(ws.n_shards_configured)
+            choice = runtime or RuntimeChoice.from_flow(iflow or qflow)
+        except BaseException:
+            ws.close()
+            raise
+        return cls(ws, iflow, qflow, choice)
 
     def close(self, flush: bool = True) -> None:
         """Stop the query flow and close the workspace, snapshotting it unless ``flush`` is False."""
         try:
-            if self._query_runtime is not None:
-                self._query_runtime.close()
-                self._query_runtime = None
+            # The query pods first: they hold the freshest shard indexes and snapshot them, so the
+            # index pods after them find nothing left to write.
+            for name in ("_query_runtime", "_index_runtime"):
+                runtime = getattr(self, name)
+                setattr(self, name, None)
+                if runtime is not None:
+                    runtime.close()
         finally:
             self.workspace.close(flush=flush)
 
@@ -406,16 +437,16 @@ class Engine:
             skipped[reason] += 1
             summary.skipped_files.append((path, message))
             progress.still_bad(path, message)
-        store_errors: list[str] = []
+        fatal: list[Document] = []  # a store error, or a pod that died: the same for every further request
 
-        def on_done(request: Request) -> None:
+        def account(request: Request) -> None:
             if request.kind != "index":
                 return
             failures = []
             for doc in request.docs:
-                if doc.error is not None and doc.error_reason == "store error":
+                if doc.error is not None and doc.error_reason in FATAL_REASONS:
                     # Not the file's problem, and the same for every file: the run ends with it.
-                    store_errors.append(doc.error)
+                    fatal.append(doc)
                 elif doc.error is not None:
                     skipped[doc.error_reason or doc.error] += 1
                     summary.skipped_files.append((doc.uri or doc.id, doc.error))
@@ -436,58 +467,95 @@ class Engine:
                 try:
                     self.workspace.store.record_skips(failures)
                 except StoreError as e:
-                    store_errors.append(str(e))
+                    failed = Document(id="skips")
+                    failed.fail(str(e), STORE_FAILURE)
+                    fatal.append(failed)
 
-        runtime = LocalRuntime(self.index_flow, self.workspace, on_done=on_done)
-        with runtime:
+        runtime = self._indexing_runtime()
+        try:
             if removed:
                 for part in _batches(removed, 500):
-                    runtime.submit(Request("delete", [Document(id=i) for i in part])).result()
+                    deleted = runtime.submit(Request("delete", [Document(id=i) for i in part])).result()
+                    fatal.extend(d for d in deleted.docs if d.error and d.error_reason in FATAL_REASONS)
                 summary.removed = len(removed)
             requests = (
                 Request("index", [Document.from_path(f.path) for f in batch]) for batch in _batches(todo, batch_size)
             )
-            for _ in runtime.run(requests):
-                if store_errors:  # e.g. the disk is full: every further commit would fail the same way
-                    break
-        if store_errors:
-            done = summary.indexed + summary.updated
-            raise StoreError(
-                f"indexing stopped: {store_errors[0].removeprefix('not stored: ')}; {done} images were "
-                "committed, and running `lookalike index` again finishes the job"
+            if not fatal:
+                for done in runtime.run(requests):
+                    account(done)
+                    if fatal:  # e.g. the disk is full: every further commit would fail the same way
+                        break
+        finally:
+            if not background:
+                # Closing the index flow is what brings every shard's index up to date: each shard
+                # pod takes in what was committed, builds a new index type if the collection
+                # outgrew its own (waited for), and writes its snapshot.
+                if not fatal and (summary.indexed or summary.updated or summary.removed):
+                    progress.note("bringing the shards' vector indexes up to date")
+                self._close_indexing_runtime(quiet=bool(fatal))
+        if fatal:
+            done_count = summary.indexed + summary.updated
+            raise _fatal(
+                fatal[0],
+                f"indexing stopped: {{}}; {done_count} images were committed, and running "
+                "`lookalike index` again finishes the job",
             )
-        self.workspace.flush(lazy=background)
-        if not background:
-            self.wait_for_index(progress)
         summary.encoded = summary.indexed + summary.updated
         summary.skipped = dict(skipped.most_common())
         summary.seconds = time.perf_counter() - start
         return summary
 
-    def wait_for_index(self, progress: IndexProgress | None = None) -> None:
-        """Wait for vector index builds in progress, telling ``progress`` what is being built."""
-        ws = self.workspace
-        for i in ws.building:
-            build = ws.pending_spec(i)
-            if progress is not None and build is not None:
-                progress.note(f"building a {build.factory()} index for the {len(ws.shards[i])} vectors of shard {i}")
-        ws.wait_for_builds()
+    def _indexing_runtime(self) -> Runtime:
+        """The index flow's runtime: started now, or kept from an earlier background call."""
+        if self.index_flow is None:
+            raise ConfigError("this engine was opened for search only")
+        if self._index_runtime is None:
+            self._index_runtime = make_runtime(self.index_flow, self.workspace, self.runtime).start()
+        return self._index_runtime
+
+    def _close_indexing_runtime(self, quiet: bool = False) -> None:
+        runtime, self._index_runtime = self._index_runtime, None
+        if runtime is None:
+            return
+        try:
+            runtime.close()
+        except LookalikeError:
+            if not quiet:  # after a fatal error, that error is the one to report
+                raise
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Remove the documents of these files, or of every file under these folders."""
         roots = [os.path.abspath(os.fspath(p)) for p in paths]
         return self.delete_ids(self.workspace.doc_ids_under(roots))
 
-    def delete_ids(self, ids: list[str]) -> int:
+    def delete_ids(self, ids: list[str], background: bool = False) -> int:
         """Remove documents (and their vectors) by id, through the index flow's delete handlers."""
-        if self.index_flow is None:
-            raise ConfigError("this engine was opened for search only")
-        if ids:
-            with LocalRuntime(self.index_flow, self.workspace) as runtime:
-                for part in _batches(ids, 500):
-                    runtime.submit(Request("delete", [Document(id=i) for i in part])).result()
-            self.workspace.flush()
+        if not ids:
+            return 0
+        runtime = self._indexing_runtime()
+        try:
+            for part in _batches(ids, 500):
+                done = runtime.submit(Request("delete", [Document(id=i) for i in part])).result()
+                failed = next((d for d in done.docs if d.error and d.error_reason in FATAL_REASONS), None)
+                if failed is not None:
+                    raise _fatal(failed, "removing stopped: {}; running it again finishes the job")
+        finally:
+            if not background:
+                self._close_indexing_runtime()
         return len(ids)
+
+    def shard_indexes(self) -> list[dict[str, Any]] | None:
+        """The query pods' descriptions of their shard indexes, once the query flow runs (else None)."""
+        if self._query_runtime is None:
+            return None
+        pods = self.query_flow.pods_storing_vectors() if self.query_flow is not None else []
+        return self._query_runtime.ask(pods[0].name, "describe") if pods else None
+
+    def runtime_info(self) -> dict[str, Any]:
+        """Where the query flow's pods run: the runtime, and each pod replica's place."""
+        runtime = self._query_runtime
+        return {"kind": self.runtime.kind, "pods": runtime.placement() if runtime is not None else {}}
 
     # --- searching ----------------------------------------------------------------------------
 
@@ -501,10 +569,10 @@ class Engine:
         Image.new("RGB", (64, 64), (127, 127, 127)).save(buf, "PNG")
         self.run_queries([query_doc(0, buf.getvalue())], 1)
 
-    def _runtime(self) -> LocalRuntime:
+    def _runtime(self) -> Runtime:
         if self._query_runtime is None:
             assert self.query_flow is not None
-            self._query_runtime = LocalRuntime(self.query_flow, self.workspace).start()
+            self._query_runtime = make_runtime(self.query_flow, self.workspace, self.runtime).start()
         return self._query_runtime
 
     def run_queries(self, docs: list[Document], top_k: int, face: int | None = None) -> list[list[Result] | BadInput]:
@@ -523,6 +591,8 @@ class Engine:
         for doc in docs:
             d = by_id[doc.id]
             doc.query_info = d.query_info  # what the flow learnt about the query (e.g. its faces)
+            if d.error is not None and d.error_reason == POD_FAILURE:
+                raise ClusterError(f"search failed: {d.error}")  # the cluster's fault, not the query's
             if d.error is not None:
                 out.append(BadInput(f"query {d.uri or 'image'}: {d.error}", d.error_reason))
             else:
@@ -567,6 +637,12 @@ class Engine:
             if s is not None:
                 out.append(Result(doc_id, p, -1, s.uri, s.width, s.height, s.tags))
         return out
+
+
+def _fatal(doc: Document, template: str) -> LookalikeError:
+    """The error that ends a run, from a document failed by the store or by a pod that died."""
+    message = template.format((doc.error or "").removeprefix("not stored: "))
+    return ClusterError(message) if doc.error_reason == POD_FAILURE else StoreError(message)
 
 
 def _matches(uri: str, roots: list[str], glob: str | None) -> bool:

@@ -67,3 +67,18 @@ class FetchError(LookalikeError):
 
     exit_code = 7
     http_status = 502
+
+
+class ClusterError(LookalikeError):
+    """A pod's process or node died, or the cluster cannot be reached or cannot place a pod.
+    Nothing committed is lost; running the command again finishes the job."""
+
+    exit_code = 8
+    http_status = 503
+
+
+# Document failure reasons that are not the file's: every further request would fail the same way,
+# so an indexing run stops on them (after committing what it did) instead of skipping file by file.
+STORE_FAILURE = "store error"
+POD_FAILURE = "pod died"
+FATAL_REASONS = (STORE_FAILURE, POD_FAILURE)

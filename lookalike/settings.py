@@ -73,6 +73,19 @@ SETTINGS: tuple[Setting, ...] = (
         "5",
         "target milliseconds per query on one core; exact search is used while a full scan meets it",
     ),
+    Setting(
+        "LOOKALIKE_RUNTIME",
+        "--runtime",
+        "local",
+        "where flows run: local (threads on this machine) or ray (actors on a Ray cluster); "
+        "unset, a flow's own runtime: key decides",
+    ),
+    Setting(
+        "LOOKALIKE_RAY_ADDRESS",
+        "--ray-address",
+        "unset",
+        "the Ray cluster to run on (its head's HOST:PORT, or auto); unset with --runtime ray, a local one is started",
+    ),
     Setting("LOOKALIKE_DEBUG", None, "unset", "set to 1 to print tracebacks of unexpected errors"),
 )
 

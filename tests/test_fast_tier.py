@@ -66,6 +66,22 @@ def test_the_engine_indexes_searches_and_removes(folder, tmp_path):
         assert engine.workspace.verify() == []
 
 
+def test_a_query_flow_searches_the_workspace_s_shards_whatever_it_restates(folder, tmp_path):
+    """The shard pods are the workspace's shards: a query flow that says 3 searches the 2 there are."""
+    with Engine.open(tmp_path / "ws", **FLOWS) as engine:
+        engine.index([folder])
+        (expected,) = engine.search([str(folder / "p2.png")], top_k=8)
+    three = tmp_path / "query-3.yml"
+    three.write_text((TINY / "query.yml").read_text().replace("shards: 2", "shards: 3"))
+    (tmp_path / "tiny_encoder.py").write_text((TINY / "tiny_encoder.py").read_text())
+    with Engine.open(tmp_path / "ws", query_flow=three, for_indexing=False) as engine:
+        assert engine.query_flow is not None
+        assert engine.query_flow.pods["chunk_indexer"].config.shards == 2
+        (results,) = engine.search([str(folder / "p2.png")], top_k=8)
+        assert [r.doc_id for r in results] == [r.doc_id for r in expected]
+        assert sorted(d["shard"] for d in engine.shard_indexes() or []) == [0, 1]
+
+
 def test_the_server_searches_uploads_and_deletes(folder, tmp_path):
     with Engine.open(tmp_path / "ws", **FLOWS) as engine:
         engine.index([folder])

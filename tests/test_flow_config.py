@@ -161,6 +161,9 @@ def test_typo_in_an_executor_parameter_names_the_with_key_and_line(tmp_path):
         ("needs: {a: 1}", "needs", "Input should be a valid list"),
         ("with: {size: big}", "with.size", "Input should be a valid integer"),
         ("with: {size: 8}", "with.size", "Input should be greater than or equal to 32"),
+        ("resources: {num_cpu: 1}", "resources.num_cpu", "unknown key (check the spelling)"),
+        ("resources: {num_gpus: -1}", "resources.num_gpus", "Input should be greater than or equal to 0"),
+        ("resources: {memory: lots}", "resources.memory", "Value error, memory='lots' is not a size"),
     ],
 )
 def test_a_wrong_value_names_key_and_line(tmp_path, line, key, message):
@@ -170,6 +173,25 @@ def test_a_wrong_value_names_key_and_line(tmp_path, line, key, message):
     )
     error = _config_error(path)
     assert error.startswith(f"{path}:7: pods.normalizer.{key}: {message}"), error
+
+
+def test_a_pod_says_what_a_replica_reserves_and_a_flow_where_it_runs():
+    from lookalike.flow.runtime import RuntimeChoice
+
+    flow = Flow(
+        load_flow_text(
+            "runtime: ray\npods:\n  loader: {uses: ImageReader, resources: {num_cpus: 1.5, memory: 2GB, "
+            "custom: {workspace: 1}}}\n",
+            "f.yml",
+        )
+    )
+    res = flow.pods["loader"].config.resources
+    assert (res.num_cpus, res.num_gpus, res.memory, res.custom) == (1.5, 0.0, 2 << 30, {"workspace": 1.0})
+    assert RuntimeChoice.from_flow(flow) == RuntimeChoice("ray")
+    assert RuntimeChoice.from_flow(open_flow(None, "index")) == RuntimeChoice("local")
+    bad = "runtime: kubernetes\npods:\n  loader: {uses: ImageReader}\n"
+    with pytest.raises(ConfigError, match="f.yml:1: runtime: Input should be 'local' or 'ray'"):
+        load_flow_text(bad, "f.yml")
 
 
 def test_a_wrong_top_level_value_names_its_line(tmp_path):

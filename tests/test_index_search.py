@@ -117,7 +117,8 @@ def test_shards_and_replicas_give_the_exact_brute_force_top_k(photos, tmp_path):
         query_flow = _flow(tmp_path, "query", parallel=parallel, shards=shards)
         with Engine.open(ws, index_flow=index_flow, query_flow=query_flow) as engine:
             engine.index([root])
-            assert engine.workspace.n_shards == shards
+            assert engine.workspace.n_shards_configured == shards
+            assert len(engine.workspace.info().indexes) == shards
             results = engine.search([str(q) for q in queries], top_k=10)
             tops[(parallel, shards)] = [[r.doc_id for r in rs] for rs in results]
             if (parallel, shards) == (1, 1):
@@ -209,6 +210,6 @@ def test_top_k_is_met_when_a_shard_holds_fewer_vectors_than_k(photos, tmp_path):
     flows = {name: _flow(tmp_path, name, shards=3) for name in ("index", "query")}
     with Engine.open(tmp_path / "ws", index_flow=flows["index"], query_flow=flows["query"]) as engine:
         engine.index([folder])
-        assert max(len(s) for s in engine.workspace.shards) < 7
+        assert max(engine.workspace.info().shards.values()) < 7
         (results,) = engine.search([str(folder / few[0].name)], top_k=7)
     assert len(results) == 7 and len({r.doc_id for r in results}) == 7

@@ -8,6 +8,7 @@ is shown with a barrier that only opens when every replica is inside it at once.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 import threading
@@ -476,3 +477,32 @@ def test_parallel_replicas_give_the_same_results_as_one(tmp_path):
     one, four = outcome(1), outcome(4)
     assert [n for n, _ in one] == list(range(30))
     assert four == one
+
+
+def test_what_branches_staged_in_other_processes_reaches_one_commit():
+    """In one process a request's branches share their staged writes; across processes (Ray actors)
+    each branch and each shard comes back with its own copy, and the join must take in them all."""
+    import pickle
+
+    from lookalike.flow.runtime import concat_shards, merge_requests
+
+    def shipped(request: Request) -> Request:  # what an actor hands back: a copy of its own
+        return pickle.loads(pickle.dumps(request))
+
+    request = Request("index", [Document(id="a"), Document(id="b")])
+    shard0, shard1 = (
+        shipped(dataclasses.replace(request, docs=[request.docs[0]])),
+        shipped(dataclasses.replace(request, docs=[request.docs[1]])),
+    )
+    shard0.staged.vectors["a"] = (0, [])
+    shard1.staged.vectors["b"] = (1, [])
+    vectors = concat_shards([shard0, shard1])
+    documents = shipped(request)
+    documents.staged.doc_ids.extend(["a", "b"])
+    joined = merge_requests([documents, vectors])
+    assert joined.staged.doc_ids == ["a", "b"]
+    assert joined.staged.vectors == {"a": (0, []), "b": (1, [])}
+    # In one process the branches share one StagedWrites: taking it in again duplicates nothing.
+    same = request.fork()
+    request.staged.doc_ids.append("a")
+    assert merge_requests([request, same]).staged.doc_ids == ["a"]

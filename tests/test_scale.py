@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ import pytest
 from lookalike.document import Chunk, Document, Request, shard_for
 from lookalike.errors import StoreError
 from lookalike.store import docstore
+from lookalike.store.shard_index import ShardIndex
 from lookalike.store.vectors import IndexBudget, IndexSpec, VectorShard, choose_index, exact_limit
 from lookalike.store.workspace import Workspace
 from lookalike.synthetic import RealisticVectors
@@ -49,7 +52,7 @@ def commit_vectors(ws: Workspace, vectors: np.ndarray, start: int, batch: int = 
             doc.chunks = [Chunk(kind="whole", embedding=v)]
             req.docs.append(doc)
             req.staged.doc_ids.append(doc.id)
-            req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards), doc.chunks)
+            req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
             ids.append(doc.id)
         ws.commit(req)
     return ids
@@ -67,11 +70,22 @@ def exact_top(ws: Workspace, queries: np.ndarray, k: int = 10) -> list[set[int]]
     return [set(ids[np.argsort(-row, kind="stable")[:k]].tolist()) for row in scores]
 
 
-def workspace_top(ws: Workspace, queries: np.ndarray, k: int = 10) -> list[set[int]]:
+@contextmanager
+def shard_pods(ws: Workspace) -> Iterator[list[ShardIndex]]:
+    """Every shard's index, opened as its pod opens it (a writer: it builds and snapshots)."""
+    shards = [ws.open_shard(i) for i in range(ws.n_shards_configured)]
+    try:
+        yield shards
+    finally:
+        for shard in shards:
+            shard.close()
+
+
+def workspace_top(shards: list[ShardIndex], queries: np.ndarray, k: int = 10) -> list[set[int]]:
     """The global top-k over every shard, merged by (exact) score, as the flow's merge does."""
     rows: list[list[tuple[float, int]]] = [[] for _ in queries]
-    for shard in range(ws.n_shards):
-        scores, ids = ws.search(shard, queries, k)
+    for shard in shards:
+        scores, ids = shard.search(queries, k)
         for q in range(len(queries)):
             rows[q] += [(float(s), int(i)) for s, i in zip(scores[q], ids[q], strict=True) if i >= 0]
     return [{i for _, i in sorted(r, key=lambda x: (-x[0], x[1]))[:k]} for r in rows]
@@ -108,14 +122,15 @@ def test_vectors_are_stored_as_float16_and_search_below_the_threshold_is_exact(t
     vectors = real_vectors.sample(3000)
     with Workspace.open(tmp_path / "ws", encoder="e", dim=DIM, shards=2) as ws:
         commit_vectors(ws, vectors, 0)
-        assert {s.kind for s in ws.shards} == {"flat"}
+        shards = [ws.open_shard(i) for i in range(2)]
+        assert {s.kind for s in shards} == {"flat"}
         (blob,) = ws.store._reader.execute("SELECT embedding FROM chunks LIMIT 1").fetchone()
         assert len(blob) == 2 * DIM  # 2,560 bytes a vector on disk, not 5,120
         queries = real_vectors.sample(50)
         ids, stored, _ = ws.store.all_vectors(DIM)
         np.testing.assert_allclose(stored, vectors, atol=1e-3)  # in commit order; float16 keeps ~3 digits
         for shard in range(2):
-            scores, found = ws.search(shard, queries, 10)
+            scores, found = shards[shard].search(queries, 10)
             mine = np.array([shard_for(doc, 2) == shard for doc in ws.store.all_vectors(DIM)[2]])
             exact = queries @ stored[mine].T
             order = np.argsort(-exact, axis=1, kind="stable")[:, :10]
@@ -143,7 +158,7 @@ def test_a_float32_store_is_converted_and_its_snapshots_rebuilt(tmp_path):
         ids, vectors, _ = ws.store.all_vectors(8)
         np.testing.assert_allclose(vectors[0], np.linspace(-1, 1, 8), atol=1e-3)
         assert ws.store._reader.execute("PRAGMA user_version").fetchone()[0] == len(docstore.MIGRATIONS)
-        assert ws.verify() == [] and len(ws.shards[0]) == 1
+        assert ws.verify() == [] and len(ws.open_shard(0)) == 1
 
 
 # --- ANN: switched, tuned, kept up to date --------------------------------------------------------
@@ -155,33 +170,38 @@ def ann_workspace(tmp_path_factory, real_vectors) -> Path:
     path = tmp_path_factory.mktemp("scale") / "ws"
     with Workspace.open(path, encoder="e", dim=DIM, shards=2, index_latency_ms=2.0) as ws:
         commit_vectors(ws, real_vectors.sample(50_000), 0)
-        ws.wait_for_builds()
+        with shard_pods(ws) as shards:
+            for shard in shards:
+                shard.finish()  # as the index flow's shard pods do when it closes
     return path
 
 
 @pytest.mark.slow
 def test_a_50k_collection_switches_to_ann_and_keeps_recall_after_adds_and_removes(ann_workspace, real_vectors):
     queries = real_vectors.sample(200)  # new vectors, none of them indexed
-    with Workspace.open(ann_workspace, encoder="e", dim=DIM) as ws:
-        assert {s.kind for s in ws.shards} == {"ivf-sq8"} and all(s.mapped for s in ws.shards)
-        assert all(s.info.recall_at_10 >= 0.95 for s in ws.shards)  # as tuned at build, held out
-        assert recall(workspace_top(ws, queries), exact_top(ws, queries)) >= 0.95
+    with Workspace.open(ann_workspace, encoder="e", dim=DIM) as ws, shard_pods(ws) as shards:
+        assert {s.kind for s in shards} == {"ivf-sq8"} and all(s.vectors.mapped for s in shards)
+        assert all(s.vectors.info.recall_at_10 >= 0.95 for s in shards)  # as tuned at build, held out
+        assert recall(workspace_top(shards, queries), exact_top(ws, queries)) >= 0.95
         # Adds and removes on the loaded (memory-mapped) index: copied into memory, then changed.
         added = commit_vectors(ws, real_vectors.sample(5_000), 50_000)
         removed = [f"d{i}" for i in range(0, 50_000, 10)]
         delete_docs(ws, removed)
-        assert not any(s.mapped for s in ws.shards)
+        for shard in shards:
+            shard.sync()  # the pods take in the commits from the log
+        assert not any(s.vectors.mapped for s in shards)
         assert ws.store.count_docs() == 50_000 and ws.verify() == []
         removed_chunks = set()  # gone from the store, so they can only come back from a stale index
-        assert recall(workspace_top(ws, queries), exact_top(ws, queries)) >= 0.95
-        for shard in range(ws.n_shards):
-            _, found = ws.search(shard, queries, 10)
+        assert recall(workspace_top(shards, queries), exact_top(ws, queries)) >= 0.95
+        for shard in shards:
+            _, found = shard.search(queries, 10)
             removed_chunks |= set(found.ravel().tolist()) - set(ws.store.all_vectors(DIM)[0].tolist())
         assert removed_chunks <= {-1}
         delete_docs(ws, added)
-    with Workspace.open(ann_workspace, encoder="e", dim=DIM) as ws:  # brought forward from the snapshot
+    # Brought forward from the snapshots the pods wrote when they closed.
+    with Workspace.open(ann_workspace, encoder="e", dim=DIM) as ws, shard_pods(ws) as shards:
         assert ws.store.count_docs() == 45_000 and ws.verify() == []
-        assert recall(workspace_top(ws, queries), exact_top(ws, queries)) >= 0.95
+        assert recall(workspace_top(shards, queries), exact_top(ws, queries)) >= 0.95
 
 
 @pytest.mark.slow
@@ -213,7 +233,8 @@ def test_info_reports_the_index_type_its_memory_and_measured_recall(ann_workspac
 def _small_flat_workspace(path: Path, real_vectors: RealisticVectors, n: int = 2000) -> None:
     with Workspace.open(path, encoder="e", dim=DIM, shards=1) as ws:
         commit_vectors(ws, real_vectors.sample(n), 0)
-        assert ws.shards[0].kind == "flat"
+        with ws.open_shard(0) as shard:
+            assert shard.kind == "flat"
 
 
 @pytest.mark.slow  # the real model encodes the photos the vectors start from
@@ -230,15 +251,15 @@ def test_the_new_index_is_built_in_the_background_while_the_old_one_serves(tmp_p
     monkeypatch.setattr(VectorShard, "build", slow_build)
     queries = real_vectors.sample(20)
     # A tighter latency target: exact search over 2,000 vectors no longer meets it.
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws:
-        assert ws.building == [0] and ws.shards[0].kind == "flat"
-        before = workspace_top(ws, queries)
+    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
+        assert shard.building and shard.kind == "flat"
+        before = workspace_top([shard], queries)
         commit_vectors(ws, real_vectors.sample(100), 2000)  # commits go on meanwhile
-        assert ws.shards[0].kind == "flat" and len(ws.shards[0]) == 2100
+        assert workspace_top([shard], queries) and shard.kind == "flat" and len(shard) == 2100
         release.set()
-        ws.wait_for_builds()
-        assert ws.shards[0].kind == "ivf-sq8" and len(ws.shards[0]) == 2100 and ws.verify() == []
-        assert recall(workspace_top(ws, queries), exact_top(ws, queries)) >= 0.95
+        shard.wait_for_build()
+        assert shard.kind == "ivf-sq8" and len(shard) == 2100 and ws.verify() == []
+        assert recall(workspace_top([shard], queries), exact_top(ws, queries)) >= 0.95
         assert before  # the old index answered while the new one was built
     state = json.loads((path / "shard-0" / "snapshot.json").read_text())
     assert state["index"]["kind"] == "ivf-sq8" and state["count"] == 2100
@@ -250,21 +271,23 @@ def test_a_commit_racing_the_swap_is_applied_once(tmp_path, real_vectors, monkey
     """Another process commits just as the new index is brought forward: it is replayed exactly once."""
     path = tmp_path / "ws"
     _small_flat_workspace(path, real_vectors)
-    real_replay = Workspace._replay
+    real_replay = ShardIndex._replay
     raced = []
 
-    def replay(self, targets, since, until=None):
+    def replay(self, target, since, until=None):
         if threading.current_thread().name.startswith("index-build") and not raced:  # the build's catch-up
             with Workspace.open(path, encoder="e", dim=DIM) as other:
                 commit_vectors(other, real_vectors.sample(50), 5000)
             raced.append(True)
-        return real_replay(self, targets, since, until)
+        return real_replay(self, target, since, until)
 
-    monkeypatch.setattr(Workspace, "_replay", replay)
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws:
-        ws.wait_for_builds()
-        assert raced and ws.shards[0].kind == "ivf-sq8"
-        assert ws.verify() == [] and len(ws.shards[0]) == 2050  # caught up once, no duplicates
+    monkeypatch.setattr(ShardIndex, "_replay", replay)
+    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
+        shard.wait_for_build()
+        shard.sync()
+        assert raced and shard.kind == "ivf-sq8"
+        assert ws.verify() == [] and len(shard) == 2050  # caught up once, no duplicates
+        assert len(np.unique(shard.ids())) == 2050
 
 
 @pytest.mark.slow  # the real model encodes the photos the vectors start from
@@ -276,11 +299,11 @@ def test_a_failed_build_leaves_the_old_index_serving_and_says_why(tmp_path, real
         raise RuntimeError("out of memory in k-means")
 
     monkeypatch.setattr(VectorShard, "build", broken)
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws:
+    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
         with pytest.raises(StoreError, match="building the IVF.* index of shard 0 failed: out of memory"):
-            ws.wait_for_builds()
-        assert ws.shards[0].kind == "flat" and len(ws.shards[0]) == 2000
-        assert ws.search(0, real_vectors.sample(1), 5)[1].shape == (1, 5)
+            shard.wait_for_build()
+        assert shard.kind == "flat" and len(shard) == 2000
+        assert shard.search(real_vectors.sample(1), 5)[1].shape == (1, 5)
 
 
 @pytest.mark.slow
@@ -294,26 +317,27 @@ def test_a_process_killed_mid_build_leaves_the_old_index_on_disk(tmp_path, real_
         "from lookalike.store.workspace import Workspace\n"
         "VectorShard.build = classmethod(lambda cls, *a, **k: time.sleep(600))  # stuck in k-means\n"
         "ws = Workspace.open(sys.argv[1], encoder='e', dim=1280, index_latency_ms=0.5)\n"
-        "print('building', ws.building, flush=True)\n"
+        "print('building', ws.open_shard(0).building, flush=True)\n"
         "time.sleep(600)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "building [0]"
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "building True"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(30)
     assert (path / "shard-0" / "snapshot.json").read_bytes() == state
     # The old snapshot serves (the killed process remembered its budget: 5 ms again keeps it exact).
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=5.0) as ws:
-        assert ws.shards[0].kind == "flat" and ws.building == [] and ws.verify() == []
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws:  # the build runs again
-        ws.wait_for_builds()
-        assert ws.shards[0].kind == "ivf-sq8" and ws.verify() == []
+    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=5.0) as ws, shard_pods(ws) as (shard,):
+        assert shard.kind == "flat" and not shard.building and ws.verify() == []
+    # The build runs again (the killed holder's build lock died with it).
+    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
+        shard.wait_for_build()
+        assert shard.kind == "ivf-sq8" and ws.verify() == []
     # No commit came between: the new index is written at the same generation as the old one.
     assert json.loads((path / "shard-0" / "snapshot.json").read_text())["index"]["kind"] == "ivf-sq8"
-    with Workspace.open(path, encoder="e", dim=DIM) as ws:
-        assert ws.shards[0].kind == "ivf-sq8" and ws.shards[0].mapped
+    with Workspace.open(path, encoder="e", dim=DIM) as ws, shard_pods(ws) as (shard,):
+        assert shard.kind == "ivf-sq8" and shard.vectors.mapped
 
 
 @pytest.mark.slow  # the real model encodes the photos the vectors start from
@@ -322,18 +346,19 @@ def test_a_mapped_index_left_untouched_by_commits_is_saved_and_reopened(tmp_path
     its next snapshot names the file it maps (FAISS would write a mapped index as a stub)."""
     path = tmp_path / "ws"
     _small_flat_workspace(path, real_vectors)
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws:
-        ws.wait_for_builds()
-    with Workspace.open(path, encoder="e", dim=DIM) as ws:
-        assert ws.shards[0].mapped
+    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
+        shard.wait_for_build()
+    with Workspace.open(path, encoder="e", dim=DIM) as ws, shard_pods(ws) as (shard,):
+        assert shard.vectors.mapped
         doc = Document(id="no-vectors", uri="/synthetic/none.jpg")
         doc.size = doc.mtime_ns = 1
         req = Request("index", [doc])
         req.staged.doc_ids.append(doc.id)
         ws.commit(req)
-        assert ws.shards[0].mapped  # nothing to add: still mapped when flushed
-    with Workspace.open(path, encoder="e", dim=DIM) as ws:
-        assert ws.shards[0].kind == "ivf-sq8" and len(ws.shards[0]) == 2000 and ws.verify() == []
+        shard.sync()
+        assert shard.vectors.mapped  # nothing to add: still mapped when flushed
+    with Workspace.open(path, encoder="e", dim=DIM) as ws, shard_pods(ws) as (shard,):
+        assert shard.kind == "ivf-sq8" and len(shard) == 2000 and ws.verify() == []
         assert ws.store.generation == json.loads((path / "shard-0" / "snapshot.json").read_text())["generation"]
 
 

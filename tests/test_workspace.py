@@ -12,6 +12,7 @@ import pytest
 
 from lookalike.document import Chunk, Document, Request, shard_for
 from lookalike.errors import StoreError
+from lookalike.store.shard_index import ShardIndex
 from lookalike.store.workspace import Workspace
 
 DIM = 8
@@ -38,15 +39,46 @@ def _request(ws: Workspace, seeds: list[int], *, chunks_per_doc: int = 1, failed
     req = Request("index", docs)
     for doc in docs:
         req.staged.doc_ids.append(doc.id)
-        req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards), doc.chunks)
+        req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
     return req
 
 
-def _open(path, **kw) -> Workspace:
+class _WorkspaceWithPods(Workspace):
+    """A workspace with its shard pods' indexes, as a flow's VectorIndexer pods hold them: opened on
+    first use, brought forward on each, and finished (caught up, snapshotted) when it closes."""
+
+    _pods: list[ShardIndex] | None = None
+
+    def pods(self) -> list[ShardIndex]:
+        if self._pods is None:
+            self._pods = [self.open_shard(i) for i in range(self.n_shards_configured)]
+        for pod in self._pods:
+            pod.sync()
+        return self._pods
+
+    def close(self, flush: bool = True) -> None:
+        try:
+            for pod in self.pods() if self.writer else self._pods or []:
+                if flush and self.writer:
+                    pod.finish()
+                pod.close(flush=flush)
+        except StoreError as e:  # re-indexed by another process: this one's vectors are not worth keeping
+            assert "re-indexed by another process" in str(e)
+        finally:
+            super().close(flush)
+
+
+def _open(path, **kw) -> _WorkspaceWithPods:
     kw.setdefault("encoder", ENC)
     kw.setdefault("dim", DIM)
     kw.setdefault("shards", 2)
-    return Workspace.open(path, **kw)
+    ws = _WorkspaceWithPods.open(path, **kw)
+    assert isinstance(ws, _WorkspaceWithPods)
+    return ws
+
+
+def searchable(ws: _WorkspaceWithPods) -> int:
+    return sum(len(s) for s in ws.pods())
 
 
 def test_commit_makes_documents_and_vectors_searchable_together(tmp_path):
@@ -54,11 +86,11 @@ def test_commit_makes_documents_and_vectors_searchable_together(tmp_path):
         stored = ws.commit(_request(ws, [1, 2, 3], failed={2}))
         assert [d.uri for d in stored] == ["/photos/1.jpg", "/photos/3.jpg"]  # the failed doc is not stored
         assert ws.store.count_docs() == 2 and ws.store.count_chunks() == 2
-        assert sum(len(s) for s in ws.shards) == 2
+        assert searchable(ws) == 2
         assert ws.verify() == []
         doc3 = Document.from_path("/photos/3.jpg").id
         shard = shard_for(doc3, 2)
-        scores, ids = ws.search(shard, _vec(30)[None], 1)
+        scores, ids = ws.pods()[shard].search(_vec(30)[None], 1)
         assert ws.store.chunk_info([int(ids[0, 0])])[int(ids[0, 0])][0] == doc3
         assert scores[0, 0] == pytest.approx(1.0, abs=1e-3)  # stored as float16
         assert ws.store.search_tags("tab")[0][1] == "tabby"
@@ -79,7 +111,7 @@ def test_reindexing_a_document_replaces_its_vectors(tmp_path):
         ws.commit(_request(ws, [1, 2], chunks_per_doc=2))
         ws.commit(_request(ws, [1], chunks_per_doc=1))
         assert ws.store.count_docs() == 2 and ws.store.count_chunks() == 3
-        assert sum(len(s) for s in ws.shards) == 3
+        assert searchable(ws) == 3
         assert ws.verify() == []
 
 
@@ -90,7 +122,7 @@ def test_snapshots_are_reused_when_current_and_rebuilt_when_stale(tmp_path):
     state = json.loads((path / "shard-0" / "snapshot.json").read_text())
     with _open(path) as ws:
         assert ws.store.generation == state["generation"]  # nothing changed: the snapshot is current
-        assert sum(len(s) for s in ws.shards) == 20
+        assert searchable(ws) == 20
     # A process that commits and dies before it can write the snapshots.
     code = (
         "import os, sys\n"
@@ -105,7 +137,7 @@ def test_snapshots_are_reused_when_current_and_rebuilt_when_stale(tmp_path):
     assert json.loads((path / "shard-0" / "snapshot.json").read_text()) == state  # stale now
     with _open(path) as ws:
         assert ws.store.generation > state["generation"]
-        assert sum(len(s) for s in ws.shards) == 22  # rebuilt from what SQLite committed
+        assert searchable(ws) == 22  # brought forward from what SQLite committed
         assert ws.verify() == []
 
 
@@ -115,7 +147,7 @@ def test_a_damaged_snapshot_is_rebuilt(tmp_path):
         ws.commit(_request(ws, list(range(10))))
     (path / "shard-1" / "index.faiss").write_bytes(b"garbage")
     with _open(path) as ws:
-        assert sum(len(s) for s in ws.shards) == 10 and ws.verify() == []
+        assert searchable(ws) == 10 and ws.verify() == []
 
 
 def test_changing_the_shard_count_reshards_without_losing_anything(tmp_path):
@@ -123,11 +155,11 @@ def test_changing_the_shard_count_reshards_without_losing_anything(tmp_path):
     with _open(path, shards=2) as ws:
         ws.commit(_request(ws, list(range(30))))
     with _open(path, shards=3) as ws:
-        assert ws.n_shards == 3
-        assert sum(len(s) for s in ws.shards) == 30
+        assert ws.n_shards_configured == 3
+        assert searchable(ws) == 30
         assert ws.verify() == []
         for doc in ws.store.iter_docs():
-            ids = set(ws.shards[shard_for(doc.id, 3)].ids().tolist())
+            ids = set(ws.pods()[shard_for(doc.id, 3)].ids().tolist())
             chunk_ids = {cid for cid, *_ in ws.store.chunks_of(doc.id)}
             assert chunk_ids and chunk_ids <= ids  # every doc's vectors sit in its hash's shard
 
@@ -142,11 +174,11 @@ def test_another_encoder_is_refused_with_how_to_reindex(tmp_path):
         assert ws.store.count_docs() == 0 and ws.encoder == "other-encoder:2"
 
 
-def _search_ids(ws: Workspace, seed: int) -> set[str]:
+def _search_ids(ws: _WorkspaceWithPods, seed: int) -> set[str]:
     """The documents of every shard's top matches for one query vector (after catching up)."""
     found: set[str] = set()
-    for shard in range(ws.n_shards):
-        _, ids = ws.search(shard, _vec(seed)[None], 100)
+    for shard in range(ws.n_shards_configured):
+        _, ids = ws.pods()[shard].search(_vec(seed)[None], 100)
         found |= {ws.store.chunk_info([int(i)])[int(i)][0] for i in ids[0] if i >= 0}
     return found
 
@@ -170,7 +202,7 @@ def test_writers_take_turns_per_commit_and_readers_catch_up(tmp_path):
         a.commit(delete)
         for ws in (a, b, reader):
             assert gone not in _search_ids(ws, 4)
-            assert sum(len(s) for s in ws.shards) == 5 and ws.verify() == []
+            assert searchable(ws) == 5 and ws.verify() == []
 
 
 def test_a_snapshot_is_brought_forward_from_the_log_not_rebuilt(tmp_path, monkeypatch):
@@ -180,9 +212,9 @@ def test_a_snapshot_is_brought_forward_from_the_log_not_rebuilt(tmp_path, monkey
     ws = _open(path)
     ws.commit(_request(ws, [4, 5]))
     ws.store.close()  # as if killed: committed, but no new snapshot
-    monkeypatch.setattr(Workspace, "_rebuild", lambda self: pytest.fail("rebuilt instead of replaying the log"))
+    monkeypatch.setattr(ShardIndex, "_rebuild", lambda self: pytest.fail("rebuilt instead of replaying the log"))
     with _open(path) as again:
-        assert sum(len(s) for s in again.shards) == 5 and again.verify() == []
+        assert searchable(again) == 5 and again.verify() == []
 
 
 def test_a_reader_behind_a_reset_rebuilds_and_one_behind_a_new_encoder_refuses(tmp_path):
@@ -197,7 +229,7 @@ def test_a_reader_behind_a_reset_rebuilds_and_one_behind_a_new_encoder_refuses(t
         with _open(path, encoder="other-encoder:2", reset=True):
             pass
         with pytest.raises(StoreError, match="re-indexed by another process"):
-            reader.search(0, _vec(1)[None], 1)
+            reader.pods()[0].search(_vec(1)[None], 1)
 
 
 def test_paths_that_are_not_utf8_are_stored_and_found(tmp_path):
@@ -264,7 +296,7 @@ def test_delete_removes_documents_and_their_vectors(tmp_path):
         delete.staged.deletes.append(req.docs[0].id)
         ws.commit(delete)
         assert ws.store.count_docs() == 2 and ws.store.count_chunks() == 4
-        assert sum(len(s) for s in ws.shards) == 4 and ws.verify() == []
+        assert searchable(ws) == 4 and ws.verify() == []
 
 
 def test_schema_newer_than_the_code_is_refused(tmp_path):
@@ -298,7 +330,7 @@ def test_a_reader_of_an_empty_workspace_refuses_once_it_adopts_another_encoder(t
         with _open(path, encoder="other-encoder:2") as writer:  # empty: adopts the new encoder
             writer.commit(_request(writer, [1]))
         with pytest.raises(StoreError, match="re-indexed by another process"):
-            reader.search(0, _vec(1)[None], 1)
+            reader.pods()[0].search(_vec(1)[None], 1)
 
 
 def test_a_torn_snapshot_is_refused_not_replayed_into_duplicates(tmp_path):
@@ -312,7 +344,7 @@ def test_a_torn_snapshot_is_refused_not_replayed_into_duplicates(tmp_path):
         ws.commit(again)
     (path / "shard-0" / "snapshot.json").write_bytes(old_state)  # the new index, the old state
     with _open(path, shards=1) as ws:
-        assert len(ws.shards[0]) == 2 and ws.verify() == []
+        assert len(ws.pods()[0]) == 2 and ws.verify() == []
 
 
 def test_a_damaged_manifest_is_an_error_that_says_how_to_repair_it(tmp_path):

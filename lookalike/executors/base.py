@@ -111,6 +111,11 @@ class Executor:
     def close(self) -> None:
         """Release what :meth:`open` acquired."""
 
+    def commit(self, request: Request) -> None:
+        """For executors that store documents (``stores_documents``): commit a finished index or
+        delete request. The runtime calls it at the flow's end; failures go on the documents."""
+        raise NotImplementedError(f"{type(self).__name__} stores no documents")
+
     @classmethod
     def fingerprint_of(cls, params: BaseModel) -> str | None:
         """What identifies the vectors this executor produces (encoders return their model's).

@@ -1,18 +1,26 @@
 """The indexers: VectorIndexer (one shard of vectors) and DocIndexer (the SQLite doc store).
 
-At index time both only *stage* what they accept; the flow's end commits a request's staged writes
-to the workspace in one transaction. At search time they do the searching and the lookups.
+Each owns its state. A VectorIndexer pod holds its shard's part of the vector index
+(:class:`ShardIndex`): it opens it in :meth:`open`, searches it, and persists it. The DocIndexer
+owns the doc store: at the end of the flow the runtime hands it the joined request, and it
+commits the documents with the vectors the shard pods accepted, in one transaction. The shard
+pods' indexes take in what was committed from the store's vector log (on their next request, and
+when they close), so no vector is ever searchable before its document is committed, in any
+process on any node.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from pydantic import Field
 
 from lookalike.document import Document, Match, Request
-from lookalike.errors import StoreError
+from lookalike.errors import STORE_FAILURE, LookalikeError, StoreError
 from lookalike.executors.base import Executor, requests
 from lookalike.settings import default
+from lookalike.store.shard_index import ShardIndex
 from lookalike.store.workspace import Workspace
 
 
@@ -28,7 +36,8 @@ def _fits(embedding: np.ndarray, dim: int) -> bool:
 
 
 class VectorIndexer(Executor):
-    """One shard of the chunk vectors (exact inner product, i.e. cosine on normalised vectors)."""
+    """One shard of the chunk vectors: its part of the index, searched exactly or by an ANN index
+    with exact re-ranking, as the collection size and the workspace's budget choose."""
 
     stores_vectors = True
 
@@ -38,12 +47,16 @@ class VectorIndexer(Executor):
         )
 
     params: Params
+    index: ShardIndex
 
     def open(self) -> None:
         self.workspace = _workspace(self)
+        self.index = self.workspace.open_shard(self.context.shard)
+        self._indexed = False  # took part in indexing: at close, the index is brought up to date
 
     @requests(on="index")
     def stage(self, docs: list[Document], request: Request) -> None:
+        self._indexed = True
         dim = self.workspace.dim
         for doc in docs:
             chunks = [c for c in doc.chunks if c.embedding is not None]
@@ -52,6 +65,11 @@ class VectorIndexer(Executor):
                 doc.fail(f"embedding of shape {bad[0].shape} or non-finite; workspace holds {dim}-d", "bad vector")
                 continue
             request.staged.vectors[doc.id] = (self.context.shard, chunks)
+
+    @requests(on="delete")
+    def forget(self, docs: list[Document]) -> None:
+        # The doc indexer commits the removal; this shard's index drops the vectors from the log.
+        self._indexed = True
 
     @requests(on="search")
     def search(self, docs: list[Document], request: Request) -> None:
@@ -63,7 +81,7 @@ class VectorIndexer(Executor):
         queries = [(c, c.embedding) for d in docs for c in d.chunks if c.embedding is not None]
         if not queries:
             return
-        scores, ids = self.workspace.search(self.context.shard, np.stack([e for _, e in queries]), k)
+        scores, ids = self.index.search(np.stack([e for _, e in queries]), k)
         found = {int(i) for i in ids.ravel() if i >= 0}
         info = self.workspace.store.chunk_info(found)
         for (chunk, _), row_scores, row_ids in zip(queries, scores, ids, strict=True):
@@ -72,6 +90,16 @@ class VectorIndexer(Executor):
                 for s, i in zip(row_scores, row_ids, strict=True)
                 if i >= 0 and int(i) in info
             ]
+
+    def describe(self) -> dict[str, Any]:
+        """This shard's index: type, size, memory, recall (for /api/stats)."""
+        return self.index.describe()
+
+    def close(self) -> None:
+        # After indexing: caught up with what was committed, the right index type, a snapshot.
+        if self._indexed:
+            self.index.finish()
+        self.index.close()
 
 
 class DocIndexer(Executor):
@@ -94,6 +122,16 @@ class DocIndexer(Executor):
     @requests(on="delete")
     def delete(self, docs: list[Document], request: Request) -> None:
         request.staged.deletes.extend(d.id for d in docs if d.id not in request.staged.deletes)
+
+    def commit(self, request: Request) -> None:
+        """Commit a finished index or delete request (the runtime calls this at the flow's end):
+        the documents this pod accepted, with the vectors the shard pods accepted, in one
+        transaction. A store failure (a full disk) fails the documents as "store error"."""
+        try:
+            self.workspace.commit(request)
+        except LookalikeError as e:
+            for d in request.live_docs:
+                d.fail(f"not stored: {e}", STORE_FAILURE)
 
     @requests(on="search")
     def lookup(self, docs: list[Document]) -> None:

@@ -39,6 +39,34 @@ def _one_or_many(v: Any) -> Any:
 StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
 
 
+class PodResources(BaseModel):
+    """What one replica of a pod reserves on a Ray cluster (ignored by the local runtime, which
+    shares this machine's cores out itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(default=0.0, ge=0, description="CPUs reserved per replica (its onnxruntime threads)")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs per replica (fractions share one)")
+    memory: int | str | None = Field(default=None, description='memory reserved per replica, in bytes or "2GB"')
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources per replica, to pin a pod to the nodes that offer them "
+        "(`ray start --resources '{\"workspace\": 1}'`)",
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _bytes(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, str):
+            from lookalike.settings import parse_bytes
+
+            try:
+                return parse_bytes(v, "memory")
+            except ConfigError as e:
+                raise ValueError(str(e)) from None  # pydantic names the key and the line
+        return v
+
+
 class PodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -51,6 +79,7 @@ class PodConfig(BaseModel):
         default="any", description="any: each document goes to one shard; all: every shard sees every request"
     )
     py_modules: StrList = Field(default_factory=list, description="Python files with executors, relative to YAML")
+    resources: PodResources = Field(default_factory=PodResources, description="per replica, on Ray")
 
     @field_validator("with_", mode="before")
     @classmethod
@@ -62,6 +91,9 @@ class FlowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prefetch: PositiveInt = Field(default=10, description="requests in flight at once (bounds memory)")
+    runtime: Literal["local", "ray"] | None = Field(
+        default=None, description="where the pods run: this machine's threads, or a Ray cluster (--runtime wins)"
+    )
     pods: dict[str, PodConfig] = Field(min_length=1)
 
 

@@ -160,10 +160,20 @@ class Flow:
     def pods_using(self, cls: type[Executor]) -> list[Pod]:
         return [p for p in self.pods.values() if issubclass(p.executor, cls)]
 
+    def pods_storing_vectors(self) -> list[Pod]:
+        return [p for p in self.pods.values() if p.executor.stores_vectors]
+
+    def set_vector_shards(self, shards: int) -> None:
+        """Search however many shards the workspace has, whatever the query flow says: its shard
+        pods are the workspace's shards."""
+        for pod in self.pods_storing_vectors():
+            if pod.config.shards != shards:
+                pod.config = pod.config.model_copy(update={"shards": shards})
+
     def vector_shards(self) -> int:
         """How many shards the flow's vector stores have (the workspace is built for it). Asked of
         the pods' executors (``stores_vectors``), so any vector indexer plugs in."""
-        pods = [p for p in self.pods.values() if p.executor.stores_vectors]
+        pods = self.pods_storing_vectors()
         if not pods:
             raise ConfigError(f"{self.file}: the flow has no pod that stores vectors (such as VectorIndexer)")
         counts = {p.config.shards for p in pods}

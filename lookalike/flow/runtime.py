@@ -1,18 +1,23 @@
-"""The local runtime: runs a flow on this machine with real parallelism.
+"""Runtimes run a flow: the local one on this machine in threads, the Ray one across a cluster.
 
-Every pod gets ``shards x parallel`` worker threads, each with its own executor built from a
-factory and opened in its thread. onnxruntime, FAISS, SQLite and Pillow's decoders release the GIL,
-so threads give real parallelism where the time goes.
+Both share what this module's :class:`Runtime` does, which is only moving requests:
 
-- Backpressure: at most ``prefetch`` requests are in flight; :meth:`LocalRuntime.submit` blocks
-  beyond that, so memory stays flat however many files are fed in.
+- Backpressure: at most ``prefetch`` requests are in flight; :meth:`Runtime.submit` blocks beyond
+  that, so memory stays flat however many files are fed in (across the whole cluster on Ray).
 - Shards: ``polling: any`` sends each document to one shard by a stable hash of its id;
   ``polling: all`` sends the whole request to every shard and merges their matches into the exact
   global top-k.
-- Joins: a pod with several ``needs`` waits for its request from every branch and merges them.
+- Joins: a pod with several ``needs`` waits for its request from every branch and merges them
+  (a ``_merge`` pod is that join and nothing else: it runs no executor).
 - Failures: an exception in an executor fails that request's documents with the reason and the flow
   goes on. No request is ever dropped, so no join and no caller waits forever.
-- The end: index and delete requests are committed to the workspace in one transaction each.
+- The end: an index or delete request is handed to the pod that owns the doc store (its
+  ``commit``), which commits it in one transaction. The runtime never touches a store itself.
+
+How a request reaches a pod is the subclass's: :class:`LocalRuntime` gives every pod
+``shards x parallel`` worker threads, each with its own executor built from a factory and opened in
+its thread (onnxruntime, FAISS, SQLite and Pillow's decoders release the GIL, so threads give
+real parallelism where the time goes); ``lookalike.flow.ray_runtime`` makes each replica an actor.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from lookalike.document import Chunk, Document, Request, shard_for
 from lookalike.errors import BadInput, LookalikeError
@@ -31,124 +38,98 @@ from lookalike.models.encoder import available_cores
 from lookalike.store.workspace import Workspace
 
 _STOP = object()
+RuntimeKind = Literal["local", "ray"]
 
 
-class _Worker(threading.Thread):
-    def __init__(self, runtime: LocalRuntime, pod: Pod, shard: int, replica: int, inbox: queue.Queue):
-        super().__init__(name=f"{pod.name}/s{shard}/r{replica}", daemon=True)
-        self.runtime, self.pod, self.shard, self.replica, self.inbox = runtime, pod, shard, replica, inbox
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.executor: Executor | None = None
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """Where a flow's pods run: ``local`` (threads here) or ``ray`` (actors on a Ray cluster at
+    ``ray_address``; without one, a local cluster is started for the run)."""
 
-    def run(self) -> None:
-        pod = self.pod
-        context = ExecutorContext(
-            pod=pod.name,
-            replica=self.replica,
-            replicas=pod.config.parallel,
-            shard=self.shard,
-            shards=pod.config.shards,
-            threads=self.runtime.threads_for(pod),
-            workspace=self.runtime.workspace,
-        )
-        try:
-            self.executor = pod.executor(pod.params, context)
-            self.executor.open()
-        except BaseException as e:  # noqa: BLE001 - reported to start(), which raises it
-            self.error = e
-            self.ready.set()
-            return
-        self.ready.set()
-        try:
-            while True:
-                request = self.inbox.get()
-                if request is _STOP:
-                    return
-                self._handle(request)
-                self.runtime._after_pod(self.pod, self.shard, request)
-        finally:
-            try:
-                self.executor.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the real outcome
-                pass
+    kind: RuntimeKind = "local"
+    ray_address: str | None = None
 
-    def _handle(self, request: Request) -> None:
-        assert self.executor is not None
-        try:
-            self.executor.handle(request)
-        except BadInput as e:
-            for d in request.live_docs:
-                d.fail(f"{self.pod.name}: {e}", e.reason)
-        except Exception as e:  # noqa: BLE001 - one bad request must not stop the flow
-            for d in request.live_docs:
-                d.fail(f"{self.pod.name} ({self.pod.uses}) failed: {type(e).__name__}: {e}", "executor error")
+    @classmethod
+    def from_flow(cls, flow: Flow) -> RuntimeChoice:
+        """The flow's own ``runtime:``, else the local runtime."""
+        return cls(flow.loaded.config.runtime or "local")
 
 
-class LocalRuntime:
-    """Run a :class:`Flow` in threads. Use as a context manager, then :meth:`submit` or :meth:`run`."""
+def make_runtime(flow: Flow, workspace: Workspace | None, choice: RuntimeChoice) -> Runtime:
+    if choice.kind == "ray":
+        from lookalike.flow.ray_runtime import RayRuntime
 
-    def __init__(
-        self,
-        flow: Flow,
-        workspace: Workspace | None = None,
-        *,
-        cores: int | None = None,
-        on_done: Callable[[Request], None] | None = None,
-    ):
+        return RayRuntime(flow, workspace, address=choice.ray_address)
+    return LocalRuntime(flow, workspace)
+
+
+def run_handler(executor: Executor, pod: Pod, request: Request) -> Request:
+    """Run ``request`` through one pod's executor; an exception fails its documents, with why."""
+    try:
+        executor.handle(request)
+    except BadInput as e:
+        for d in request.live_docs:
+            d.fail(f"{pod.name}: {e}", e.reason)
+    except Exception as e:  # noqa: BLE001 - one bad request must not stop the flow
+        for d in request.live_docs:
+            d.fail(f"{pod.name} ({pod.uses}) failed: {type(e).__name__}: {e}", "executor error")
+    return request
+
+
+def open_failure(pod: Pod, err: BaseException) -> LookalikeError:
+    """What a pod that could not open says (its own LookalikeError, else one naming the pod)."""
+    if isinstance(err, LookalikeError):
+        return err
+    return LookalikeError(f"pod {pod.name} ({pod.uses}) failed to open: {type(err).__name__}: {err}")
+
+
+def committing_pod(flow: Flow) -> Pod | None:
+    """The pod whose executor commits finished index and delete requests (the doc indexer)."""
+    return next((p for p in flow.pods.values() if p.executor.stores_documents), None)
+
+
+class Runtime:
+    """What every runtime does: route requests between pods, join, merge shards, bound what is in
+    flight, and resolve each request's future. Use as a context manager, then :meth:`submit` or
+    :meth:`run`."""
+
+    def __init__(self, flow: Flow, *, on_done: Callable[[Request], None] | None = None):
         self.flow = flow
-        self.workspace = workspace
-        self.cores = cores or available_cores()
         self.on_done = on_done
-        self._inboxes: dict[str, list[queue.Queue]] = {}
-        self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._shard_parts: dict[tuple[str, int], dict[int, Request]] = {}
         self._join_parts: dict[tuple[str, int], dict[str, Request]] = {}
         self._futures: dict[int, Future[Request]] = {}
         self._in_flight = threading.BoundedSemaphore(flow.prefetch)
         self._started = False
+        self.committer = committing_pod(flow)
 
-    def threads_for(self, pod: Pod) -> int:
-        """A replica's share of the cores: the cores divided among the pod's replicas and shards."""
-        return max(1, self.cores // (pod.config.parallel * pod.config.shards))
+    # --- what a runtime provides --------------------------------------------------------------
 
-    # --- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> LocalRuntime:
-        for pod in self.flow.pods.values():
-            # At most `prefetch` requests are in flight, so these never fill: the bound is a backstop.
-            inboxes: list[queue.Queue] = [queue.Queue(maxsize=self.flow.prefetch * 2) for _ in range(pod.config.shards)]
-            self._inboxes[pod.name] = inboxes
-            for shard in range(pod.config.shards):
-                for replica in range(pod.config.parallel):
-                    self._workers.append(_Worker(self, pod, shard, replica, inboxes[shard]))
-        for w in self._workers:
-            w.start()
-        for w in self._workers:
-            w.ready.wait()
-        failed = next((w for w in self._workers if w.error is not None), None)
-        if failed is not None:
-            self.close()
-            err = failed.error
-            if isinstance(err, LookalikeError):
-                raise err
-            raise LookalikeError(
-                f"pod {failed.pod.name} ({failed.pod.uses}) failed to open: {type(err).__name__}: {err}"
-            ) from err
-        self._started = True
-        return self
+    def start(self) -> Runtime:
+        raise NotImplementedError
 
     def close(self) -> None:
-        for w in self._workers:
-            if w.is_alive():
-                self._inboxes[w.pod.name][w.shard].put(_STOP)
-        for w in self._workers:
-            w.join()
-        self._workers = []
-        self._started = False
+        raise NotImplementedError
 
-    def __enter__(self) -> LocalRuntime:
+    def _deliver(self, pod: Pod, shard: int, request: Request) -> None:
+        """Hand ``request`` to a replica of ``pod``'s shard; once handled, call :meth:`_after_pod`."""
+        raise NotImplementedError
+
+    def _commit(self, request: Request) -> None:
+        """Have the committing pod commit ``request``; then call :meth:`_resolve`."""
+        raise NotImplementedError
+
+    def ask(self, pod_name: str, method: str) -> list[Any]:
+        """Call ``method()`` on one replica of each shard of ``pod_name`` (a control call, such as a
+        shard's ``describe``); the answers, by shard."""
+        raise NotImplementedError
+
+    def placement(self) -> dict[str, str]:
+        """Where each pod replica runs, by pod/sS/rR."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Runtime:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -190,23 +171,25 @@ class LocalRuntime:
                     return
                 del self._join_parts[(pod.name, request.id)]
             request = merge_requests([parts[n] for n in pod.needs])
-        inboxes = self._inboxes[pod.name]
-        n = len(inboxes)
+        if pod.is_merge:  # the join above is all a _merge pod does
+            self._after_pod(pod, 0, request)
+            return
+        n = pod.config.shards
         if n == 1:
-            inboxes[0].put(request)
+            self._deliver(pod, 0, request)
         elif pod.config.polling == "all":
-            for box, copy in zip(inboxes, _copies(request, n), strict=True):
-                box.put(copy)
+            for shard, copy in enumerate(_copies(request, n)):
+                self._deliver(pod, shard, copy)
         else:
             groups: list[list[Document]] = [[] for _ in range(n)]
             for doc in request.docs:
                 groups[shard_for(doc.id, n)].append(doc)
-            for shard, box in enumerate(inboxes):
-                box.put(dataclasses.replace(request, docs=groups[shard]))
+            for shard in range(n):
+                self._deliver(pod, shard, dataclasses.replace(request, docs=groups[shard]))
 
     def _after_pod(self, pod: Pod, shard: int, request: Request) -> None:
         try:
-            if pod.config.shards > 1:
+            if pod.config.shards > 1 and not pod.is_merge:
                 with self._lock:
                     parts = self._shard_parts.setdefault((pod.name, request.id), {})
                     parts[shard] = request
@@ -216,21 +199,15 @@ class LocalRuntime:
                 ordered = [parts[s] for s in range(pod.config.shards)]
                 request = merge_shard_results(ordered) if pod.config.polling == "all" else concat_shards(ordered)
             if not pod.downstream:
-                self._finish(request)
+                if request.kind in ("index", "delete") and self.committer is not None:
+                    self._commit(request)  # a flow without a doc store stores nothing
+                else:
+                    self._resolve(request)
                 return
             for name, copy in zip(pod.downstream, _copies(request, len(pod.downstream)), strict=True):
                 self._route(self.flow.pods[name], copy, pod.name)
         except BaseException as e:  # noqa: BLE001 - a runtime bug must fail the request, not hang it
             self._resolve(request, error=e)
-
-    def _finish(self, request: Request) -> None:
-        if self.workspace is not None and request.kind in ("index", "delete"):
-            try:
-                self.workspace.commit(request)
-            except LookalikeError as e:
-                for d in request.live_docs:
-                    d.fail(f"not stored: {e}", "store error")
-        self._resolve(request)
 
     def _resolve(self, request: Request, error: BaseException | None = None) -> None:
         with self._lock:
@@ -246,6 +223,137 @@ class LocalRuntime:
                 future.set_result(request)
             else:
                 future.set_exception(error)
+
+
+class _Worker(threading.Thread):
+    def __init__(self, runtime: LocalRuntime, pod: Pod, shard: int, replica: int, inbox: queue.Queue):
+        super().__init__(name=f"{pod.name}/s{shard}/r{replica}", daemon=True)
+        self.runtime, self.pod, self.shard, self.replica, self.inbox = runtime, pod, shard, replica, inbox
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.executor: Executor | None = None
+
+    def run(self) -> None:
+        pod = self.pod
+        context = ExecutorContext(
+            pod=pod.name,
+            replica=self.replica,
+            replicas=pod.config.parallel,
+            shard=self.shard,
+            shards=pod.config.shards,
+            threads=self.runtime.threads_for(pod),
+            workspace=self.runtime.workspace,
+        )
+        try:
+            self.executor = pod.executor(pod.params, context)
+            self.executor.open()
+        except BaseException as e:  # noqa: BLE001 - reported to start(), which raises it
+            self.error = e
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            while True:
+                request = self.inbox.get()
+                if request is _STOP:
+                    return
+                self.runtime._after_pod(self.pod, self.shard, run_handler(self.executor, self.pod, request))
+        finally:
+            try:
+                self.executor.close()
+            except Exception as e:  # noqa: BLE001 - reported by close(), after every pod has closed
+                self.error = e
+
+
+class LocalRuntime(Runtime):
+    """Run a :class:`Flow` in threads on this machine."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        workspace: Workspace | None = None,
+        *,
+        cores: int | None = None,
+        on_done: Callable[[Request], None] | None = None,
+    ):
+        super().__init__(flow, on_done=on_done)
+        self.workspace = workspace
+        self.cores = cores or available_cores()
+        self._inboxes: dict[str, list[queue.Queue]] = {}
+        self._workers: list[_Worker] = []
+
+    def threads_for(self, pod: Pod) -> int:
+        """A replica's share of the cores: the cores divided among the pod's replicas and shards."""
+        return max(1, self.cores // (pod.config.parallel * pod.config.shards))
+
+    def start(self) -> LocalRuntime:
+        for pod in self.flow.pods.values():
+            if pod.is_merge:
+                continue
+            # At most `prefetch` requests are in flight, so these never fill: the bound is a backstop.
+            inboxes: list[queue.Queue] = [queue.Queue(maxsize=self.flow.prefetch * 2) for _ in range(pod.config.shards)]
+            self._inboxes[pod.name] = inboxes
+            for shard in range(pod.config.shards):
+                for replica in range(pod.config.parallel):
+                    self._workers.append(_Worker(self, pod, shard, replica, inboxes[shard]))
+        for w in self._workers:
+            w.start()
+        for w in self._workers:
+            w.ready.wait()
+        failed = next((w for w in self._workers if w.error is not None), None)
+        if failed is not None:
+            err = failed.error
+            assert err is not None
+            self._stop_workers()
+            raise open_failure(failed.pod, err) from err
+        self._started = True
+        return self
+
+    def _stop_workers(self) -> list[_Worker]:
+        for w in self._workers:
+            if w.is_alive():
+                self._inboxes[w.pod.name][w.shard].put(_STOP)
+        for w in self._workers:
+            w.join()
+        workers, self._workers = self._workers, []
+        self._started = False
+        return workers
+
+    def close(self) -> None:
+        """Stop every pod (each closes its executor: a shard pod snapshots its index); the first
+        failure to close is raised once all have closed."""
+        started = self._started
+        failed = [w for w in self._stop_workers() if w.error is not None]
+        if started and failed:
+            err = failed[0].error
+            assert err is not None
+            if isinstance(err, LookalikeError):
+                raise err
+            raise LookalikeError(f"pod {failed[0].pod.name} failed to close: {type(err).__name__}: {err}") from err
+
+    def _deliver(self, pod: Pod, shard: int, request: Request) -> None:
+        self._inboxes[pod.name][shard].put(request)
+
+    def _executors(self, pod_name: str) -> dict[int, Executor]:
+        out: dict[int, Executor] = {}
+        for w in self._workers:
+            if w.pod.name == pod_name and w.executor is not None:
+                out.setdefault(w.shard, w.executor)
+        return out
+
+    def _commit(self, request: Request) -> None:
+        assert self.committer is not None
+        # Any replica's executor: the doc store serialises writers itself.
+        committer = self._executors(self.committer.name)[0]
+        committer.commit(request)
+        self._resolve(request)
+
+    def placement(self) -> dict[str, str]:
+        return {w.name: "local" for w in self._workers}
+
+    def ask(self, pod_name: str, method: str) -> list[Any]:
+        executors = self._executors(pod_name)
+        return [getattr(executors[s], method)() for s in sorted(executors)]
 
 
 # --- copying and merging -------------------------------------------------------------------------
@@ -291,6 +399,7 @@ def merge_requests(parts: list[Request]) -> Request:
     by_id = {d.id: d for d in base.docs}
     docs = list(base.docs)
     for part in parts[1:]:
+        base.staged.absorb(part.staged)
         for doc in part.docs:
             if doc.id in by_id:
                 _merge_doc(by_id[doc.id], doc)
@@ -302,6 +411,8 @@ def merge_requests(parts: list[Request]) -> Request:
 
 def concat_shards(parts: list[Request]) -> Request:
     """polling any: each shard had its own documents; put them back together."""
+    for part in parts[1:]:
+        parts[0].staged.absorb(part.staged)
     return dataclasses.replace(parts[0], docs=[d for p in parts for d in p.docs])
 
 

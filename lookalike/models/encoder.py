@@ -14,6 +14,14 @@ from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, Com
 from lookalike.models.imagenet import Tag, tags
 
 
+def session_providers() -> list[str]:
+    """onnxruntime's CUDA provider where this onnxruntime has one (the onnxruntime-gpu wheel, on a
+    GPU node: a Ray pod with ``num_gpus``), then the CPU. The model and its fingerprint are the same
+    on either; only where it runs changes."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
+
+
 def available_cores() -> int:
     """Cores this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
     try:
@@ -51,7 +59,7 @@ class EfficientNetEncoder:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self._session = ort.InferenceSession(
-                str(self.compiled.onnx_path), sess_options=opts, providers=["CPUExecutionProvider"]
+                str(self.compiled.onnx_path), sess_options=opts, providers=session_providers()
             )
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise ModelError(f"cannot load {self.compiled.onnx_path}: {e}; delete it to have it rebuilt") from e

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from lookalike.flow.runtime import RuntimeChoice
+
 
 @dataclass
 class ServerConfig:
@@ -25,6 +27,7 @@ class ServerConfig:
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback's (--allowed-host)
     index_memory: int | None = None  # the vector index's budget (None: as the workspace remembers)
     index_latency_ms: float | None = None
+    runtime: RuntimeChoice | None = None  # where the flows' pods run (None: as the flow says)
 
     @property
     def loopback(self) -> bool:

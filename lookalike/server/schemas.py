@@ -141,6 +141,11 @@ class ShardIndex(BaseModel):
     build_error: str | None = Field(default=None, description="why the last build failed (the old index serves)")
 
 
+class RuntimeInfo(BaseModel):
+    kind: str = Field(description="local (threads in the server) or ray (actors on a Ray cluster)")
+    pods: dict[str, str] = Field(description="each query pod replica (pod/sS/rR) and where it runs (a Ray node id)")
+
+
 class Stats(BaseModel):
     ready: bool
     workspace: str
@@ -156,6 +161,7 @@ class Stats(BaseModel):
     index: list[ShardIndex] | None = Field(default=None, description="each shard's vector index")
     index_budget: dict[str, float] | None = Field(default=None, description="memory_bytes and latency_ms")
     batching: bool | None = None
+    runtime: RuntimeInfo | None = Field(default=None, description="where the query flow's pods run")
 
 
 class IndexedFile(BaseModel):

@@ -69,6 +69,7 @@ class Service:
                 for_indexing=self.config.writes_enabled,
                 index_memory=self.config.index_memory,
                 index_latency_ms=self.config.index_latency_ms,
+                runtime=self.config.runtime,
             )
             engine.warm_up()
             self.batcher = SearchBatcher(engine, wait_ms=self.config.batch_wait_ms, max_batch=self.config.max_batch)

@@ -3,30 +3,24 @@
 .lookalike/
   manifest.json     format version, encoder fingerprint, shards, the flows used
   docs.sqlite       documents, chunks and embeddings (the source of truth), roots, the vector log
-  shard-0/          index-<generation>-<token>.faiss + snapshot.json naming it (derived: brought
-                    forward or rebuilt when stale)
+  shard-0/          index-<generation>-<token>.faiss + snapshot.json naming it: the shard pod's
+                    own part of the vector index (derived: brought forward or rebuilt when stale)
   shard-1/
   uploads/          images uploaded through the server (named by content)
   lock              taken for moments: manifest writes, re-sharding, resets, snapshots
 
 Many processes share a workspace. Writers take turns per commit (SQLite's write lock, waited for),
-so `lookalike serve`, `lookalike index` and `lookalike remove` run side by side. Every process
-keeps its shards in memory with the generation they reflect; before a search it compares that
-with the store's generation and replays the vector log of the commits it has not seen (removals
-included), so a reader sees another process's commits on its next search.
+so `lookalike serve`, `lookalike index` and `lookalike remove` run side by side. The workspace
+holds no vector index itself: each shard pod opens its own part (:class:`ShardIndex`), wherever
+it runs, and brings it forward from the vector log of the commits it has not seen.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,26 +32,13 @@ from lookalike.atomic import atomic_write
 from lookalike.document import Document, Request
 from lookalike.errors import StoreError
 from lookalike.store.docstore import DocStore
-from lookalike.store.vectors import (
-    STATE_FILE,
-    IndexBudget,
-    IndexInfo,
-    IndexSpec,
-    VectorShard,
-    choose_index,
-    needs_new_index,
-    read_state,
-)
+from lookalike.store.locks import exclusive, try_exclusive
+from lookalike.store.shard_index import ShardIndex
+from lookalike.store.vectors import IndexBudget
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 UPLOADS = "uploads"
-# A process that committed this many times since its last snapshot writes one when asked to flush
-# lazily (an upload through the server); closing, or the end of `lookalike index`, always does.
-LAZY_FLUSH_GENERATIONS = 200
-# How long to wait for another process's moment with the workspace lock before giving up. The
-# lock is held for milliseconds (a manifest write) up to a snapshot write of a large shard.
-LOCK_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -83,19 +64,8 @@ class Workspace:
         self.store = store
         self.manifest = manifest
         self.writer = writer
-        self.shards: list[VectorShard] = []
-        self._generation = -1  # the store generation the in-memory shards reflect
-        self._saved_generation: int | None = None
-        self._max_chunks: int | None = None  # cached: a full scan, needed by every search
+        self._max_chunks: tuple[int, int] | None = None  # (generation, the most chunks a document has)
         self._identity: str | None = None  # what the vectors are; a store re-built for others is refused
-        # Commits and catching up change the shards and their generation together.
-        self._sync_lock = threading.RLock()
-        self._builds: dict[int, tuple[threading.Thread, IndexSpec]] = {}  # shard -> its new index being built
-        self._build_lock = threading.RLock()
-        self._failed_builds: dict[int, tuple[IndexSpec, int]] = {}  # shard -> (spec, its size then)
-        self._build_errors: list[str] = []
-        self._closing = False
-        self._seen_states: dict[int, int] = {}  # shard -> mtime_ns of the snapshot state last looked at
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -135,7 +105,7 @@ class Workspace:
         # writers opening at once cannot lose each other's changes, and a reader never sees a
         # manifest and a doc store from two sides of a reset; a schema migration runs inside it too.
         # It is released before any indexing starts.
-        with _exclusive(path):
+        with exclusive(path):
             if writer:
                 _remove_stale_temp_files(path)
             manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
@@ -149,11 +119,6 @@ class Workspace:
             except BaseException:
                 ws.close(flush=False)
                 raise
-        try:
-            ws._load_shards()
-        except BaseException:
-            ws.close(flush=False)
-            raise
         return ws
 
     def _setup(
@@ -246,24 +211,6 @@ class Workspace:
         if self.writer:
             self._write_manifest()
 
-    def _load_shards(self) -> None:
-        """Shards from their snapshots brought forward by the vector log, else rebuilt from SQLite."""
-        n, dim, metric = self.n_shards_configured, self.dim, self.metric
-        loaded = [VectorShard.load(self.path / f"shard-{i}", dim, i, metric) for i in range(n)]
-        generations = {x[1] for x in loaded if x is not None}
-        with self.store.snapshot_read() as state:
-            current, floor = state.generation, state.log_floor
-        if all(x is not None for x in loaded) and len(generations) == 1 and floor <= min(generations) <= current:
-            self.shards = [x[0] for x in loaded if x is not None]
-            self._generation = self._saved_generation = generations.pop()
-            self._note_states()
-            self.sync()
-        else:
-            self._rebuild()
-            if self.writer:
-                self.flush()
-        self._maybe_upgrade()
-
     @property
     def budget(self) -> IndexBudget:
         """The whole workspace's index budget (split evenly between its shards)."""
@@ -273,200 +220,18 @@ class Workspace:
             int(b.get("memory_bytes", default.memory_bytes)), float(b.get("latency_ms", default.latency_ms))
         )
 
-    def _exact(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def exact(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The stored vectors of these chunks (for exact re-ranking)."""
         return self.store.embeddings(ids, self.dim)
 
-    def _build_shard(self, i: int, spec: IndexSpec | None = None) -> VectorShard | None:
-        """Shard ``i`` built from what SQLite committed; call inside one ``snapshot_read``."""
-        spec = spec or choose_index(
-            self.store.count_shard(i), self.dim, self.budget.per_shard(self.n_shards_configured)
-        )
-        return VectorShard.build(
-            self.dim,
-            i,
-            self.metric,
-            spec,
-            lambda: self.store.shard_vector_blocks(i, self.dim),
-            self._exact,
-            cancelled=lambda: self._closing,
-        )
+    def open_shard(self, shard: int, *, persist: bool | None = None) -> ShardIndex:
+        """Shard ``shard``'s part of the vector index, loaded and brought forward (see ShardIndex).
+        Its pod opens it; so do tools that read every shard (`info`, `dupes`)."""
+        if not 0 <= shard < self.n_shards_configured:
+            raise StoreError(f"workspace {self.path} has {self.n_shards_configured} shards, not a shard {shard}")
+        return ShardIndex(self, shard, persist=persist)
 
-    def _rebuild(self) -> None:
-        """Every shard from what SQLite committed, all read at one generation."""
-        shards = []
-        with self.store.snapshot_read() as state:
-            self._check_identity(state.identity)
-            for i in range(self.n_shards_configured):
-                shard = self._build_shard(i)
-                if shard is None:
-                    raise StoreError(f"the workspace {self.path} was closed while its shards were rebuilt")
-                shards.append(shard)
-        self.shards, self._generation, self._max_chunks = shards, state.generation, None
-
-    def sync(self) -> bool:
-        """Catch up with commits made since the shards' generation, by any process; True if any.
-
-        The generation, the log and the vectors are read in one SQLite snapshot and replayed in
-        commit order. A reader too far behind (the log was pruned, the workspace re-sharded or
-        cleared) rebuilds instead; one whose vectors are no longer what the store holds refuses.
-        A newer index another process built (a type up, as the collection grew) is adopted.
-        """
-        try:
-            if self.store.generation == self._generation:  # the common case, without the lock
-                return False
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot read the doc store of {self.path}: {e}") from e
-        with self._sync_lock:
-            targets = dict(enumerate(self.shards))
-            replayed = self._replay(targets, self._generation)
-            if replayed is None:
-                self._rebuild()
-                return True
-            if replayed == self._generation:
-                return False
-            self._generation = replayed
-            self._adopt_newer_snapshots()
-        self._maybe_upgrade()
-        return True
-
-    def _replay(self, targets: dict[int, VectorShard], since: int, until: int | None = None) -> int | None:
-        """Apply the vector log after generation ``since`` (up to ``until``, else the store's) to
-        ``targets`` (shard number -> shard); the generation they are at now, or None if the log
-        cannot bring them there (rebuild)."""
-        adds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        with self.store.snapshot_read() as state:
-            end = state.generation if until is None else until
-            if end == since:
-                return since
-            self._check_identity(state.identity)
-            if state.generation < end or end < since or since < state.log_floor:
-                return None
-            change = self.store.logged_changes(since, end)
-            added = [i for s, is_add, ids in change.steps if is_add and s in targets for i in ids]
-            for n, (shard, is_add, ids) in enumerate(change.steps):
-                if is_add and shard in targets:  # those removed by a later commit are simply not found
-                    adds[n] = self.store.embeddings(ids, self.dim)
-            most = self.store.max_chunks_of_docs_with(added) if added and self._max_chunks else 0
-        for n, (shard, is_add, ids) in enumerate(change.steps):
-            if shard >= self.n_shards_configured:
-                raise StoreError(f"workspace {self.path} was re-sharded by another process; restart to use it")
-            if shard not in targets:
-                continue
-            if is_add:
-                targets[shard].add(*adds[n])
-            else:
-                targets[shard].remove(ids)
-        # Removals can only lower the most chunks per document: a high bound stays exact.
-        if self._max_chunks is not None:
-            self._max_chunks = max(self._max_chunks, most)
-        return end
-
-    # --- index types follow the collection ----------------------------------------------------
-
-    def _maybe_upgrade(self) -> None:
-        """Start building a new index (in the background) for each shard that outgrew its own."""
-        if not self.writer or self._closing:
-            return
-        budget = self.budget.per_shard(self.n_shards_configured)
-        with self._build_lock:  # commits and searches' catching up both get here: one build a shard
-            for i, shard in enumerate(self.shards):
-                if i in self.building:
-                    continue
-                spec = needs_new_index(shard.info.spec, shard.info.trained_on, len(shard), self.dim, budget)
-                failed = self._failed_builds.get(i)
-                if failed is not None and failed[0] == spec and len(shard) < 2 * failed[1]:
-                    continue  # it failed as this very spec: not again on every commit, only once grown
-                if spec is not None:
-                    self.start_build(i, spec)
-
-    def start_build(self, i: int, spec: IndexSpec) -> threading.Thread:
-        """Build shard ``i`` anew as ``spec`` in a background thread, from the committed vectors;
-        swap it in atomically once it has caught up, and snapshot it. Until then (and if the
-        process dies meanwhile) the old index serves."""
-        with self._build_lock:
-            thread = threading.Thread(
-                target=self._build_in_background, args=(i, spec), name=f"index-build-{i}", daemon=True
-            )
-            self._builds[i] = (thread, spec)
-            thread.start()
-        return thread
-
-    def _build_in_background(self, i: int, spec: IndexSpec) -> None:
-        # The whole build reads one SQLite snapshot (so it is exactly one generation); WAL cannot
-        # checkpoint past it meanwhile, so the WAL file grows by the commits made during a build.
-        try:
-            with self.store.snapshot_read() as state:
-                built = self._build_shard(i, spec)
-                since = state.generation
-            if built is None:
-                return
-            with self._sync_lock:
-                if self._closing:
-                    return
-                # The new index is brought to exactly the generation the other shards are at (a
-                # commit may land meanwhile: commit() applies it to the swapped-in shard after us).
-                if self._replay({i: built}, since, self._generation) != self._generation:
-                    return  # reset or re-sharded meanwhile: the next commit decides afresh
-                if i < len(self.shards):
-                    self.shards[i] = built
-                    self._saved_generation = None  # the snapshot on disk is of the old index
-            self.flush()
-        except Exception as e:  # noqa: BLE001 - a thread must report, not die: the old index keeps serving
-            if not self._closing:
-                self._failed_builds[i] = (spec, len(self.shards[i]) if i < len(self.shards) else 0)
-                self._build_errors.append(f"building the {spec.factory()} index of shard {i} failed: {e}")
-
-    @property
-    def building(self) -> list[int]:
-        """The shards whose new index is being built now."""
-        return [i for i, (thread, _) in self._builds.items() if thread.is_alive()]
-
-    def pending_spec(self, i: int) -> IndexSpec | None:
-        """What shard ``i``'s index is being rebuilt as, if it is."""
-        return self._builds[i][1] if i in self.building else None
-
-    def wait_for_builds(self, timeout: float | None = None) -> None:
-        """Wait for the background index builds; a failed one is a StoreError (the old index serves)."""
-        for thread, _ in list(self._builds.values()):
-            thread.join(timeout)
-        errors, self._build_errors = self._build_errors, []
-        if errors:
-            raise StoreError(errors[0])
-
-    def _state_mtime(self, i: int) -> int | None:
-        """When shard ``i``'s snapshot state was last written (by any process); None if never."""
-        try:
-            return (self.path / f"shard-{i}" / STATE_FILE).stat().st_mtime_ns
-        except OSError:
-            return None
-
-    def _note_states(self) -> None:
-        for i in range(self.n_shards_configured):
-            self._seen_states[i] = self._state_mtime(i) or 0
-
-    def _adopt_newer_snapshots(self) -> None:
-        """Load a shard's snapshot that another process built as a newer type (and bring it
-        forward), instead of outgrowing our own index. Checked when the generation moved on."""
-        for i, shard in enumerate(self.shards):
-            folder = self.path / f"shard-{i}"
-            mtime = self._state_mtime(i)
-            if mtime is None or mtime == self._seen_states.get(i):
-                continue
-            self._seen_states[i] = mtime
-            state = read_state(folder)
-            if state is None or i in self.building:
-                continue
-            theirs = IndexInfo.from_dict(state.get("index") or {})
-            if theirs.built_at <= shard.info.built_at or theirs.spec.rank < shard.info.spec.rank:
-                continue
-            loaded = VectorShard.load(folder, self.dim, i, self.metric)
-            if loaded is None or loaded[1] > self._generation:
-                continue
-            if self._replay({i: loaded[0]}, loaded[1], self._generation) == self._generation:
-                self.shards[i] = loaded[0]
-
-    def _check_identity(self, identity: str | None) -> None:
+    def check_identity(self, identity: str | None) -> None:
         """Refuse to go on if another process re-built this workspace for other vectors."""
         if identity is not None and self._identity is not None and identity != self._identity:
             raise StoreError(
@@ -511,10 +276,6 @@ class Workspace:
         return str(self.manifest.get("preset", "default"))
 
     @property
-    def n_shards(self) -> int:
-        return len(self.shards)
-
-    @property
     def n_shards_configured(self) -> int:
         return int(self.manifest.get("shards", 1))
 
@@ -542,9 +303,9 @@ class Workspace:
         """Commit what a finished request's indexers staged; return the documents now stored.
 
         Only documents the doc indexer accepted and no pod failed are stored, each with exactly the
-        vectors the vector indexer accepted for it: one SQLite transaction, then the in-memory
-        shards follow. A crash in between leaves the snapshot stale, and the next open brings it
-        forward from the log.
+        vectors the vector indexer accepted for it, in one SQLite transaction. That transaction is
+        the whole of crash consistency, across processes too: the shard pods' indexes are derived
+        from it and bring themselves forward from its vector log.
         """
         if not self.writer:
             raise StoreError("this workspace was opened read-only")
@@ -559,83 +320,12 @@ class Workspace:
                 by_id[doc_id].fail("the doc indexer did not accept this document", "not indexed")
         if not docs and not staged.deletes:
             return []
-        # The SQLite commit waits for other processes' commits, so it runs outside the shards' lock
-        # (searches go on meanwhile). Whoever gets the lock first brings the shards forward: if
-        # another thread or process committed in between, the log replays this commit too.
-        change = self.store.commit(docs, vectors, staged.deletes, self._identity)
-        with self._sync_lock:
-            applied = change.before == self._generation
-            if applied:
-                for shard, ids in change.removed.items():
-                    if shard < len(self.shards):
-                        self.shards[shard].remove(ids)
-                for shard, (new_ids, vecs) in change.added.items():
-                    self.shards[shard].add(new_ids, vecs)
-                self._generation = change.after
-                if self._max_chunks is not None and vectors:
-                    self._max_chunks = max(self._max_chunks, *(len(chunks) for _, chunks in vectors.values()))
-        if applied:
-            self._maybe_upgrade()
-            return docs
-        try:
-            self.sync()
-        except StoreError:
-            pass  # the documents are committed; the next search catches up, or says why it cannot
+        self.store.commit(docs, vectors, staged.deletes, self._identity)
         return docs
 
-    def flush(self, lazy: bool = False) -> None:
-        """Snapshot the shards if they are newer than the snapshot on disk (by any process).
-
-        ``lazy``: only once this process has committed LAZY_FLUSH_GENERATIONS times since its last
-        snapshot (the vector log brings an older snapshot forward on open just as well). The
-        shards are written under the commit lock, so a snapshot is exactly its generation; an IVF
-        index is written straight from memory, never copied first. (Meanwhile this process's
-        commits, and searches that must catch up first, wait for the write.)"""
-        if not self.writer:
-            return
-        with self._sync_lock:
-            generation = self._generation
-            if generation == self._saved_generation:
-                return
-            if (
-                lazy
-                and self._saved_generation is not None
-                and generation - self._saved_generation < LAZY_FLUSH_GENERATIONS
-            ):
-                return
-            with _exclusive(self.path):
-                # Another process may have saved a newer state meanwhile: never overwrite it with an older one.
-                # At the same generation, only a shard whose index was built anew is written.
-                states = [read_state(self.path / f"shard-{s.shard}") for s in self.shards]
-                on_disk = [st["generation"] if st else None for st in states]
-                if not any(g is not None and g > generation for g in on_disk):
-                    try:
-                        for shard, state, g in zip(self.shards, states, on_disk, strict=True):
-                            built = float(((state or {}).get("index") or {}).get("built_at", 0.0))
-                            if g == generation and shard.info.built_at <= built:
-                                continue
-                            shard.save(self.path / f"shard-{shard.shard}", generation)
-                    except OSError as e:
-                        raise StoreError(
-                            f"the documents are committed, but the shard snapshot in {self.path} could not be "
-                            f"written ({e.strerror or e}); it is brought forward when the workspace is next opened"
-                        ) from e
-                    self._saved_generation = generation
-                # else another process saved a newer state: ours is written once we are newer again
-                self._note_states()
-
     def close(self, flush: bool = True) -> None:
-        """Stop any index build (the old index stays on disk), snapshot, and close the store."""
-        self._closing = True
-        for thread, _ in list(self._builds.values()):
-            # A build notices between its stages and stops; one inside FAISS's k-means is left to
-            # die with the process (its store reads fail from here on, and nothing is swapped in).
-            thread.join(10.0)
-        try:
-            if flush:
-                self.flush()
-        finally:
-            self.store.close()
+        """Close the doc store (the shard pods snapshot their own indexes)."""
+        self.store.close()
 
     def __enter__(self) -> Workspace:
         return self
@@ -646,45 +336,58 @@ class Workspace:
     # --- reading ------------------------------------------------------------------------------
 
     def max_chunks_per_doc(self) -> int:
-        """The most chunks any document has (1 when empty): an upper bound kept across commits."""
-        self.sync()
-        with self._sync_lock:
-            if self._max_chunks is None:
-                self._max_chunks = self.store.max_chunks_per_doc()
-            return self._max_chunks
-
-    def search(self, shard: int, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` of one shard with exact scores (an ANN shard re-ranks its candidates against
-        the stored vectors), after catching up with every process's commits."""
-        self.sync()
-        return self.shards[shard].search(queries, k, self._exact)
-
-    def range_search(
-        self, shard: int, queries: np.ndarray, threshold: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every vector of one shard at least ``threshold`` from a query (exact scores; an ANN
-        shard's candidates are checked against the stored vectors), after catching up."""
-        self.sync()
-        return self.shards[shard].range_search(queries, threshold, self._exact)
+        """The most chunks any document has (1 when empty): an upper bound, brought forward from
+        the vector log (added chunks only: removals can only lower it, and a high bound stays exact)."""
+        with self.store.snapshot_read() as state:
+            cached = self._max_chunks
+            if cached is not None and cached[0] == state.generation:
+                return cached[1]
+            if cached is None or cached[0] < state.log_floor or cached[0] > state.generation:
+                most = self.store.max_chunks_per_doc()
+            else:
+                change = self.store.logged_changes(cached[0], state.generation)
+                added = [i for _, is_add, ids in change.steps if is_add for i in ids]
+                most = max(cached[1], self.store.max_chunks_of_docs_with(added)) if added else cached[1]
+            self._max_chunks = (state.generation, most)
+            return most
 
     def doc_ids_under(self, roots: Iterable[str]) -> list[str]:
         """The ids of stored documents whose file is one of ``roots`` or inside one of them."""
         return [doc_id for doc_id, _ in self.store.docs_under(roots)]
 
-    def verify(self) -> list[str]:
-        """Consistency problems between the doc store and the shards (empty when consistent).
+    def finish_shards(self) -> list[dict[str, Any]]:
+        """What an index flow's shard pods do when it closes, for a writer that commits without a
+        flow (a benchmark, a tool): every shard caught up, built as the right type (waited for)
+        and snapshotted. Each shard's description, after."""
+        out = []
+        for i in range(self.n_shards_configured):
+            with self.open_shard(i) as shard:
+                shard.finish()
+                out.append(shard.describe())
+        return out
 
-        Both sides are compared at one generation: other processes' commits meanwhile are caught
-        up with and the comparison taken again (a few times at most)."""
-        for _ in range(5):
-            self.sync()
-            with self._sync_lock, self.store.snapshot_read() as state:
-                ids = self.store.chunk_ids()
-                shard_ids = [shard.ids() for shard in self.shards]
-                if state.generation == self._generation:
-                    break
+    def shard_indexes(self) -> list[ShardIndex]:
+        """Every shard's index, opened read-only here (for tools that read them all); close them."""
+        return [self.open_shard(i, persist=False) for i in range(self.n_shards_configured)]
+
+    def verify(self) -> list[str]:
+        """Consistency problems between the doc store and the shards' indexes as their pods would
+        open them now (empty when consistent). Both sides are read at one generation."""
+        shards = self.shard_indexes()
+        try:
+            for _ in range(5):
+                for shard in shards:
+                    shard.sync(upgrade=False)
+                with self.store.snapshot_read() as state:
+                    ids = self.store.chunk_ids()
+                    shard_ids = [shard.ids() for shard in shards]
+                    if all(shard.generation == state.generation for shard in shards):
+                        break
+        finally:
+            for shard in shards:
+                shard.close(flush=False)
         problems = []
-        for shard, held in zip(self.shards, shard_ids, strict=True):
+        for shard, held in zip(shards, shard_ids, strict=True):
             if len(np.unique(held)) != len(held):
                 problems.append(f"shard {shard.shard} holds duplicate vectors")
         searchable = np.unique(np.concatenate(shard_ids)) if shard_ids else np.zeros(0, np.int64)
@@ -696,59 +399,35 @@ class Workspace:
             problems.append(f"{len(unsearchable)} stored vectors are not searchable")
         return problems
 
-    def info(self) -> WorkspaceInfo:
-        self.sync()
+    def info(self, indexes: list[dict[str, Any]] | None = None) -> WorkspaceInfo:
+        """What the workspace holds. ``indexes``: the shards' own descriptions, from the pods that
+        hold them (a server's); without them, each shard's index is opened here to describe it."""
+        if indexes is None:
+            indexes = []
+            for shard in self.shard_indexes():
+                with shard:
+                    indexes.append(shard.describe())
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return WorkspaceInfo(
             path=self.path,
             docs=self.store.count_docs(),
             chunks=self.store.count_chunks(),
-            shards={s.shard: len(s) for s in self.shards},
+            shards={int(d["shard"]): int(d["vectors"]) for d in indexes},
             encoder=self.encoder,
             preset=self.preset,
             size_bytes=size,
             generation=self.store.generation,
             created_at=self.manifest.get("created_at"),
-            indexes=[self._index_fields(s) for s in self.shards],
+            indexes=indexes,
             budget=self.budget,
         )
 
-    def _index_fields(self, shard: VectorShard) -> dict[str, Any]:
-        info = shard.info
-        return {
-            "shard": shard.shard,
-            "type": info.kind,
-            "factory": info.factory,
-            "vectors": len(shard),
-            "memory_bytes": shard.memory_bytes(),
-            "nprobe": info.nprobe or None,
-            "recall_at_10": info.recall_at_10,
-            "recall_queries": info.recall_queries,
-            "built_from": info.trained_on,
-            "mapped": shard.mapped,
-            "building": shard.shard in self.building,
-            "build_error": next((e for e in self._build_errors if f" of shard {shard.shard} " in e), None),
-        }
-
     def measure_recall(self, queries: int = 200, k: int = 10) -> list[float]:
-        """recall@k of each shard's search against exact search over its stored vectors, now, on
-        ``queries`` of its vectors held out (each searched with itself left out)."""
-        from lookalike.store.vectors import _TopK
-
+        """recall@k of each shard's index against exact search (see ShardIndex.measure_recall)."""
         out = []
-        self.sync()
-        for i, shard in enumerate(self.shards):
-            if shard.kind == "flat":
-                out.append(1.0)
-                continue
-            with self.store.snapshot_read():
-                ids = shard.ids()
-                pick = np.sort(np.random.default_rng(1).choice(ids, min(queries, len(ids)), replace=False))
-                found, vectors = self.store.embeddings(pick, self.dim)
-                truth = _TopK(found, vectors, k + 1, self.metric)
-                for block_ids, block in self.store.shard_vector_blocks(i, self.dim):
-                    truth.update(block_ids, block)
-            out.append(shard.held_out_recall(found, vectors, truth.neighbours(), self._exact, k))
+        for shard in self.shard_indexes():
+            with shard:
+                out.append(shard.measure_recall(queries, k))
         return out
 
 
@@ -776,45 +455,19 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-@contextmanager
-def _exclusive(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """The workspace lock, held for a moment (never for a process's lifetime); waits its turn."""
-    try:
-        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise StoreError(f"cannot open the lock of workspace {path}: {e.strerror or e}") from e
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise StoreError(f"cannot lock workspace {path}: {e.strerror or e}") from e
-                if time.monotonic() > deadline:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-                    raise StoreError(
-                        f"workspace {path} stayed locked by pid {holder} for {timeout:.0f}s; is it stuck?"
-                    ) from e
-                time.sleep(0.02)
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-        except OSError:
-            pass  # the pid is only for the message above; a full disk must not stop us here
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
 def _remove_stale_temp_files(path: Path) -> None:
-    """Temp files a killed process left mid-write (snapshots can be large). Called under the lock,
-    which every writer of those files holds."""
-    for tmp in [*path.glob(".*.tmp"), *path.glob("shard-*/.*.tmp")]:
+    """Temp files a killed process left mid-write (snapshots can be large). The workspace's own
+    are removed under its lock (held by the caller); a shard's only under that shard's lock, which
+    its snapshot writers hold, and not at all while another process holds it."""
+    _unlink_all(path.glob(".*.tmp"))
+    for folder in (p for p in path.glob("shard-*") if p.is_dir()):
+        with try_exclusive(folder, "lock") as ours:
+            if ours:
+                _unlink_all(folder.glob(".*.tmp"))
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for tmp in paths:
         try:
             tmp.unlink()
         except OSError:

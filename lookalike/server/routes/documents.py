@@ -54,11 +54,12 @@ async def stats(service: ServiceDep) -> dict[str, Any]:
             "writable": config.writes_enabled,
             "error": {"type": type(error).__name__, "message": display_path(str(error))} if error else None,
         }
-    info = await run_in_threadpool(engine.workspace.info)
+    # The query pods describe the shard indexes they hold (on Ray, the shard actors answer).
+    info = await run_in_threadpool(lambda: engine.workspace.info(engine.shard_indexes()))
     return (
         {"ready": True, "writable": config.writes_enabled}
         | workspace_fields(info)
-        | {"batching": service.batcher.enabled if service.batcher else False}
+        | {"batching": service.batcher.enabled if service.batcher else False, "runtime": engine.runtime_info()}
     )
 
 
@@ -187,7 +188,7 @@ async def delete_doc(doc_id: str, request: Request, service: ServiceDep) -> dict
 
     def run() -> int:
         with service.index_lock:
-            removed = engine.delete_ids([doc.id])
+            removed = engine.delete_ids([doc.id], background=True)
         uploads = Path(os.path.abspath(engine.workspace.uploads))
         if doc.uri and Path(doc.uri).parent == uploads:  # an uploaded copy is ours to delete
             Path(doc.uri).unlink(missing_ok=True)

@@ -1,0 +1,375 @@
+"""The Ray runtime: the same flow YAML on a Ray cluster, each pod replica (and shard) an actor.
+
+The driver (the `lookalike` process) keeps the flow's routing, joins, shard merges and the
+``prefetch`` bound (:class:`lookalike.flow.runtime.Runtime`); the actors do the work:
+
+- Every replica of every shard of a pod is one :class:`LookalikePod` actor, placed by Ray with the
+  pod's ``resources`` (``num_cpus``, ``num_gpus``, ``memory``) and spread over the nodes. It gets a
+  factory, never a live object: the flow's text, and the pod's name, shard and replica. It builds
+  its own executor and, for the pods that keep state (the shard pods and the doc indexer), opens
+  the workspace itself, by its path.
+- ``parallel`` replicas share a pod's load: a request goes to the replica with the fewest in flight.
+- Requests travel as pickles, so arrays go as raw bytes (pickle protocol 5), never as JSON lists.
+- Data movement: a loader reads the files where it runs, so image folders and the workspace must
+  be at the same path on every node (NFS, or an object store mounted as files); images sent as
+  bytes (uploads, queries) travel inside the request.
+- Faults: an actor that dies (its process, or its whole node) is restarted by Ray, on another node
+  if need be, and its requests are retried there; an executor's own error fails that request's
+  documents as usual. When Ray gives up, the documents fail as "pod died", naming the pod, and an
+  indexing run stops once what was done is committed (re-running finishes the job).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lookalike.document import Request
+from lookalike.errors import POD_FAILURE, ClusterError, ConfigError, LookalikeError
+from lookalike.executors.base import Executor, ExecutorContext
+from lookalike.flow.config import load_flow_text
+from lookalike.flow.graph import Flow, Pod
+from lookalike.flow.runtime import Runtime, open_failure, run_handler
+from lookalike.store.workspace import Workspace
+
+# How often Ray restarts a dead actor, and retries the requests it had, before the run gives up on
+# the pod: enough for a lost node's actors to come back on the others.
+MAX_RESTARTS = 3
+MAX_TASK_RETRIES = 3
+# How long the pods may take to be placed and opened (a fresh node converts the model once).
+START_TIMEOUT_S = 300.0
+CLOSE_TIMEOUT_S = 600.0  # closing a shard pod may build its new index type
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigError("--runtime ray needs Ray on this machine and every node: pip install 'lookalike[ray]'") from e
+    return ray
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """What an actor needs to build its pod: a factory, not a live object."""
+
+    flow_text: str
+    flow_file: str
+    base_dir: str
+    env: dict[str, str]  # the driver's environment, for the flow's ${VAR} substitution
+    vector_shards: int | None  # the workspace's shard count (a query flow's shard pods follow it)
+    pod: str
+    shard: int
+    replica: int
+    threads: int
+    workspace: str | None
+    writer: bool
+
+
+class LookalikePod:
+    """One replica of one shard of a pod, as a Ray actor (made remote by :class:`RayRuntime`)."""
+
+    def __init__(self, spec: PodSpec):
+        self.spec = spec
+        self.workspace: Workspace | None = None
+        self.executor: Executor | None = None
+        self.error: tuple[str, str] | None = None  # (type, message) if the pod could not open
+        try:
+            flow = Flow(load_flow_text(spec.flow_text, spec.flow_file, Path(spec.base_dir), spec.env))
+            if spec.vector_shards is not None:
+                flow.set_vector_shards(spec.vector_shards)
+            self.pod = flow.pods[spec.pod]
+            cls = self.pod.executor
+            if spec.workspace is not None and (cls.stores_vectors or cls.stores_documents):
+                self.workspace = Workspace.open(spec.workspace, writer=spec.writer, create=False)
+            context = ExecutorContext(
+                pod=spec.pod,
+                replica=spec.replica,
+                replicas=self.pod.config.parallel,
+                shard=spec.shard,
+                shards=self.pod.config.shards,
+                threads=spec.threads,
+                workspace=self.workspace,
+            )
+            self.executor = cls(self.pod.params, context)
+            self.executor.open()
+        except Exception as e:  # noqa: BLE001 - reported to the driver by ready(), which raises it there
+            self.error = (type(e).__name__, str(open_failure(self.pod, e)) if hasattr(self, "pod") else str(e))
+
+    def ready(self) -> dict[str, Any]:
+        """Where this pod runs, or why it could not open."""
+        import ray
+
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "error": self.error}
+
+    def handle(self, request: Request) -> Request:
+        assert self.executor is not None
+        return run_handler(self.executor, self.pod, request)
+
+    def commit(self, request: Request) -> Request:
+        assert self.executor is not None
+        self.executor.commit(request)
+        return request
+
+    def call(self, method: str) -> Any:
+        return getattr(self.executor, method)()
+
+    def close(self) -> tuple[str, str] | None:
+        """Close the executor (a shard pod brings its index up to date and snapshots it)."""
+        try:
+            if self.executor is not None:
+                self.executor.close()
+            return None
+        except Exception as e:  # noqa: BLE001 - reported to the driver
+            return (type(e).__name__, str(e))
+        finally:
+            if self.workspace is not None:
+                self.workspace.close()
+
+
+@dataclass
+class _Replica:
+    actor: Any
+    label: str  # pod/sS/rR
+    node: str = ""
+    in_flight: int = 0
+
+
+def connect(address: str | None) -> None:
+    """Connect this process to the Ray cluster at ``address`` (once), or start a local one."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is not None:
+        _check_reachable(address)
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address is None:
+        kwargs["include_dashboard"] = False  # a cluster of our own, for this run
+    try:
+        with _quiet_stderr():
+            ray.init(address=address, **kwargs)
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        raise ClusterError(f"cannot connect to {where}: {type(e).__name__}: {e}") from e
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, not after Ray's minute of retries, when nothing listens at a HOST:PORT head."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", or a ray:// client address: Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterError(
+            f"cannot connect to the Ray cluster at {address}: {e.strerror or e}; is its head running "
+            "(`ray start --head --port PORT`)?"
+        ) from e
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Ray's C++ core writes its start-up warnings (how it found this host's address, say) straight
+    to file descriptor 2; while connecting they go nowhere, so the CLI prints only its own lines.
+    A failure to connect is still reported, as the exception."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class RayRuntime(Runtime):
+    """Run a :class:`Flow` with every pod replica as a Ray actor."""
+
+    def __init__(self, flow: Flow, workspace: Workspace | None = None, *, address: str | None = None, on_done=None):
+        super().__init__(flow, on_done=on_done)
+        self.workspace = workspace
+        self.address = address
+        self._replicas: dict[tuple[str, int], list[_Replica]] = {}
+        self._load_lock = threading.Lock()
+        self.run_id = uuid.uuid4().hex[:8]
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def _spec(self, pod: Pod, shard: int, replica: int) -> PodSpec:
+        ws = self.workspace
+        loaded = self.flow.loaded
+        cpus = pod.config.resources.num_cpus
+        return PodSpec(
+            flow_text=loaded.text,
+            flow_file=loaded.source.file,
+            base_dir=str(loaded.base_dir),
+            env=dict(os.environ),
+            vector_shards=ws.n_shards_configured if ws is not None else None,
+            pod=pod.name,
+            shard=shard,
+            replica=replica,
+            threads=max(1, int(cpus)),
+            workspace=str(ws.path.resolve()) if ws is not None else None,
+            writer=bool(ws is not None and ws.writer),
+        )
+
+    def start(self) -> RayRuntime:
+        connect(self.address)
+        ray = _ray()
+        actor_class = ray.remote(LookalikePod)
+        env = {k: v for k, v in os.environ.items() if k.startswith("LOOKALIKE_") or k == "RAY_USAGE_STATS_ENABLED"}
+        for pod in self.flow.pods.values():
+            if pod.is_merge:
+                continue
+            res = pod.config.resources
+            for shard in range(pod.config.shards):
+                replicas = []
+                for replica in range(pod.config.parallel):
+                    label = f"{pod.name}/s{shard}/r{replica}"
+                    options: dict[str, Any] = {
+                        "name": f"lookalike:{self.flow.name}:{self.run_id}:{label}",
+                        "num_cpus": res.num_cpus,
+                        "num_gpus": res.num_gpus,
+                        "scheduling_strategy": "SPREAD",
+                        "max_restarts": MAX_RESTARTS,
+                        "max_task_retries": MAX_TASK_RETRIES,
+                        "runtime_env": {"env_vars": env},
+                    }
+                    if res.memory:
+                        options["memory"] = int(res.memory)
+                    if res.custom:
+                        options["resources"] = dict(res.custom)
+                    actor = actor_class.options(**options).remote(self._spec(pod, shard, replica))
+                    replicas.append(_Replica(actor, label))
+                self._replicas[(pod.name, shard)] = replicas
+        everyone = [r for rs in self._replicas.values() for r in rs]
+        refs = [r.actor.ready.remote() for r in everyone]
+        try:
+            ready, pending = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT_S)
+            if pending:
+                stuck = [r.label for r, ref in zip(everyone, refs, strict=True) if ref in pending]
+                raise ClusterError(
+                    f"the Ray cluster did not place or open pod {stuck[0]} within {START_TIMEOUT_S:.0f}s "
+                    f"({len(stuck)} pods waiting): does it have the CPUs, GPUs and memory their resources ask for?"
+                )
+            for r, info in zip(everyone, ray.get(refs), strict=True):
+                r.node = info["node"]
+                if info["error"] is not None:
+                    kind, message = info["error"]
+                    raise _remote_error(kind, message)
+        except ray.exceptions.RayError as e:
+            self._kill()
+            raise ClusterError(f"a pod could not start on the Ray cluster: {type(e).__name__}: {e}") from e
+        except BaseException:
+            self._kill()
+            raise
+        self._started = True
+        return self
+
+    def _kill(self) -> None:
+        ray = _ray()
+        for rs in self._replicas.values():
+            for r in rs:
+                try:
+                    ray.kill(r.actor)
+                except Exception:  # noqa: BLE001 - gone already
+                    pass
+        self._replicas = {}
+        self._started = False
+
+    def close(self) -> None:
+        """Close every pod (shard pods snapshot their indexes), then end the actors. The first
+        failure to close is raised once all have closed."""
+        if not self._replicas:
+            return
+        ray = _ray()
+        everyone = [r for rs in self._replicas.values() for r in rs]
+        errors: list[LookalikeError] = []
+        try:
+            refs = [r.actor.close.remote() for r in everyone]
+            for r, ref in zip(everyone, refs, strict=True):
+                try:
+                    failure = ray.get(ref, timeout=CLOSE_TIMEOUT_S)
+                except ray.exceptions.RayError as e:
+                    errors.append(ClusterError(f"pod {r.label} died while closing: {type(e).__name__}"))
+                    continue
+                if failure is not None:
+                    errors.append(_remote_error(*failure))
+        finally:
+            self._kill()
+        if errors:
+            raise errors[0]
+
+    # --- moving requests ----------------------------------------------------------------------
+
+    def _pick(self, pod_name: str, shard: int) -> _Replica:
+        with self._load_lock:
+            replica = min(self._replicas[(pod_name, shard)], key=lambda r: r.in_flight)
+            replica.in_flight += 1
+            return replica
+
+    def _call(self, pod: Pod, shard: int, method: str, request: Request, then) -> None:
+        replica = self._pick(pod.name, shard)
+        future: Future = getattr(replica.actor, method).remote(request).future()
+
+        def done(f: Future) -> None:
+            with self._load_lock:
+                replica.in_flight -= 1
+            try:
+                result = f.result()
+            except Exception as e:  # noqa: BLE001 - Ray gave up on the actor: the pod, not the file
+                for d in request.live_docs:
+                    d.fail(f"pod {replica.label} ({pod.uses}) died: {_short(e)}", POD_FAILURE)
+                result = request
+            then(result)
+
+        future.add_done_callback(done)
+
+    def _deliver(self, pod: Pod, shard: int, request: Request) -> None:
+        self._call(pod, shard, "handle", request, lambda result: self._after_pod(pod, shard, result))
+
+    def _commit(self, request: Request) -> None:
+        assert self.committer is not None
+        self._call(self.committer, 0, "commit", request, self._resolve)
+
+    def ask(self, pod_name: str, method: str) -> list[Any]:
+        ray = _ray()
+        shards = sorted(s for (name, s) in self._replicas if name == pod_name)
+        refs = [self._replicas[(pod_name, s)][0].actor.call.remote(method) for s in shards]
+        try:
+            return list(ray.get(refs, timeout=60))
+        except ray.exceptions.RayError as e:
+            raise ClusterError(f"pod {pod_name} did not answer: {_short(e)}") from e
+
+    def placement(self) -> dict[str, str]:
+        """Each pod replica's node id (as Ray names nodes), by pod/sS/rR."""
+        return {r.label: r.node for rs in self._replicas.values() for r in rs}
+
+
+def _short(e: BaseException) -> str:
+    """One line of a Ray error (they carry whole remote tracebacks)."""
+    text = str(e).strip().splitlines()
+    first = next((line for line in text if line.strip()), "")
+    return f"{type(e).__name__}: {first[:300]}"
+
+
+def _remote_error(kind: str, message: str) -> LookalikeError:
+    """An error a pod reported from its actor, as the same class here where it is one of ours."""
+    from lookalike import errors
+
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, LookalikeError):
+        return cls(message)
+    return LookalikeError(message)
