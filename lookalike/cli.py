@@ -334,11 +334,16 @@ def info(
     from lookalike.store.workspace import Workspace
 
     with Workspace.open(workspace, writer=False, create=False) as ws:
-        i = ws.info()
-        if recall:
-            for entry, measured in zip(i.indexes, ws.measure_recall(), strict=True):
-                entry["recall_at_10"], entry["recall_queries"] = measured, min(200, entry["vectors"])
-        problems = ws.verify()
+        shards = ws.shard_indexes()  # opened once, as their pods would open them
+        try:
+            i = ws.info([shard.describe() for shard in shards])
+            if recall:
+                for entry, measured in zip(i.indexes, ws.measure_recall(shards=shards), strict=True):
+                    entry["recall_at_10"], entry["recall_queries"] = measured, min(200, entry["vectors"])
+            problems = ws.verify(shards)
+        finally:
+            for shard in shards:
+                shard.close(flush=False)
     data = workspace_fields(i) | {"consistent": not problems, "problems": problems}
     if as_json:
         out.print_json(json.dumps(data))

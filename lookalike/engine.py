@@ -327,17 +327,22 @@ class Engine:
         return cls(ws, iflow, qflow, choice)
 
     def close(self, flush: bool = True) -> None:
-        """Stop the query flow and close the workspace, snapshotting it unless ``flush`` is False."""
-        try:
-            # The query pods first: they hold the freshest shard indexes and snapshot them, so the
-            # index pods after them find nothing left to write.
-            for name in ("_query_runtime", "_index_runtime"):
-                runtime = getattr(self, name)
-                setattr(self, name, None)
-                if runtime is not None:
-                    runtime.close()
-        finally:
-            self.workspace.close(flush=flush)
+        """Stop the flows and close the workspace. Their shard pods snapshot their indexes unless
+        ``flush`` is False (after an error: the next open brings the old snapshots forward)."""
+        errors: list[BaseException] = []
+        # The query pods first: they hold the freshest shard indexes and snapshot them, so the
+        # index pods after them find nothing left to write.
+        for name in ("_query_runtime", "_index_runtime"):
+            runtime = getattr(self, name)
+            setattr(self, name, None)
+            if runtime is not None:
+                try:
+                    runtime.close(abort=not flush)
+                except Exception as e:  # noqa: BLE001 - the other runtime and the store still close
+                    errors.append(e)
+        self.workspace.close(flush=flush)
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> Engine:
         return self
@@ -472,6 +477,7 @@ class Engine:
                     fatal.append(failed)
 
         runtime = self._indexing_runtime()
+        interrupted = True
         try:
             if removed:
                 for part in _batches(removed, 500):
@@ -486,14 +492,17 @@ class Engine:
                     account(done)
                     if fatal:  # e.g. the disk is full: every further commit would fail the same way
                         break
+            interrupted = False
         finally:
-            if not background:
+            abandon = interrupted or bool(fatal)
+            if not background or abandon:
                 # Closing the index flow is what brings every shard's index up to date: each shard
                 # pod takes in what was committed, builds a new index type if the collection
-                # outgrew its own (waited for), and writes its snapshot.
-                if not fatal and (summary.indexed or summary.updated or summary.removed):
+                # outgrew its own (waited for), and writes its snapshot. An abandoned run (Ctrl-C,
+                # a full disk, a dead pod) leaves that to the next open; nothing committed is lost.
+                if not abandon and (summary.indexed or summary.updated or summary.removed):
                     progress.note("bringing the shards' vector indexes up to date")
-                self._close_indexing_runtime(quiet=bool(fatal))
+                self._close_indexing_runtime(abort=abandon)
         if fatal:
             done_count = summary.indexed + summary.updated
             raise _fatal(
@@ -514,14 +523,14 @@ class Engine:
             self._index_runtime = make_runtime(self.index_flow, self.workspace, self.runtime).start()
         return self._index_runtime
 
-    def _close_indexing_runtime(self, quiet: bool = False) -> None:
+    def _close_indexing_runtime(self, abort: bool = False) -> None:
         runtime, self._index_runtime = self._index_runtime, None
         if runtime is None:
             return
         try:
-            runtime.close()
+            runtime.close(abort=abort)
         except LookalikeError:
-            if not quiet:  # after a fatal error, that error is the one to report
+            if not abort:  # an abandoned run has its own error to report
                 raise
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
@@ -534,15 +543,17 @@ class Engine:
         if not ids:
             return 0
         runtime = self._indexing_runtime()
+        interrupted = True
         try:
             for part in _batches(ids, 500):
                 done = runtime.submit(Request("delete", [Document(id=i) for i in part])).result()
                 failed = next((d for d in done.docs if d.error and d.error_reason in FATAL_REASONS), None)
                 if failed is not None:
                     raise _fatal(failed, "removing stopped: {}; running it again finishes the job")
+            interrupted = False
         finally:
-            if not background:
-                self._close_indexing_runtime()
+            if not background or interrupted:
+                self._close_indexing_runtime(abort=interrupted)
         return len(ids)
 
     def shard_indexes(self) -> list[dict[str, Any]] | None:
@@ -592,7 +603,11 @@ class Engine:
             d = by_id[doc.id]
             doc.query_info = d.query_info  # what the flow learnt about the query (e.g. its faces)
             if d.error is not None and d.error_reason == POD_FAILURE:
-                raise ClusterError(f"search failed: {d.error}")  # the cluster's fault, not the query's
+                # The cluster's fault, not the query's: the next search starts the pods afresh.
+                runtime, self._query_runtime = self._query_runtime, None
+                if runtime is not None:
+                    _close_quietly(runtime)
+                raise ClusterError(f"search failed: {d.error}")
             if d.error is not None:
                 out.append(BadInput(f"query {d.uri or 'image'}: {d.error}", d.error_reason))
             else:
@@ -637,6 +652,13 @@ class Engine:
             if s is not None:
                 out.append(Result(doc_id, p, -1, s.uri, s.width, s.height, s.tags))
         return out
+
+
+def _close_quietly(runtime: Runtime) -> None:
+    try:
+        runtime.close(abort=True)
+    except LookalikeError:
+        pass  # it is being dropped for a failure already reported
 
 
 def _fatal(doc: Document, template: str) -> LookalikeError:

@@ -140,6 +140,9 @@ def test_the_pods_are_actors_spread_over_both_nodes(cluster, album, tmp_path, mo
                 "chunk_indexer/s0/r0", "chunk_indexer/s1/r0", "ranker/s0/r0", "doc_indexer/s0/r0",
             }  # fmt: skip
             assert set(placement.values()) == set(cluster.alive_nodes())
+            # The pods that open the workspace (SQLite's WAL is one host's) sit on this node.
+            here = ray.get_runtime_context().get_node_id()
+            assert {placement[p] for p in ("chunk_indexer/s0/r0", "chunk_indexer/s1/r0", "doc_indexer/s0/r0")} == {here}
             # Each shard actor holds its own part of the index, and says so.
             described = runtime.ask("chunk_indexer", "describe")
             assert [d["shard"] for d in described] == [0, 1]

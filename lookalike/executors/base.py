@@ -68,6 +68,9 @@ class ExecutorContext:
     shards: int = 1
     threads: int = 1  # this replica's share of the cores, for thread pools such as onnxruntime's
     workspace: Workspace | None = None
+    # Set before close() when the run is being abandoned (interrupted, or stopped by a store error):
+    # close quickly, without finishing work such as building and snapshotting an index.
+    aborting: bool = False
 
 
 class Executor:

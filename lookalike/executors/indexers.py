@@ -96,10 +96,13 @@ class VectorIndexer(Executor):
         return self.index.describe()
 
     def close(self) -> None:
-        # After indexing: caught up with what was committed, the right index type, a snapshot.
-        if self._indexed:
-            self.index.finish()
-        self.index.close()
+        # After indexing: caught up with what was committed, the right index type, a snapshot. A run
+        # being abandoned leaves that to the next open (the log brings the old snapshot forward).
+        try:
+            if self._indexed and not self.context.aborting:
+                self.index.finish()
+        finally:
+            self.index.close(flush=not self.context.aborting)
 
 
 class DocIndexer(Executor):

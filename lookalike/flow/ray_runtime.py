@@ -46,9 +46,11 @@ from lookalike.store.workspace import Workspace
 # the pod: enough for a lost node's actors to come back on the others.
 MAX_RESTARTS = 3
 MAX_TASK_RETRIES = 3
-# How long the pods may take to be placed and opened (a fresh node converts the model once).
-START_TIMEOUT_S = 300.0
-CLOSE_TIMEOUT_S = 600.0  # closing a shard pod may build its new index type
+# How long the pods may take to be placed on the cluster (started as processes). Opening them is
+# not limited: a shard pod may rebuild its index, or wait for another holder's rebuild.
+PLACE_TIMEOUT_S = 300.0
+# Closing a shard pod may build its new index type (minutes for a million vectors).
+CLOSE_TIMEOUT_S = 3600.0
 
 
 def _ray() -> Any:
@@ -77,13 +79,29 @@ class PodSpec:
 
 
 class LookalikePod:
-    """One replica of one shard of a pod, as a Ray actor (made remote by :class:`RayRuntime`)."""
+    """One replica of one shard of a pod, as a Ray actor (made remote by :class:`RayRuntime`).
+
+    Created cheaply (so placement is quick to confirm); the executor is opened by :meth:`open`,
+    and again on the first request after Ray restarts the actor (a restart runs only __init__)."""
 
     def __init__(self, spec: PodSpec):
         self.spec = spec
+        self.label = f"{spec.pod}/s{spec.shard}/r{spec.replica}"
         self.workspace: Workspace | None = None
         self.executor: Executor | None = None
         self.error: tuple[str, str] | None = None  # (type, message) if the pod could not open
+
+    def ready(self) -> str:
+        """The node this actor was placed on."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
+    def open(self) -> tuple[str, str] | None:
+        """Build and open the executor; why it could not, or None."""
+        if self.executor is not None or self.error is not None:
+            return self.error
+        spec = self.spec
         try:
             flow = Flow(load_flow_text(spec.flow_text, spec.flow_file, Path(spec.base_dir), spec.env))
             if spec.vector_shards is not None:
@@ -101,33 +119,49 @@ class LookalikePod:
                 threads=spec.threads,
                 workspace=self.workspace,
             )
-            self.executor = cls(self.pod.params, context)
-            self.executor.open()
-        except Exception as e:  # noqa: BLE001 - reported to the driver by ready(), which raises it there
+            executor = cls(self.pod.params, context)
+            executor.open()
+            self.executor = executor
+        except Exception as e:  # noqa: BLE001 - reported to the driver, which raises it there
             self.error = (type(e).__name__, str(open_failure(self.pod, e)) if hasattr(self, "pod") else str(e))
+        return self.error
 
-    def ready(self) -> dict[str, Any]:
-        """Where this pod runs, or why it could not open."""
-        import ray
-
-        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "error": self.error}
+    def _failed(self, request: Request) -> Request | None:
+        """``request`` with its documents failed, if this pod cannot work (it could not reopen)."""
+        error = self.open()
+        if error is None:
+            return None
+        for d in request.live_docs:
+            d.fail(f"pod {self.label} could not reopen after a restart: {error[1]}", POD_FAILURE)
+        return request
 
     def handle(self, request: Request) -> Request:
+        failed = self._failed(request)
+        if failed is not None:
+            return failed
         assert self.executor is not None
         return run_handler(self.executor, self.pod, request)
 
     def commit(self, request: Request) -> Request:
+        failed = self._failed(request)
+        if failed is not None:
+            return failed
         assert self.executor is not None
         self.executor.commit(request)
         return request
 
     def call(self, method: str) -> Any:
+        error = self.open()
+        if error is not None:
+            raise _remote_error(*error)
         return getattr(self.executor, method)()
 
-    def close(self) -> tuple[str, str] | None:
-        """Close the executor (a shard pod brings its index up to date and snapshots it)."""
+    def close(self, abort: bool = False) -> tuple[str, str] | None:
+        """Close the executor (a shard pod brings its index up to date and snapshots it, unless
+        the run is being abandoned)."""
         try:
             if self.executor is not None:
+                self.executor.context.aborting = abort
                 self.executor.close()
             return None
         except Exception as e:  # noqa: BLE001 - reported to the driver
@@ -161,7 +195,7 @@ def connect(address: str | None) -> None:
             ray.init(address=address, **kwargs)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise ClusterError(f"cannot connect to {where}: {type(e).__name__}: {e}") from e
+        raise ClusterError(f"cannot connect to {where}: {_short(e)}") from e
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -215,7 +249,7 @@ class RayRuntime(Runtime):
             flow_text=loaded.text,
             flow_file=loaded.source.file,
             base_dir=str(loaded.base_dir),
-            env=dict(os.environ),
+            env={name: os.environ[name] for name in _referenced(loaded.text) if name in os.environ},
             vector_shards=ws.n_shards_configured if ws is not None else None,
             pod=pod.name,
             shard=shard,
@@ -228,12 +262,51 @@ class RayRuntime(Runtime):
     def start(self) -> RayRuntime:
         connect(self.address)
         ray = _ray()
+        try:
+            self._create_actors(ray)
+            everyone = [r for rs in self._replicas.values() for r in rs]
+            refs = [r.actor.ready.remote() for r in everyone]
+            _, pending = ray.wait(refs, num_returns=len(refs), timeout=PLACE_TIMEOUT_S)
+            if pending:
+                stuck = [r.label for r, ref in zip(everyone, refs, strict=True) if ref in pending]
+                raise ClusterError(
+                    f"the Ray cluster did not place pod {stuck[0]} within {PLACE_TIMEOUT_S:.0f}s "
+                    f"({len(stuck)} pods waiting): does it have the CPUs, GPUs, memory and custom "
+                    "resources their `resources:` ask for?"
+                )
+            for r, node in zip(everyone, ray.get(refs), strict=True):
+                r.node = node
+            # Opened all at once; a shard pod may take long (a rebuild), so this is not timed.
+            for failure in ray.get([r.actor.open.remote() for r in everyone]):
+                if failure is not None:
+                    raise _remote_error(*failure)
+        except ray.exceptions.RayError as e:
+            self._kill()
+            raise ClusterError(f"a pod could not start on the Ray cluster: {_short(e)}") from e
+        except BaseException:
+            self._kill()
+            raise
+        self._started = True
+        return self
+
+    def _create_actors(self, ray: Any) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         actor_class = ray.remote(LookalikePod)
-        env = {k: v for k, v in os.environ.items() if k.startswith("LOOKALIKE_") or k == "RAY_USAGE_STATS_ENABLED"}
+        # The actors' environment: lookalike's settings (the model cache, say), never its token.
+        env = {k: v for k, v in os.environ.items() if k.startswith("LOOKALIKE_") and k != "LOOKALIKE_TOKEN"}
+        env["RAY_USAGE_STATS_ENABLED"] = os.environ.get("RAY_USAGE_STATS_ENABLED", "0")
+        here = ray.get_runtime_context().get_node_id()
         for pod in self.flow.pods.values():
             if pod.is_merge:
                 continue
             res = pod.config.resources
+            # SQLite's WAL needs every process that opens docs.sqlite on one host: the pods that
+            # open the workspace run on this node unless `resources.custom` places them.
+            opens_workspace = pod.executor.stores_vectors or pod.executor.stores_documents
+            strategy: Any = "SPREAD"
+            if opens_workspace and self.workspace is not None and not res.custom:
+                strategy = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
             for shard in range(pod.config.shards):
                 replicas = []
                 for replica in range(pod.config.parallel):
@@ -242,7 +315,7 @@ class RayRuntime(Runtime):
                         "name": f"lookalike:{self.flow.name}:{self.run_id}:{label}",
                         "num_cpus": res.num_cpus,
                         "num_gpus": res.num_gpus,
-                        "scheduling_strategy": "SPREAD",
+                        "scheduling_strategy": strategy,
                         "max_restarts": MAX_RESTARTS,
                         "max_task_retries": MAX_TASK_RETRIES,
                         "runtime_env": {"env_vars": env},
@@ -254,29 +327,6 @@ class RayRuntime(Runtime):
                     actor = actor_class.options(**options).remote(self._spec(pod, shard, replica))
                     replicas.append(_Replica(actor, label))
                 self._replicas[(pod.name, shard)] = replicas
-        everyone = [r for rs in self._replicas.values() for r in rs]
-        refs = [r.actor.ready.remote() for r in everyone]
-        try:
-            ready, pending = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT_S)
-            if pending:
-                stuck = [r.label for r, ref in zip(everyone, refs, strict=True) if ref in pending]
-                raise ClusterError(
-                    f"the Ray cluster did not place or open pod {stuck[0]} within {START_TIMEOUT_S:.0f}s "
-                    f"({len(stuck)} pods waiting): does it have the CPUs, GPUs and memory their resources ask for?"
-                )
-            for r, info in zip(everyone, ray.get(refs), strict=True):
-                r.node = info["node"]
-                if info["error"] is not None:
-                    kind, message = info["error"]
-                    raise _remote_error(kind, message)
-        except ray.exceptions.RayError as e:
-            self._kill()
-            raise ClusterError(f"a pod could not start on the Ray cluster: {type(e).__name__}: {e}") from e
-        except BaseException:
-            self._kill()
-            raise
-        self._started = True
-        return self
 
     def _kill(self) -> None:
         ray = _ray()
@@ -289,21 +339,24 @@ class RayRuntime(Runtime):
         self._replicas = {}
         self._started = False
 
-    def close(self) -> None:
-        """Close every pod (shard pods snapshot their indexes), then end the actors. The first
-        failure to close is raised once all have closed."""
+    def close(self, abort: bool = False) -> None:
+        """Close every pod (shard pods snapshot their indexes, unless ``abort``), then end the
+        actors. The first failure to close is raised once all have closed."""
         if not self._replicas:
             return
         ray = _ray()
         everyone = [r for rs in self._replicas.values() for r in rs]
         errors: list[LookalikeError] = []
         try:
-            refs = [r.actor.close.remote() for r in everyone]
+            refs = [r.actor.close.remote(abort) for r in everyone]
             for r, ref in zip(everyone, refs, strict=True):
                 try:
                     failure = ray.get(ref, timeout=CLOSE_TIMEOUT_S)
+                except ray.exceptions.GetTimeoutError:
+                    errors.append(ClusterError(f"pod {r.label} did not close within {CLOSE_TIMEOUT_S:.0f}s"))
+                    continue
                 except ray.exceptions.RayError as e:
-                    errors.append(ClusterError(f"pod {r.label} died while closing: {type(e).__name__}"))
+                    errors.append(ClusterError(f"pod {r.label} died while closing: {_short(e)}"))
                     continue
                 if failure is not None:
                     errors.append(_remote_error(*failure))
@@ -322,7 +375,15 @@ class RayRuntime(Runtime):
 
     def _call(self, pod: Pod, shard: int, method: str, request: Request, then) -> None:
         replica = self._pick(pod.name, shard)
-        future: Future = getattr(replica.actor, method).remote(request).future()
+        try:
+            future: Future = getattr(replica.actor, method).remote(request).future()
+        except Exception as e:  # noqa: BLE001 - Ray could not even send it: the pod's failure
+            with self._load_lock:
+                replica.in_flight -= 1
+            for d in request.live_docs:
+                d.fail(f"pod {replica.label} ({pod.uses}) is unreachable: {_short(e)}", POD_FAILURE)
+            then(request)
+            return
 
         def done(f: Future) -> None:
             with self._load_lock:
@@ -356,6 +417,13 @@ class RayRuntime(Runtime):
     def placement(self) -> dict[str, str]:
         """Each pod replica's node id (as Ray names nodes), by pod/sS/rR."""
         return {r.label: r.node for rs in self._replicas.values() for r in rs}
+
+
+def _referenced(flow_text: str) -> set[str]:
+    """The environment variables a flow's text substitutes (``${VAR}``): all an actor is given."""
+    from lookalike.flow.config import _ENV
+
+    return {m.group(1) for m in _ENV.finditer(flow_text)}
 
 
 def _short(e: BaseException) -> str:

@@ -109,7 +109,9 @@ class Runtime:
     def start(self) -> Runtime:
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Stop every pod. ``abort``: the run is abandoned; pods close without finishing their work
+        (a shard pod does not build or snapshot its index)."""
         raise NotImplementedError
 
     def _deliver(self, pod: Pod, shard: int, request: Request) -> None:
@@ -309,8 +311,10 @@ class LocalRuntime(Runtime):
         self._started = True
         return self
 
-    def _stop_workers(self) -> list[_Worker]:
+    def _stop_workers(self, abort: bool = False) -> list[_Worker]:
         for w in self._workers:
+            if abort and w.executor is not None:
+                w.executor.context.aborting = True
             if w.is_alive():
                 self._inboxes[w.pod.name][w.shard].put(_STOP)
         for w in self._workers:
@@ -319,11 +323,11 @@ class LocalRuntime(Runtime):
         self._started = False
         return workers
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         """Stop every pod (each closes its executor: a shard pod snapshots its index); the first
         failure to close is raised once all have closed."""
         started = self._started
-        failed = [w for w in self._stop_workers() if w.error is not None]
+        failed = [w for w in self._stop_workers(abort) if w.error is not None]
         if started and failed:
             err = failed[0].error
             assert err is not None

@@ -71,11 +71,20 @@ class Service:
                 index_latency_ms=self.config.index_latency_ms,
                 runtime=self.config.runtime,
             )
-            engine.warm_up()
-            self.batcher = SearchBatcher(engine, wait_ms=self.config.batch_wait_ms, max_batch=self.config.max_batch)
-            self.engine = engine
         except LookalikeError as e:
             self.load_error = e
+            return
+        try:
+            engine.warm_up()
+        except LookalikeError as e:
+            self.load_error = e
+            try:
+                engine.close(flush=False)  # its pods and workspace go too (on Ray, its actors)
+            except LookalikeError:
+                pass  # the warm-up's error is the one to report
+            return
+        self.batcher = SearchBatcher(engine, wait_ms=self.config.batch_wait_ms, max_batch=self.config.max_batch)
+        self.engine = engine
 
     def close(self) -> None:
         # Forgotten first: a lifespan can start again on the same app (a test client entered twice),

@@ -66,11 +66,12 @@ class ShardIndex:
         self._saved_generation: int | None = None
         self._sync_lock = threading.RLock()  # replay, swaps and snapshot writes
         self._build: tuple[threading.Thread, IndexSpec] | None = None
-        self._build_lock = threading.Lock()
+        self._build_lock = threading.RLock()
         self._failed_build: tuple[IndexSpec, int] | None = None  # (spec, the shard's size then)
         self._build_errors: list[str] = []
         self._closing = False
         self._seen_state = 0  # mtime_ns of the snapshot state last looked at
+        self._snapshot_error: str | None = None  # why the last lazy snapshot could not be written
         self._load()
 
     # --- opening ------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ class ShardIndex:
             self.folder.mkdir(exist_ok=True)
             with exclusive(self.folder, timeout=REBUILD_WAIT_S):
                 again = VectorShard.load(self.folder, self.dim, self.shard, self.metric)
-                if again is not None:  # saved while we waited; the log brings it forward
+                if again is not None and floor <= again[1] <= self.store.generation:  # saved while we waited
                     self.vectors, self.generation = again
                     self._saved_generation = again[1]
                 else:
@@ -150,7 +151,10 @@ class ShardIndex:
                 self._adopt_newer_snapshot()
         if upgrade:
             self._maybe_upgrade()
-            self.flush(lazy=True)
+            try:
+                self.flush(lazy=True)
+            except StoreError as e:  # a search must not fail for a snapshot; the log covers it
+                self._snapshot_error = str(e)
         return True
 
     def _replay(self, target: VectorShard, since: int, until: int | None = None) -> int | None:
@@ -192,10 +196,10 @@ class ShardIndex:
         mtime = self._state_mtime()
         if mtime in (0, self._seen_state) or self.building:
             return
-        self._seen_state = mtime
         state = read_state(self.folder)
-        if state is None:
-            return
+        if state is None or int(state.get("generation", 0)) > self.generation:
+            return  # written at a generation we have not reached yet: looked at again next time
+        self._seen_state = mtime
         theirs = IndexInfo.from_dict(state.get("index") or {})
         if theirs.built_at <= self.vectors.info.built_at or theirs.spec.rank < self.vectors.info.spec.rank:
             return
@@ -225,12 +229,16 @@ class ShardIndex:
     def start_build(self, spec: IndexSpec) -> threading.Thread:
         """Build this shard anew as ``spec`` in a background thread from the committed vectors;
         swap it in once it has caught up, and snapshot it. Until then (and if the process dies
-        meanwhile) the old index serves."""
-        thread = threading.Thread(target=self._build_in_background, args=(spec,), name=f"index-build-{self.shard}")
-        thread.daemon = True
-        self._build = (thread, spec)
-        thread.start()
-        return thread
+        meanwhile) the old index serves. A build already running is waited for first."""
+        with self._build_lock:
+            if self._build is not None:
+                self._build[0].join()
+            thread = threading.Thread(
+                target=self._build_in_background, args=(spec,), name=f"index-build-{self.shard}", daemon=True
+            )
+            self._build = (thread, spec)
+            thread.start()
+            return thread
 
     def _build_in_background(self, spec: IndexSpec) -> None:
         # The whole build reads one SQLite snapshot (so it is exactly one generation); WAL cannot
@@ -238,24 +246,30 @@ class ShardIndex:
         try:
             # One holder of this shard builds (another process, or the server's other pod, may be
             # at it already: then its snapshot is adopted once written).
+            # Held until the new index is saved, so no other holder starts the same build meanwhile.
             with try_exclusive(self.folder, "build.lock") as ours:
                 if not ours:
                     return
                 with self.store.snapshot_read() as state:
                     built = self._build_index(spec)
                     since = state.generation
-            if built is None:
-                return
-            with self._sync_lock:
-                if self._closing:
+                if built is None:
                     return
-                # Brought to exactly this index's generation, then swapped in: a sync after us
-                # applies later commits to the new one.
-                if self._replay(built, since, self.generation) != self.generation:
-                    return  # reset or re-sharded meanwhile: the next sync decides afresh
-                self.vectors = built
-                self._saved_generation = None  # the snapshot on disk is of the old index
-            self.flush()
+                with self._sync_lock:
+                    if self._closing:
+                        return
+                    if since > self.generation:  # a commit landed before the build read: catch up to it
+                        caught_up = self._replay(self.vectors, self.generation, since)
+                        if caught_up is None:
+                            return  # reset or re-sharded meanwhile: the next sync decides afresh
+                        self.generation = caught_up
+                    # Brought to exactly this index's generation, then swapped in: a sync after us
+                    # applies later commits to the new one.
+                    if self._replay(built, since, self.generation) != self.generation:
+                        return
+                    self.vectors = built
+                    self._saved_generation = None  # the snapshot on disk is of the old index
+                self.flush()
         except Exception as e:  # noqa: BLE001 - a thread must report, not die: the old index keeps serving
             if not self._closing:
                 self._failed_build = (spec, len(self.vectors))
@@ -280,11 +294,31 @@ class ShardIndex:
 
     def finish(self) -> None:
         """What the end of an indexing run leaves: caught up, the right index type built (waited
-        for), and the snapshot written. Nothing to do if another holder already did it."""
+        for), and the snapshot written. Nothing to do if another holder already did it; a snapshot
+        another holder wrote at the store's generation is taken as it is, not replayed up to."""
+        self._take_current_snapshot()
         self.sync(upgrade=False)
         self._maybe_upgrade()
-        self.wait_for_build()
-        self.flush()
+        try:
+            self.wait_for_build()
+        finally:
+            self.flush()
+
+    def _take_current_snapshot(self) -> None:
+        with self._sync_lock:
+            state = read_state(self.folder)
+            if state is None or int(state.get("generation", -1)) <= self.generation:
+                return
+            if int(state["generation"]) != self.store.generation:
+                return
+            theirs = IndexInfo.from_dict(state.get("index") or {})
+            if theirs.spec.rank < self.vectors.info.spec.rank:
+                return
+            loaded = VectorShard.load(self.folder, self.dim, self.shard, self.metric)
+            if loaded is not None and loaded[1] == int(state["generation"]):
+                self.vectors, self.generation = loaded
+                self._saved_generation = loaded[1]
+                self._seen_state = self._state_mtime()
 
     # --- persisting ---------------------------------------------------------------------------
 
@@ -300,6 +334,11 @@ class ShardIndex:
             if generation == saved or (lazy and saved is not None and generation - saved < LAZY_FLUSH_GENERATIONS):
                 return
             self.folder.mkdir(exist_ok=True)
+            if lazy:  # on the search path: never wait for another holder's write or rebuild
+                with try_exclusive(self.folder, "lock") as ours:
+                    if ours:
+                        self._save()
+                return
             with exclusive(self.folder):
                 self._save()
 
@@ -322,6 +361,7 @@ class ShardIndex:
                 ) from e
         self._saved_generation = generation
         self._seen_state = self._state_mtime()
+        self._snapshot_error = None
 
     def close(self, flush: bool = True) -> None:
         """Stop a build (the old index stays on disk) and snapshot."""
@@ -377,7 +417,7 @@ class ShardIndex:
             "built_from": info.trained_on,
             "mapped": self.vectors.mapped,
             "building": self.building,
-            "build_error": self._build_errors[0] if self._build_errors else None,
+            "build_error": self._build_errors[0] if self._build_errors else self._snapshot_error,
         }
 
     def measure_recall(self, queries: int = 200, k: int = 10) -> float:

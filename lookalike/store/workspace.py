@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -368,13 +369,33 @@ class Workspace:
 
     def shard_indexes(self) -> list[ShardIndex]:
         """Every shard's index, opened read-only here (for tools that read them all); close them."""
-        return [self.open_shard(i, persist=False) for i in range(self.n_shards_configured)]
+        shards: list[ShardIndex] = []
+        try:
+            for i in range(self.n_shards_configured):
+                shards.append(self.open_shard(i, persist=False))
+        except BaseException:
+            for shard in shards:
+                shard.close(flush=False)
+            raise
+        return shards
 
-    def verify(self) -> list[str]:
-        """Consistency problems between the doc store and the shards' indexes as their pods would
-        open them now (empty when consistent). Both sides are read at one generation."""
+    @contextmanager
+    def _shards(self, given: list[ShardIndex] | None) -> Iterator[list[ShardIndex]]:
+        """``given``, or every shard's index opened here for the block."""
+        if given is not None:
+            yield given
+            return
         shards = self.shard_indexes()
         try:
+            yield shards
+        finally:
+            for shard in shards:
+                shard.close(flush=False)
+
+    def verify(self, shards: list[ShardIndex] | None = None) -> list[str]:
+        """Consistency problems between the doc store and the shards' indexes as their pods would
+        open them now (empty when consistent). Both sides are read at one generation."""
+        with self._shards(shards) as shards:
             for _ in range(5):
                 for shard in shards:
                     shard.sync(upgrade=False)
@@ -383,9 +404,6 @@ class Workspace:
                     shard_ids = [shard.ids() for shard in shards]
                     if all(shard.generation == state.generation for shard in shards):
                         break
-        finally:
-            for shard in shards:
-                shard.close(flush=False)
         problems = []
         for shard, held in zip(shards, shard_ids, strict=True):
             if len(np.unique(held)) != len(held):
@@ -403,10 +421,8 @@ class Workspace:
         """What the workspace holds. ``indexes``: the shards' own descriptions, from the pods that
         hold them (a server's); without them, each shard's index is opened here to describe it."""
         if indexes is None:
-            indexes = []
-            for shard in self.shard_indexes():
-                with shard:
-                    indexes.append(shard.describe())
+            with self._shards(None) as shards:
+                indexes = [shard.describe() for shard in shards]
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return WorkspaceInfo(
             path=self.path,
@@ -422,13 +438,10 @@ class Workspace:
             budget=self.budget,
         )
 
-    def measure_recall(self, queries: int = 200, k: int = 10) -> list[float]:
+    def measure_recall(self, queries: int = 200, k: int = 10, shards: list[ShardIndex] | None = None) -> list[float]:
         """recall@k of each shard's index against exact search (see ShardIndex.measure_recall)."""
-        out = []
-        for shard in self.shard_indexes():
-            with shard:
-                out.append(shard.measure_recall(queries, k))
-        return out
+        with self._shards(shards) as opened:
+            return [shard.measure_recall(queries, k) for shard in opened]
 
 
 def within(path: str, root: str) -> bool:
