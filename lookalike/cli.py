@@ -35,6 +35,10 @@ flow_app = typer.Typer(help="Inspect flow YAML files.", no_args_is_help=True)
 app.add_typer(flow_app, name="flow")
 datasets_app = typer.Typer(help="Sample photo datasets with labels, cached locally.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+executor_app = typer.Typer(
+    help="Run one executor as a network service, for a flow's pods to call.", no_args_is_help=True
+)
+app.add_typer(executor_app, name="executor")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -527,6 +531,48 @@ def serve(
         index_latency_ms,
         runtime_choice(runtime, ray_address),
     )
+
+
+# --- executor serve ------------------------------------------------------------------------------
+
+
+@executor_app.command("serve")
+def executor_serve(
+    uses: Annotated[str, typer.Argument(help="A built-in executor, a class from --py-modules, or an executor YAML.")],
+    with_: Annotated[
+        str | None, typer.Option("--with", help="The executor's parameters as JSON, as a flow's `with:`.")
+    ] = None,
+    py_modules: Annotated[
+        list[Path] | None, typer.Option("--py-modules", help="Python file(s) defining the executor (repeatable).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 45700,
+) -> None:
+    """Serve one executor on a port. A flow pod with `host:` and `port:` sends it its requests
+    (tensors and embeddings as raw bytes); GET /info tells the flow what it runs, /readyz when it can.
+    SIGTERM (or Ctrl-C) stops it after the requests in flight."""
+    import uvicorn
+
+    from lookalike.executors.service import create_service_app, serve_check
+    from lookalike.flow.config import load_flow_text
+    from lookalike.flow.graph import Flow
+
+    try:
+        params = json.loads(with_) if with_ else {}
+    except ValueError as e:
+        raise LookalikeError(f"--with is not JSON: {e}") from e
+    if not isinstance(params, dict):
+        raise LookalikeError("--with must be a JSON object, such as '{\"threads\": 2}'")
+    spec = {"uses": uses, "with": params, "py_modules": [str(p.resolve()) for p in py_modules or []]}
+    flow = Flow(load_flow_text(json.dumps({"pods": {"executor": spec}}), "<executor serve>"), "service")
+    pod = flow.pods["executor"]
+    serve_check(pod.executor)
+    from lookalike.executors.base import ExecutorContext
+    from lookalike.models.encoder import available_cores
+
+    executor = pod.executor(pod.params, ExecutorContext(pod=uses, threads=available_cores()))
+    err.print(f"serving {pod.executor.__name__} ({uses}) at http://{host}:{port}/  (GET /info; Ctrl-C stops)")
+    uvicorn.run(create_service_app(executor, uses), host=host, port=port, log_level="warning", access_log=False)
 
 
 # --- settings ------------------------------------------------------------------------------------

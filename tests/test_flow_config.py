@@ -163,7 +163,7 @@ def test_typo_in_an_executor_parameter_names_the_with_key_and_line(tmp_path):
         ("with: {size: 8}", "with.size", "Input should be greater than or equal to 32"),
         ("resources: {num_cpu: 1}", "resources.num_cpu", "unknown key (check the spelling)"),
         ("resources: {num_gpus: -1}", "resources.num_gpus", "Input should be greater than or equal to 0"),
-        ("resources: {memory: lots}", "resources.memory", "Value error, memory='lots' is not a size"),
+        ("resources: {memory: lots}", "resources.memory", "memory='lots' is not a size"),
     ],
 )
 def test_a_wrong_value_names_key_and_line(tmp_path, line, key, message):
@@ -201,7 +201,9 @@ def test_a_wrong_top_level_value_names_its_line(tmp_path):
 
 def test_a_pod_without_uses_names_the_pod(tmp_path):
     path = _write(tmp_path / "flow.yml", "pods:\n  loader: {uses: ImageReader}\n  encoder:\n    parallel: 2\n")
-    assert _config_error(path) == f"{path}:3: pods.encoder.uses: required key is missing"
+    assert _config_error(path) == (
+        f"{path}:3: pods.encoder: uses is missing (a pod needs uses, or host/port of an executor service)"
+    )
 
 
 def test_a_flow_that_is_not_a_mapping_is_refused():

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lookalike.errors import ConfigError
 
@@ -70,7 +79,10 @@ class PodResources(BaseModel):
 class PodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    uses: str = Field(description="a built-in executor, a class from py_modules, or an executor YAML file")
+    uses: str | None = Field(
+        default=None,
+        description="a built-in executor, a class from py_modules, or an executor YAML file (optional with host/hosts)",
+    )
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the executor's parameters")
     needs: StrList | None = Field(default=None, description="upstream pods (default: the pod above)")
     parallel: PositiveInt = Field(default=1, description="replicas of this pod, run concurrently")
@@ -80,11 +92,46 @@ class PodConfig(BaseModel):
     )
     py_modules: StrList = Field(default_factory=list, description="Python files with executors, relative to YAML")
     resources: PodResources = Field(default_factory=PodResources, description="per replica, on Ray")
+    host: str | None = Field(default=None, description="an executor service's host (`lookalike executor serve`)")
+    port: int | None = Field(default=None, ge=1, le=65535, description="that service's port")
+    hosts: list[str] | None = Field(
+        default=None, min_length=1, description="several services (HOST:PORT each), balanced like parallel"
+    )
+    timeout: float = Field(default=120.0, gt=0, description="seconds a service may take to answer one request")
+
+    @model_validator(mode="after")
+    def _where(self) -> PodConfig:
+        if self.host is not None and self.port is None:
+            raise ValueError("host needs a port (or use hosts: [HOST:PORT, ...])")
+        if self.port is not None and self.host is None:
+            raise ValueError("port needs a host")
+        if self.host is not None and self.hosts is not None:
+            raise ValueError("give host/port or hosts, not both")
+        for h in self.hosts or []:
+            name, sep, port = h.rpartition(":")
+            if not sep or not name or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"hosts: {h!r} is not HOST:PORT")
+        if self.uses is None and not self.addresses:
+            raise ValueError("uses is missing (a pod needs uses, or host/port of an executor service)")
+        if self.addresses and self.parallel not in (1, len(self.addresses)):
+            raise ValueError(f"parallel {self.parallel} with {len(self.addresses)} services: one replica per service")
+        return self
+
+    @property
+    def addresses(self) -> list[str]:
+        """The executor services this pod sends its requests to (``http://HOST:PORT``), if any."""
+        if self.host is not None:
+            return [f"http://{_bracket(self.host)}:{self.port}"]
+        return [f"http://{_bracket(h.rpartition(':')[0])}:{h.rpartition(':')[2]}" for h in self.hosts or []]
 
     @field_validator("with_", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
         return {} if v is None else v
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class FlowConfig(BaseModel):
@@ -176,6 +223,8 @@ def validation_error(e: ValidationError, source: SourceMap, prefix: KeyPath = ()
         msg = "unknown key (check the spelling)"
     elif first["type"] == "missing":
         msg = "required key is missing"
+    elif first["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
     count = len(e.errors())
     more = f" (and {count - 1} more error{'s' if count > 2 else ''})" if count > 1 else ""
     return source.error((*prefix, *loc), msg + more)

@@ -45,7 +45,11 @@ class Pod:
 
     @property
     def uses(self) -> str:
-        return self.config.uses
+        """What the pod runs, as written (a service's pod: what the service said it runs, and where)."""
+        if self.config.addresses:
+            name = getattr(self.executor, "info", {}).get("uses") or self.config.uses or "executor"
+            return f"{name} @ {', '.join(a.removeprefix('http://') for a in self.config.addresses)}"
+        return self.config.uses or ""
 
     @property
     def is_merge(self) -> bool:
@@ -71,6 +75,8 @@ class Flow:
                         where = "not defined above" if n in loaded.config.pods else "not a pod of this flow"
                         raise src.error(("pods", pod_name, "needs"), f"'{n}' is {where} (pods: {', '.join(self.pods)})")
             cls, params = self._resolve(pod_name, cfg)
+            if len(cfg.addresses) > 1:  # one replica per service
+                cfg = cfg.model_copy(update={"parallel": len(cfg.addresses)})
             self.pods[pod_name] = Pod(pod_name, cfg, cls, params, needs)
         for pod in self.pods.values():
             for n in pod.needs:
@@ -108,7 +114,10 @@ class Flow:
             frontier.extend(down.downstream)
 
     def _resolve(self, pod_name: str, cfg: PodConfig) -> tuple[type[Executor], BaseModel]:
+        if cfg.addresses:
+            return self._resolve_service(pod_name, cfg)
         src = self.loaded.source
+        assert cfg.uses is not None  # PodConfig requires it without host/hosts
         uses, with_, modules, base = cfg.uses, dict(cfg.with_), list(cfg.py_modules), self.loaded.base_dir
         if uses.endswith((".yml", ".yaml")):
             path = (base / uses).resolve()
@@ -131,6 +140,36 @@ class Flow:
         except ValidationError as e:
             raise validation_error(e, src, ("pods", pod_name, "with")) from e
         return cls, params
+
+    def _resolve_service(self, pod_name: str, cfg: PodConfig) -> tuple[type[Executor], BaseModel]:
+        """A pod whose executor runs as a service: its facts come from the service's handshake (all
+        its services must run the same executor with the same parameters)."""
+        from lookalike.executors.service import fetch_handshake, remote_executor
+
+        src = self.loaded.source
+        if cfg.with_ or cfg.py_modules:
+            key = "with" if cfg.with_ else "py_modules"
+            raise src.error(
+                ("pods", pod_name, key),
+                f"a pod served elsewhere takes its {key} from its service (`lookalike executor serve --{key}`)",
+            )
+        infos = [fetch_handshake(pod_name, address) for address in cfg.addresses]
+        first = infos[0]
+        for address, info in zip(cfg.addresses[1:], infos[1:], strict=True):
+            same = ("class", "with", "fingerprint")
+            if [info[k] for k in same] != [first[k] for k in same]:
+                raise src.error(
+                    ("pods", pod_name, "hosts"),
+                    f"the service at {address} runs {info['class']} {info['with']}, the first runs "
+                    f"{first['class']} {first['with']}: a pod's services must be the same",
+                )
+        if cfg.uses is not None and cfg.uses not in (first["uses"], first["class"]):
+            raise src.error(
+                ("pods", pod_name, "uses"),
+                f"the service at {cfg.addresses[0]} runs {first['uses']}, not {cfg.uses}",
+            )
+        cls = remote_executor(pod_name, first, cfg.addresses, cfg.timeout)
+        return cls, cls.Params()
 
     def _find_class(self, pod_name: str, uses: str, modules: list[str], base: Path) -> type[Executor]:
         src = self.loaded.source

@@ -1,0 +1,229 @@
+"""Executors as network services: `lookalike executor serve USES`, and the pods that call them.
+
+The service runs one executor (a built-in, a class from ``py_modules``, or an executor YAML) on a
+port. Requests travel as :mod:`lookalike.wire` frames (raw bytes for tensors and embeddings):
+
+- ``GET /healthz``: the process is up; ``GET /readyz``: the executor is open;
+- ``GET /info``: the handshake: which request kinds it handles, its parameters, and what a flow
+  checks before using it (its model's fingerprint, the preprocessing it needs, its vectors);
+- ``POST /handle``: one request frame in, the handled request frame out.
+
+A pod with ``host``/``port`` (or ``hosts``) runs a :class:`RemoteExecutor` in its place: the flow
+learns the executor's facts from the handshake, so a remote encoder that is not the workspace's is
+refused like a local one. Executors that own a workspace's state (vector shards, the doc store)
+stay in the flow's process.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from lookalike import __version__
+from lookalike.document import Request
+from lookalike.errors import POD_FAILURE, BadInput, ClusterError, ConfigError
+from lookalike.executors.base import Executor, Preprocessing
+from lookalike.wire import CONTENT_TYPE, decode, encode
+
+# Connection errors (the service restarting, say) are retried this often, with this pause growing
+# each time: every handler is safe to repeat, since nothing is written before the flow's commit.
+CONNECT_RETRIES = 3
+RETRY_PAUSE_S = 0.5
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+def handshake(executor: Executor, uses: str) -> dict[str, Any]:
+    """What a service tells a flow about its executor (GET /info)."""
+    cls, params = type(executor), executor.params
+    pre = cls.preprocessing_of(params)
+    space = cls.vector_space_of(params)
+    return {
+        "uses": uses,
+        "class": cls.__name__,
+        "with": params.model_dump(mode="json"),
+        "handles": sorted(cls.handlers),
+        "fingerprint": cls.fingerprint_of(params),
+        "preprocessing": {"size": pre.size} if pre else None,
+        "preprocessing_fingerprint": cls.preprocessing_fingerprint(params),
+        "vector_space": list(space) if space else None,
+        "lookalike_version": __version__,
+        "wire": "LKW1",
+    }
+
+
+def create_service_app(executor: Executor, uses: str) -> Any:
+    """The ASGI app serving ``executor`` (opened on startup, closed on shutdown)."""
+    import threading
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request as HttpRequest
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    state = {"ready": False}
+    lock = threading.Lock()  # one request at a time: an executor is not thread-safe (add replicas)
+    info = handshake(executor, uses)
+
+    @asynccontextmanager
+    async def lifespan(app: Any):
+        await run_in_threadpool(executor.open)
+        state["ready"] = True
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            await run_in_threadpool(executor.close)
+
+    async def healthz(request: HttpRequest) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def readyz(request: HttpRequest) -> Response:
+        return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+
+    async def describe(request: HttpRequest) -> Response:
+        return JSONResponse(info)
+
+    def run(frame: bytes) -> bytes:
+        req = decode(frame)
+        with lock:
+            executor.handle(req)  # the flow's runtime turns an exception into per-document failures
+        return encode(req)
+
+    async def handle(request: HttpRequest) -> Response:
+        body = await request.body()
+        try:
+            out = await run_in_threadpool(run, body)
+        except BadInput as e:
+            return JSONResponse({"error": {"type": "BadInput", "message": str(e)}}, status_code=400)
+        except Exception as e:  # noqa: BLE001 - the executor's failure, reported to the flow that sent it
+            return JSONResponse({"error": {"type": type(e).__name__, "message": str(e)}}, status_code=500)
+        return Response(out, media_type=CONTENT_TYPE)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/info", describe),
+            Route("/handle", handle, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def fetch_handshake(pod: str, address: str) -> dict[str, Any]:
+    """GET /info of the service at ``address`` (``http://HOST:PORT``), or a ClusterError naming the pod."""
+    import httpx
+
+    try:
+        r = httpx.get(f"{address}/info", timeout=HANDSHAKE_TIMEOUT_S)
+        r.raise_for_status()
+        info = r.json()
+    except httpx.HTTPError as e:
+        raise ClusterError(f"pod {pod}: no executor service at {address} ({_why(e)})") from e
+    except ValueError as e:
+        raise ClusterError(f"pod {pod}: {address} is not a lookalike executor service") from e
+    if not isinstance(info, dict) or info.get("wire") != "LKW1":
+        raise ClusterError(f"pod {pod}: {address} is not a lookalike executor service")
+    return info
+
+
+def _why(e: Exception) -> str:
+    cause = e.__cause__ or e.__context__
+    text = str(cause or e) or type(e).__name__
+    return text.splitlines()[0][:200]
+
+
+class RemoteExecutor(Executor):
+    """Stands for an executor that runs as a service: :func:`remote_executor` makes a subclass per
+    pod, whose class facts (fingerprint, preprocessing, vectors) are the service's handshake."""
+
+    info: ClassVar[dict[str, Any]] = {}
+    addresses: ClassVar[list[str]] = []
+    timeout: ClassVar[float] = 120.0
+    pod_name: ClassVar[str] = "pod"
+
+    @classmethod
+    def fingerprint_of(cls, params: BaseModel) -> str | None:
+        return cls.info.get("fingerprint")
+
+    @classmethod
+    def preprocessing_of(cls, params: BaseModel) -> Preprocessing | None:
+        pre = cls.info.get("preprocessing")
+        return Preprocessing(int(pre["size"])) if pre else None
+
+    @classmethod
+    def preprocessing_fingerprint(cls, params: BaseModel) -> str | None:
+        return cls.info.get("preprocessing_fingerprint")
+
+    @classmethod
+    def vector_space_of(cls, params: BaseModel) -> tuple[int, str] | None:
+        space = cls.info.get("vector_space")
+        return (int(space[0]), str(space[1])) if space else None
+
+    def open(self) -> None:
+        import httpx
+
+        self.address = self.addresses[self.context.replica % len(self.addresses)]
+        self.client = httpx.Client(base_url=self.address, timeout=self.timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def handle(self, request: Request) -> None:
+        if request.kind not in self.handlers:
+            return
+        import httpx
+
+        frame = encode(request)
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                r = self.client.post("/handle", content=frame, headers={"content-type": CONTENT_TYPE})
+                break
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+                if attempt == CONNECT_RETRIES:
+                    return self._unreachable(request, _why(e))
+                time.sleep(RETRY_PAUSE_S * (attempt + 1))
+            except httpx.TimeoutException:
+                return self._unreachable(request, f"no answer within {self.timeout:g}s")
+        if r.status_code != 200:
+            try:
+                error = r.json()["error"]
+                message = f"{error['type']}: {error['message']}"
+            except (ValueError, KeyError, TypeError):
+                message = f"HTTP {r.status_code}"
+            raise RuntimeError(f"the service at {self.address} failed: {message}")
+        done = decode(r.content)
+        request.docs = done.docs
+        request.parameters = done.parameters
+        request.staged.absorb(done.staged)
+
+    def _unreachable(self, request: Request, why: str) -> None:
+        for d in request.live_docs:
+            d.fail(f"pod {self.pod_name} ({self.address}) is unreachable: {why}", POD_FAILURE)
+
+
+def remote_executor(pod: str, info: dict[str, Any], addresses: list[str], timeout: float) -> type[Executor]:
+    """The executor class of pod ``pod``, whose executor runs at ``addresses``."""
+    handles = [k for k in info.get("handles", []) if k in ("index", "search", "delete")]
+    attrs = {
+        "info": info,
+        "addresses": addresses,
+        "timeout": timeout,
+        "pod_name": pod,
+        "handlers": {kind: "handle" for kind in handles},
+        "__doc__": f"{info.get('class', 'executor')} at {', '.join(addresses)}",
+    }
+    return type(f"Remote{info.get('class', 'Executor')}", (RemoteExecutor,), attrs)
+
+
+def serve_check(cls: type[Executor]) -> None:
+    """Refuse executors that own a workspace's state: they stay in the flow's process."""
+    if cls.stores_vectors or cls.stores_documents:
+        raise ConfigError(
+            f"{cls.__name__} owns a workspace's state (vector shards or the doc store); it runs in the "
+            "flow's process, not as a service"
+        )

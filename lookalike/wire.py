@@ -1,0 +1,113 @@
+"""Requests as bytes, for executors that run as services: JSON for the structure, raw bytes for
+arrays and blobs, never arrays as JSON lists and never pickle (a service must not run what a
+peer sends it).
+
+A frame is ``MAGIC``, the JSON header's length (4 bytes, big-endian), the header, then the
+buffers back to back. In the header a buffer is ``{"$buf": i, "dtype": ..., "shape": [...]}`` (an
+array) or ``{"$buf": i}`` (bytes), with the buffers' sizes in ``"buffers"``; the dataclasses of
+:mod:`lookalike.document` are ``{"$t": name, ...fields}`` and tuples ``{"$tuple": [...]}``. Only
+those classes can be made from a frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from typing import Any
+
+import numpy as np
+
+from lookalike.document import Chunk, Document, Match, Request, Result, StagedWrites
+from lookalike.errors import BadInput
+
+MAGIC = b"LKW1"
+CONTENT_TYPE = "application/x-lookalike-request"
+_TYPES: dict[str, type] = {c.__name__: c for c in (Request, Document, Chunk, Match, Result, StagedWrites)}
+_DTYPES = {"float32", "float16", "float64", "uint8", "int64", "int32", "bool"}
+
+
+def encode(request: Request) -> bytes:
+    buffers: list[bytes | memoryview] = []
+    sent: dict[int, int] = {}  # id(array) -> its buffer: an array referenced twice travels once
+    keep: list[Any] = []  # the arrays behind ``sent``, alive until the frame is built
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            if id(value) not in sent:
+                array = np.ascontiguousarray(value)
+                keep.append(value)
+                buffers.append(array.data.cast("B"))
+                sent[id(value)] = len(buffers) - 1
+            return {"$buf": sent[id(value)], "dtype": value.dtype.name, "shape": list(value.shape)}
+        if isinstance(value, (bytes, bytearray)):
+            buffers.append(bytes(value))
+            return {"$buf": len(buffers) - 1}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out = {"$t": type(value).__name__}
+            for f in dataclasses.fields(value):
+                out[f.name] = walk(getattr(value, f.name))
+            return out
+        if isinstance(value, tuple):
+            return {"$tuple": [walk(v) for v in value]}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): walk(v) for k, v in value.items()}
+        if isinstance(value, (np.floating, np.integer)):
+            return value.item()
+        return value
+
+    header = walk(request)
+    header["buffers"] = [len(b) if isinstance(b, bytes) else b.nbytes for b in buffers]
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    return b"".join([MAGIC, struct.pack(">I", len(head)), head, *buffers])
+
+
+def decode(frame: bytes | memoryview) -> Request:
+    """The request in ``frame``; BadInput (naming what is wrong) for anything that is not one."""
+    view = memoryview(frame)
+    if len(view) < 8 or bytes(view[:4]) != MAGIC:
+        raise BadInput("not a lookalike request frame", "bad frame")
+    (size,) = struct.unpack(">I", view[4:8])
+    try:
+        header = json.loads(bytes(view[8 : 8 + size]))
+        sizes = [int(n) for n in header.pop("buffers")]
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadInput(f"a request frame with a broken header: {e}", "bad frame") from e
+    offsets, at = [], 8 + size
+    for n in sizes:
+        offsets.append((at, n))
+        at += n
+    if at != len(view):
+        raise BadInput(f"a request frame of {len(view)} bytes whose header describes {at}", "bad frame")
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if "$buf" in value:
+            start, n = offsets[int(value["$buf"])]
+            raw = view[start : start + n]
+            if "dtype" not in value:
+                return bytes(raw)
+            if value["dtype"] not in _DTYPES:
+                raise BadInput(f"an array of dtype {value['dtype']!r} in a request frame", "bad frame")
+            return np.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"]).copy()
+        if "$tuple" in value:
+            return tuple(walk(v) for v in value["$tuple"])
+        if "$t" in value:
+            cls = _TYPES.get(value["$t"])
+            if cls is None:
+                raise BadInput(f"a {value['$t']!r} in a request frame", "bad frame")
+            return cls(**{k: walk(v) for k, v in value.items() if k != "$t"})
+        return {k: walk(v) for k, v in value.items()}
+
+    try:
+        request = walk(header)
+    except (TypeError, ValueError, IndexError) as e:
+        raise BadInput(f"a request frame that does not describe a request: {e}", "bad frame") from e
+    if not isinstance(request, Request):
+        raise BadInput("a request frame that does not describe a request", "bad frame")
+    return request
