@@ -418,7 +418,7 @@ def flow_show(
     """Print a flow's DAG with its replicas and shards, or write it as a Mermaid or Graphviz picture."""
     from lookalike.flow.graph import open_flow
 
-    flow = open_flow(None, file) if file in ("index", "query") else open_flow(file, "index")
+    flow = open_flow(None, file) if file in ("index", "query") else open_flow(file, "index", start_containers=False)
     if output is not None and output.suffix.lower() in (".svg", ".png"):
         dot_bin = shutil.which("dot")
         if dot_bin is None:
@@ -539,9 +539,7 @@ def serve(
 @executor_app.command("serve")
 def executor_serve(
     uses: Annotated[str, typer.Argument(help="A built-in executor, a class from --py-modules, or an executor YAML.")],
-    with_: Annotated[
-        str | None, typer.Option("--with", help="The executor's parameters as JSON, as a flow's `with:`.")
-    ] = None,
+    with_: Annotated[str | None, setting_option("LOOKALIKE_EXECUTOR_WITH", metavar="JSON")] = None,
     py_modules: Annotated[
         list[Path] | None, typer.Option("--py-modules", help="Python file(s) defining the executor (repeatable).")
     ] = None,

@@ -283,7 +283,34 @@ class Engine:
             if query_flow is None:
                 query_flow = _stored_flow(ws_path, "query")
         iflow = _as_flow(index_flow, "index") if for_indexing else None
-        qflow = _as_flow(query_flow, "query")
+        try:
+            qflow = _as_flow(query_flow, "query")
+        except BaseException:
+            if iflow is not None:
+                iflow.close()
+            raise
+        try:
+            budget = (index_memory, index_latency_ms)
+            return cls._open(ws_path, iflow, qflow, for_indexing, reset, preset, budget, runtime)
+        except BaseException:
+            for flow in (iflow, qflow):
+                if flow is not None:
+                    flow.close()  # the containers it started
+            raise
+
+    @classmethod
+    def _open(
+        cls,
+        ws_path: Path,
+        iflow: Flow | None,
+        qflow: Flow,
+        for_indexing: bool,
+        reset: bool,
+        preset: str | None,
+        budget: tuple[int | None, float | None],
+        runtime: RuntimeChoice | None,
+    ) -> Engine:
+        index_memory, index_latency_ms = budget
         main = iflow or qflow
         fingerprint = main.fingerprint()
         dim, metric = main.vector_space()
@@ -341,6 +368,9 @@ class Engine:
                 except Exception as e:  # noqa: BLE001 - the other runtime and the store still close
                     errors.append(e)
         self.workspace.close(flush=flush)
+        for flow in (self.index_flow, self.query_flow):
+            if flow is not None:
+                flow.close()  # stops the containers of its container pods
         if errors:
             raise errors[0]
 

@@ -86,6 +86,18 @@ SETTINGS: tuple[Setting, ...] = (
         "unset",
         "the Ray cluster to run on (its head's HOST:PORT, or auto); unset with --runtime ray, a local one is started",
     ),
+    Setting(
+        "LOOKALIKE_EXECUTOR_WITH",
+        "--with",
+        "unset",
+        "`executor serve`: the executor's parameters as JSON (how a container pod passes its with:)",
+    ),
+    Setting(
+        "LOOKALIKE_CONTAINER_ENGINE",
+        None,
+        "docker, else podman",
+        "the container engine for pods with uses: docker://IMAGE (an executable name or path)",
+    ),
     Setting("LOOKALIKE_DEBUG", None, "unset", "set to 1 to print tracebacks of unexpected errors"),
 )
 

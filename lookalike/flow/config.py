@@ -98,6 +98,10 @@ class PodConfig(BaseModel):
         default=None, min_length=1, description="several services (HOST:PORT each), balanced like parallel"
     )
     timeout: float = Field(default=120.0, gt=0, description="seconds a service may take to answer one request")
+    timeout_ready: float = Field(
+        default=120.0, gt=0, description="seconds a container (uses: docker://IMAGE) may take to be ready"
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables for the pod's container")
 
     @model_validator(mode="after")
     def _where(self) -> PodConfig:
@@ -113,6 +117,8 @@ class PodConfig(BaseModel):
                 raise ValueError(f"hosts: {h!r} is not HOST:PORT")
         if self.uses is None and not self.addresses:
             raise ValueError("uses is missing (a pod needs uses, or host/port of an executor service)")
+        if self.addresses and self.uses is not None and self.uses.startswith(("docker://", "podman://")):
+            raise ValueError("a pod runs its container image (uses: docker://...) or calls host/port, not both")
         if self.addresses and self.parallel not in (1, len(self.addresses)):
             raise ValueError(f"parallel {self.parallel} with {len(self.addresses)} services: one replica per service")
         return self

@@ -57,11 +57,36 @@ class Pod:
 
 
 class Flow:
-    def __init__(self, loaded: LoadedFlow, name: str | None = None):
+    """A validated DAG of pods. A flow with container pods (``uses: docker://IMAGE``) starts their
+    containers as it is built: :meth:`close` it (or use ``with``) to stop them."""
+
+    def __init__(self, loaded: LoadedFlow, name: str | None = None, *, start_containers: bool = True):
+        from lookalike.executors.containers import ContainerSet
+
         self.loaded = loaded
         self.name = name or Path(loaded.source.file).stem
         self.prefetch = loaded.config.prefetch
         self.pods: dict[str, Pod] = {}
+        self.containers = ContainerSet()
+        self._start_containers = start_containers
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the containers this flow started (none for most flows)."""
+        self.containers.stop()
+
+    def __enter__(self) -> Flow:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _build(self) -> None:
+        loaded = self.loaded
         src = loaded.source
         for i, (pod_name, cfg) in enumerate(loaded.config.pods.items()):
             if pod_name == GATEWAY:
@@ -75,7 +100,7 @@ class Flow:
                         where = "not defined above" if n in loaded.config.pods else "not a pod of this flow"
                         raise src.error(("pods", pod_name, "needs"), f"'{n}' is {where} (pods: {', '.join(self.pods)})")
             cls, params = self._resolve(pod_name, cfg)
-            if len(cfg.addresses) > 1:  # one replica per service
+            if len(cfg.addresses) > 1:  # one replica per service (a container pod has one a replica)
                 cfg = cfg.model_copy(update={"parallel": len(cfg.addresses)})
             self.pods[pod_name] = Pod(pod_name, cfg, cls, params, needs)
         for pod in self.pods.values():
@@ -114,8 +139,12 @@ class Flow:
             frontier.extend(down.downstream)
 
     def _resolve(self, pod_name: str, cfg: PodConfig) -> tuple[type[Executor], BaseModel]:
+        from lookalike.executors.containers import is_container
+
         if cfg.addresses:
-            return self._resolve_service(pod_name, cfg)
+            return self._resolve_service(pod_name, cfg, cfg.addresses)
+        if is_container(cfg.uses):
+            return self._resolve_container(pod_name, cfg)
         src = self.loaded.source
         assert cfg.uses is not None  # PodConfig requires it without host/hosts
         uses, with_, modules, base = cfg.uses, dict(cfg.with_), list(cfg.py_modules), self.loaded.base_dir
@@ -141,21 +170,38 @@ class Flow:
             raise validation_error(e, src, ("pods", pod_name, "with")) from e
         return cls, params
 
-    def _resolve_service(self, pod_name: str, cfg: PodConfig) -> tuple[type[Executor], BaseModel]:
+    def _resolve_container(self, pod_name: str, cfg: PodConfig) -> tuple[type[Executor], BaseModel]:
+        """A pod from a container image: one container a replica, then called as a service."""
+        from lookalike.executors.service import RemoteExecutor
+
+        assert cfg.uses is not None
+        if cfg.py_modules:
+            raise self.loaded.source.error(("pods", pod_name, "py_modules"), "a container image brings its own code")
+        if not self._start_containers:  # described, not run (`lookalike flow show`)
+            return RemoteExecutor, RemoteExecutor.Params()
+        addresses = self.containers.start(
+            pod_name, cfg.uses, cfg.parallel, dict(cfg.with_), dict(cfg.env), cfg.timeout_ready
+        )
+        return self._resolve_service(pod_name, cfg, addresses, with_given=False)
+
+    def _resolve_service(
+        self, pod_name: str, cfg: PodConfig, addresses: list[str], with_given: bool = True
+    ) -> tuple[type[Executor], BaseModel]:
         """A pod whose executor runs as a service: its facts come from the service's handshake (all
         its services must run the same executor with the same parameters)."""
+        from lookalike.executors.containers import is_container
         from lookalike.executors.service import fetch_handshake, remote_executor
 
         src = self.loaded.source
-        if cfg.with_ or cfg.py_modules:
+        if with_given and (cfg.with_ or cfg.py_modules):
             key = "with" if cfg.with_ else "py_modules"
             raise src.error(
                 ("pods", pod_name, key),
                 f"a pod served elsewhere takes its {key} from its service (`lookalike executor serve --{key}`)",
             )
-        infos = [fetch_handshake(pod_name, address) for address in cfg.addresses]
+        infos = [fetch_handshake(pod_name, address) for address in addresses]
         first = infos[0]
-        for address, info in zip(cfg.addresses[1:], infos[1:], strict=True):
+        for address, info in zip(addresses[1:], infos[1:], strict=True):
             same = ("class", "with", "fingerprint")
             if [info[k] for k in same] != [first[k] for k in same]:
                 raise src.error(
@@ -163,12 +209,12 @@ class Flow:
                     f"the service at {address} runs {info['class']} {info['with']}, the first runs "
                     f"{first['class']} {first['with']}: a pod's services must be the same",
                 )
-        if cfg.uses is not None and cfg.uses not in (first["uses"], first["class"]):
+        if cfg.uses is not None and not is_container(cfg.uses) and cfg.uses not in (first["uses"], first["class"]):
             raise src.error(
                 ("pods", pod_name, "uses"),
-                f"the service at {cfg.addresses[0]} runs {first['uses']}, not {cfg.uses}",
+                f"the service at {addresses[0]} runs {first['uses']}, not {cfg.uses}",
             )
-        cls = remote_executor(pod_name, first, cfg.addresses, cfg.timeout)
+        cls = remote_executor(pod_name, first, addresses, cfg.timeout)
         return cls, cls.Params()
 
     def _find_class(self, pod_name: str, uses: str, modules: list[str], base: Path) -> type[Executor]:
@@ -319,9 +365,12 @@ def builtin_flow_path(name: str) -> Path:
     return Path(str(resources.files("lookalike.flows").joinpath(f"{name}.yml")))
 
 
-def open_flow(spec: str | os.PathLike | None, default: str, env: dict[str, str] | None = None) -> Flow:
-    """A flow from a file path, or the built-in ``default`` ("index" or "query") when ``spec`` is None."""
+def open_flow(
+    spec: str | os.PathLike | None, default: str, env: dict[str, str] | None = None, *, start_containers: bool = True
+) -> Flow:
+    """A flow from a file path, or the built-in ``default`` ("index" or "query") when ``spec`` is None.
+    ``start_containers=False``: container pods are described, not started (`lookalike flow show`)."""
     if spec is None:
         path = builtin_flow_path(default)
         return Flow(load_flow_text(path.read_text("utf-8"), f"<built-in {default}.yml>", path.parent, env), default)
-    return Flow(load_flow(spec, env))
+    return Flow(load_flow(spec, env), start_containers=start_containers)

@@ -260,6 +260,14 @@ class RayRuntime(Runtime):
         )
 
     def start(self) -> RayRuntime:
+        from lookalike.executors.containers import is_container
+
+        boxed = [p.name for p in self.flow.pods.values() if is_container(p.config.uses)]
+        if boxed:
+            raise ConfigError(
+                f"pod {boxed[0]} runs a container image (uses: docker://...): that is the local runtime's; "
+                "on Ray, give the pod resources, or serve it and point the pod at it with host/port"
+            )
         connect(self.address)
         ray = _ray()
         try:
