@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -562,7 +563,8 @@ def executor_serve(
     if not isinstance(params, dict):
         raise LookalikeError("--with must be a JSON object, such as '{\"threads\": 2}'")
     spec = {"uses": uses, "with": params, "py_modules": [str(p.resolve()) for p in py_modules or []]}
-    flow = Flow(load_flow_text(json.dumps({"pods": {"executor": spec}}), "<executor serve>"), "service")
+    text = json.dumps({"pods": {"executor": spec}})
+    flow = Flow(load_flow_text(text, "<executor serve>"), "service", start_containers=False)
     pod = flow.pods["executor"]
     serve_check(pod.executor)
     from lookalike.executors.base import ExecutorContext
@@ -866,6 +868,9 @@ def main(argv: list[str] | None = None) -> int:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
+    # SIGTERM (kill, systemd, timeout) unwinds like Ctrl-C: the flows' containers are stopped and
+    # nothing is half-written. `serve` and `executor serve` install uvicorn's own handler instead.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app(args=argv)  # standalone: typer reports usage errors itself and raises SystemExit
     except SystemExit as e:
@@ -884,6 +889,10 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"internal error: {type(e).__name__}: {e} (set LOOKALIKE_DEBUG=1 for the traceback)", markup=False)
         return 70
     return 0
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run() -> None:

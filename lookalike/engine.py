@@ -273,29 +273,31 @@ class Engine:
         `serve` need no flags, whatever flows built the workspace.
         """
         ws_path = Path(workspace)
-        if preset is not None:
-            preset_index, preset_query = preset_flows(preset)
-            index_flow = index_flow or preset_index
-            query_flow = query_flow or preset_query
-        elif not reset:
-            if index_flow is None and for_indexing:
-                index_flow = _stored_flow(ws_path, "index")
-            if query_flow is None:
-                query_flow = _stored_flow(ws_path, "query")
-        iflow = _as_flow(index_flow, "index") if for_indexing else None
+        built: list[Flow] = []  # every flow made here or given: closed (their containers) on failure
         try:
+            if preset is not None:
+                preset_index, preset_query = preset_flows(preset)
+                index_flow = index_flow or preset_index
+                query_flow = query_flow or preset_query
+            elif not reset:
+                if index_flow is None and for_indexing:
+                    index_flow = _stored_flow(ws_path, "index")
+                    built += [index_flow] if index_flow is not None else []
+                if query_flow is None:
+                    query_flow = _stored_flow(ws_path, "query")
+                    built += [query_flow] if query_flow is not None else []
+            iflow = _as_flow(index_flow, "index") if for_indexing else None
+            built += [iflow] if iflow is not None else []
             qflow = _as_flow(query_flow, "query")
-        except BaseException:
-            if iflow is not None:
-                iflow.close()
-            raise
-        try:
+            built.append(qflow)
             budget = (index_memory, index_latency_ms)
             return cls._open(ws_path, iflow, qflow, for_indexing, reset, preset, budget, runtime)
         except BaseException:
-            for flow in (iflow, qflow):
-                if flow is not None:
+            for flow in {id(f): f for f in built}.values():
+                try:
                     flow.close()  # the containers it started
+                except LookalikeError:
+                    pass  # the error that stopped the open is the one to report
             raise
 
     @classmethod
@@ -367,10 +369,15 @@ class Engine:
                     runtime.close(abort=not flush)
                 except Exception as e:  # noqa: BLE001 - the other runtime and the store still close
                     errors.append(e)
-        self.workspace.close(flush=flush)
-        for flow in (self.index_flow, self.query_flow):
-            if flow is not None:
-                flow.close()  # stops the containers of its container pods
+        try:
+            self.workspace.close(flush=flush)
+        finally:
+            for flow in (self.index_flow, self.query_flow):
+                if flow is not None:
+                    try:
+                        flow.close()  # stops the containers of its container pods
+                    except LookalikeError as e:
+                        errors.append(e)
         if errors:
             raise errors[0]
 

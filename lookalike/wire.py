@@ -24,7 +24,8 @@ from lookalike.errors import BadInput
 MAGIC = b"LKW1"
 CONTENT_TYPE = "application/x-lookalike-request"
 _TYPES: dict[str, type] = {c.__name__: c for c in (Request, Document, Chunk, Match, Result, StagedWrites)}
-_DTYPES = {"float32", "float16", "float64", "uint8", "int64", "int32", "bool"}
+_DTYPES = {"float32", "float16", "float64", "uint8", "uint16", "int64", "int32", "bool"}
+MAX_HEADER_BYTES = 64 << 20  # a header is ids, paths, tags and results: far less than this
 
 
 def encode(request: Request) -> bytes:
@@ -35,9 +36,9 @@ def encode(request: Request) -> bytes:
     def walk(value: Any) -> Any:
         if isinstance(value, np.ndarray):
             if id(value) not in sent:
-                array = np.ascontiguousarray(value)
-                keep.append(value)
-                buffers.append(array.data.cast("B"))
+                array = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))  # native order
+                keep.append(array)
+                buffers.append(array.tobytes() if array.size == 0 else array.data.cast("B"))
                 sent[id(value)] = len(buffers) - 1
             return {"$buf": sent[id(value)], "dtype": value.dtype.name, "shape": list(value.shape)}
         if isinstance(value, (bytes, bytearray)):
@@ -54,7 +55,7 @@ def encode(request: Request) -> bytes:
             return [walk(v) for v in value]
         if isinstance(value, dict):
             return {str(k): walk(v) for k, v in value.items()}
-        if isinstance(value, (np.floating, np.integer)):
+        if isinstance(value, np.generic):
             return value.item()
         return value
 
@@ -70,10 +71,16 @@ def decode(frame: bytes | memoryview) -> Request:
     if len(view) < 8 or bytes(view[:4]) != MAGIC:
         raise BadInput("not a lookalike request frame", "bad frame")
     (size,) = struct.unpack(">I", view[4:8])
+    if size > MAX_HEADER_BYTES or 8 + size > len(view):
+        raise BadInput(f"a request frame whose header length ({size} bytes) does not fit it", "bad frame")
     try:
-        header = json.loads(bytes(view[8 : 8 + size]))
-        sizes = [int(n) for n in header.pop("buffers")]
-    except (ValueError, KeyError, TypeError) as e:
+        header = json.loads(bytes(view[8 : 8 + size]), parse_constant=_no_constants)
+        if not isinstance(header, dict):
+            raise ValueError("the header is not an object")
+        sizes = header.pop("buffers")
+        if not isinstance(sizes, list) or not all(type(n) is int and n >= 0 for n in sizes):
+            raise ValueError("buffer sizes must be whole numbers of bytes")
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise BadInput(f"a request frame with a broken header: {e}", "bad frame") from e
     offsets, at = [], 8 + size
     for n in sizes:
@@ -81,6 +88,7 @@ def decode(frame: bytes | memoryview) -> Request:
         at += n
     if at != len(view):
         raise BadInput(f"a request frame of {len(view)} bytes whose header describes {at}", "bad frame")
+    made: dict[int, Any] = {}  # buffer index -> what it became: one buffer, one object
 
     def walk(value: Any) -> Any:
         if isinstance(value, list):
@@ -88,13 +96,20 @@ def decode(frame: bytes | memoryview) -> Request:
         if not isinstance(value, dict):
             return value
         if "$buf" in value:
-            start, n = offsets[int(value["$buf"])]
+            index = value["$buf"]
+            if type(index) is not int or not 0 <= index < len(offsets):
+                raise ValueError(f"no buffer {index!r}")
+            if index in made:
+                return made[index]
+            start, n = offsets[index]
             raw = view[start : start + n]
             if "dtype" not in value:
-                return bytes(raw)
-            if value["dtype"] not in _DTYPES:
+                made[index] = bytes(raw)
+            elif value["dtype"] not in _DTYPES:
                 raise BadInput(f"an array of dtype {value['dtype']!r} in a request frame", "bad frame")
-            return np.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"]).copy()
+            else:
+                made[index] = np.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"]).copy()
+            return made[index]
         if "$tuple" in value:
             return tuple(walk(v) for v in value["$tuple"])
         if "$t" in value:
@@ -106,8 +121,12 @@ def decode(frame: bytes | memoryview) -> Request:
 
     try:
         request = walk(header)
-    except (TypeError, ValueError, IndexError) as e:
+    except (TypeError, ValueError, IndexError, AttributeError, OverflowError, RecursionError) as e:
         raise BadInput(f"a request frame that does not describe a request: {e}", "bad frame") from e
     if not isinstance(request, Request):
         raise BadInput("a request frame that does not describe a request", "bad frame")
     return request
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not a number a request carries")

@@ -43,6 +43,9 @@ if argv[0] == "run":
         a = args[i]
         if a in ("-d", "--rm"):
             i += 1
+        elif a == "--":
+            image = args[i + 1]
+            break
         elif a in ("--name", "--label", "-p", "-e"):
             value = args[i + 1]
             if a == "--name":
@@ -67,8 +70,21 @@ if argv[0] == "run":
     with open(os.path.join(state, name + ".pid"), "w") as f:
         f.write(str(proc.pid))
     print("c0ffee" + name)
+elif argv[0] == "inspect":
+    pid_file = os.path.join(state, argv[-1] + ".pid")
+    alive = os.path.exists(pid_file)
+    if alive:
+        try:
+            os.kill(int(open(pid_file).read()), 0)
+        except ProcessLookupError:
+            alive = False
+    print("running" if alive else "exited")
+elif argv[0] == "rm":
+    print(argv[-1])
 elif argv[0] == "stop":
     pid_file = os.path.join(state, argv[-1] + ".pid")
+    if not os.path.exists(pid_file):
+        sys.exit("Error: no such container: " + argv[-1])
     pid = int(open(pid_file).read())
     os.kill(pid, signal.SIGTERM)
     for _ in range(100):
@@ -170,13 +186,13 @@ def test_a_container_pod_runs_its_image_with_with_and_env_and_is_stopped_at_clos
         )
     # What the engine was asked: the image, detached and removed on stop, the port mapped on loopback,
     # the pod's env and its with: passed in.
-    assert run[:2] == ["run", "-d"] and "--rm" in run and run[-1] == "lookalike/flipper:test"
+    assert run[:2] == ["run", "-d"] and run[-2:] == ["--", "lookalike/flipper:test"]
     port_map = run[run.index("-p") + 1]
     assert port_map.startswith("127.0.0.1:") and port_map.endswith(":8000")
     envs = [run[i + 1] for i, a in enumerate(run) if a == "-e"]
     assert "FLIP_NOTE=mirrored" in envs and 'LOOKALIKE_EXECUTOR_WITH={"horizontal": true}' in envs
     name = run[run.index("--name") + 1]
-    assert ["stop", "-t", "10", name] in _calls(engine_stand_in)  # stopped when the engine closed
+    assert _calls(engine_stand_in)[-2:] == [["stop", "-t", "10", name], ["rm", "-f", name]]  # at close
     assert not _alive(pid) and not list(engine_stand_in.glob("*.pid"))
 
 
@@ -191,7 +207,8 @@ def test_a_container_that_never_gets_ready_is_one_clear_error_and_is_stopped(eng
     assert message.startswith("pod flipper: the container from lookalike/never-ready:test was not ready within 1.5s")
     assert "timeout_ready" in message and "\n" not in message
     (run,) = [c for c in _calls(engine_stand_in) if c[0] == "run"]
-    assert ["stop", "-t", "10", run[run.index("--name") + 1]] in _calls(engine_stand_in)
+    name = run[run.index("--name") + 1]
+    assert _calls(engine_stand_in)[-2:] == [["stop", "-t", "10", name], ["rm", "-f", name]]
     assert not list(engine_stand_in.glob("*.pid"))
 
 
@@ -201,7 +218,8 @@ def test_a_flow_that_fails_after_its_container_started_stops_it(engine_stand_in,
     # The built-in query flow encodes with EfficientNet, the index flow with the tiny encoder.
     with pytest.raises(ConfigError, match="the query flow encodes with"):
         Engine.open(tmp_path / "ws", index_flow=index)
-    assert [c[0] for c in _calls(engine_stand_in)] == ["run", "stop"]
+    calls = [c[0] for c in _calls(engine_stand_in)]
+    assert calls[0] == "run" and calls[-2:] == ["stop", "rm"] and set(calls[1:-2]) <= {"inspect"}
     assert not list(engine_stand_in.glob("*.pid"))
 
 
@@ -215,6 +233,18 @@ def test_flow_show_describes_a_container_pod_without_starting_it(engine_stand_in
     assert done.returncode == 0, done.stderr
     assert "docker://lookalike/flipper:test" in done.stdout
     assert _calls(engine_stand_in) == []
+
+
+@pytest.mark.slow  # starts a process as the container
+def test_a_container_that_exits_fails_at_once_with_its_output(engine_stand_in, tmp_path, monkeypatch):
+    images = {**IMAGES, "lookalike/crashes:test": ["NoSuchExecutor"]}  # serve fails at start
+    monkeypatch.setenv("STAND_IN_IMAGES", json.dumps(images))
+    index, query = _flows(tmp_path, "{uses: docker://lookalike/crashes:test, timeout_ready: 60}")
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match="pod flipper: the container from lookalike/crashes:test exited before"):
+        Engine.open(tmp_path / "ws", index_flow=index, query_flow=query)
+    assert time.monotonic() - started < 30  # not the whole timeout_ready
+    assert _calls(engine_stand_in)[-1][:2] == ["rm", "-f"]
 
 
 def test_no_container_engine_is_a_clear_error(tmp_path, monkeypatch):

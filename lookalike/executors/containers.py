@@ -3,10 +3,12 @@
 The image runs `lookalike executor serve` (see the repository's Dockerfile: its entrypoint serves on
 port 8000 inside the container, and its command names the executor). A pod starts one container a
 replica, detached, with that port mapped to a free loopback port here, the pod's ``with:`` in
-``LOOKALIKE_EXECUTOR_WITH`` and its ``env:``; waits until ``/readyz`` answers (``timeout_ready``);
-then calls it like any executor service. The flow stops its containers when it closes, on error
-too. Each container is labelled ``lookalike.flow=<id>``, so that ones left by a killed process can
-be found (``docker ps --filter label=lookalike.flow``).
+``LOOKALIKE_EXECUTOR_WITH`` and its ``env:``; waits until ``/readyz`` answers (``timeout_ready``),
+failing at once with the container's last output if it exits; then calls it like any executor
+service. The flow stops and removes its containers when it closes, on error too. Containers are not
+started with ``--rm``, so one that crashes keeps its logs until then. Each is labelled
+``lookalike.flow=<id>``, so that ones left by a killed process can be found (``docker ps --filter
+label=lookalike.flow``).
 
 The engine is ``LOOKALIKE_CONTAINER_ENGINE`` if set, else the first of docker and podman on PATH
 (``podman://`` prefers podman).
@@ -27,7 +29,8 @@ from lookalike.errors import ClusterError, ConfigError
 
 SCHEMES = ("docker://", "podman://")
 CONTAINER_PORT = 8000  # where the image's `lookalike executor serve` listens, inside the container
-ENGINE_TIMEOUT_S = 120.0  # one engine command (a `run -d` may pull the image first)
+ENGINE_TIMEOUT_S = 60.0  # one engine command
+RUN_TIMEOUT_S = 900.0  # `run -d`, which pulls the image first if it is not here
 
 
 def is_container(uses: str | None) -> bool:
@@ -67,13 +70,16 @@ class Container:
         self.address = f"http://127.0.0.1:{self.port}"
         self.running = False
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(self, *args: str, check: bool = True, timeout: float = ENGINE_TIMEOUT_S) -> subprocess.CompletedProcess:
+        what = f"`{os.path.basename(self.engine)} {args[0]}`"
         try:
             done = subprocess.run(
-                [self.engine, *args], capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S, stdin=subprocess.DEVNULL
+                [self.engine, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
             )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise ClusterError(f"pod {self.pod}: `{os.path.basename(self.engine)} {args[0]}` failed: {e}") from e
+        except subprocess.TimeoutExpired as e:  # not its command line: it holds the pod's env values
+            raise ClusterError(f"pod {self.pod}: {what} of {self.image} took over {timeout:g}s") from e
+        except OSError as e:
+            raise ClusterError(f"pod {self.pod}: {what} failed: {e.strerror or e}") from e
         if check and done.returncode != 0:
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise ClusterError(
@@ -83,12 +89,12 @@ class Container:
         return done
 
     def start(self, with_: dict[str, Any], env: dict[str, str], label: str, timeout_ready: float) -> None:
-        args = ["run", "-d", "--rm", "--name", self.name, "--label", f"lookalike.flow={label}"]
+        args = ["run", "-d", "--name", self.name, "--label", f"lookalike.flow={label}"]
         args += ["-p", f"127.0.0.1:{self.port}:{CONTAINER_PORT}"]
         for key, value in {**env, "LOOKALIKE_EXECUTOR_WITH": json.dumps(with_)}.items():
             args += ["-e", f"{key}={value}"]
-        self._run(*args, self.image)
-        self.running = True
+        self.running = True  # from here on it is stopped and removed by name, whatever happens
+        self._run(*args, "--", self.image, timeout=RUN_TIMEOUT_S)
         self._wait_ready(timeout_ready)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -101,20 +107,33 @@ class Container:
                     return
             except httpx.HTTPError:
                 pass
+            status = self._run("inspect", "-f", "{{.State.Status}}", self.name, check=False).stdout.strip()
+            if status in ("exited", "dead"):
+                raise ClusterError(
+                    f"pod {self.pod}: the container from {self.image} exited before it was ready; "
+                    f"its last output: {self._tail()}"
+                )
             if time.monotonic() > deadline:
-                logs = self._run("logs", "--tail", "5", self.name, check=False)
-                tail = " | ".join((logs.stdout + logs.stderr).strip().splitlines()[-3:]) or "no output"
                 raise ClusterError(
                     f"pod {self.pod}: the container from {self.image} was not ready within {timeout:g}s "
-                    f"(raise the pod's timeout_ready if it needs longer); its last output: {tail}"
+                    f"(raise the pod's timeout_ready if it needs longer); its last output: {self._tail()}"
                 )
             time.sleep(0.2)
 
+    def _tail(self) -> str:
+        try:
+            logs = self._run("logs", "--tail", "5", self.name, check=False)
+        except ClusterError:
+            return "none (the engine did not answer)"
+        return " | ".join((logs.stdout + logs.stderr).strip().splitlines()[-3:])[:400] or "none"
+
     def stop(self) -> None:
+        """Stop and remove it (by name: also one whose `run` was interrupted)."""
         if not self.running:
             return
         self.running = False
         self._run("stop", "-t", "10", self.name, check=False)
+        self._run("rm", "-f", self.name, check=False)
 
 
 class ContainerSet:
@@ -139,6 +158,13 @@ class ContainerSet:
         return started
 
     def stop(self) -> None:
+        """Stop every container; the first failure is raised once all were tried."""
+        errors: list[ClusterError] = []
         for container in self.containers:
-            container.stop()
+            try:
+                container.stop()
+            except ClusterError as e:
+                errors.append(e)
         self.containers = []
+        if errors:
+            raise errors[0]

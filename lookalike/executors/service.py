@@ -16,22 +16,27 @@ stay in the flow's process.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
 from lookalike import __version__
-from lookalike.document import Request
+from lookalike.document import Request, StagedWrites
 from lookalike.errors import POD_FAILURE, BadInput, ClusterError, ConfigError
 from lookalike.executors.base import Executor, Preprocessing
 from lookalike.wire import CONTENT_TYPE, decode, encode
 
-# Connection errors (the service restarting, say) are retried this often, with this pause growing
-# each time: every handler is safe to repeat, since nothing is written before the flow's commit.
+# A request that could not be sent (no connection: the service restarting, say) is tried again
+# this often, with this pause growing each time. One that reached the service is never repeated.
 CONNECT_RETRIES = 3
 RETRY_PAUSE_S = 0.5
 HANDSHAKE_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0
+# The largest request a service reads: 16 tensors of 3x224x224 float32 are 9.2 MB.
+MAX_FRAME_BYTES = 1 << 30
+HANDSHAKE_KEYS = ("uses", "class", "with", "handles", "fingerprint", "wire")
 
 
 def handshake(executor: Executor, uses: str) -> dict[str, Any]:
@@ -94,13 +99,17 @@ def create_service_app(executor: Executor, uses: str) -> Any:
         return encode(req)
 
     async def handle(request: HttpRequest) -> Response:
+        length = int(request.headers.get("content-length") or 0)
+        if length > MAX_FRAME_BYTES:
+            message = f"a request of {length} bytes; at most {MAX_FRAME_BYTES} are read"
+            return JSONResponse({"error": {"type": "BadInput", "message": message}}, status_code=413)
         body = await request.body()
         try:
             out = await run_in_threadpool(run, body)
         except BadInput as e:
-            return JSONResponse({"error": {"type": "BadInput", "message": str(e)}}, status_code=400)
+            return JSONResponse({"error": {"type": "BadInput", "message": _line(e)}}, status_code=400)
         except Exception as e:  # noqa: BLE001 - the executor's failure, reported to the flow that sent it
-            return JSONResponse({"error": {"type": type(e).__name__, "message": str(e)}}, status_code=500)
+            return JSONResponse({"error": {"type": type(e).__name__, "message": _line(e)}}, status_code=500)
         return Response(out, media_type=CONTENT_TYPE)
 
     return Starlette(
@@ -119,16 +128,24 @@ def fetch_handshake(pod: str, address: str) -> dict[str, Any]:
     import httpx
 
     try:
-        r = httpx.get(f"{address}/info", timeout=HANDSHAKE_TIMEOUT_S)
+        r = httpx.get(f"{address}/info", timeout=HANDSHAKE_TIMEOUT_S, trust_env=False)
         r.raise_for_status()
         info = r.json()
+    except httpx.InvalidURL as e:
+        raise ConfigError(f"pod {pod}: {address} is not an address ({e})") from e
     except httpx.HTTPError as e:
         raise ClusterError(f"pod {pod}: no executor service at {address} ({_why(e)})") from e
     except ValueError as e:
         raise ClusterError(f"pod {pod}: {address} is not a lookalike executor service") from e
-    if not isinstance(info, dict) or info.get("wire") != "LKW1":
+    if not isinstance(info, dict) or info.get("wire") != "LKW1" or any(k not in info for k in HANDSHAKE_KEYS):
         raise ClusterError(f"pod {pod}: {address} is not a lookalike executor service")
     return info
+
+
+def _line(e: BaseException, limit: int = 300) -> str:
+    """An error's first line, cut to ``limit`` characters (onnxruntime's and pydantic's run long)."""
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:limit]
 
 
 def _why(e: Exception) -> str:
@@ -160,6 +177,18 @@ class RemoteExecutor(Executor):
         return cls.info.get("preprocessing_fingerprint")
 
     @classmethod
+    def follow_preprocessing(cls, params: BaseModel, wanted: Preprocessing, pod: str, encoder: str) -> BaseModel:
+        """A preprocessing service cannot be told another size from here: one that makes another
+        than the encoder downstream needs is refused."""
+        size = (cls.info.get("with") or {}).get("size")
+        if isinstance(size, int) and size != wanted.size:
+            raise ConfigError(
+                f"pod {pod}'s service makes {size} px inputs, but {encoder} needs {wanted.size}: "
+                f"serve it with --with '{{\"size\": {wanted.size}}}'"
+            )
+        return params
+
+    @classmethod
     def vector_space_of(cls, params: BaseModel) -> tuple[int, str] | None:
         space = cls.info.get("vector_space")
         return (int(space[0]), str(space[1])) if space else None
@@ -168,7 +197,8 @@ class RemoteExecutor(Executor):
         import httpx
 
         self.address = self.addresses[self.context.replica % len(self.addresses)]
-        self.client = httpx.Client(base_url=self.address, timeout=self.timeout)
+        timeout = httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT_S, self.timeout))
+        self.client = httpx.Client(base_url=self.address, timeout=timeout, trust_env=False)
 
     def close(self) -> None:
         self.client.close()
@@ -178,17 +208,21 @@ class RemoteExecutor(Executor):
             return
         import httpx
 
-        frame = encode(request)
+        # The staged writes stay here: a service never stages (it owns no workspace state), and
+        # another branch of this request may be staging into them right now.
+        frame = encode(dataclasses.replace(request, staged=StagedWrites()))
         for attempt in range(CONNECT_RETRIES + 1):
             try:
                 r = self.client.post("/handle", content=frame, headers={"content-type": CONTENT_TYPE})
                 break
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            except httpx.ConnectError as e:  # never reached the service: safe to send again
                 if attempt == CONNECT_RETRIES:
                     return self._unreachable(request, _why(e))
                 time.sleep(RETRY_PAUSE_S * (attempt + 1))
             except httpx.TimeoutException:
                 return self._unreachable(request, f"no answer within {self.timeout:g}s")
+            except httpx.TransportError as e:  # the service went away mid-request: not repeated
+                return self._unreachable(request, _why(e))
         if r.status_code != 200:
             try:
                 error = r.json()["error"]
@@ -196,10 +230,12 @@ class RemoteExecutor(Executor):
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {r.status_code}"
             raise RuntimeError(f"the service at {self.address} failed: {message}")
-        done = decode(r.content)
+        try:
+            done = decode(r.content)
+        except BadInput as e:
+            raise RuntimeError(f"the service at {self.address} answered with {e}") from e
         request.docs = done.docs
         request.parameters = done.parameters
-        request.staged.absorb(done.staged)
 
     def _unreachable(self, request: Request, why: str) -> None:
         for d in request.live_docs:
@@ -221,7 +257,10 @@ def remote_executor(pod: str, info: dict[str, Any], addresses: list[str], timeou
 
 
 def serve_check(cls: type[Executor]) -> None:
-    """Refuse executors that own a workspace's state: they stay in the flow's process."""
+    """Refuse executors that own a workspace's state (they stay in the flow's process), and pods
+    that are themselves elsewhere (a service, a container)."""
+    if issubclass(cls, RemoteExecutor):
+        raise ConfigError("executor serve runs an executor here; a service or a container image is already one")
     if cls.stores_vectors or cls.stores_documents:
         raise ConfigError(
             f"{cls.__name__} owns a workspace's state (vector shards or the doc store); it runs in the "

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lookalike.errors import ConfigError
+from lookalike.errors import ConfigError, LookalikeError
 from lookalike.executors.base import BUILTINS, MERGE, Executor, builtin, is_builtin, load_py_module
 from lookalike.flow.config import (
     LoadedFlow,
@@ -72,7 +72,10 @@ class Flow:
         try:
             self._build()
         except BaseException:
-            self.close()
+            try:
+                self.close()
+            except LookalikeError:
+                pass  # the build's own error is the one to report
             raise
 
     def close(self) -> None:
