@@ -109,6 +109,13 @@ class Cluster:
         for proc in (self.worker, self.head):
             if proc is not None:
                 _kill_group(proc)
+        # Some of Ray's daemons (the GCS server, a raylet) start sessions of their own and outlive
+        # the group; they are ours by the temp dir only this cluster uses.
+        for pid in _pids_mentioning(self.temp):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
@@ -118,3 +125,18 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(30)
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (this cluster's unique temp dir)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
