@@ -223,6 +223,7 @@ def test_a_flow_that_fails_after_its_container_started_stops_it(engine_stand_in,
     assert not list(engine_stand_in.glob("*.pid"))
 
 
+@pytest.mark.slow  # runs the lookalike command in a subprocess
 def test_flow_show_describes_a_container_pod_without_starting_it(engine_stand_in, tmp_path):
     import subprocess
 

@@ -25,8 +25,6 @@ from raycluster import Cluster, free_port, only_loopback
 
 from conftest import copy_photos, lookalike_cmd, wait_until_ready
 
-ray = pytest.importorskip("ray")
-
 pytestmark = [
     pytest.mark.ray,
     pytest.mark.skipif(
@@ -39,6 +37,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
+    pytest.importorskip("ray")  # imported here, not at collection: the other tiers do not pay for it
     c = Cluster()
     try:
         c.start()
@@ -118,6 +117,8 @@ def test_the_same_flow_on_ray_indexes_and_finds_what_the_local_runtime_does(
 
 
 def test_the_pods_are_actors_spread_over_both_nodes(cluster, album, tmp_path, model_dir):
+    import ray
+
     from lookalike.engine import Engine
     from lookalike.flow.ray_runtime import RayRuntime, connect
 

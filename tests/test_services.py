@@ -294,6 +294,7 @@ def test_a_remote_encoder_other_than_the_workspace_s_is_refused_like_a_local_one
         service.stop()
 
 
+@pytest.mark.slow  # runs the lookalike command in a subprocess
 def test_executors_that_own_workspace_state_are_not_served():
     done = _run("executor", "serve", "VectorIndexer", "--port", str(free_port()), timeout=60)
     assert done.returncode == 2
