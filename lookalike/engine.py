@@ -370,7 +370,7 @@ class Engine:
                 except Exception as e:  # noqa: BLE001 - the other runtime and the store still close
                     errors.append(e)
         try:
-            self.workspace.close(flush=flush)
+            self.workspace.close()
         finally:
             for flow in (self.index_flow, self.query_flow):
                 if flow is not None:

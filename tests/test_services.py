@@ -12,7 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -20,7 +19,7 @@ from lookalike.document import Chunk, Document, Match, Request, Result
 from lookalike.errors import BadInput
 from lookalike.wire import decode, encode
 
-from conftest import copy_photos, lookalike_cmd
+from conftest import copy_photos, lookalike_cmd, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).parent / "fixtures" / "tiny"
@@ -130,18 +129,9 @@ class Service:
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://{self.address}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-            assert time.monotonic() < deadline, "the service was not ready within 120 s"
-            time.sleep(0.1)
+        wait_until_ready(f"http://{self.address}", self.proc, timeout=120)
 
-    def stop(self) -> int:
+    def stop(self) -> bool:
         """SIGTERM; True if it shut down gracefully (uvicorn re-raises the signal once it has)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -65,7 +65,7 @@ class _WorkspaceWithPods(Workspace):
         except StoreError as e:  # re-indexed by another process: this one's vectors are not worth keeping
             assert "re-indexed by another process" in str(e)
         finally:
-            super().close(flush)
+            super().close()
 
 
 def _open(path, **kw) -> _WorkspaceWithPods:

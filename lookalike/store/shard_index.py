@@ -279,11 +279,6 @@ class ShardIndex:
     def building(self) -> bool:
         return self._build is not None and self._build[0].is_alive()
 
-    @property
-    def pending_spec(self) -> IndexSpec | None:
-        """What this shard's index is being rebuilt as, if it is."""
-        return self._build[1] if self._build is not None and self.building else None
-
     def wait_for_build(self, timeout: float | None = None) -> None:
         """Wait for a background build; a failed one is a StoreError (the old index serves)."""
         if self._build is not None:

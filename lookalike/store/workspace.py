@@ -118,7 +118,7 @@ class Workspace:
                 ws._setup(manifest is None, encoder, dim, metric, shards, writer, reset, preset, flows)
                 ws._set_budget(index_memory, index_latency_ms)
             except BaseException:
-                ws.close(flush=False)
+                ws.close()
                 raise
         return ws
 
@@ -324,7 +324,7 @@ class Workspace:
         self.store.commit(docs, vectors, staged.deletes, self._identity)
         return docs
 
-    def close(self, flush: bool = True) -> None:
+    def close(self) -> None:
         """Close the doc store (the shard pods snapshot their own indexes)."""
         self.store.close()
 
