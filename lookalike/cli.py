@@ -45,6 +45,16 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class MinMatch(str, Enum):
+    same = "same"
+    near_duplicate = "near_duplicate"
+    similar = "similar"
+    weak = "weak"
+
+
+LEVEL_STYLE = {"same": "[bold green]", "near_duplicate": "[green]", "similar": "[cyan]", "weak": "[dim]"}
+
+
 class Preset(str, Enum):
     default = "default"
     faces = "faces"
@@ -256,13 +266,21 @@ def index(
 # --- search --------------------------------------------------------------------------------------
 
 
-def _result_dict(rank: int, r: Result, metric: str) -> dict[str, Any]:
+def _result_dict(rank: int, r: Result, metric: str | None) -> dict[str, Any]:
     return {"rank": rank, "path": display_path(r.uri) if r.uri else None} | result_fields(r, metric)
 
 
 @app.command()
 def search(
-    images: Annotated[list[Path], typer.Argument(help="Query image(s).")],
+    images: Annotated[list[Path] | None, typer.Argument(help="Query image(s).", show_default=False)] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            "--tag",
+            help="Search by tag instead of by image: a word like dog, bird, fruit or vehicle finds every "
+            "ImageNet class under it in WordNet, ranked by summed probability; other text matches inside labels.",
+        ),
+    ] = None,
     workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
     k: Annotated[int, setting_option("LOOKALIKE_TOP_K", "-k", min=1, max=1000)] = TOP_K,
     flow: Annotated[
@@ -272,13 +290,34 @@ def search(
     face: Annotated[
         int | None, typer.Option(min=0, help="Face workspaces: which face of the query (0 = largest, the default).")
     ] = None,
+    min_match: Annotated[
+        MinMatch | None,
+        typer.Option(
+            "--min-match",
+            help="Keep only results at this match level or better (same > near_duplicate > similar > weak); "
+            "the levels are calibrated on the collection's own scores.",
+        ),
+    ] = None,
     runtime: RuntimeOpt = None,
     ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the indexed images most like each query image."""
+    """Find the indexed images most like each query image, or (with --tag) those tagged with a word.
+
+    Every result is labelled with its match level: same (the same picture, re-encoded or resized),
+    near_duplicate (the same picture, edited), similar, or weak.
+    """
     from lookalike.engine import Engine
 
+    if bool(images) == (tag is not None):
+        raise typer.BadParameter(
+            "give query images or --tag WORD, not both" if images else "give query images, or --tag WORD",
+            param_hint="IMAGES",
+        )
+    if tag is not None:
+        _search_by_tag(tag, workspace, k, as_json)
+        return
+    assert images is not None
     with Engine.open(
         workspace,
         query_flow=flow,
@@ -287,7 +326,9 @@ def search(
         runtime=runtime_choice(runtime, ray_address),
     ) as engine:
         metric = engine.workspace.metric
-        results = engine.search([str(i) for i in images], top_k=k, face=face)
+        results = engine.search(
+            [str(i) for i in images], top_k=k, face=face, min_match=min_match.value if min_match else None
+        )
     if as_json:
         payload = [
             {"query": display_path(str(q)), "results": [_result_dict(i + 1, r, metric) for i, r in enumerate(rs)]}
@@ -299,15 +340,46 @@ def search(
         if len(images) > 1:
             out.print(f"[bold]{shown(query)}[/bold]")
         if not rs:
-            out.print("no results: the workspace is empty")
+            out.print(
+                f"no results at {min_match.value} or better" if min_match else "no results: the workspace is empty"
+            )
         for i, r in enumerate(rs, 1):
             f = result_fields(r, metric)
+            level = f"{LEVEL_STYLE.get(r.match or '', '')}{(r.match or '').replace('_', '-'):<14}[/]"
             if "distance" in f:  # faces: Euclidean distance, lower is closer; under 0.6 is the same person
                 box = f"face at {','.join(map(str, f['bbox']))}" if f["bbox"] else ""
-                out.print(f"{i:3d}  distance {f['distance']:.3f}  {escape(f['uri'] or '')}  [dim]{box}[/dim]")
+                out.print(f"{i:3d}  distance {f['distance']:.3f}  {level} {escape(f['uri'] or '')}  [dim]{box}[/dim]")
             else:
                 tags = ", ".join(f"{t['label']} {t['probability']:.0%}" for t in f["tags"][:3])
-                out.print(f"{i:3d}  {f['similarity']:.3f}  {escape(f['uri'] or '')}  [dim]{escape(tags)}[/dim]")
+                out.print(f"{i:3d}  {f['similarity']:.3f}  {level} {escape(f['uri'] or '')}  [dim]{escape(tags)}[/dim]")
+
+
+def _search_by_tag(tag: str, workspace: Path, k: int, as_json: bool) -> None:
+    from lookalike.engine import Engine
+    from lookalike.models.wordnet import concept
+
+    with Engine.open(workspace, for_indexing=False) as engine:
+        results = engine.search_tags(tag, top_k=k)
+    named = concept(tag)
+    if as_json:
+        payload = {
+            "tag": tag,
+            "concept": None
+            if named is None
+            else {"word": named.word, "names": list(named.names), "classes": len(named.classes)},
+            "results": [_result_dict(i + 1, r, None) | {"score": round(r.score, 4)} for i, r in enumerate(results)],
+        }
+        out.print_json(json.dumps(payload))
+        return
+    if named is not None:
+        out.print(
+            f"[dim]{escape(tag)}: {escape(', '.join(named.names[:4]))} ({len(named.classes)} ImageNet classes)[/dim]"
+        )
+    if not results:
+        out.print(f"no indexed image is tagged {escape(tag)!r}")
+    for i, r in enumerate(results, 1):
+        tags = ", ".join(f"{t} {p:.0%}" for t, p in r.tags[:3])
+        out.print(f"{i:3d}  {r.score:.3f}  {escape(r.uri or '')}  [dim]{escape(tags)}[/dim]")
 
 
 # --- info / remove -------------------------------------------------------------------------------
@@ -812,6 +884,19 @@ def eval_command(
             rob.add_row(name, f"{score:.3f}", f"{result.robustness.similarity[name]:.3f}")
         out.print()
         out.print(rob)
+        out.print(
+            f"[bold]copy detection: {result.robustness.mean_single:.3f} mean over the single edits, "
+            f"{result.robustness.top1.get('combined', 0.0):.3f} combined[/bold]"
+        )
+    if result.cutoff is not None:
+        c = result.cutoff
+        out.print(
+            f"match levels: the 'similar' cut keeps {c.mean_kept:.1f} results per query at precision "
+            f"{c.precision:.3f} (a fixed top 10: {c.precision_top10:.3f}); {c.none_kept:.1%} of queries keep none"
+        )
+        if c.copies_labelled:
+            labelled = ", ".join(f"{e} {v:.0%}" for e, v in c.copies_labelled.items())
+            out.print(f"copies labelled same or near-duplicate: {labelled}")
     if plot is not None:
         out.print(f"wrote {shown(plot)}")
     if report is not None:

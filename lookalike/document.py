@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lookalike.relevance import MatchLevel
+
 RequestKind = Literal["index", "search", "delete"]
 REQUEST_KINDS: tuple[RequestKind, ...] = ("index", "search", "delete")
 
@@ -83,6 +85,7 @@ class Result:
     tags: list[tuple[str, float]] = field(default_factory=list)
     chunk_kind: str | None = None
     bbox: tuple[int, int, int, int] | None = None
+    match: MatchLevel | None = None  # same, near_duplicate, similar or weak (lookalike.relevance), on searches
 
 
 @dataclass

@@ -19,6 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
+
+from lookalike import relevance
+from lookalike.descriptors import QE_ALPHA, expand
 from lookalike.digest import file_sha256
 from lookalike.document import Chunk, Document, Request, Result, display_path
 from lookalike.errors import (
@@ -36,8 +40,9 @@ from lookalike.executors.loader import file_type
 from lookalike.flow.graph import Flow, open_flow
 from lookalike.flow.runtime import Runtime, RuntimeChoice, make_runtime
 from lookalike.images import IMAGE_EXTENSIONS, ImageSource
+from lookalike.relevance import Calibration, MatchLevel
 from lookalike.service import preset_flows
-from lookalike.settings import default
+from lookalike.settings import default, int_value
 from lookalike.store.workspace import Workspace, within
 
 FileStatus = Literal["new", "updated"]
@@ -251,6 +256,7 @@ class Engine:
         self.runtime = runtime or RuntimeChoice()
         self._query_runtime: Runtime | None = None
         self._index_runtime: Runtime | None = None  # kept between background (server) index calls
+        self._calibration: Calibration | None = None
 
     @classmethod
     def open(
@@ -623,9 +629,68 @@ class Engine:
             self._query_runtime = make_runtime(self.query_flow, self.workspace, self.runtime).start()
         return self._query_runtime
 
-    def run_queries(self, docs: list[Document], top_k: int, face: int | None = None) -> list[list[Result] | BadInput]:
-        """Run query documents through the query flow as one request: per document, its results or
-        the BadInput that says why it could not be used."""
+    def calibration(self) -> Calibration | None:
+        """The collection's background for match levels (None on face workspaces, which use dlib's
+        distances): loaded from the workspace, fitted again when missing, from another encoder, or
+        the collection has grown or shrunk by a quarter since."""
+        if self.workspace.metric != "cosine":
+            return None
+        fingerprint, docs = self.workspace.encoder or "", self.workspace.store.count_docs()
+        cal = self._calibration or Calibration.load(self.workspace.path)
+        if cal is None or cal.stale(fingerprint, docs):
+            sample = self.workspace.store.sample_embeddings(relevance.SAMPLE, self.workspace.dim)
+            cal = Calibration.fit(sample, fingerprint, docs)
+            try:
+                cal.save(self.workspace.path)
+            except OSError:
+                pass  # a read-only workspace: fitted again by the next process, a second's work
+        self._calibration = cal
+        return cal
+
+    def label_matches(self, results: list[Result]) -> None:
+        """Set each result's ``match`` level (see :mod:`lookalike.relevance`)."""
+        scores = [r.score for r in results]
+        cal = self.calibration()
+        levels = relevance.face_levels(scores) if cal is None else cal.levels(scores)
+        for r, level in zip(results, levels, strict=True):
+            r.match = level
+
+    def _expanded_queries(self, done: list[Document]) -> list[Document]:
+        """Query documents whose vector is the query's own plus its nearest results' (alpha query
+        expansion, :mod:`lookalike.descriptors`), for the queries that gain from it: image queries
+        on cosine workspaces whose best match is not a copy (a copy is found as it is)."""
+        k = int_value("LOOKALIKE_QUERY_EXPANSION", 0, 100)
+        cal = self.calibration()
+        if k == 0 or cal is None:
+            return []
+        out = []
+        for d in done:
+            whole = next((c for c in d.chunks if c.kind == "whole" and c.embedding is not None), None)
+            top = d.results[:k]
+            if d.error is not None or whole is None or whole.embedding is None or not top:
+                continue
+            if top[0].score >= cal.near_floor:
+                continue
+            ids, vecs = self.workspace.exact(np.array([r.chunk_id for r in top], dtype=np.int64))
+            by_chunk = dict(zip(ids.tolist(), vecs, strict=True))
+            pairs = [(by_chunk[r.chunk_id], r.score) for r in top if r.chunk_id in by_chunk]
+            if not pairs:
+                continue
+            vector = expand(
+                whole.embedding[None, :],
+                np.stack([v for v, _ in pairs])[None],
+                np.array([[s for _, s in pairs]], dtype=np.float32),
+                QE_ALPHA,
+            )[0]
+            out.append(Document(id=d.id, uri=d.uri, chunks=[Chunk(kind="whole", embedding=vector)]))
+        return out
+
+    def run_queries(
+        self, docs: list[Document], top_k: int, face: int | None = None, min_match: MatchLevel | None = None
+    ) -> list[list[Result] | BadInput]:
+        """Run query documents through the query flow as one request: per document, its results,
+        each labelled with its match level and cut at ``min_match``, or the BadInput that says why
+        it could not be used."""
         if not 1 <= top_k <= 1000:
             raise BadInput(f"top_k must be between 1 and 1000, got {top_k}", "bad top_k")
         if not docs:
@@ -635,6 +700,12 @@ class Engine:
             parameters["face"] = face  # which face of the query image (face flows)
         done = self._runtime().submit(Request("search", docs, parameters=parameters)).result()
         by_id = {d.id: d for d in done.docs}
+        expanded = self._expanded_queries(list(by_id.values()))
+        if expanded:  # alpha query expansion: a second search with each expanded query vector
+            again = self._runtime().submit(Request("search", expanded, parameters=dict(parameters))).result()
+            for d in again.docs:
+                if d.error is None:
+                    by_id[d.id].results = d.results
         out: list[list[Result] | BadInput] = []
         for doc in docs:
             d = by_id[doc.id]
@@ -648,21 +719,30 @@ class Engine:
             if d.error is not None:
                 out.append(BadInput(f"query {d.uri or 'image'}: {d.error}", d.error_reason))
             else:
-                out.append(d.results)
+                self.label_matches(d.results)
+                out.append(cut(d.results, min_match))
         return out
 
-    def query_docs(self, docs: list[Document], top_k: int, face: int | None = None) -> list[list[Result]]:
+    def query_docs(
+        self, docs: list[Document], top_k: int, face: int | None = None, min_match: MatchLevel | None = None
+    ) -> list[list[Result]]:
         """Like :meth:`run_queries`, but the first unusable query raises its BadInput."""
         results = []
-        for r in self.run_queries(docs, top_k, face):
+        for r in self.run_queries(docs, top_k, face, min_match):
             if isinstance(r, BadInput):
                 raise r
             results.append(r)
         return results
 
-    def search(self, images: list[ImageSource], top_k: int = TOP_K, face: int | None = None) -> list[list[Result]]:
-        """Ranked results for each query image (a path or bytes)."""
-        return self.query_docs([query_doc(i, image) for i, image in enumerate(images)], top_k, face)
+    def search(
+        self,
+        images: list[ImageSource],
+        top_k: int = TOP_K,
+        face: int | None = None,
+        min_match: MatchLevel | None = None,
+    ) -> list[list[Result]]:
+        """Ranked results for each query image (a path or bytes), cut at ``min_match`` if given."""
+        return self.query_docs([query_doc(i, image) for i, image in enumerate(images)], top_k, face, min_match)
 
     def stored_query_doc(self, doc_id: str) -> Document:
         """A query document carrying an indexed document's stored vectors (no file is read): its
@@ -677,11 +757,22 @@ class Engine:
         return Document(id=f"similar-{doc_id}", chunks=chunks)
 
     def search_tags(self, text: str, top_k: int = TOP_K) -> list[Result]:
-        """Documents whose ImageNet tags contain ``text``, the most probable first."""
+        """Documents tagged with what ``text`` names, ranked by summed probability.
+
+        A word WordNet places above ImageNet classes ("dog", "birds", "fruit") finds every class
+        beneath it, each document scored by the summed probability of its tags among them. Any
+        other text matches inside the class labels ("retriev"), scored by the best such tag.
+        """
+        from lookalike.models.wordnet import concept
+
         text = text.strip()
         if not text:
             raise BadInput("the tag query is empty", "bad query")
-        hits = self.workspace.store.search_tags(text, top_k)
+        found = concept(text)
+        if found is not None:
+            hits = self.workspace.store.search_labels(found.labels, top_k)
+        else:
+            hits = self.workspace.store.search_tags(text, top_k)
         stored = self.workspace.store.get_docs(d for d, _, _ in hits)
         out = []
         for doc_id, _label, p in hits:
@@ -689,6 +780,13 @@ class Engine:
             if s is not None:
                 out.append(Result(doc_id, p, -1, s.uri, s.width, s.height, s.tags))
         return out
+
+
+def cut(results: list[Result], min_match: MatchLevel | None) -> list[Result]:
+    """The results whose match level is ``min_match`` or better (all of them for None)."""
+    if min_match is None:
+        return results
+    return [r for r in results if r.match is not None and relevance.at_least(r.match, min_match)]
 
 
 def _close_quietly(runtime: Runtime) -> None:

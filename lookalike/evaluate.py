@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from lookalike.errors import BadInput, ConfigError, NotFound
 from lookalike.images import ImageSource, decode, to_tensor
+from lookalike.settings import int_value
 
 METRIC_KS = (1, 5, 10)
 ENCODERS = ("efficientnet", "histogram")
@@ -90,6 +91,28 @@ def _grey(img: Image.Image) -> ImageSource:
     return ImageOps.grayscale(img)
 
 
+def _combined(img: Image.Image) -> ImageSource:
+    """Several edits stacked, as a re-posted copy is: an off-centre crop keeping 75% of each side,
+    a 5-degree rotation, 25% brighter, a caption across the bottom, then a third of the size (but
+    not under 96 px on the long side: many stamps are small already) and JPEG quality 40."""
+    w, h = img.size
+    cw, ch = max(1, round(w * 0.75)), max(1, round(h * 0.75))
+    left, top = round(w * 0.2), round(h * 0.05)  # off-centre: more of the left side is lost
+    out = img.convert("RGB").crop((left, top, min(w, left + cw), min(h, top + ch)))
+    out = out.rotate(5, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=(0, 0, 0))
+    out = ImageEnhance.Brightness(out).enhance(1.25)
+    draw = ImageDraw.Draw(out)
+    band = max(8, out.height // 8)
+    font = ImageFont.load_default(size=max(6, band * 3 // 4))
+    draw.rectangle((0, out.height - band, out.width, out.height), fill=(0, 0, 0))
+    draw.text((band // 4, out.height - band), "lookalike copy 2026", fill=(255, 255, 255), font=font)
+    scale = min(1.0, max(1 / 3, 96 / max(out.size)))
+    out = out.resize((max(1, round(out.width * scale)), max(1, round(out.height * scale))), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    out.save(buf, "JPEG", quality=40)
+    return buf.getvalue()
+
+
 TRANSFORMS: dict[str, Callable[[Image.Image], ImageSource]] = {
     "flip": _flip,
     "crop80": _crop80,
@@ -98,7 +121,11 @@ TRANSFORMS: dict[str, Callable[[Image.Image], ImageSource]] = {
     "rotate+10": _rotate(10),
     "rotate-10": _rotate(-10),
     "grey": _grey,
+    "combined": _combined,
 }
+# The single edits, whose mean is the headline copy-detection score; "combined" is reported beside it.
+SINGLE_EDITS = tuple(name for name in TRANSFORMS if name != "combined")
+COPY_EDITS = TRANSFORMS
 
 
 # --- metrics --------------------------------------------------------------------------------------
@@ -145,10 +172,41 @@ class LeaveOneOut:
     top_scores: np.ndarray  # N x t cosine similarities
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """Alpha query expansion as the engine does it: ``k`` neighbours, weights similarity**alpha,
+    and no expansion for a query whose best match reaches ``copy_floor``."""
+
+    k: int
+    alpha: float
+    copy_floor: float
+
+    def apply(self, queries: np.ndarray, sims: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        """The similarities of the expanded queries (rows of ``sims`` with -inf stay -inf)."""
+        from lookalike.descriptors import expand
+
+        k = min(self.k, gallery.shape[0] - 1)
+        if k < 1:
+            return sims
+        idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(sims, idx, axis=1)
+        expanded = expand(queries, gallery[idx], top, self.alpha)
+        out = expanded @ gallery.T
+        copies = top[:, 0] >= self.copy_floor
+        out[copies] = sims[copies]
+        out[np.isneginf(sims)] = -np.inf
+        return out
+
+
 def leave_one_out(
-    vectors: np.ndarray, labels: Sequence[str], ks: Sequence[int] = METRIC_KS, keep_top: int = 5
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    ks: Sequence[int] = METRIC_KS,
+    keep_top: int = 5,
+    expansion: Expansion | None = None,
 ) -> LeaveOneOut:
-    """Each row of ``vectors`` queries all the other rows (exact inner product, ties by index)."""
+    """Each row of ``vectors`` queries all the other rows (exact inner product, ties by index),
+    expanded as the engine's searches are when ``expansion`` is given."""
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(vecs)
     if n != len(labels):
@@ -166,6 +224,8 @@ def leave_one_out(
         sims = vecs[start:stop] @ vecs.T
         rows = np.arange(stop - start)
         sims[rows, start + rows] = -np.inf  # the query itself sorts last and is cut off
+        if expansion is not None:
+            sims = expansion.apply(vecs[start:stop], sims, vecs)
         order = np.argsort(-sims, axis=1, kind="stable")[:, : n - 1]
         block_ap, block_p = ranking_metrics(codes[order] == codes[start:stop, None], ks)
         ap[start:stop] = block_ap
@@ -187,6 +247,12 @@ class Robustness:
     top1: dict[str, float]
     similarity: dict[str, float]
     images: int  # measured: images that could no longer be read are left out
+    similarities: dict[str, np.ndarray] = field(default_factory=dict)  # per edit: each copy's to its original
+
+    @property
+    def mean_single(self) -> float:
+        """The headline: the mean over the single edits ("combined" is reported beside it)."""
+        return float(np.mean([self.top1[e] for e in SINGLE_EDITS if e in self.top1]))
 
 
 def variant_tensors(source: ImageSource, size: int = 224) -> np.ndarray:
@@ -210,6 +276,7 @@ def copy_detection(
     size: int = 224,
     workers: int | None = None,
     progress: Progress | None = None,
+    expansion: Expansion | None = None,
 ) -> Robustness:
     """Search every transform of ``sources[i]`` against ``gallery``, whose row ``i`` is its original.
 
@@ -246,9 +313,10 @@ def copy_detection(
                 continue
             vecs = embed(np.concatenate([t for _, t in made])).reshape(len(made), len(names), -1)
             for row, (i, _) in enumerate(made):
-                scores = vecs[row] @ gallery.T  # transforms x gallery
+                plain = vecs[row] @ gallery.T  # transforms x gallery
+                scores = plain if expansion is None else expansion.apply(vecs[row], plain, gallery)
                 hits[i] = scores.argmax(axis=1) == i
-                sims[i] = scores[:, i]
+                sims[i] = plain[:, i]  # the copy's own similarity to its original
                 measured[i] = True
             if progress is not None and (n + 1) % 10 == 0:
                 progress(f"robustness: {chunk[-1] + 1} of {len(sources)} images")
@@ -258,6 +326,54 @@ def copy_detection(
         top1={name: float(hits[measured, j].mean()) for j, name in enumerate(names)},
         similarity={name: float(np.median(sims[measured, j])) for j, name in enumerate(names)},
         images=int(measured.sum()),
+        similarities={name: sims[measured, j] for j, name in enumerate(names)},
+    )
+
+
+# --- match levels ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CutoffScores:
+    """How the ``similar`` cut of :mod:`lookalike.relevance` does in leave-one-out, beside a fixed top 10."""
+
+    precision: float  # of all results the cut keeps (each query's kept results, pooled)
+    mean_kept: float  # results kept per query
+    none_kept: float  # fraction of queries that keep none
+    precision_top10: float  # of a fixed top 10 (P@10), for comparison
+    copies_labelled: dict[str, float] = field(default_factory=dict)  # per edit: same or near_duplicate
+
+
+def cutoff_scores(
+    vectors: np.ndarray, labels: Sequence[str], cal: Any, expansion: Expansion | None = None, depth: int = 100
+) -> CutoffScores:
+    """Label each query's ranking (up to ``depth``) with ``cal`` and measure what "similar" keeps."""
+    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    codes = np.unique(np.asarray(labels), return_inverse=True)[1].ravel()
+    n = len(vecs)
+    kept_rel = kept_all = none = 0
+    top10 = []
+    for start in range(0, n, _LOO_BLOCK):
+        stop = min(start + _LOO_BLOCK, n)
+        sims = vecs[start:stop] @ vecs.T
+        rows = np.arange(stop - start)
+        sims[rows, start + rows] = -np.inf
+        if expansion is not None:
+            sims = expansion.apply(vecs[start:stop], sims, vecs)
+        order = np.argsort(-sims, axis=1, kind="stable")[:, : min(depth, n - 1)]
+        for r, idx in enumerate(order):
+            scores = sims[r, idx]
+            keep = np.array([lv != "weak" for lv in cal.levels(scores.tolist())])
+            rel = codes[idx] == codes[start + r]
+            kept_rel += int(rel[keep].sum())
+            kept_all += int(keep.sum())
+            none += int(not keep.any())
+            top10.append(rel[:10].mean())
+    return CutoffScores(
+        precision=kept_rel / kept_all if kept_all else 0.0,
+        mean_kept=kept_all / n,
+        none_kept=none / n,
+        precision_top10=float(np.mean(top10)),
     )
 
 
@@ -291,6 +407,7 @@ class EvalResult:
     robustness: Robustness | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     workspace: str | None = None
+    cutoff: CutoffScores | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -347,8 +464,18 @@ class EvalResult:
             if self.robustness is None
             else {
                 "images": self.robustness.images,
+                "mean_single_edits": r4(self.robustness.mean_single),
                 "top1": {k: r4(v) for k, v in self.robustness.top1.items()},
                 "median_similarity": {k: r4(v) for k, v in self.robustness.similarity.items()},
+            },
+            "match_levels": None
+            if self.cutoff is None
+            else {
+                "similar_cut_precision": r4(self.cutoff.precision),
+                "similar_cut_mean_kept": round(self.cutoff.mean_kept, 2),
+                "similar_cut_none_kept": r4(self.cutoff.none_kept),
+                "top10_precision": r4(self.cutoff.precision_top10),
+                "copies_same_or_near_duplicate": {k: r4(v) for k, v in self.cutoff.copies_labelled.items()},
             },
             "worst": [
                 {
@@ -452,8 +579,9 @@ def evaluate(
         )
     seconds: dict[str, float] = {}
     result_ws: str | None = None
+    calibration = None
     if encoder == "efficientnet":
-        vectors, skipped, result_ws, seconds["index"] = _index_with_engine(
+        vectors, skipped, result_ws, seconds["index"], calibration = _index_with_engine(
             root_path, workspace, chosen, index_progress, say
         )
     else:
@@ -474,7 +602,13 @@ def evaluate(
 
     say(f"leave-one-out over {len(kept)} images in {len(set(labels))} classes")
     start = time.perf_counter()
-    loo = leave_one_out(matrix, labels)
+    expansion = None
+    qe_k = int_value("LOOKALIKE_QUERY_EXPANSION", 0, 100)
+    if calibration is not None and qe_k > 0:  # as the workspace's searches are expanded
+        from lookalike.descriptors import QE_ALPHA
+
+        expansion = Expansion(qe_k, QE_ALPHA, calibration.near_floor)
+    loo = leave_one_out(matrix, labels, expansion=expansion)
     seconds["leave_one_out"] = time.perf_counter() - start
 
     rob = None
@@ -483,8 +617,16 @@ def evaluate(
         start = time.perf_counter()
         # The histogram costs nothing next to making the variants: then every core makes variants.
         workers = _cores() if encoder == "histogram" else None
-        rob = copy_detection(kept, matrix, _embedder(encoder), workers=workers, progress=say)
+        rob = copy_detection(kept, matrix, _embedder(encoder), workers=workers, progress=say, expansion=expansion)
         seconds["robustness"] = time.perf_counter() - start
+
+    cutoff = None
+    if calibration is not None:  # the match levels the workspace's searches give
+        cutoff = cutoff_scores(matrix, labels, calibration, expansion)
+        if rob is not None:
+            cutoff.copies_labelled = {
+                e: float(np.mean(calibration.levels_of_copies(sims))) for e, sims in rob.similarities.items()
+            }
 
     return EvalResult(
         root=root_path,
@@ -502,13 +644,15 @@ def evaluate(
         robustness=rob,
         seconds=seconds,
         workspace=result_ws,
+        cutoff=cutoff,
     )
 
 
 def _index_with_engine(
     root: Path, workspace: str | os.PathLike | None, wanted: list[str], index_progress: Any, say: Progress
-) -> tuple[dict[str, np.ndarray], list[tuple[str, str]], str | None, float]:
-    """Index ``root`` with the default flows; the stored whole-image vectors of ``wanted``."""
+) -> tuple[dict[str, np.ndarray], list[tuple[str, str]], str | None, float, Any]:
+    """Index ``root`` with the default flows; the stored whole-image vectors of ``wanted``, and the
+    workspace's match-level calibration."""
     from lookalike.engine import Engine
 
     ws_path = Path(workspace) if workspace is not None else Path(tempfile.mkdtemp(prefix="lookalike-eval-"))
@@ -519,13 +663,14 @@ def _index_with_engine(
             store = engine.workspace.store
             doc_ids, vecs = store.vectors_by_doc(engine.workspace.dim)
             uris = {d.id: d.uri for d in store.get_docs(doc_ids).values()}
+            calibration = engine.calibration()
     finally:
         if workspace is None:
             shutil.rmtree(ws_path, ignore_errors=True)
     want = set(wanted)
     by_path = {uri: vecs[i] for i, d in enumerate(doc_ids) if (uri := uris.get(d)) is not None and uri in want}
     skipped = [(p, reason) for p, reason in summary.skipped_files if p in want]
-    return by_path, skipped, (str(ws_path) if workspace is not None else None), summary.seconds
+    return by_path, skipped, (str(ws_path) if workspace is not None else None), summary.seconds, calibration
 
 
 def _histograms(paths: list[str]) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:

@@ -72,6 +72,7 @@ def result_fields(result: Result, metric: str | None, max_tags: int | None = Non
         doc_fields(result.doc_id, result.uri, result.width, result.height, result.tags, max_tags)
         | score_fields(result.score, metric)
         | {"chunk": result.chunk_kind, "bbox": list(result.bbox) if result.bbox else None}
+        | ({"match": result.match} if result.match is not None else {})
     )
 
 

@@ -49,6 +49,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOOKALIKE_PORT", "--port", "45678", "the port `serve` and `demo` listen on"),
     Setting("LOOKALIKE_TOP_K", "--top-k", "10", "results per query, for `search` and the API"),
     Setting(
+        "LOOKALIKE_QUERY_EXPANSION",
+        None,
+        "3",
+        "image searches are expanded by this many nearest neighbours (alpha query expansion; 0 turns it off); "
+        "a query with a copy in the collection is never expanded",
+    ),
+    Setting(
         "LOOKALIKE_TOKEN",
         "--token",
         "unset",

@@ -514,7 +514,7 @@ def test_a_file_name_that_is_not_utf8_is_searchable_and_shown_escaped(index_run)
     args = [*lookalike_cmd(), "search", path, "-w", str(index_run.workspace), "-k", "3"]
     text = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert text.returncode == 0, text.stderr
-    assert re.match(rf"\s*1\s+1\.000\s+{re.escape(shown)}\s", text.stdout), text.stdout
+    assert re.match(rf"\s*1\s+1\.000\s+same\s+{re.escape(shown)}\s", text.stdout), text.stdout
     done = subprocess.run([*args, "--json"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)

@@ -172,8 +172,11 @@ def wait_js(pg, expression: str, arg=None, timeout_s: float = TIMEOUT_MS / 1000)
 
 
 def wait_results(pg, query_prefix: str, k: int = K) -> list[str]:
-    """Wait for a finished result set of the given query kind whose first ``k`` thumbnails have loaded."""
+    """Wait for a finished result set of the given query kind whose first ``k`` thumbnails have loaded
+    (weak matches shown: "show more" is pressed when there are any)."""
     pg.wait_for_selector(f'#results[data-state="done"][data-query^="{query_prefix}"]', state="attached")
+    if pg.is_visible("#more"):
+        pg.click("#more")
     wait_js(
         pg,
         """k => {
@@ -196,7 +199,18 @@ def top_tag(server: str, doc_id: str) -> str:
 def test_upload_then_more_like_this_then_tag(page, server: str, photos: list[Path]) -> None:
     bird = next(p for p in photos if "birds" in p.parts)
     page.set_input_files("#file", str(bird))
-    first = wait_results(page, "file:")
+    # every result shows its match level; weak ones wait behind "show more"
+    page.wait_for_selector('#results[data-state="done"][data-query^="file:"]', state="attached")
+    assert page.text_content("#results > li:first-child .match") == "same"
+    levels = page.eval_on_selector_all("#results > li", "lis => lis.map(li => li.dataset.match)")
+    weak = levels.count("weak")
+    assert set(levels) <= {"same", "near_duplicate", "similar", "weak"} and 0 < weak < len(levels), levels
+    visible = page.eval_on_selector_all("#results > li", "lis => lis.filter(li => li.offsetParent !== null).length")
+    assert visible == len(levels) - weak
+    assert page.text_content("#more") == f"Show {weak} weaker match" + ("es" if weak != 1 else "")
+    first = wait_results(page, "file:")  # presses "show more"
+    assert page.eval_on_selector_all("#results > li", "lis => lis.every(li => li.offsetParent !== null)")
+    assert not page.is_visible("#more")
     assert page.is_visible("#query-img") and "Photos like" in page.text_content("#query-label")
     assert page.eval_on_selector("#query-img", "i => i.complete && i.naturalWidth > 0")
     # the uploaded photo is itself indexed, so it comes first, scored about 1
@@ -290,7 +304,7 @@ def test_phone_width(page, photos: list[Path]) -> None:
 def test_keyboard(page, photos: list[Path]) -> None:
     """Tab reaches the chooser and the tag box, both named; Enter opens the chooser and runs a result."""
     chooser = page.get_by_role("button", name="Choose a photo")
-    tag_box = page.get_by_role("searchbox", name="Tag")
+    tag_box = page.get_by_role("combobox", name="Tag")  # a search box with suggestions
     assert chooser.count() == 1 and tag_box.count() == 1
     reached = []
     for _ in range(8):

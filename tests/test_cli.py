@@ -63,10 +63,11 @@ def test_search_text_and_json(indexed):
     text = run("search", str(photos[4]), "-w", str(root / "ws"), "-k", "3")
     assert text.returncode == 0, text.stderr
     first = text.stdout.splitlines()[0].split()
-    assert first[:3] == ["1", "1.000", str(photos[4])]
+    assert first[:4] == ["1", "1.000", "same", str(photos[4])]
     data = json.loads(run("search", str(photos[4]), "-w", str(root / "ws"), "-k", "3", "--json").stdout)
     assert data["query"] == str(photos[4]) and len(data["results"]) == 3
     assert data["results"][0]["path"] == str(photos[4]) and data["results"][0]["tags"]
+    assert data["results"][0]["match"] == "same"
     assert [r["rank"] for r in data["results"]] == [1, 2, 3]
 
 

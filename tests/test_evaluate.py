@@ -13,6 +13,7 @@ from PIL import Image
 from lookalike.baselines import ColorHistogramEncoder
 from lookalike.errors import BadInput, ConfigError
 from lookalike.evaluate import (
+    SINGLE_EDITS,
     TRANSFORMS,
     average_precision,
     copy_detection,
@@ -156,7 +157,11 @@ def test_eval_end_to_end_beats_the_histogram(tuxpaint, tmp_path):
     assert all(c["images"] == 9 for c in data["per_class"])
     rob = data["robustness"]
     assert set(rob["top1"]) == set(TRANSFORMS) and rob["images"] == 45
-    assert all(0.8 <= v <= 1.0 for v in rob["top1"].values()), rob
+    assert all(0.8 <= rob["top1"][e] <= 1.0 for e in SINGLE_EDITS), rob
+    assert 0.3 <= rob["top1"]["combined"] <= rob["mean_single_edits"], rob  # the stacked edits are harder
+    levels = data["match_levels"]
+    assert levels["similar_cut_precision"] > levels["top10_precision"], levels  # the cut keeps the right ones
+    assert levels["copies_same_or_near_duplicate"]["flip"] > 0.8, levels
     assert len(data["worst"]) == 10 and len(data["worst"][0]["top"]) == 5
 
     with Image.open(plot) as png:

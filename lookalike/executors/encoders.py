@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
+from lookalike.descriptors import DEFAULT_POOLING, Pooling
 from lookalike.document import Document
 from lookalike.executors.base import Executor, Preprocessing, requests
 from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, ensure_onnx, get_variant
-from lookalike.models.encoder import EfficientNetEncoder
+from lookalike.models.encoder import EfficientNetEncoder, pooled_fingerprint
 from lookalike.models.imagenet import tags
 
 
@@ -18,13 +19,19 @@ class ImageEncoder(Executor):
         threads: int | None = Field(default=None, ge=1, description="onnxruntime threads (default: cores/replicas)")
         batch_size: int = Field(default=32, ge=1, le=1024, description="images per model call")
         tags: int = Field(default=5, ge=0, le=50, description="ImageNet tags kept per document")
+        pooling: Pooling = Field(
+            default=DEFAULT_POOLING, description="feature map to embedding: rmac (regional max), gem or avg"
+        )
 
     params: Params
 
     def open(self) -> None:
         get_variant(self.params.model)  # a bad name fails before anything heavy happens
         self.model = EfficientNetEncoder(
-            self.params.model, threads=self.params.threads or self.context.threads, batch_size=self.params.batch_size
+            self.params.model,
+            threads=self.params.threads or self.context.threads,
+            batch_size=self.params.batch_size,
+            pooling=self.params.pooling,
         )
 
     @classmethod
@@ -39,7 +46,7 @@ class ImageEncoder(Executor):
     @classmethod
     def fingerprint_of(cls, params: BaseModel) -> str | None:
         assert isinstance(params, cls.Params)
-        return ensure_onnx(params.model).fingerprint
+        return pooled_fingerprint(ensure_onnx(params.model).fingerprint, params.pooling)
 
     @requests(on=["index", "search"])
     def encode(self, docs: list[Document]) -> None:

@@ -3,10 +3,12 @@
 The architecture mirrors the reference ``efficientnet-lite-pytorch`` (itself a port of the
 TensorFlow ``efficientnet_lite_builder``): ReLU6 everywhere, no squeeze-and-excitation, stem and
 head not scaled, TensorFlow "SAME" padding (asymmetric for stride 2). BatchNorm is folded into the
-preceding convolution, so the graph is only Conv, Clip, Add, GlobalAveragePool and Gemm.
+preceding convolution, so the graph is only Conv, Clip, Add, GlobalAveragePool and Gemm (and an
+Identity naming the head's feature map).
 
-Outputs: ``embedding`` (N x 1280, the globally averaged head features, *not* normalised) and
-``logits`` (N x 1000, ImageNet classes).
+Outputs: ``embedding`` (N x 1280, the globally averaged head features, *not* normalised),
+``logits`` (N x 1000, ImageNet classes) and ``features`` (N x 1280 x H x W, the head's feature map,
+which :mod:`lookalike.descriptors` pools regionally).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from lookalike.errors import ModelError
 from lookalike.models.torch_checkpoint import load_state_dict
 
 # Bumped whenever the graph this module writes changes, so stale cached graphs are rebuilt.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: the head's feature map is an output too
 # The reference builds its BatchNorm layers with eps=1e-3 (TensorFlow's default), not torch's 1e-5.
 BN_EPS = 1e-3
 # opset 13 is old enough for every onnxruntime we allow and has Clip with tensor min/max.
@@ -219,6 +221,7 @@ def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelPro
         raise ModelError(f"weights have more blocks than {variant.name}: is this the right model?")
 
     x = g.conv_bn(x, "_conv_head", "_bn1", size=size)
+    g.nodes.append(helper.make_node("Identity", [x], ["features"], name="features"))
     g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"))
     g.nodes.append(helper.make_node("Flatten", ["pooled"], ["embedding"], name="flatten", axis=1))
     fc_w, fc_b = g.take("_fc.weight"), g.take("_fc.bias")
@@ -239,6 +242,7 @@ def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelPro
         [
             helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, fc_w.shape[0]]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, [n, EMBEDDING_DIM, size, size]),
         ],
         initializer=g.inits,
     )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
+from lookalike.descriptors import DEFAULT_POOLING, POOLINGS, Pooling, pool
 from lookalike.errors import BadInput, ModelError
 from lookalike.images import ImageSource, load_tensor
 from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, CompiledModel, ensure_onnx
@@ -35,6 +36,7 @@ class EfficientNetEncoder:
 
     ``threads`` is onnxruntime's intra-op thread budget (default: every core). When several
     encoders run side by side, give each about ``cores / replicas`` so their pools do not fight.
+    ``pooling`` turns the head's feature map into the embedding (see :mod:`lookalike.descriptors`).
     """
 
     def __init__(
@@ -44,7 +46,11 @@ class EfficientNetEncoder:
         threads: int | None = None,
         batch_size: int = 32,
         cache_dir: str | os.PathLike | None = None,
+        pooling: Pooling = DEFAULT_POOLING,
     ):
+        if pooling not in POOLINGS:
+            raise ModelError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+        self.pooling = pooling
         if threads is not None and threads < 1:
             raise ModelError(f"threads must be at least 1, got {threads}")
         if batch_size < 1:
@@ -70,7 +76,7 @@ class EfficientNetEncoder:
 
     @property
     def fingerprint(self) -> str:
-        return self.compiled.fingerprint
+        return pooled_fingerprint(self.compiled.fingerprint, self.pooling)
 
     @property
     def input_size(self) -> int:
@@ -89,9 +95,10 @@ class EfficientNetEncoder:
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 1000), np.float32)
         embs, logits = [], []
+        outputs = ["embedding", "logits"] if self.pooling == "avg" else ["features", "logits"]
         for start in range(0, len(batch), self.batch_size):
-            e, lg = self._session.run(None, {"input": batch[start : start + self.batch_size]})
-            embs.append(e)
+            e, lg = self._session.run(outputs, {"input": batch[start : start + self.batch_size]})
+            embs.append(e if self.pooling == "avg" else pool(e, self.pooling))
             logits.append(lg)
         emb = np.concatenate(embs)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
@@ -124,3 +131,8 @@ class EfficientNetEncoder:
     @staticmethod
     def tags(logits: np.ndarray, k: int = 5) -> list[list[Tag]]:
         return tags(logits, k)
+
+
+def pooled_fingerprint(model_fingerprint: str, pooling: str) -> str:
+    """The model's fingerprint with its pooling: another pooling is another vector space."""
+    return model_fingerprint if pooling == "avg" else f"{model_fingerprint}:{pooling}"

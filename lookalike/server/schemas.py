@@ -6,9 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lookalike.relevance import LEVELS, MatchLevel
 from lookalike.settings import int_value
 
 TOP_K = int_value("LOOKALIKE_TOP_K", 1, 1000)  # the API's default: LOOKALIKE_TOP_K as set for `serve`
+
+MIN_MATCH_HELP = (
+    "keep only results at this match level or better: same > near_duplicate > similar > weak "
+    "(levels are calibrated on the collection's own scores)"
+)
 
 # --- request bodies --------------------------------------------------------------------------------
 
@@ -36,6 +42,7 @@ class SearchBody(BaseModel):
     doc_id: str | None = Field(default=None, description="more like this indexed image")
     top_k: int = Field(default=TOP_K, ge=1, le=1000)
     face: int | None = Field(default=None, ge=0, description="which face of the query to use (face workspaces)")
+    min_match: MatchLevel | None = Field(default=None, description=MIN_MATCH_HELP)
 
     @model_validator(mode="after")
     def _data_or_doc_id(self) -> SearchBody:
@@ -50,6 +57,7 @@ class SearchForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     top_k: int = Field(default=TOP_K, ge=1, le=1000)
     face: int | None = Field(default=None, ge=0)
+    min_match: MatchLevel | None = None
 
 
 # A multipart search as OpenAPI says it (the file is read by Starlette, the rest by SearchForm).
@@ -59,6 +67,7 @@ SEARCH_FORM_SCHEMA = {
         "file": {"type": "string", "format": "binary"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": 1000},
         "face": {"type": "integer", "minimum": 0},
+        "min_match": {"type": "string", "enum": list(LEVELS)},
     },
     "required": ["file"],
 }
@@ -103,6 +112,9 @@ class Match(DocSummary):
     distance: float | None = Field(default=None, description="Euclidean distance, lower is closer (face workspaces)")
     chunk: str | None = Field(default=None, description="what matched: whole, mirror, face, ...")
     bbox: list[int] | None = Field(description="x, y, w, h of the matched region (a face), or null")
+    match: MatchLevel | None = Field(
+        default=None, description="same, near_duplicate, similar or weak, calibrated on this collection (searches)"
+    )
 
 
 class Box(BaseModel):
@@ -118,6 +130,16 @@ class SearchResponse(BaseModel):
     results: list[QueryResult] = Field(description="one per query image, in order")
     top_k: int
     took_ms: float
+
+
+class TagSuggestion(BaseModel):
+    word: str = Field(description="a WordNet noun above (or naming) ImageNet classes")
+    classes: int = Field(description="how many ImageNet classes it covers")
+
+
+class TagSuggestions(BaseModel):
+    prefix: str
+    suggestions: list[TagSuggestion]
 
 
 class DocDetail(DocSummary):

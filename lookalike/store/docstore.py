@@ -342,6 +342,25 @@ class DocStore:
             last = rows[-1][0]
             yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), _stack([r[1] for r in rows], dim)
 
+    def sample_embeddings(self, n: int, dim: int, kind: str = "whole", seed: int = 0) -> np.ndarray:
+        """About ``n`` embeddings of ``kind`` chunks, drawn at random (seeded) by chunk id: a few
+        primary-key lookups, however large the collection."""
+        lo, hi = self._reader.execute("SELECT min(id), max(id) FROM chunks").fetchone()
+        if lo is None:
+            return np.zeros((0, dim), np.float32)
+        rng = np.random.default_rng(seed)
+        span = hi - lo + 1
+        ids = np.arange(lo, hi + 1) if span <= 2 * n else np.unique(rng.integers(lo, hi + 1, size=2 * n))
+        rows: list[bytes] = []
+        for start in range(0, len(ids), 500):
+            part = [int(i) for i in ids[start : start + 500]]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT embedding FROM chunks WHERE id IN ({marks}) AND kind=?"
+            rows.extend(r[0] for r in self._reader.execute(sql, (*part, kind)))
+        if len(rows) > n:
+            rows = [rows[i] for i in sorted(rng.choice(len(rows), size=n, replace=False))]
+        return _stack(rows, dim)
+
     def count_shard(self, shard: int) -> int:
         return int(self._reader.execute("SELECT count(*) FROM chunks WHERE shard=?", (shard,)).fetchone()[0])
 
@@ -560,6 +579,16 @@ class DocStore:
         )
         rows = self._reader.execute(sql, (kind,)).fetchall()
         return [r[0] for r in rows], _stack([r[1] for r in rows], dim)
+
+    def search_labels(self, labels: list[str], limit: int = 50) -> list[tuple[str, str, float]]:
+        """(doc id, its most probable of ``labels``, the summed probability of all of them) of docs
+        tagged with any of ``labels``, the highest sum first."""
+        sql = (
+            "SELECT doc_id, label, max(probability), sum(probability) AS p FROM doc_tags "
+            "WHERE label IN (SELECT value FROM json_each(?)) GROUP BY doc_id ORDER BY p DESC, doc_id LIMIT ?"
+        )
+        rows = self._reader.execute(sql, (json.dumps(labels), limit))
+        return [(d, lab, float(p)) for d, lab, _best, p in rows]
 
     def search_tags(self, text: str, limit: int = 50) -> list[tuple[str, str, float]]:
         """(doc id, label, probability) of docs whose tags contain ``text``, most probable first."""

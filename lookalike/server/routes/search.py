@@ -13,10 +13,18 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.document import Result
-from lookalike.engine import query_doc
+from lookalike.engine import cut, query_doc
 from lookalike.errors import BadInput
 from lookalike.server.routes import service_of
-from lookalike.server.schemas import SEARCH_FORM_SCHEMA, TOP_K, SearchBody, SearchForm, SearchResponse, errors_for
+from lookalike.server.schemas import (
+    SEARCH_FORM_SCHEMA,
+    TOP_K,
+    SearchBody,
+    SearchForm,
+    SearchResponse,
+    TagSuggestions,
+    errors_for,
+)
 from lookalike.server.state import ApiError, Service
 
 router = APIRouter(tags=["search"])
@@ -54,9 +62,11 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes]]:
             if upload is None or isinstance(upload, str):
                 raise ApiError(422, "ValidationError", "file: a multipart search needs a 'file' field")
             # An empty field is not a number (422), as the schema says: leave a field out for its default.
-            given = {k: v for k, v in form.items() if k in ("top_k", "face")}
+            given = {k: v for k, v in form.items() if k in ("top_k", "face", "min_match")}
             fields = SearchForm.model_validate(given)
-            body = SearchBody.model_construct(data=None, doc_id=None, top_k=fields.top_k, face=fields.face)
+            body = SearchBody.model_construct(
+                data=None, doc_id=None, top_k=fields.top_k, face=fields.face, min_match=fields.min_match
+            )
             return body, [await upload.read()]  # (SearchForm validated the fields)
         raw = await request.body()
         try:
@@ -106,12 +116,12 @@ async def search(request: Request, service: ServiceDep) -> dict[str, Any]:
     if body.doc_id is not None and not images:  # (a multipart search always has its file)
         doc = await run_in_threadpool(engine.stored_query_doc, body.doc_id)
         rs = await run_in_threadpool(batcher.search, doc, body.top_k, body.doc_id)
-        return _payload(service, [rs], body.top_k, start)
+        return _payload(service, [cut(rs, body.min_match)], body.top_k, start)
     docs = [query_doc(i, m) for i, m in enumerate(images)]
     if len(images) == 1:  # the common case: batched with other clients' queries
-        results = [await run_in_threadpool(batcher.search, docs[0], body.top_k, None, body.face)]
+        results = [cut(await run_in_threadpool(batcher.search, docs[0], body.top_k, None, body.face), body.min_match)]
     else:  # several images in one request are a batch already
-        results = await run_in_threadpool(engine.query_docs, docs, body.top_k, body.face)
+        results = await run_in_threadpool(engine.query_docs, docs, body.top_k, body.face, body.min_match)
     faces = [{"faces": [{"bbox": b} for b in d.query_info["faces"]]} if "faces" in d.query_info else {} for d in docs]
     return _payload(service, results, body.top_k, start, faces)
 
@@ -122,12 +132,28 @@ async def search(request: Request, service: ServiceDep) -> dict[str, Any]:
 async def search_tags(
     service: ServiceDep,
     q: str = Query(
-        min_length=1, max_length=100, pattern=r"\S", description="part of an ImageNet label, e.g. daisy (not blank)"
+        min_length=1,
+        max_length=100,
+        pattern=r"\S",
+        description="a word such as bird, dog or daisy, or part of an ImageNet label (not blank)",
     ),
     top_k: int = Query(default=TOP_K, ge=1, le=1000),
 ) -> dict[str, Any]:
-    """Indexed images whose ImageNet tags contain ``q``, the most probable first."""
+    """Indexed images tagged with what ``q`` names: a WordNet word finds every ImageNet class under
+    it (``bird``: all 59 bird classes), ranked by summed probability; other text matches inside labels."""
     start = time.perf_counter()
     engine = service.ready_engine()
     results = await run_in_threadpool(engine.search_tags, q, top_k)
     return _payload(service, [results], top_k, start, by_tag=True)
+
+
+@router.get("/api/tags", response_model=TagSuggestions, responses=errors_for(422))
+async def suggest_tags(
+    prefix: str = Query(min_length=1, max_length=100, pattern=r"\S", description="the start of a word, e.g. bi"),
+    limit: int = Query(default=10, ge=1, le=50),
+) -> dict[str, Any]:
+    """Tag words starting with ``prefix``: WordNet's words above ImageNet classes (bird, dog, fruit,
+    golden retriever), the broadest first, each with how many classes it covers."""
+    from lookalike.models.wordnet import suggest
+
+    return {"prefix": prefix, "suggestions": [{"word": w, "classes": n} for w, n in suggest(prefix, limit)]}

@@ -11,6 +11,8 @@ const ui = {
   file: $("file"),
   tagForm: $("tag-form"),
   tag: $("tag"),
+  tagList: $("tag-suggestions"),
+  more: $("more"),
   topk: $("topk"),
   query: $("query"),
   queryImg: $("query-img"),
@@ -264,6 +266,7 @@ async function run(query, { push = false, keepFace = false } = {}) {
     setBusy(false, "");
     showError(e.message);
     ui.results.replaceChildren(); // results of an earlier query would read as this one's
+    ui.more.hidden = true;
     ui.results.dataset.state = "error";
   }
 }
@@ -279,7 +282,7 @@ function emptyMessage(query) {
     return "No matches: the workspace is empty. Index a folder with “lookalike index FOLDER”.";
   }
   if (query.kind === "tag") {
-    return `No photos tagged “${query.q}”. Tags are ImageNet labels, such as daisy, tabby or teapot.`;
+    return `No photos tagged “${query.q}”. Tags are ImageNet labels and the WordNet words above them, such as daisy, dog, bird or vehicle.`;
   }
   return "No matches.";
 }
@@ -457,9 +460,10 @@ function renderResults(matches, query) {
     const score = isDistance
       ? `d ${m.distance.toFixed(3)}`
       : typeof m.score !== "number" ? "" : byTag ? pct(m.score) : m.score.toFixed(3);
+    const level = m.match ? el("span", { className: `match match-${m.match}`, title: MATCH_HELP[m.match] }, MATCH_NAME[m.match]) : null;
     return el(
       "li",
-      { className: "card", dataset: { docId: m.doc_id } },
+      { className: m.match === "weak" ? "card weak" : "card", dataset: { docId: m.doc_id, match: m.match || "" } },
       thumb,
       el(
         "div",
@@ -483,13 +487,51 @@ function renderResults(matches, query) {
             { className: "score", title: isDistance ? "face distance" : byTag ? "tag probability" : "similarity" },
             score,
           ),
+          ...(level ? [level] : []),
           el("span", { className: "tags", title: tagText }, tagText),
         ),
       ),
     );
   });
+  // Weak matches wait behind "show more": below the collection's own bar for "similar".
+  const weak = matches.filter((m) => m.match === "weak").length;
+  const strong = matches.length - weak;
+  ui.results.classList.toggle("show-weak", strong === 0);
   ui.results.replaceChildren(...items);
+  ui.more.hidden = weak === 0 || strong === 0;
+  ui.more.textContent = `Show ${weak} weaker match${weak === 1 ? "" : "es"}`;
 }
+
+const MATCH_NAME = { same: "same", near_duplicate: "near-duplicate", similar: "similar", weak: "weak" };
+const MATCH_HELP = {
+  same: "the same picture (re-encoded or resized)",
+  near_duplicate: "the same picture, edited (cropped, rotated, recoloured)",
+  similar: "alike, by this collection's standards",
+  weak: "only weakly alike: below this collection's bar for similar",
+};
+
+ui.more.addEventListener("click", () => {
+  ui.results.classList.add("show-weak");
+  ui.more.hidden = true;
+});
+
+// Tag suggestions: WordNet words (dog, bird, fruit...) as the box is typed in.
+let suggestTimer = 0;
+ui.tag.addEventListener("input", () => {
+  clearTimeout(suggestTimer);
+  const prefix = ui.tag.value.trim();
+  if (!prefix) return ui.tagList.replaceChildren();
+  suggestTimer = setTimeout(async () => {
+    try {
+      const body = await api(`/api/tags?${new URLSearchParams({ prefix, limit: "8" })}`);
+      ui.tagList.replaceChildren(
+        ...body.suggestions.map((t) => el("option", { value: t.word, label: `${t.word} (${t.classes} classes)` })),
+      );
+    } catch {
+      // suggestions are a convenience: a failed one leaves the box as it was
+    }
+  }, 120);
+});
 
 // --- input: chooser, drop, paste, tag, top_k, history ------------------------------------------
 
@@ -573,6 +615,7 @@ function fromLocation(entry) {
   state.query = null;
   ui.query.hidden = true;
   ui.results.replaceChildren();
+  ui.more.hidden = true;
   ui.results.dataset.state = "idle";
   delete ui.results.dataset.query;
   ui.empty.hidden = false;

@@ -1,0 +1,106 @@
+"""Descriptors from the encoder's feature map, and neighbourhood methods on them.
+
+- Pooling the head's feature map (N x C x H x W) into one vector per image: the global average
+  (EfficientNet's own), GeM, or R-MAC (Tolias, Sicre and Jegou, 2016: max-pooled square regions at
+  three scales, each L2-normalised, summed). R-MAC is the default: it keeps what is in each part of
+  the picture, so crops, captions and rotations move it less (docs/benchmarks.md, "Descriptors").
+- Alpha query expansion (aQE) and database-side augmentation (DBA), as in Radenovic, Tolias and
+  Chum (2018).
+
+Both replace a vector by a weighted sum of itself and its nearest neighbours, each neighbour
+weighted by its similarity to the power ``alpha`` (so close neighbours count, far ones hardly do),
+then normalise again. aQE does it to the query, once, at search time; DBA to every database vector.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+Pooling = Literal["rmac", "gem", "avg"]
+POOLINGS: tuple[Pooling, ...] = ("rmac", "gem", "avg")
+DEFAULT_POOLING: Pooling = "rmac"
+GEM_P = 3.0
+RMAC_LEVELS = 3
+QE_ALPHA = 3.0  # neighbours weighted by similarity**3: near ones count, far ones hardly do
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def rmac_regions(h: int, w: int, levels: int = RMAC_LEVELS) -> tuple[tuple[int, int, int, int], ...]:
+    """R-MAC's regions of an ``h x w`` map as (top, bottom, left, right): the whole map, then at
+    level l squares of side 2·min(h, w)/(l+1), spread evenly with about 40% overlap."""
+    out = [(0, h, 0, w)]
+    for level in range(1, levels + 1):
+        side = max(1, round(2 * min(h, w) / (level + 1)))
+        steps_h = max(1, round((h - side) / side * 2.5) + 1) if h > side else 1
+        steps_w = max(1, round((w - side) / side * 2.5) + 1) if w > side else 1
+        for i in range(steps_h):
+            for j in range(steps_w):
+                top = 0 if steps_h == 1 else round(i * (h - side) / (steps_h - 1))
+                left = 0 if steps_w == 1 else round(j * (w - side) / (steps_w - 1))
+                out.append((top, top + side, left, left + side))
+    return tuple(out)
+
+
+def pool(features: np.ndarray, pooling: Pooling) -> np.ndarray:
+    """One L2-normalised vector per ``N x C x H x W`` feature map."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    if pooling == "avg":
+        return _l2(flat.mean(axis=2))
+    if pooling == "gem":
+        return _l2(np.power(np.mean(np.power(np.maximum(flat, 0.0), GEM_P), axis=2), 1.0 / GEM_P))
+    if pooling == "rmac":
+        total = np.zeros((n, c), np.float32)
+        for top, bottom, left, right in rmac_regions(h, w):
+            total += _l2(features[:, :, top:bottom, left:right].max(axis=(2, 3)))
+        return _l2(total)
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+
+
+def expand(vectors: np.ndarray, neighbours: np.ndarray, similarities: np.ndarray, alpha: float) -> np.ndarray:
+    """``vectors`` (N x d) plus their neighbours (N x k x d) weighted by ``max(similarity, 0) ** alpha``
+    (N x k), normalised. A missing neighbour is given a similarity of 0 (or below)."""
+    weights = np.power(np.clip(similarities, 0.0, None), alpha)[:, :, None]
+    return _l2(vectors + (weights * neighbours).sum(axis=1))
+
+
+def _top(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, sims.shape[1])
+    idx = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(k), (len(sims), 1))
+    return idx, np.take_along_axis(sims, idx, axis=1)
+
+
+def alpha_qe_search(
+    queries: np.ndarray, gallery: np.ndarray, k: int, alpha: float, copy_floor: float | None = None
+) -> np.ndarray:
+    """Scores (Q x G) of the aQE-expanded queries against ``gallery``, exactly.
+
+    ``copy_floor``: a query whose best match scores this or more has a copy in the gallery, and is
+    not expanded (expansion would pull it away from that copy towards the copy's neighbours).
+    """
+    sims = queries @ gallery.T
+    if k < 1 or gallery.shape[0] == 0:
+        return sims
+    idx, top = _top(sims, k)
+    expanded = expand(queries, gallery[idx], top, alpha)
+    if copy_floor is not None:
+        has_copy = top.max(axis=1) >= copy_floor
+        expanded[has_copy] = queries[has_copy]
+    return expanded @ gallery.T
+
+
+def database_augment(gallery: np.ndarray, k: int, alpha: float, sims: np.ndarray | None = None) -> np.ndarray:
+    """Every gallery vector expanded by its ``k`` nearest *other* gallery vectors."""
+    s = (gallery @ gallery.T) if sims is None else sims.copy()
+    np.fill_diagonal(s, -np.inf)
+    if len(gallery) < 2:
+        return gallery
+    idx, top = _top(s, k)
+    return expand(gallery, gallery[idx], top, alpha)

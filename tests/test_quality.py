@@ -1,0 +1,148 @@
+"""Search quality: WordNet tags, match levels and the relevance cutoff, on real tuxpaint photos."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.descriptors import alpha_qe_search, database_augment
+from lookalike.engine import Engine
+from lookalike.models.wordnet import concept, suggest, table
+from lookalike.relevance import LEVELS, Calibration, at_least
+
+from conftest import copy_photos, lookalike_cmd
+
+# --- WordNet tags (no model needed) -------------------------------------------------------------
+
+
+def test_a_word_names_every_imagenet_class_beneath_it_in_wordnet():
+    dog, bird = concept("dog"), concept("Birds ")  # a plural, in any case, with spaces
+    assert dog is not None and bird is not None
+    assert bird.word == "bird"
+    assert len(dog.classes) == 118 and "golden retriever" in dog.labels  # ImageNet's 118 dog breeds
+    assert {"goldfinch", "bald eagle", "ostrich"} <= set(bird.labels) and len(bird.classes) == 59
+    assert not set(dog.labels) & set(bird.labels)
+    assert "ambulance" in concept("vehicles").labels
+    assert {"banana", "Granny Smith"} <= set(concept("fruit").labels)
+    assert "daisy" in concept("flowers").labels
+    assert concept("geese").word == "goose"  # WordNet's irregular plural
+    assert concept("no such word") is None
+    assert "Derived by scripts/make_wordnet_tags.py from WordNet 3.0" in table()["source"]
+
+
+def test_prefix_suggestions_put_the_broadest_words_first():
+    words = [w for w, _ in suggest("bi")]
+    assert words[0] == "bird" and all(w.startswith("bi") or " bi" in f" {w}" for w in words)
+    assert dict(suggest("retriev"))["golden retriever"] == 1
+    assert suggest("   ") == [] and suggest("zzzz") == []
+
+
+# --- neighbourhood methods and the calibration (no model needed) --------------------------------
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_query_expansion_pulls_in_the_neighbours_of_the_neighbours():
+    # A chain: q ~ a ~ b, with b far from q. Expanding q by its nearest neighbour (a) moves it
+    # towards b, so b overtakes c (which plain search ranks above b).
+    q = np.array([[1.0, 0.0, 0.0]])
+    a, b, c = [0.9, 0.43, 0.0], [0.45, 0.89, 0.0], [0.55, 0.0, 0.83]
+    gallery = _unit(np.array([a, b, c]))
+    plain = (_unit(q) @ gallery.T)[0]
+    expanded = alpha_qe_search(_unit(q), gallery, k=1, alpha=1.0)[0]
+    assert plain[2] > plain[1] and expanded[1] > expanded[2]
+    augmented = database_augment(gallery, k=1, alpha=1.0)
+    assert np.allclose(np.linalg.norm(augmented, axis=1), 1.0, atol=1e-5)
+
+
+def test_calibration_levels_follow_the_collection_and_the_query(tmp_path):
+    rng = np.random.default_rng(0)
+    background = _unit(rng.normal(size=(500, 64)))
+    cal = Calibration.fit(background, "enc:1", docs=500)
+    assert -0.2 < cal.median < 0.2 and cal.median < cal.q99 < cal.q999 < 0.6
+    # a copy, an edited copy, a neighbour near the query's best, one far below it, noise
+    levels = cal.levels([0.99, 0.9, 0.6, 0.55, 0.3, 0.05])
+    assert levels == ["same", "near_duplicate", "similar", "similar", "weak", "weak"]
+    # the same score is "similar" for a query whose neighbours are all distant, and not for one
+    # with a close neighbour: the query's own curve decides
+    assert cal.levels([0.4])[0] == "similar" and cal.levels([0.75, 0.4])[1] == "weak"
+    cal.save(tmp_path)
+    assert Calibration.load(tmp_path) == cal
+    assert not cal.stale("enc:1", 550) and cal.stale("enc:1", 700) and cal.stale("enc:2", 500)
+    (tmp_path / "calibration.json").write_text("{not json")
+    assert Calibration.load(tmp_path) is None
+    assert [lv for lv in LEVELS if at_least(lv, "similar")] == ["same", "near_duplicate", "similar"]
+
+
+# --- on real photos, with the real model --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def indexed(tuxpaint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("quality")
+    classes = ["animals/birds", "food/fruit", "space/planets", "town/roadsigns"]
+    photos = copy_photos(tuxpaint, root / "photos", per_class=8, classes=classes)
+    with Engine.open(root / "ws") as engine:
+        engine.index([root / "photos"])
+    return root, photos
+
+
+def test_tag_search_for_bird_finds_birds_of_every_species(indexed):
+    root, photos = indexed
+    birds = {str(p) for p in photos if "/animals/birds/" in str(p)}
+    with Engine.open(root / "ws", for_indexing=False) as engine:
+        found = engine.search_tags("bird", top_k=50)
+        by_label = engine.search_tags("goldfinch", top_k=50)
+    uris = [r.uri for r in found]
+    assert [r.score for r in found] == sorted((r.score for r in found), reverse=True)
+    assert len(set(uris) & birds) >= 6, (uris, birds)  # most of the 8 species, each under its own leaf class
+    assert sum(u in birds for u in uris[:6]) >= 5  # and they come first
+    assert {u for u in (r.uri for r in by_label)} <= set(uris)  # a leaf is under its ancestor
+
+
+def test_every_result_carries_a_match_level_and_min_match_cuts_on_it(indexed):
+    root, photos = indexed
+    bird = next(p for p in photos if "/animals/birds/" in str(p))
+    with Image.open(bird) as img:
+        buf = io.BytesIO()
+        img.convert("RGB").resize((img.width // 2, img.height // 2)).save(buf, "JPEG", quality=60)
+    with Engine.open(root / "ws", for_indexing=False) as engine:
+        [same, copy] = engine.search([str(bird), buf.getvalue()], top_k=32)
+        [cut] = engine.search([str(bird)], top_k=32, min_match="similar")
+        assert (root / "ws" / "calibration.json").is_file()  # fitted on this collection, kept in it
+    assert same[0].uri == str(bird) and same[0].match == "same"
+    assert copy[0].uri == str(bird) and copy[0].match in ("same", "near_duplicate")
+    levels = [r.match for r in same]
+    assert set(levels) <= set(LEVELS) and "weak" in levels  # 32 of 32 photos: most are not alike
+    assert [LEVELS.index(lv) for lv in levels] == sorted(LEVELS.index(lv) for lv in levels)  # by score
+    assert cut == [r for r in same if r.match != "weak"]
+
+
+@pytest.mark.slow
+def test_cli_min_match_and_tag(indexed):
+    root, photos = indexed
+    bird = next(p for p in photos if "/animals/birds/" in str(p))
+    ws = str(root / "ws")
+    done = subprocess.run(
+        [*lookalike_cmd(), "search", str(bird), "-w", ws, "-k", "32", "--min-match", "similar", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert results and all(r["match"] in ("same", "near_duplicate", "similar") for r in results)
+    done = subprocess.run(
+        [*lookalike_cmd(), "search", "--tag", "birds", "-w", ws], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "59 ImageNet classes" in done.stdout and "animals/birds" in done.stdout
+    done = subprocess.run([*lookalike_cmd(), "search", "-w", ws], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--tag" in done.stderr and "Traceback" not in done.stderr
