@@ -34,11 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lookalike import datasets  # noqa: E402
 from lookalike.descriptors import alpha_qe_search, database_augment
+from lookalike.descriptors import l2_normalise as _l2
 from lookalike.descriptors import pool as pool_features  # noqa: E402
 from lookalike.evaluate import COPY_EDITS, ranking_metrics, select  # noqa: E402
 from lookalike.images import decode, to_tensor  # noqa: E402
@@ -49,16 +51,15 @@ POOLS = ("avg", "gem3", "mac", "rmac", "logits")
 
 
 def feature_session(model: str, size: int) -> ort.InferenceSession:
-    """The model's graph built for input ``size`` (its third output is the head's feature map)."""
+    """The model's graph built for input ``size``, with the head's feature map as an extra output."""
     variant = dataclasses.replace(get_variant(model), resolution=size)
     graph = build_graph(variant, load_state_dict(weights_path(variant)))
+    del graph.graph.output[:]
+    for name in ("embedding", "logits", "_conv_head.relu6"):
+        graph.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     return ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _l2(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def pool_all(fmap: np.ndarray) -> dict[str, np.ndarray]:

@@ -345,7 +345,7 @@ def search(
             )
         for i, r in enumerate(rs, 1):
             f = result_fields(r, metric)
-            level = f"{LEVEL_STYLE.get(r.match or '', '')}{(r.match or '').replace('_', '-'):<14}[/]"
+            level = f"{LEVEL_STYLE.get(r.match or '', '')}{r.match or '':<14}[/]" if r.match else ""
             if "distance" in f:  # faces: Euclidean distance, lower is closer; under 0.6 is the same person
                 box = f"face at {','.join(map(str, f['bbox']))}" if f["bbox"] else ""
                 out.print(f"{i:3d}  distance {f['distance']:.3f}  {level} {escape(f['uri'] or '')}  [dim]{box}[/dim]")

@@ -22,19 +22,21 @@ import numpy as np
 Pooling = Literal["rmac", "gem", "avg"]
 POOLINGS: tuple[Pooling, ...] = ("rmac", "gem", "avg")
 DEFAULT_POOLING: Pooling = "rmac"
-GEM_P = 3.0
+GEM_P = 3.0  # also the model graph's GeM head (lookalike.models.efficientnet_lite)
 RMAC_LEVELS = 3
 QE_ALPHA = 3.0  # neighbours weighted by similarity**3: near ones count, far ones hardly do
 
 
-def _l2(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 @lru_cache(maxsize=16)
 def rmac_regions(h: int, w: int, levels: int = RMAC_LEVELS) -> tuple[tuple[int, int, int, int], ...]:
     """R-MAC's regions of an ``h x w`` map as (top, bottom, left, right): the whole map, then at
-    level l squares of side 2·min(h, w)/(l+1), spread evenly with about 40% overlap."""
+    level l squares of side 2·min(h, w)/(l+1), spread evenly with about 40% overlap. (On a square
+    map the level-1 square is the whole map again, so the whole map counts twice: the descriptor
+    the ablation in docs/benchmarks.md measured.)"""
     out = [(0, h, 0, w)]
     for level in range(1, levels + 1):
         side = max(1, round(2 * min(h, w) / (level + 1)))
@@ -49,18 +51,20 @@ def rmac_regions(h: int, w: int, levels: int = RMAC_LEVELS) -> tuple[tuple[int, 
 
 
 def pool(features: np.ndarray, pooling: Pooling) -> np.ndarray:
-    """One L2-normalised vector per ``N x C x H x W`` feature map."""
+    """One L2-normalised vector per ``N x C x H x W`` feature map. The model graph computes the same
+    poolings itself (its ``embedding``, ``gem`` and ``rmac`` outputs); this is their reference, for
+    tests and for the ablation, which pools maps it has already."""
     n, c, h, w = features.shape
     flat = features.reshape(n, c, h * w)
     if pooling == "avg":
-        return _l2(flat.mean(axis=2))
+        return l2_normalise(flat.mean(axis=2))
     if pooling == "gem":
-        return _l2(np.power(np.mean(np.power(np.maximum(flat, 0.0), GEM_P), axis=2), 1.0 / GEM_P))
+        return l2_normalise(np.power(np.mean(np.power(np.maximum(flat, 0.0), GEM_P), axis=2), 1.0 / GEM_P))
     if pooling == "rmac":
         total = np.zeros((n, c), np.float32)
         for top, bottom, left, right in rmac_regions(h, w):
-            total += _l2(features[:, :, top:bottom, left:right].max(axis=(2, 3)))
-        return _l2(total)
+            total += l2_normalise(features[:, :, top:bottom, left:right].max(axis=(2, 3)))
+        return l2_normalise(total)
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
 
 
@@ -68,7 +72,7 @@ def expand(vectors: np.ndarray, neighbours: np.ndarray, similarities: np.ndarray
     """``vectors`` (N x d) plus their neighbours (N x k x d) weighted by ``max(similarity, 0) ** alpha``
     (N x k), normalised. A missing neighbour is given a similarity of 0 (or below)."""
     weights = np.power(np.clip(similarities, 0.0, None), alpha)[:, :, None]
-    return _l2(vectors + (weights * neighbours).sum(axis=1))
+    return l2_normalise(vectors + (weights * neighbours).sum(axis=1))
 
 
 def _top(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,22 +82,32 @@ def _top(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def alpha_qe_search(
-    queries: np.ndarray, gallery: np.ndarray, k: int, alpha: float, copy_floor: float | None = None
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    k: int,
+    alpha: float,
+    copy_floor: float | None = None,
+    sims: np.ndarray | None = None,
 ) -> np.ndarray:
     """Scores (Q x G) of the aQE-expanded queries against ``gallery``, exactly.
 
     ``copy_floor``: a query whose best match scores this or more has a copy in the gallery, and is
     not expanded (expansion would pull it away from that copy towards the copy's neighbours).
+    ``sims``: the plain scores, if known; entries of -inf there (a held-out query itself) are never
+    neighbours and stay -inf.
     """
-    sims = queries @ gallery.T
+    plain = queries @ gallery.T if sims is None else sims
+    k = min(k, gallery.shape[0] - (1 if sims is not None and np.isneginf(sims).any() else 0))
     if k < 1 or gallery.shape[0] == 0:
-        return sims
-    idx, top = _top(sims, k)
+        return plain
+    idx, top = _top(plain, k)
     expanded = expand(queries, gallery[idx], top, alpha)
     if copy_floor is not None:
         has_copy = top.max(axis=1) >= copy_floor
         expanded[has_copy] = queries[has_copy]
-    return expanded @ gallery.T
+    out = expanded @ gallery.T
+    out[np.isneginf(plain)] = -np.inf
+    return out
 
 
 def database_augment(gallery: np.ndarray, k: int, alpha: float, sims: np.ndarray | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ import fnmatch
 import functools
 import os
 import stat
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -257,6 +258,8 @@ class Engine:
         self._query_runtime: Runtime | None = None
         self._index_runtime: Runtime | None = None  # kept between background (server) index calls
         self._calibration: Calibration | None = None
+        self._calibration_generation = -1
+        self._calibration_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -630,82 +633,105 @@ class Engine:
         return self._query_runtime
 
     def calibration(self) -> Calibration | None:
-        """The collection's background for match levels (None on face workspaces, which use dlib's
-        distances): loaded from the workspace, fitted again when missing, from another encoder, or
-        the collection has grown or shrunk by a quarter since."""
+        """The collection's background for match levels (None unless the workspace is cosine):
+        loaded from the workspace, and fitted again when missing, from another encoder, or the
+        collection has grown or shrunk by a factor of 1.25 since. Checked again only after a commit
+        (the store's generation moved), so a search pays nothing for it."""
         if self.workspace.metric != "cosine":
             return None
-        fingerprint, docs = self.workspace.encoder or "", self.workspace.store.count_docs()
-        cal = self._calibration or Calibration.load(self.workspace.path)
-        if cal is None or cal.stale(fingerprint, docs):
-            sample = self.workspace.store.sample_embeddings(relevance.SAMPLE, self.workspace.dim)
-            cal = Calibration.fit(sample, fingerprint, docs)
-            try:
-                cal.save(self.workspace.path)
-            except OSError:
-                pass  # a read-only workspace: fitted again by the next process, a second's work
-        self._calibration = cal
-        return cal
+        generation = self.workspace.store.generation
+        with self._calibration_lock:
+            if self._calibration is not None and self._calibration_generation == generation:
+                return self._calibration
+            fingerprint, docs = self.workspace.encoder or "", self.workspace.store.count_docs()
+            cal = self._calibration or Calibration.load(self.workspace.path)
+            if cal is None or cal.stale(fingerprint, docs):
+                sample = self.workspace.store.sample_embeddings(relevance.SAMPLE, self.workspace.dim)
+                cal = Calibration.fit(sample, fingerprint, docs)
+                try:
+                    cal.save(self.workspace.path)
+                except OSError:
+                    pass  # a read-only workspace: fitted again by the next process, a second's work
+            self._calibration, self._calibration_generation = cal, generation
+            return cal
 
-    def label_matches(self, results: list[Result]) -> None:
-        """Set each result's ``match`` level (see :mod:`lookalike.relevance`)."""
+    def label_matches(self, results: list[Result], cal: Calibration | None) -> None:
+        """Set each result's ``match`` level (see :mod:`lookalike.relevance`): from the calibration
+        on cosine workspaces, from dlib's distances on face workspaces, none otherwise."""
         scores = [r.score for r in results]
-        cal = self.calibration()
-        levels = relevance.face_levels(scores) if cal is None else cal.levels(scores)
-        for r, level in zip(results, levels, strict=True):
-            r.match = level
+        if cal is not None:
+            levels: list[MatchLevel] | None = cal.levels(scores)
+        elif self.workspace.preset == "faces":
+            levels = relevance.face_levels(scores)
+        else:
+            levels = None  # an L2 space of somebody's own encoder: nothing measured to say
+        for n, r in enumerate(results):
+            r.match = levels[n] if levels is not None else None
 
-    def _expanded_queries(self, done: list[Document]) -> list[Document]:
-        """Query documents whose vector is the query's own plus its nearest results' (alpha query
-        expansion, :mod:`lookalike.descriptors`), for the queries that gain from it: image queries
-        on cosine workspaces whose best match is not a copy (a copy is found as it is)."""
-        k = int_value("LOOKALIKE_QUERY_EXPANSION", 0, 100)
-        cal = self.calibration()
-        if k == 0 or cal is None:
-            return []
-        out = []
-        for d in done:
+    def _expand(self, done: dict[str, Document], k: int, cal: Calibration, parameters: dict[str, Any]) -> None:
+        """Alpha query expansion (:mod:`lookalike.descriptors`): each image query whose best match
+        is not a copy searches again with its vector plus its ``k`` nearest results'. The results
+        are ranked by that second search but scored, and so labelled, by their cosine to the query
+        itself (an expanded vector sits closer to the neighbourhood than the query does)."""
+        todo: list[tuple[Document, np.ndarray]] = []
+        for d in done.values():
             whole = next((c for c in d.chunks if c.kind == "whole" and c.embedding is not None), None)
-            top = d.results[:k]
-            if d.error is not None or whole is None or whole.embedding is None or not top:
+            if d.error is not None or whole is None or whole.embedding is None:
                 continue
-            if top[0].score >= cal.near_floor:
-                continue
-            ids, vecs = self.workspace.exact(np.array([r.chunk_id for r in top], dtype=np.int64))
-            by_chunk = dict(zip(ids.tolist(), vecs, strict=True))
-            pairs = [(by_chunk[r.chunk_id], r.score) for r in top if r.chunk_id in by_chunk]
-            if not pairs:
-                continue
-            vector = expand(
-                whole.embedding[None, :],
-                np.stack([v for v, _ in pairs])[None],
-                np.array([[s for _, s in pairs]], dtype=np.float32),
-                QE_ALPHA,
-            )[0]
-            out.append(Document(id=d.id, uri=d.uri, chunks=[Chunk(kind="whole", embedding=vector)]))
-        return out
+            exclude = d.query_info.get("exclude")  # "more like this": the document itself is no neighbour
+            top = [r for r in d.results if r.doc_id != exclude][:k]
+            if not top or top[0].score >= cal.near_floor:
+                continue  # nothing to expand with, or a copy: found as it is
+            vecs = dict(zip(*self._vectors([r.chunk_id for r in top]), strict=True))
+            pairs = [(vecs[r.chunk_id], r.score) for r in top if r.chunk_id in vecs]
+            if pairs:
+                query = whole.embedding.astype(np.float32)
+                neighbours = np.stack([v for v, _ in pairs])[None]
+                sims = np.array([[sc for _, sc in pairs]], dtype=np.float32)
+                todo.append((d, expand(query[None, :], neighbours, sims, QE_ALPHA)[0]))
+        if not todo:
+            return
+        queries = [Document(id=d.id, uri=d.uri, chunks=[Chunk(kind="whole", embedding=v)]) for d, v in todo]
+        again = {
+            q.id: q for q in self._runtime().submit(Request("search", queries, parameters=parameters)).result().docs
+        }
+        for d, _ in todo:
+            second = again.get(d.id)
+            if second is None or second.error is not None:
+                continue  # the first search's results stand
+            whole = next(c for c in d.chunks if c.kind == "whole" and c.embedding is not None)
+            assert whole.embedding is not None
+            vecs = dict(zip(*self._vectors([r.chunk_id for r in second.results]), strict=True))
+            for r in second.results:
+                if r.chunk_id in vecs:
+                    r.score = float(np.dot(vecs[r.chunk_id], whole.embedding))
+            d.results = second.results
+
+    def _vectors(self, chunk_ids: list[int]) -> tuple[list[int], list[np.ndarray]]:
+        ids, vecs = self.workspace.exact(np.array(chunk_ids, dtype=np.int64))
+        return ids.tolist(), list(vecs)
 
     def run_queries(
         self, docs: list[Document], top_k: int, face: int | None = None, min_match: MatchLevel | None = None
     ) -> list[list[Result] | BadInput]:
         """Run query documents through the query flow as one request: per document, its results,
         each labelled with its match level and cut at ``min_match``, or the BadInput that says why
-        it could not be used."""
+        it could not be used. Image queries are expanded (``LOOKALIKE_QUERY_EXPANSION``)."""
         if not 1 <= top_k <= 1000:
             raise BadInput(f"top_k must be between 1 and 1000, got {top_k}", "bad top_k")
         if not docs:
             return []
+        cal = self.calibration()
+        k = int_value("LOOKALIKE_QUERY_EXPANSION", 0, 100) if cal is not None else 0
         parameters: dict[str, Any] = {"top_k": top_k}
         if face is not None:
             parameters["face"] = face  # which face of the query image (face flows)
-        done = self._runtime().submit(Request("search", docs, parameters=parameters)).result()
+        # Enough results to expand with whatever top_k asks (and one more for an excluded document).
+        first = dict(parameters, top_k=min(1000, max(top_k, k + 1)))
+        done = self._runtime().submit(Request("search", docs, parameters=first)).result()
         by_id = {d.id: d for d in done.docs}
-        expanded = self._expanded_queries(list(by_id.values()))
-        if expanded:  # alpha query expansion: a second search with each expanded query vector
-            again = self._runtime().submit(Request("search", expanded, parameters=dict(parameters))).result()
-            for d in again.docs:
-                if d.error is None:
-                    by_id[d.id].results = d.results
+        if k:
+            self._expand(by_id, k, cal, dict(parameters))  # type: ignore[arg-type]  # cal is set when k is
         out: list[list[Result] | BadInput] = []
         for doc in docs:
             d = by_id[doc.id]
@@ -719,8 +745,9 @@ class Engine:
             if d.error is not None:
                 out.append(BadInput(f"query {d.uri or 'image'}: {d.error}", d.error_reason))
             else:
-                self.label_matches(d.results)
-                out.append(cut(d.results, min_match))
+                results = d.results[:top_k]  # the first search may have fetched more, to expand with
+                self.label_matches(results, cal)
+                out.append(cut(results, min_match))
         return out
 
     def query_docs(
@@ -754,7 +781,7 @@ class Engine:
             raise NotFound(f"no indexed document {doc_id!r}")
         chosen = [r for r in rows if r[1] == "whole"] or rows[:1]
         chunks = [Chunk(kind=kind, bbox=bbox, embedding=emb) for _, kind, bbox, emb in chosen]
-        return Document(id=f"similar-{doc_id}", chunks=chunks)
+        return Document(id=f"similar-{doc_id}", chunks=chunks, query_info={"exclude": doc_id})
 
     def search_tags(self, text: str, top_k: int = TOP_K) -> list[Result]:
         """Documents tagged with what ``text`` names, ranked by summed probability.

@@ -183,19 +183,9 @@ class Expansion:
 
     def apply(self, queries: np.ndarray, sims: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         """The similarities of the expanded queries (rows of ``sims`` with -inf stay -inf)."""
-        from lookalike.descriptors import expand
+        from lookalike.descriptors import alpha_qe_search
 
-        k = min(self.k, gallery.shape[0] - 1)
-        if k < 1:
-            return sims
-        idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(sims, idx, axis=1)
-        expanded = expand(queries, gallery[idx], top, self.alpha)
-        out = expanded @ gallery.T
-        copies = top[:, 0] >= self.copy_floor
-        out[copies] = sims[copies]
-        out[np.isneginf(sims)] = -np.inf
-        return out
+        return alpha_qe_search(queries, gallery, self.k, self.alpha, self.copy_floor, sims=sims)
 
 
 def leave_one_out(
@@ -358,11 +348,10 @@ def cutoff_scores(
         sims = vecs[start:stop] @ vecs.T
         rows = np.arange(stop - start)
         sims[rows, start + rows] = -np.inf
-        if expansion is not None:
-            sims = expansion.apply(vecs[start:stop], sims, vecs)
-        order = np.argsort(-sims, axis=1, kind="stable")[:, : min(depth, n - 1)]
+        ranked = sims if expansion is None else expansion.apply(vecs[start:stop], sims, vecs)
+        order = np.argsort(-ranked, axis=1, kind="stable")[:, : min(depth, n - 1)]
         for r, idx in enumerate(order):
-            scores = sims[r, idx]
+            scores = sims[r, idx]  # labelled by their cosine to the query, as the engine does
             keep = np.array([lv != "weak" for lv in cal.levels(scores.tolist())])
             rel = codes[idx] == codes[start + r]
             kept_rel += int(rel[keep].sum())

@@ -36,9 +36,9 @@ LEVELS: tuple[MatchLevel, ...] = ("same", "near_duplicate", "similar", "weak")
 # Cosine floors of the copy levels (R-MAC EfficientNet-Lite0 embeddings, measured on tuxpaint by
 # `lookalike eval --robustness`, docs/benchmarks.md "Match levels"): "same" is the same picture
 # as good as untouched; "near_duplicate" covers what single edits give (medians 0.88-0.97 for a
-# crop, a half-size, JPEG 50, a 10-degree rotation, grey, a mirror image), above what 95% of the
-# collection's images reach with their nearest other image (0.94 is the 95th percentile there, and
-# most of the images above it are colour variants of one stamp).
+# crop, a half-size, JPEG 50, a 10-degree rotation, grey, a mirror image), and what 90% of the
+# collection's images do not reach with their nearest other image (its 90th percentile is 0.79;
+# most of the images above 0.80 are colour variants of one stamp).
 SAME_FLOOR = 0.97
 NEAR_DUPLICATE_FLOOR = 0.80
 # A result is "similar" while it scores at least this far up from the background (the median of
@@ -112,13 +112,13 @@ class Calibration:
         return np.asarray(similarities) >= self.near_floor
 
     def levels(self, scores: list[float], reference: float | None = None) -> list[MatchLevel]:
-        """Levels of one query's results (``scores``, best first, cosine similarities).
+        """Levels of one query's results (``scores``: their cosine similarity to the query).
 
         ``reference``: the query's best non-copy score, if the caller knows it beyond these results;
         by default the best of ``scores`` below the near-duplicate floor.
         """
         if reference is None:
-            reference = next((s for s in scores if s < self.near_floor), None)
+            reference = max((s for s in scores if s < self.near_floor), default=None)
         similar_floor = self.q99
         if reference is not None:
             base = max(self.median, 0.0)  # no background known (-1): measured up from orthogonal

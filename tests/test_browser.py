@@ -216,7 +216,7 @@ def test_upload_then_more_like_this_then_tag(page, server: str, photos: list[Pat
     # the uploaded photo is itself indexed, so it comes first, scored about 1
     assert page.text_content("#results > li:first-child .name") == bird.name
     assert float(page.text_content("#results > li:first-child .score")) > 0.99
-    assert re.fullmatch(rf"{len(first)} results in \d+ ms", page.text_content("#status"))
+    assert re.fullmatch(rf"{len(first)} results in \d+ ms, {weak} of them weak", page.text_content("#status"))
     screenshot(page, "upload")
 
     # more like the second result: the clicked photo is excluded, its name shows as the query

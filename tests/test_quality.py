@@ -112,13 +112,19 @@ def test_every_result_carries_a_match_level_and_min_match_cuts_on_it(indexed):
     bird = next(p for p in photos if "/animals/birds/" in str(p))
     with Image.open(bird) as img:
         buf = io.BytesIO()
-        img.convert("RGB").resize((img.width // 2, img.height // 2)).save(buf, "JPEG", quality=60)
+        img.convert("RGBA").save(buf, "PNG", optimize=True)  # the same picture in another file
+    with Image.open(bird) as img:
+        jpeg = io.BytesIO()
+        flat = Image.new("RGB", img.size, (255, 255, 255))
+        flat.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        flat.save(jpeg, "JPEG", quality=75)  # re-encoded, onto the white the preprocessing uses
     with Engine.open(root / "ws", for_indexing=False) as engine:
-        [same, copy] = engine.search([str(bird), buf.getvalue()], top_k=32)
+        [same, copy, reencoded] = engine.search([str(bird), buf.getvalue(), jpeg.getvalue()], top_k=32)
         [cut] = engine.search([str(bird)], top_k=32, min_match="similar")
         assert (root / "ws" / "calibration.json").is_file()  # fitted on this collection, kept in it
     assert same[0].uri == str(bird) and same[0].match == "same"
-    assert copy[0].uri == str(bird) and copy[0].match in ("same", "near_duplicate")
+    assert copy[0].uri == str(bird) and copy[0].match == "same"
+    assert reencoded[0].uri == str(bird) and reencoded[0].match in ("same", "near_duplicate"), reencoded[0]
     levels = [r.match for r in same]
     assert set(levels) <= set(LEVELS) and "weak" in levels  # 32 of 32 photos: most are not alike
     assert [LEVELS.index(lv) for lv in levels] == sorted(LEVELS.index(lv) for lv in levels)  # by score
@@ -146,3 +152,57 @@ def test_cli_min_match_and_tag(indexed):
     assert "59 ImageNet classes" in done.stdout and "animals/birds" in done.stdout
     done = subprocess.run([*lookalike_cmd(), "search", "-w", ws], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--tag" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_graphs_pooling_heads_equal_the_reference_poolings(encoder, tuxpaint):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from lookalike.descriptors import pool
+    from lookalike.images import load_tensor
+    from lookalike.models.encoder import EfficientNetEncoder
+
+    graph = onnx.load(str(encoder.compiled.onnx_path))
+    graph.graph.output.append(helper.make_tensor_value_info("_conv_head.relu6", TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    batch = np.stack([load_tensor(p) for p in sorted(tuxpaint.images)[::40]])
+    features = session.run(["_conv_head.relu6"], {"input": batch})[0]
+    assert features.shape == (len(batch), 1280, 7, 7)
+    for pooling in ("rmac", "gem", "avg"):
+        model = EfficientNetEncoder(pooling=pooling, cache_dir=encoder.compiled.onnx_path.parent)
+        np.testing.assert_allclose(model.encode_tensors(batch)[0], pool(features, pooling), atol=1e-5)
+    assert EfficientNetEncoder(pooling="rmac").fingerprint.endswith(":rmac")
+
+
+def test_expansion_ranks_but_scores_stay_the_cosine_to_the_query(indexed, encoder):
+    root, photos = indexed
+    bird = next(p for p in photos if "/animals/birds/" in str(p))
+    query = encoder.encode([str(bird)])[0][0]
+    with Engine.open(root / "ws", for_indexing=False) as engine:
+        [ten] = engine.search([str(bird)], top_k=10)
+        [one] = engine.search([str(bird)], top_k=1)
+        similar = engine.run_queries([engine.stored_query_doc(ten[1].doc_id)], 10)[0]
+        ids, vecs = engine.workspace.exact(np.array([r.chunk_id for r in ten]))
+    assert one[0].doc_id == ten[0].doc_id  # top_k does not change what the query is expanded with
+    cosine = dict(zip(ids.tolist(), (vecs @ query).tolist(), strict=True))
+    assert all(abs(r.score - cosine[r.chunk_id]) < 2e-3 for r in ten)  # float16 storage
+    assert not isinstance(similar, Exception) and similar[0].doc_id == ten[1].doc_id  # itself, then the rest
+    assert similar[0].match == "same" and len(similar) == 10
+
+
+def test_calibration_samples_sparse_ids_and_is_dropped_by_a_reset(indexed, tmp_path):
+    import shutil
+
+    root, photos = indexed
+    ws = tmp_path / "ws"
+    shutil.copytree(root / "ws", ws)
+    with Engine.open(ws, for_indexing=False) as engine:
+        store = engine.workspace.store
+        every = store.sample_embeddings(1000, 1280)
+        assert len(every) == len(photos)
+        assert len(store.sample_embeddings(5, 1280)) == 5
+        engine.calibration()
+    assert (ws / "calibration.json").is_file()
+    with Engine.open(ws, reset=True) as engine:
+        assert not (ws / "calibration.json").exists()

@@ -3,12 +3,12 @@
 The architecture mirrors the reference ``efficientnet-lite-pytorch`` (itself a port of the
 TensorFlow ``efficientnet_lite_builder``): ReLU6 everywhere, no squeeze-and-excitation, stem and
 head not scaled, TensorFlow "SAME" padding (asymmetric for stride 2). BatchNorm is folded into the
-preceding convolution, so the graph is only Conv, Clip, Add, GlobalAveragePool and Gemm (and an
-Identity naming the head's feature map).
+preceding convolution, so the backbone is only Conv, Clip, Add, GlobalAveragePool and Gemm; the
+R-MAC and GeM heads add Slice, ReduceMax, ReduceL2, Max, Div, Sum, Pow and Flatten.
 
 Outputs: ``embedding`` (N x 1280, the globally averaged head features, *not* normalised),
-``logits`` (N x 1000, ImageNet classes) and ``features`` (N x 1280 x H x W, the head's feature map,
-which :mod:`lookalike.descriptors` pools regionally).
+``logits`` (N x 1000, ImageNet classes), and the same head features pooled two other ways (see
+:mod:`lookalike.descriptors`): ``rmac`` (regional max pooling) and ``gem`` (generalised mean, p 3).
 """
 
 from __future__ import annotations
@@ -18,18 +18,23 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from lookalike.atomic import atomic_write
+from lookalike.descriptors import GEM_P, rmac_regions
 from lookalike.digest import file_sha256
 from lookalike.errors import ModelError
 from lookalike.models.torch_checkpoint import load_state_dict
 
 # Bumped whenever the graph this module writes changes, so stale cached graphs are rebuilt.
-CONVERTER_VERSION = 2  # 2: the head's feature map is an output too
+CONVERTER_VERSION = 2  # 2: R-MAC and GeM outputs
+# Bumped only when the ``embedding`` (average-pooled) output itself changes: it is what the
+# fingerprint says, so workspaces indexed with average pooling stay valid across graph additions.
+EMBEDDING_VERSION = 1
 # The reference builds its BatchNorm layers with eps=1e-3 (TensorFlow's default), not torch's 1e-5.
 BN_EPS = 1e-3
 # opset 13 is old enough for every onnxruntime we allow and has Clip with tensor min/max.
@@ -156,6 +161,36 @@ class _GraphBuilder:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
         return name
 
+    def const_int(self, name: str, value: list[int]) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def rmac(self, x: str, size: int) -> str:
+        """R-MAC of the ``N x C x size x size`` map ``x``: each region of
+        :func:`lookalike.descriptors.rmac_regions` max-pooled, L2-normalised, then summed."""
+        self.const("eps", np.array(1e-12))
+        parts = []
+        for i, (top, bottom, left, right) in enumerate(rmac_regions(size, size)):
+            starts = self.const_int(f"rmac.{i}.starts", [top, left])
+            ends = self.const_int(f"rmac.{i}.ends", [bottom, right])
+            region = self.node("Slice", [x, starts, ends, self.const_int(f"rmac.{i}.axes", [2, 3])], f"rmac.{i}")
+            peak = self.node("ReduceMax", [region], f"rmac.{i}.max", axes=[2, 3], keepdims=0)
+            norm = self.node("ReduceL2", [peak], f"rmac.{i}.norm", axes=[1], keepdims=1)
+            safe = self.node("Max", [norm, "eps"], f"rmac.{i}.safe")
+            parts.append(self.node("Div", [peak, safe], f"rmac.{i}.unit"))
+        return self.node("Sum", parts, "rmac")
+
+    def gem(self, x: str, p: float) -> str:
+        """Generalised mean pooling: (mean of x**p) ** (1/p), x >= 0 after ReLU6."""
+        cubed = self.node("Pow", [x, self.const("gem.p", np.array(p))], "gem.pow")
+        mean = self.node("GlobalAveragePool", [cubed], "gem.mean")
+        root = self.node("Pow", [mean, self.const("gem.inv_p", np.array(1.0 / p))], "gem.root")
+        return self.node("Flatten", [root], "gem", axis=1)
+
     def conv_bn(
         self, x: str, conv: str, bn: str, *, size: int, stride: int = 1, groups: int = 1, relu6: bool = True
     ) -> str:
@@ -221,7 +256,8 @@ def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelPro
         raise ModelError(f"weights have more blocks than {variant.name}: is this the right model?")
 
     x = g.conv_bn(x, "_conv_head", "_bn1", size=size)
-    g.nodes.append(helper.make_node("Identity", [x], ["features"], name="features"))
+    g.rmac(x, size)
+    g.gem(x, GEM_P)
     g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"))
     g.nodes.append(helper.make_node("Flatten", ["pooled"], ["embedding"], name="flatten", axis=1))
     fc_w, fc_b = g.take("_fc.weight"), g.take("_fc.bias")
@@ -242,7 +278,8 @@ def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelPro
         [
             helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, fc_w.shape[0]]),
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, [n, EMBEDDING_DIM, size, size]),
+            helper.make_tensor_value_info("rmac", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
+            helper.make_tensor_value_info("gem", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
         ],
         initializer=g.inits,
     )
@@ -274,7 +311,7 @@ class CompiledModel:
         """Changes whenever the embeddings could change: weights, converter, preprocessing."""
         from lookalike.images import PREPROCESS_VERSION
 
-        return f"{self.variant.name}:{self.weights_sha256[:16]}:c{CONVERTER_VERSION}:p{PREPROCESS_VERSION}"
+        return f"{self.variant.name}:{self.weights_sha256[:16]}:c{EMBEDDING_VERSION}:p{PREPROCESS_VERSION}"
 
 
 def ensure_onnx(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None) -> CompiledModel:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from lookalike.descriptors import DEFAULT_POOLING, POOLINGS, Pooling, pool
+from lookalike.descriptors import DEFAULT_POOLING, POOLINGS, Pooling
 from lookalike.errors import BadInput, ModelError
 from lookalike.images import ImageSource, load_tensor
 from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, CompiledModel, ensure_onnx
@@ -95,10 +95,10 @@ class EfficientNetEncoder:
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 1000), np.float32)
         embs, logits = [], []
-        outputs = ["embedding", "logits"] if self.pooling == "avg" else ["features", "logits"]
+        outputs = ["embedding" if self.pooling == "avg" else self.pooling, "logits"]  # the graph pools
         for start in range(0, len(batch), self.batch_size):
             e, lg = self._session.run(outputs, {"input": batch[start : start + self.batch_size]})
-            embs.append(e if self.pooling == "avg" else pool(e, self.pooling))
+            embs.append(e)
             logits.append(lg)
         emb = np.concatenate(embs)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)

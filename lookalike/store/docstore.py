@@ -343,23 +343,30 @@ class DocStore:
             yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), _stack([r[1] for r in rows], dim)
 
     def sample_embeddings(self, n: int, dim: int, kind: str = "whole", seed: int = 0) -> np.ndarray:
-        """About ``n`` embeddings of ``kind`` chunks, drawn at random (seeded) by chunk id: a few
-        primary-key lookups, however large the collection."""
+        """Up to ``n`` embeddings of ``kind`` chunks, drawn at random (seeded) by probing chunk ids:
+        primary-key lookups only, however large the table. Ids left sparse by re-encoded or deleted
+        files, and chunks of other kinds (a flipper's mirrors), only cost more probing rounds."""
         lo, hi = self._reader.execute("SELECT min(id), max(id) FROM chunks").fetchone()
         if lo is None:
             return np.zeros((0, dim), np.float32)
-        rng = np.random.default_rng(seed)
-        span = hi - lo + 1
-        ids = np.arange(lo, hi + 1) if span <= 2 * n else np.unique(rng.integers(lo, hi + 1, size=2 * n))
-        rows: list[bytes] = []
-        for start in range(0, len(ids), 500):
-            part = [int(i) for i in ids[start : start + 500]]
-            marks = ",".join("?" * len(part))
-            sql = f"SELECT embedding FROM chunks WHERE id IN ({marks}) AND kind=?"
-            rows.extend(r[0] for r in self._reader.execute(sql, (*part, kind)))
-        if len(rows) > n:
-            rows = [rows[i] for i in sorted(rng.choice(len(rows), size=n, replace=False))]
-        return _stack(rows, dim)
+        if hi - lo + 1 <= 4 * n:  # small: take them all, then draw
+            rows = self._reader.execute("SELECT id, embedding FROM chunks WHERE kind=?", (kind,)).fetchall()
+            found = dict(rows)
+        else:
+            rng, found = np.random.default_rng(seed), {}
+            for _ in range(8):
+                need = n - len(found)
+                if need <= 0:
+                    break
+                probe = np.unique(rng.integers(lo, hi + 1, size=3 * need)).tolist()
+                for start in range(0, len(probe), 500):
+                    part = probe[start : start + 500]
+                    sql = f"SELECT id, embedding FROM chunks WHERE id IN ({','.join('?' * len(part))}) AND kind=?"
+                    found.update(self._reader.execute(sql, (*part, kind)))
+        ids = sorted(found)
+        if len(ids) > n:
+            ids = sorted(np.random.default_rng(seed).choice(ids, size=n, replace=False).tolist())
+        return _stack([found[i] for i in ids], dim)
 
     def count_shard(self, shard: int) -> int:
         return int(self._reader.execute("SELECT count(*) FROM chunks WHERE shard=?", (shard,)).fetchone()[0])
@@ -583,11 +590,14 @@ class DocStore:
     def search_labels(self, labels: list[str], limit: int = 50) -> list[tuple[str, str, float]]:
         """(doc id, its most probable of ``labels``, the summed probability of all of them) of docs
         tagged with any of ``labels``, the highest sum first."""
+        if not labels:
+            return []
+        marks = ",".join("?" * len(labels))  # at most the 1000 ImageNet labels
         sql = (
             "SELECT doc_id, label, max(probability), sum(probability) AS p FROM doc_tags "
-            "WHERE label IN (SELECT value FROM json_each(?)) GROUP BY doc_id ORDER BY p DESC, doc_id LIMIT ?"
+            f"WHERE label IN ({marks}) GROUP BY doc_id ORDER BY p DESC, doc_id LIMIT ?"
         )
-        rows = self._reader.execute(sql, (json.dumps(labels), limit))
+        rows = self._reader.execute(sql, (*labels, limit))
         return [(d, lab, float(p)) for d, lab, _best, p in rows]
 
     def search_tags(self, text: str, limit: int = 50) -> list[tuple[str, str, float]]:

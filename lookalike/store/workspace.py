@@ -32,6 +32,7 @@ from lookalike import __version__
 from lookalike.atomic import atomic_write
 from lookalike.document import Document, Request
 from lookalike.errors import StoreError
+from lookalike.relevance import FILE as CALIBRATION_FILE
 from lookalike.store.docstore import DocStore
 from lookalike.store.locks import exclusive, try_exclusive
 from lookalike.store.shard_index import ShardIndex
@@ -154,6 +155,7 @@ class Workspace:
             if not writer:
                 raise StoreError("resetting a workspace needs write access")
             m.update(encoder=encoder, dim=dim, metric=metric, preset=preset or m.get("preset", "default"))
+            (self.path / CALIBRATION_FILE).unlink(missing_ok=True)  # another collection's background
         recorded = m.get("encoder")
         if encoder and recorded and recorded != encoder:
             if not reset and self.store.count_docs() > 0:

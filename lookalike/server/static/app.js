@@ -250,8 +250,10 @@ async function run(query, { push = false, keepFace = false } = {}) {
     renderFaces(first.faces || []);
     renderResults(first.matches || [], query);
     const n = (first.matches || []).length;
+    const weak = (first.matches || []).filter((m) => m.match === "weak").length;
     const took = typeof answer.took_ms === "number" ? ` in ${Math.round(answer.took_ms)} ms` : "";
-    setBusy(false, n ? `${plural(n, "result")}${took}` : emptyMessage(query));
+    const weakNote = weak && weak < n ? `, ${weak} of them weak` : "";
+    setBusy(false, n ? `${plural(n, "result")}${took}${weakNote}` : emptyMessage(query));
     ui.results.dataset.state = "done";
   } catch (e) {
     if (e.name === "AbortError" || seq !== state.seq) return;
@@ -294,6 +296,7 @@ function setBusy(busy, message) {
   if (busy) {
     ui.results.dataset.state = "loading";
     ui.error.hidden = true;
+    ui.more.hidden = true; // the last search's "show more" is not this one's
   }
 }
 
@@ -517,13 +520,16 @@ ui.more.addEventListener("click", () => {
 
 // Tag suggestions: WordNet words (dog, bird, fruit...) as the box is typed in.
 let suggestTimer = 0;
+let suggestSeq = 0;
 ui.tag.addEventListener("input", () => {
   clearTimeout(suggestTimer);
   const prefix = ui.tag.value.trim();
+  const seq = ++suggestSeq; // a slow answer for an older prefix is dropped
   if (!prefix) return ui.tagList.replaceChildren();
   suggestTimer = setTimeout(async () => {
     try {
       const body = await api(`/api/tags?${new URLSearchParams({ prefix, limit: "8" })}`);
+      if (seq !== suggestSeq) return;
       ui.tagList.replaceChildren(
         ...body.suggestions.map((t) => el("option", { value: t.word, label: `${t.word} (${t.classes} classes)` })),
       );
