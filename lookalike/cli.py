@@ -835,6 +835,13 @@ def eval_command(
             "--workspace", "-w", help="Index into this workspace and keep it for next time (default: a temporary one)."
         ),
     ] = None,
+    flow: Annotated[
+        Path | None,
+        typer.Option(
+            help="Index with this index flow YAML instead of the built-in one (another model, pooling, "
+            "replicas...), so encoders and descriptors compare on one command line."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure retrieval quality on labelled folders: leave-one-out P@1, P@5, P@10 and mAP per class."""
@@ -853,6 +860,7 @@ def eval_command(
             robustness=robustness,
             index_progress=bar,
             progress=say,
+            flow=flow,
         )
     if plot is not None:
         write_plot(result, plot)

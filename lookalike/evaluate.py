@@ -527,6 +527,7 @@ def evaluate(
     robustness: bool = False,
     index_progress: Any = None,
     progress: Progress | None = None,
+    flow: str | os.PathLike | None = None,
 ) -> EvalResult:
     """Evaluate retrieval on the labelled images under ``root``; see the module docstring.
 
@@ -548,6 +549,9 @@ def evaluate(
         raise ConfigError(f"--seed must be 0 or more, got {seed}")
     if encoder == "histogram" and workspace is not None:
         raise ConfigError("the histogram baseline is computed directly and stores nothing: drop --workspace")
+    if encoder == "histogram" and flow is not None:
+        raise ConfigError("the histogram baseline runs no flow: drop --flow")
+    index_flow = _open_index_flow(flow) if flow is not None else None
     root_path = Path(os.path.abspath(os.fspath(root)))
     if not root_path.exists():
         raise NotFound(f"no such folder: {root}")
@@ -571,7 +575,7 @@ def evaluate(
     calibration = None
     if encoder == "efficientnet":
         vectors, skipped, result_ws, seconds["index"], calibration = _index_with_engine(
-            root_path, workspace, chosen, index_progress, say
+            root_path, workspace, chosen, index_progress, say, index_flow
         )
     else:
         say(f"computing colour histograms of {len(chosen)} images")
@@ -606,7 +610,8 @@ def evaluate(
         start = time.perf_counter()
         # The histogram costs nothing next to making the variants: then every core makes variants.
         workers = _cores() if encoder == "histogram" else None
-        rob = copy_detection(kept, matrix, _embedder(encoder), workers=workers, progress=say, expansion=expansion)
+        embed, size = _embedder(encoder, index_flow)
+        rob = copy_detection(kept, matrix, embed, size=size, workers=workers, progress=say, expansion=expansion)
         seconds["robustness"] = time.perf_counter() - start
 
     cutoff = None
@@ -619,7 +624,7 @@ def evaluate(
 
     return EvalResult(
         root=root_path,
-        encoder=encoder if encoder == "histogram" else "efficientnet-lite0",
+        encoder=encoder if encoder == "histogram" else _encoder_name(index_flow),
         paths=kept,
         labels=labels,
         loo=loo,
@@ -637,17 +642,68 @@ def evaluate(
     )
 
 
+def _open_index_flow(path: str | os.PathLike) -> Any:
+    from lookalike.flow.graph import open_flow
+
+    flow = open_flow(path, "index")
+    if not flow.pods_storing_vectors():
+        flow.close()
+        raise ConfigError(f"{path} is not an index flow: it has no VectorIndexer pod to store vectors")
+    return flow
+
+
+def _query_flow_for(index_flow: Any) -> Any:
+    """The built-in query flow with the index flow's ImageEncoder (model, pooling), so the two
+    fingerprints agree; an index flow without one serves as its own (eval searches stored vectors)."""
+    import yaml
+
+    from lookalike.flow.config import load_flow_text
+    from lookalike.flow.graph import Flow, builtin_flow_path
+
+    params = _image_encoder_params(index_flow)
+    if params is None:
+        return index_flow
+    path = builtin_flow_path("query")
+    data = yaml.safe_load(path.read_text("utf-8"))
+    data["pods"]["encoder"] = {"uses": "ImageEncoder", "with": {"model": params.model, "pooling": params.pooling}}
+    text = yaml.safe_dump(data, sort_keys=False)
+    return Flow(load_flow_text(text, "<eval query flow>", path.parent), "query")
+
+
+def _image_encoder_params(flow: Any) -> Any:
+    """The params of the flow's ImageEncoder pod (the default flow's when ``flow`` is None)."""
+    from lookalike.executors.encoders import ImageEncoder
+
+    if flow is None:
+        return ImageEncoder.Params()
+    pods = [p for p in flow.pods.values() if issubclass(p.executor, ImageEncoder)]
+    return pods[0].params if pods else None
+
+
+def _encoder_name(flow: Any) -> str:
+    params = _image_encoder_params(flow)
+    if params is None:
+        return "the flow's encoder"
+    return f"{params.model} ({params.pooling} pooling)"
+
+
 def _index_with_engine(
-    root: Path, workspace: str | os.PathLike | None, wanted: list[str], index_progress: Any, say: Progress
+    root: Path,
+    workspace: str | os.PathLike | None,
+    wanted: list[str],
+    index_progress: Any,
+    say: Progress,
+    index_flow: Any = None,
 ) -> tuple[dict[str, np.ndarray], list[tuple[str, str]], str | None, float, Any]:
-    """Index ``root`` with the default flows; the stored whole-image vectors of ``wanted``, and the
-    workspace's match-level calibration."""
+    """Index ``root`` with ``index_flow`` (default: the built-in one); the stored whole-image vectors
+    of ``wanted``, and the workspace's match-level calibration."""
     from lookalike.engine import Engine
 
     ws_path = Path(workspace) if workspace is not None else Path(tempfile.mkdtemp(prefix="lookalike-eval-"))
     try:
         say(f"indexing {root} into {'workspace ' + str(ws_path) if workspace is not None else 'a temporary workspace'}")
-        with Engine.open(ws_path) as engine:
+        query_flow = _query_flow_for(index_flow) if index_flow is not None else None
+        with Engine.open(ws_path, index_flow=index_flow, query_flow=query_flow) as engine:
             summary = engine.index([root], progress=index_progress)
             store = engine.workspace.store
             doc_ids, vecs = store.vectors_by_doc(engine.workspace.dim)
@@ -685,15 +741,20 @@ def _histograms(paths: list[str]) -> tuple[dict[str, np.ndarray], list[tuple[str
     return vectors, skipped
 
 
-def _embedder(encoder: str) -> Callable[[np.ndarray], np.ndarray]:
+def _embedder(encoder: str, flow: Any = None) -> tuple[Callable[[np.ndarray], np.ndarray], int]:
+    """What copy detection queries with, and its input size: the flow's ImageEncoder as its query
+    flow would run it (same model and pooling, every core: nothing else runs now)."""
     if encoder == "histogram":
         from lookalike.baselines import ColorHistogramEncoder
 
-        return ColorHistogramEncoder().encode_tensors
+        return ColorHistogramEncoder().encode_tensors, 224
     from lookalike.models.encoder import EfficientNetEncoder
 
-    model = EfficientNetEncoder()  # the query flow's encoder: same model, every core (nothing else runs now)
-    return lambda batch: model.encode_tensors(batch)[0]
+    params = _image_encoder_params(flow)
+    if params is None:
+        raise ConfigError("--robustness needs an ImageEncoder pod in the --flow, to encode the copies with")
+    model = EfficientNetEncoder(params.model, pooling=params.pooling)
+    return (lambda batch: model.encode_tensors(batch)[0]), model.input_size
 
 
 # --- the plot and the contact sheet ---------------------------------------------------------------

@@ -26,7 +26,7 @@ from lookalike.evaluate import (
 )
 from lookalike.images import load_tensor
 
-from conftest import copy_photos, lookalike_cmd, solid
+from conftest import REPO, copy_photos, lookalike_cmd, solid
 
 # --- metrics on rankings worked out by hand -------------------------------------------------------
 
@@ -174,3 +174,27 @@ def test_eval_end_to_end_beats_the_histogram(tuxpaint, tmp_path):
     baseline = _eval(str(root), "--encoder", "histogram")
     assert baseline["encoder"] == "histogram" and baseline["images"] == 45 and len(baseline["skipped"]) == 1
     assert m["map"] > baseline["metrics"]["map"] + 0.1, (m, baseline["metrics"])
+
+
+@pytest.mark.slow
+def test_eval_with_another_index_flow(tuxpaint, tmp_path):
+    """--flow: any index flow (here average pooling and two encoder replicas) is evaluated, and its
+    copies are encoded by its own encoder; a flow without a VectorIndexer is refused."""
+    root = tmp_path / "photos"
+    copy_photos(tuxpaint, root, per_class=9, classes=CLASSES[:2])
+    flow = tmp_path / "avg.yml"
+    text = (REPO / "lookalike" / "flows" / "index.yml").read_text()
+    text = text.replace(
+        "encoder:       {uses: ImageEncoder}", "encoder:       {uses: ImageEncoder, parallel: 2, with: {pooling: avg}}"
+    )
+    assert "pooling: avg" in text
+    flow.write_text(text)
+    avg = evaluate(root, flow=flow, robustness=True)
+    default = evaluate(root, robustness=True)
+    assert avg.encoder == "efficientnet-lite0 (avg pooling)" and default.encoder == "efficientnet-lite0 (rmac pooling)"
+    assert avg.robustness is not None and avg.robustness.images == 18
+    assert avg.metrics() != default.metrics() or avg.robustness.similarity != default.robustness.similarity
+    bad = tmp_path / "bad.yml"
+    bad.write_text("pods:\n  loader: {uses: ImageReader}\n")
+    with pytest.raises(ConfigError, match="not an index flow|VectorIndexer"):
+        evaluate(root, flow=bad)
