@@ -315,6 +315,9 @@ def search(
             param_hint="IMAGES",
         )
     if tag is not None:
+        given = [name for name, v in (("--min-match", min_match), ("--face", face), ("--flow", flow)) if v is not None]
+        if given:  # a tag search runs no query flow and has no similarity to label
+            raise typer.BadParameter(f"{', '.join(given)} cannot be used with --tag", param_hint="--tag")
         _search_by_tag(tag, workspace, k, as_json)
         return
     assert images is not None

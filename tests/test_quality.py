@@ -152,6 +152,9 @@ def test_cli_min_match_and_tag(indexed):
     assert "59 ImageNet classes" in done.stdout and "animals/birds" in done.stdout
     done = subprocess.run([*lookalike_cmd(), "search", "-w", ws], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--tag" in done.stderr and "Traceback" not in done.stderr
+    both = [*lookalike_cmd(), "search", "--tag", "bird", "--min-match", "similar", "-w", ws]
+    done = subprocess.run(both, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--min-match cannot be used with --tag" in done.stderr
 
 
 def test_the_graphs_pooling_heads_equal_the_reference_poolings(encoder, tuxpaint):
