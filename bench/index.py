@@ -1,7 +1,7 @@
 """End-to-end `index` throughput against the model ceiling and a naive pipeline, in one run.
 
     .venv/bin/python bench/index.py [--images 300] [--naive-images 100] [--seconds 5] [--repeat 1]
-        [--parallel 1 2 4] [--threads-sweep] [--torch-python .venv-ref/bin/python] [--json]
+        [--parallel 1 2 4] [--threads-sweep] [--flow FILE] [--torch-python .venv-ref/bin/python] [--json]
 
 docs/benchmarks.md: ``bench/index.py --repeat 3 --threads-sweep --torch-python .venv-ref/bin/python``
 
@@ -90,8 +90,11 @@ def child_lookalike(spec: dict[str, Any]) -> dict[str, Any]:
     from lookalike.engine import Engine
     from lookalike.flow.graph import builtin_flow_path
 
-    text = builtin_flow_path("index").read_text()
-    text = text.replace("parallel: 2", f"parallel: {spec['parallel']}")
+    if spec.get("flow"):  # --flow: the user's own index flow, as written
+        text = Path(spec["flow"]).read_text()
+    else:
+        text = builtin_flow_path("index").read_text()
+        text = text.replace("parallel: 2", f"parallel: {spec['parallel']}")
     if spec.get("encoder_threads"):
         threads = spec["encoder_threads"]
         text = text.replace("{uses: ImageEncoder}", f"{{uses: ImageEncoder, with: {{threads: {threads}}}}}")
@@ -105,6 +108,7 @@ def child_lookalike(spec: dict[str, Any]) -> dict[str, Any]:
             def skipped(self, doc: Any) -> None: ...
             def still_bad(self, path: str, message: str) -> None: ...
             def unusable(self, path: str, message: str) -> None: ...
+            def note(self, message: str) -> None: ...
 
             def done(self, doc: Any) -> None:
                 stamps.append(time.perf_counter())
@@ -257,6 +261,9 @@ def main() -> None:
         "--threads-sweep", action="store_true", help="also run each parallel setting with 1 encoder thread"
     )
     parser.add_argument("--torch-python", help="an interpreter with torch + efficientnet-lite-pytorch")
+    parser.add_argument(
+        "--flow", help="also measure this index flow YAML (its pods as written), beside the built-in variants"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -312,6 +319,13 @@ def main() -> None:
                 }
                 for p, t in configs
             }
+            if args.flow:
+                specs["flow"] = {
+                    "kind": "lookalike",
+                    "dir": str(folder),
+                    "flow": str(Path(args.flow).resolve()),
+                    "batch_size": args.batch_size,
+                }
             specs["prep"] = {"kind": "prep", "dir": str(folder)}
             specs["naive_onnx"] = {"kind": "naive", "dir": str(folder), "limit": args.naive_images, "model": "onnx"}
             pythons = {}
@@ -325,6 +339,14 @@ def main() -> None:
             for (p, t), key in zip(configs, specs, strict=False):
                 row = best[key]
                 row.update(parallel=p, encoder_threads=t or cores)
+                row["of_ceiling"] = row["images_per_s"] / ceiling["images_per_s"]
+                if row.get("steady_images_per_s"):
+                    row["steady_of_ceiling"] = row["steady_images_per_s"] / ceiling["images_per_s"]
+                row["x_naive"] = row["images_per_s"] / best["naive_onnx"]["images_per_s"]
+                rows.append(row)
+            if args.flow:
+                row = best["flow"]
+                row.update(parallel=None, encoder_threads=None, flow=args.flow)
                 row["of_ceiling"] = row["images_per_s"] / ceiling["images_per_s"]
                 if row.get("steady_images_per_s"):
                     row["steady_of_ceiling"] = row["steady_images_per_s"] / ceiling["images_per_s"]
@@ -374,7 +396,12 @@ def print_tables(r: dict[str, Any]) -> None:
             "|---|---|---|---|---|---|---|"
         )
         for row in s["lookalike"]:
-            label = f"lookalike, loader/normalizer parallel {row['parallel']}, encoder {row['encoder_threads']} threads"
+            label = (
+                f"lookalike, {row['flow']}"
+                if row.get("flow")
+                else f"lookalike, loader/normalizer parallel {row['parallel']}, "
+                f"encoder {row['encoder_threads']} threads"
+            )
             steady = row.get("steady_images_per_s")
             steady_txt = f"{steady:.1f} ({row['steady_of_ceiling']:.0%})" if steady else "-"
             print(

@@ -145,7 +145,7 @@ def test_eval_end_to_end_beats_the_histogram(tuxpaint, tmp_path):
     plot, report = tmp_path / "p.png", tmp_path / "r.html"
     data = _eval(str(root), "--plot", str(plot), "--robustness", "--report", str(report))
 
-    assert data["encoder"] == "efficientnet-lite0" and data["images"] == 45 and data["classes"] == 5
+    assert data["encoder"] == "efficientnet-lite0 (rmac pooling)" and data["images"] == 45 and data["classes"] == 5
     assert data["left_out"] == {"classes": 1, "images": 3}
     assert [s["path"] for s in data["skipped"]] == [str(broken)] and "truncated" in data["skipped"][0]["reason"]
     m = data["metrics"]
