@@ -94,6 +94,7 @@ def indexed(tuxpaint, tmp_path_factory):
     return root, photos
 
 
+@pytest.mark.slow  # indexes real photos: the full suite, not the fast tier
 def test_tag_search_for_bird_finds_birds_of_every_species(indexed):
     root, photos = indexed
     birds = {str(p) for p in photos if "/animals/birds/" in str(p)}
@@ -107,6 +108,7 @@ def test_tag_search_for_bird_finds_birds_of_every_species(indexed):
     assert {u for u in (r.uri for r in by_label)} <= set(uris)  # a leaf is under its ancestor
 
 
+@pytest.mark.slow  # indexes real photos: the full suite, not the fast tier
 def test_every_result_carries_a_match_level_and_min_match_cuts_on_it(indexed):
     root, photos = indexed
     bird = next(p for p in photos if "/animals/birds/" in str(p))
@@ -157,6 +159,7 @@ def test_cli_min_match_and_tag(indexed):
     assert done.returncode == 2 and "--min-match cannot be used with --tag" in done.stderr
 
 
+@pytest.mark.slow  # indexes real photos: the full suite, not the fast tier
 def test_the_graphs_pooling_heads_equal_the_reference_poolings(encoder, tuxpaint):
     import onnx
     import onnxruntime as ort
@@ -178,6 +181,7 @@ def test_the_graphs_pooling_heads_equal_the_reference_poolings(encoder, tuxpaint
     assert EfficientNetEncoder(pooling="rmac").fingerprint.endswith(":rmac")
 
 
+@pytest.mark.slow  # indexes real photos: the full suite, not the fast tier
 def test_expansion_ranks_but_scores_stay_the_cosine_to_the_query(indexed, encoder):
     root, photos = indexed
     bird = next(p for p in photos if "/animals/birds/" in str(p))
@@ -194,6 +198,7 @@ def test_expansion_ranks_but_scores_stay_the_cosine_to_the_query(indexed, encode
     assert similar[0].match == "same" and len(similar) == 10
 
 
+@pytest.mark.slow  # indexes real photos: the full suite, not the fast tier
 def test_calibration_samples_sparse_ids_and_is_dropped_by_a_reset(indexed, tmp_path):
     import shutil
 
