@@ -85,6 +85,23 @@ def test_jinabox_body(client, corpus):
         assert first["tags"][0]["label"] and len(result["matches"]) == 4
 
 
+def test_match_levels_and_min_match(client, corpus):
+    _, photos = corpus
+    body = {"data": [_data_uri(photos[0])], "top_k": 12}
+    every = client.post("/api/search", json=body).json()["results"][0]["matches"]
+    assert every[0]["match"] == "same" and {m["match"] for m in every} <= {"same", "near_duplicate", "similar", "weak"}
+    assert "weak" in {m["match"] for m in every}  # birds, fruit and planets: most are not alike
+    kept = client.post("/api/search", json=body | {"min_match": "similar"}).json()["results"][0]["matches"]
+    assert [m["doc_id"] for m in kept] == [m["doc_id"] for m in every if m["match"] != "weak"]
+    with open(photos[0], "rb") as f:  # the multipart form takes it too
+        r = client.post("/api/search", files={"file": ("q.png", f, "image/png")}, data={"min_match": "same"})
+    assert r.status_code == 200 and {m["match"] for m in r.json()["results"][0]["matches"]} == {"same"}
+    r = client.post("/api/search", json=body | {"min_match": "close"})
+    assert r.status_code == 422 and "min_match" in r.json()["error"]["message"], r.text
+    r = client.get("/api/tags", params={"prefix": "bi"})
+    assert r.status_code == 200 and r.json()["suggestions"][0] == {"word": "bird", "classes": 59}
+
+
 def test_multipart_and_more_like_this(client, corpus):
     _, photos = corpus
     with open(photos[2], "rb") as f:
