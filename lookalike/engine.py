@@ -673,7 +673,7 @@ class Engine:
         is not a copy searches again with its vector plus its ``k`` nearest results'. The results
         are ranked by that second search but scored, and so labelled, by their cosine to the query
         itself (an expanded vector sits closer to the neighbourhood than the query does)."""
-        todo: list[tuple[Document, np.ndarray]] = []
+        todo: list[tuple[Document, np.ndarray, np.ndarray]] = []  # (query, its vector, expanded)
         for d in done.values():
             whole = next((c for c in d.chunks if c.kind == "whole" and c.embedding is not None), None)
             if d.error is not None or whole is None or whole.embedding is None:
@@ -682,34 +682,33 @@ class Engine:
             top = [r for r in d.results if r.doc_id != exclude][:k]
             if not top or top[0].score >= cal.near_floor:
                 continue  # nothing to expand with, or a copy: found as it is
-            vecs = dict(zip(*self._vectors([r.chunk_id for r in top]), strict=True))
+            vecs = self._vectors([r.chunk_id for r in top])
             pairs = [(vecs[r.chunk_id], r.score) for r in top if r.chunk_id in vecs]
             if pairs:
                 query = whole.embedding.astype(np.float32)
                 neighbours = np.stack([v for v, _ in pairs])[None]
                 sims = np.array([[sc for _, sc in pairs]], dtype=np.float32)
-                todo.append((d, expand(query[None, :], neighbours, sims, QE_ALPHA)[0]))
+                todo.append((d, query, expand(query[None, :], neighbours, sims, QE_ALPHA)[0]))
         if not todo:
             return
-        queries = [Document(id=d.id, uri=d.uri, chunks=[Chunk(kind="whole", embedding=v)]) for d, v in todo]
+        queries = [Document(id=d.id, uri=d.uri, chunks=[Chunk(kind="whole", embedding=v)]) for d, _, v in todo]
         again = {
             q.id: q for q in self._runtime().submit(Request("search", queries, parameters=parameters)).result().docs
         }
-        for d, _ in todo:
+        for d, query, _ in todo:
             second = again.get(d.id)
             if second is None or second.error is not None:
                 continue  # the first search's results stand
-            whole = next(c for c in d.chunks if c.kind == "whole" and c.embedding is not None)
-            assert whole.embedding is not None
-            vecs = dict(zip(*self._vectors([r.chunk_id for r in second.results]), strict=True))
+            vecs = self._vectors([r.chunk_id for r in second.results])
             for r in second.results:
                 if r.chunk_id in vecs:
-                    r.score = float(np.dot(vecs[r.chunk_id], whole.embedding))
+                    r.score = float(np.dot(vecs[r.chunk_id], query))
             d.results = second.results
 
-    def _vectors(self, chunk_ids: list[int]) -> tuple[list[int], list[np.ndarray]]:
+    def _vectors(self, chunk_ids: list[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of those of these chunks that still exist, by chunk id."""
         ids, vecs = self.workspace.exact(np.array(chunk_ids, dtype=np.int64))
-        return ids.tolist(), list(vecs)
+        return dict(zip(ids.tolist(), vecs, strict=True))
 
     def run_queries(
         self, docs: list[Document], top_k: int, face: int | None = None, min_match: MatchLevel | None = None

@@ -188,6 +188,22 @@ class Expansion:
         return alpha_qe_search(queries, gallery, self.k, self.alpha, self.copy_floor, sims=sims)
 
 
+def _ranked_blocks(
+    vecs: np.ndarray, expansion: Expansion | None, depth: int
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Leave-one-out rankings, a block of query rows at a time: (start, stop, the plain similarities,
+    those the ranking used (expanded, if ``expansion``), and each row's first ``depth`` others).
+    A query's own column is -inf in both, so it sorts last and is cut off."""
+    n = len(vecs)
+    for start in range(0, n, _LOO_BLOCK):
+        stop = min(start + _LOO_BLOCK, n)
+        plain = vecs[start:stop] @ vecs.T
+        rows = np.arange(stop - start)
+        plain[rows, start + rows] = -np.inf
+        ranked = plain if expansion is None else expansion.apply(vecs[start:stop], plain, vecs)
+        yield start, stop, plain, ranked, np.argsort(-ranked, axis=1, kind="stable")[:, :depth]
+
+
 def leave_one_out(
     vectors: np.ndarray,
     labels: Sequence[str],
@@ -209,14 +225,7 @@ def leave_one_out(
     precision = {k: np.empty(n) for k in ks}
     top = np.empty((n, t), dtype=np.int64)
     top_scores = np.empty((n, t), dtype=np.float32)
-    for start in range(0, n, _LOO_BLOCK):
-        stop = min(start + _LOO_BLOCK, n)
-        sims = vecs[start:stop] @ vecs.T
-        rows = np.arange(stop - start)
-        sims[rows, start + rows] = -np.inf  # the query itself sorts last and is cut off
-        if expansion is not None:
-            sims = expansion.apply(vecs[start:stop], sims, vecs)
-        order = np.argsort(-sims, axis=1, kind="stable")[:, : n - 1]
+    for start, stop, _plain, sims, order in _ranked_blocks(vecs, expansion, n - 1):
         block_ap, block_p = ranking_metrics(codes[order] == codes[start:stop, None], ks)
         ap[start:stop] = block_ap
         for k in ks:
@@ -343,13 +352,7 @@ def cutoff_scores(
     n = len(vecs)
     kept_rel = kept_all = none = 0
     top10 = []
-    for start in range(0, n, _LOO_BLOCK):
-        stop = min(start + _LOO_BLOCK, n)
-        sims = vecs[start:stop] @ vecs.T
-        rows = np.arange(stop - start)
-        sims[rows, start + rows] = -np.inf
-        ranked = sims if expansion is None else expansion.apply(vecs[start:stop], sims, vecs)
-        order = np.argsort(-ranked, axis=1, kind="stable")[:, : min(depth, n - 1)]
+    for start, _stop, sims, _ranked, order in _ranked_blocks(vecs, expansion, min(depth, n - 1)):
         for r, idx in enumerate(order):
             scores = sims[r, idx]  # labelled by their cosine to the query, as the engine does
             keep = np.array([lv != "weak" for lv in cal.levels(scores.tolist())])
