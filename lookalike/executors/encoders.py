@@ -15,7 +15,7 @@ from lookalike.models.imagenet import tags
 
 class ImageEncoder(Executor):
     class Params(Executor.Params):
-        model: str = Field(default=DEFAULT_MODEL, description="efficientnet-lite0, -lite1 or -lite2")
+        model: str = Field(default=DEFAULT_MODEL, description="efficientnet-lite0, -lite1 or -lite2; each also -int8")
         threads: int | None = Field(default=None, ge=1, description="onnxruntime threads (default: cores/replicas)")
         batch_size: int = Field(default=32, ge=1, le=1024, description="images per model call")
         tags: int = Field(default=5, ge=0, le=50, description="ImageNet tags kept per document")

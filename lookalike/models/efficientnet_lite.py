@@ -13,9 +13,11 @@ Outputs: ``embedding`` (N x 1280, the globally averaged head features, *not* nor
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,10 +74,16 @@ class Variant:
     resolution: int
     wheel_module: str
     weights_file: str
+    int8: bool = False  # statically quantized from the fp32 graph (lookalike.models.quantize)
 
     @property
     def pip_name(self) -> str:
         return self.wheel_module.replace("_", "-")
+
+    @property
+    def fp32(self) -> Variant:
+        """The fp32 model this one is made from (itself, for an fp32 model)."""
+        return VARIANTS[self.name.removesuffix("-int8")]
 
 
 VARIANTS = {
@@ -93,12 +101,14 @@ VARIANTS = {
         ),
     )
 }
+VARIANTS.update(
+    {f"{v.name}-int8": dataclasses.replace(v, name=f"{v.name}-int8", int8=True) for v in list(VARIANTS.values())}
+)
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
 def get_variant(name: str) -> Variant:
-    short = {f"lite{i}": f"efficientnet-lite{i}" for i in range(3)}
-    name = short.get(name, name)
+    name = f"efficientnet-{name}" if name.startswith("lite") else name  # lite0, lite2-int8
     if name not in VARIANTS:
         raise ModelError(f"unknown model {name!r}; choose one of {', '.join(VARIANTS)}")
     return VARIANTS[name]
@@ -305,22 +315,36 @@ class CompiledModel:
     variant: Variant
     onnx_path: Path
     weights_sha256: str
+    calibration: str = ""  # an INT8 model's calibration key (its recipe and photos)
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever the embeddings could change: weights, converter, preprocessing."""
+        """Changes whenever the embeddings could change: weights, converter, preprocessing, and an
+        INT8 model's quantization recipe and calibration photos."""
         from lookalike.images import PREPROCESS_VERSION
 
-        return f"{self.variant.name}:{self.weights_sha256[:16]}:c{EMBEDDING_VERSION}:p{PREPROCESS_VERSION}"
+        fp = f"{self.variant.name}:{self.weights_sha256[:16]}:c{EMBEDDING_VERSION}:p{PREPROCESS_VERSION}"
+        return f"{fp}:{self.calibration}" if self.calibration else fp
 
 
-def ensure_onnx(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None) -> CompiledModel:
-    """Return the cached ONNX graph for ``name``, converting the weights on first use.
+def ensure_onnx(
+    name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None, *, say: Callable[[str], None] | None = None
+) -> CompiledModel:
+    """Return the cached ONNX graph for ``name``, converting the weights on first use (and, for an
+    ``-int8`` model, quantizing the fp32 graph: ``say`` hears of that one-off work).
 
     The graph is written atomically (temp file, fsync, rename), so concurrent first runs and crashes
     never leave a half-written model behind.
     """
     variant = get_variant(name)
+    if variant.int8:
+        from lookalike.models import quantize
+
+        fp32 = ensure_onnx(variant.fp32.name, cache_dir)
+        path = quantize.quantize(fp32.onnx_path, variant.resolution, say=say)
+        return CompiledModel(
+            variant, path, fp32.weights_sha256, f"q{quantize.QUANTIZER_VERSION}-{quantize.calibration_of(path)}"
+        )
     wpath = weights_path(variant)
     digest = file_sha256(wpath)
     cache = Path(cache_dir) if cache_dir else model_cache_dir()

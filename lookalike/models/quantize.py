@@ -1,0 +1,138 @@
+"""INT8 EfficientNet-Lite: onnxruntime's static quantization of the fp32 graph, built at first use.
+
+The recipe, measured on this project's photos (docs/benchmarks.md, "INT8 encoder"):
+
+- QDQ format, weights per output channel (symmetric int8), activations per tensor (asymmetric
+  uint8), ranges from MinMax calibration on :data:`CALIBRATION_IMAGES` tuxpaint photos.
+- Weights at 7 bits (``reduce_range``). On x86 CPUs without VNNI, onnxruntime multiplies uint8 by
+  int8 with an instruction that saturates at 16 bits; full-range weights overflow there and cost
+  0.1 of cosine, 7-bit weights cannot.
+- The stem and the first two blocks stay fp32 (:data:`KEEP_FP32`). Quantizing them costs the most
+  (the activations at 112 x 112 that feed block 1 above all): keeping them lifts the median cosine
+  to fp32 from 0.95 to 0.99, for a third of the speed-up.
+- The R-MAC and GeM heads stay fp32: they are maxima and norms over the head's features, cheap, and
+  the descriptor itself.
+
+The result is cached beside the fp32 graph, under a key made of the fp32 graph's, the recipe's
+version and a digest of the calibration photos (names and bytes). Once built it is found by that
+name without the photos, so a workspace's model never changes under it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.atomic import atomic_write
+from lookalike.errors import LookalikeError, ModelError
+
+QUANTIZER_VERSION = 1
+CALIBRATION_DATASET = "tuxpaint"
+CALIBRATION_IMAGES = 64
+# Node-name prefixes left in fp32 (see the module docstring).
+KEEP_FP32 = ("_conv_stem", "_blocks.0.", "_blocks.1.", "rmac", "gem")
+
+
+def calibration_photos(say: Callable[[str], None] | None = None) -> tuple[list[Path], Path]:
+    """The calibration photos (every k-th tuxpaint photo, by sorted path) and their dataset root."""
+    from lookalike.datasets import fetch
+
+    try:
+        dataset = fetch(CALIBRATION_DATASET, progress=say)
+    except LookalikeError as e:
+        raise ModelError(
+            f"the INT8 encoder is calibrated on the {CALIBRATION_DATASET} photos, which are not in the cache "
+            f"and could not be fetched: {e}. Fetch them once with `lookalike datasets fetch "
+            f"{CALIBRATION_DATASET}`, or use the fp32 model"
+        ) from e
+    images = dataset.images
+    step = max(1, len(images) // CALIBRATION_IMAGES)
+    return images[::step][:CALIBRATION_IMAGES], dataset.root
+
+
+def calibration_key(photos: list[Path], root: Path) -> str:
+    """A digest of the calibration set: each photo's path in its dataset and its bytes."""
+    h = hashlib.sha256(f"q{QUANTIZER_VERSION}".encode())
+    for path in photos:
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:12]
+
+
+def cached_int8(fp32_path: Path) -> Path | None:
+    """The INT8 graph already built from ``fp32_path``, if any (newest first)."""
+    found = sorted(fp32_path.parent.glob(f"{fp32_path.stem}-q{QUANTIZER_VERSION}-*.onnx"), key=os.path.getmtime)
+    return found[-1] if found else None
+
+
+def int8_path(fp32_path: Path, key: str) -> Path:
+    return fp32_path.with_name(f"{fp32_path.stem}-q{QUANTIZER_VERSION}-{key}.onnx")
+
+
+def calibration_of(path: Path) -> str:
+    """The calibration key in an INT8 graph's file name."""
+    return path.stem.rsplit("-", 1)[-1]
+
+
+def quantize(fp32_path: Path, resolution: int, *, say: Callable[[str], None] | None = None) -> Path:
+    """Build (or find) the INT8 graph for the fp32 graph at ``fp32_path`` and return its path."""
+    found = cached_int8(fp32_path)
+    if found is not None:
+        return found
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from lookalike.images import load_tensor
+
+    photos, root = calibration_photos(say)
+    target = int8_path(fp32_path, calibration_key(photos, root))
+    # Seconds of one-off work: say so (on stderr, where the CLI's progress goes, unless told where).
+    (say or (lambda m: print(f"lookalike: {m}", file=sys.stderr, flush=True)))(
+        f"building the INT8 encoder once: calibrating on {len(photos)} {CALIBRATION_DATASET} photos"
+    )
+
+    class Photos(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._left = iter(photos)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            path = next(self._left, None)
+            return None if path is None else {"input": load_tensor(path, resolution)[None]}
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="lookalike-int8-") as tmp:
+            prepared = Path(tmp) / "prepared.onnx"
+            # Shape inference and the fusions quantization expects; the graph's shapes are static.
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            nodes = onnx.load(str(prepared), load_external_data=False).graph.node
+            keep = [n.name for n in nodes if n.name.startswith(KEEP_FP32)]
+            out = Path(tmp) / "int8.onnx"
+            quantize_static(
+                str(prepared),
+                str(out),
+                Photos(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=keep,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+            atomic_write(target, out.read_bytes())
+    except OSError as e:
+        raise ModelError(f"cannot write the INT8 model in {target.parent}: {e}; set LOOKALIKE_MODEL_DIR") from e
+    return target
