@@ -1,37 +1,45 @@
-"""Query latency and throughput of `lookalike serve`, with micro-batching on and off.
+"""The query path of `lookalike serve` against the in-process decode and encode of the same images.
 
-    .venv/bin/python bench/query.py [--docs 10000] [--seconds 15] [--clients 1 8 32] [--json]
+    .venv/bin/python bench/query.py [--docs 439] [--seconds 15] [--clients 1 8 32] [--max-batch 16 1] [--json]
 
-1. Builds a workspace of ``--docs`` documents: the 439 tuxpaint photos, indexed for real, plus
-   synthetic documents whose vectors are real photo embeddings with Gaussian noise added and
-   re-normalised (so the index has the size and rough geometry of a real 10k-photo collection,
-   without spending minutes encoding augmented images). They are committed through the workspace
-   like any document, with pseudo-paths as uris (this benchmark never fetches their files).
-2. For each batching setting (``--batch-wait-ms 4`` and ``0``), starts `lookalike serve` on
-   loopback, and for each client count runs that many concurrent clients for ``--seconds``, each
-   posting real photos (multipart uploads of tuxpaint PNGs, round-robin) to /api/search with
-   top_k=16, one request after another.
-3. Prints p50/p95/p99 latency and QPS per setting.
+1. Builds a workspace: the 439 tuxpaint photos, indexed for real with the default flow, plus (with
+   ``--docs`` above 439) synthetic documents whose vectors are real photo embeddings with Gaussian
+   noise added and re-normalised, committed through the workspace like any document, so the index
+   has the size and rough geometry of a larger collection without minutes of encoding.
+2. The **in-process baseline**, on the same query images, with the query flow's own encoder (one
+   onnxruntime session with every core): the median time to decode and encode one image
+   (``EfficientNetEncoder.encode`` of its bytes, batch 1), and the rate of decoding and encoding
+   them 8 at a time (the best of that session and one single-threaded session per core, the
+   layout an index flow uses). Nothing of the server is in it: no HTTP, no flow, no search.
+3. For each ``--max-batch`` (16, the default, and 1: no micro-batching), starts `lookalike serve
+   --read-only` on loopback; for each client count, that many clients post real photos (multipart
+   uploads of 64 tuxpaint PNGs, round-robin) to /api/search with top_k=16, one request after
+   another, for ``--seconds`` (bounded: each client stops at the deadline).
+4. Prints QPS and p50/p95/p99 latency per setting, and the two ratios: 1-client p50 over the
+   in-process single-image time, and 8-client QPS over the in-process batch-8 rate.
 
-The clients run in this process (threads, httpx) on the same 2 cores as the server, so the
-figures include the cost of the load generator; compare settings within one run.
+The clients run on the same 2 cores as the server, in a separate process (so their interpreter
+lock is not the server's), each on one keep-alive connection with a prebuilt request body: the
+load generator costs as little CPU as it can. Compare figures within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lookalike.datasets import fetch  # noqa: E402
 from lookalike.document import Chunk, Document, Request, shard_for  # noqa: E402
 from lookalike.engine import Engine  # noqa: E402
+
+BOUNDARY = "lookalike-bench-boundary"
 
 
 def build_workspace(ws: Path, n_docs: int, seed: int = 0) -> list[Path]:
@@ -78,40 +88,121 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_load(base: str, images: list[bytes], clients: int, seconds: float) -> dict[str, float]:
+# --- the in-process baseline ------------------------------------------------------------------------
+
+
+def baseline(images: list[bytes], seconds: float) -> dict[str, Any]:
+    """Decode + encode in this process: one image at a time (median ms), and 8 at a time (images/s)."""
+    from lookalike.models.encoder import EfficientNetEncoder, available_cores
+
+    cores = available_cores()
+    session = EfficientNetEncoder()  # the query flow's encoder: 1 replica, every core
+    for image in images[:4]:
+        session.encode([image])  # warm-up
+    times = []
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline or len(times) < 20:
+        t0 = time.perf_counter()
+        session.encode([images[i % len(images)]])
+        times.append(time.perf_counter() - t0)
+        i += 1
+
+    def rate(encoders: list[EfficientNetEncoder]) -> float:
+        counts = [0] * len(encoders)
+        stop = time.monotonic() + seconds
+
+        def run(k: int) -> None:
+            j = k * 8
+            while time.monotonic() < stop:
+                encoders[k].encode([images[(j + n) % len(images)] for n in range(8)])
+                counts[k] += 8
+                j += 8 * len(encoders)
+
+        start = time.perf_counter()
+        workers = [threading.Thread(target=run, args=(k,)) for k in range(len(encoders))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(counts) / (time.perf_counter() - start)
+
+    replicas = [EfficientNetEncoder(threads=1) for _ in range(cores)]
+    rates = {f"1x{cores}": rate([session]), f"{cores}x1": rate(replicas)}
+    best = max(rates, key=lambda k: rates[k])
+    return {
+        "single_p50_ms": round(statistics.median(times) * 1000, 2),
+        "single_images": len(times),
+        "batch8_images_per_s": round(rates[best], 1),
+        "batch8_layout": best,
+        "batch8_layouts": {k: round(v, 1) for k, v in rates.items()},
+    }
+
+
+# --- the load ---------------------------------------------------------------------------------------
+
+
+def multipart(image: bytes, top_k: int = 16) -> bytes:
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="top_k"\r\n\r\n{top_k}\r\n'.encode(),
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="q.png"\r\n'
+        "Content-Type: image/png\r\n\r\n".encode()
+        + image
+        + b"\r\n",
+        f"--{BOUNDARY}--\r\n".encode(),
+    ]
+    return b"".join(parts)
+
+
+def child_load(spec: dict[str, Any]) -> dict[str, Any]:
+    """``clients`` threads, each posting one request after another until the deadline."""
+    bodies = [multipart(Path(p).read_bytes()) for p in spec["images"]]
+    clients, port = spec["clients"], spec["port"]
     latencies: list[float] = []
-    errors = 0
+    errors: list[str] = []
     lock = threading.Lock()
-    stop = time.monotonic() + seconds
+    barrier = threading.Barrier(clients)
+    stop = [0.0]
 
     def client(worker: int) -> None:
-        nonlocal errors
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
         i = worker
-        with httpx.Client(timeout=60) as http:
-            while time.monotonic() < stop:
-                body = images[i % len(images)]
+        barrier.wait()
+        if worker == 0:
+            stop[0] = time.monotonic() + spec["seconds"]
+        while stop[0] == 0.0:
+            time.sleep(0.001)
+        try:
+            while time.monotonic() < stop[0]:
+                body = bodies[i % len(bodies)]
                 i += clients
                 t0 = time.perf_counter()
-                r = http.post(f"{base}/api/search", files={"file": ("q.png", body, "image/png")}, data={"top_k": "16"})
+                conn.request("POST", "/api/search", body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
                 dt = time.perf_counter() - t0
                 with lock:
-                    if r.status_code == 200:
+                    if response.status == 200:
                         latencies.append(dt)
                     else:
-                        errors += 1
+                        errors.append(f"{response.status}: {payload[:200]!r}")
+        finally:
+            conn.close()
 
-    t_start = time.monotonic()
+    start = time.monotonic()
     threads = [threading.Thread(target=client, args=(w,)) for w in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - t_start
+    elapsed = time.monotonic() - start
     lat = np.array(latencies) * 1000
     return {
         "clients": clients,
         "requests": len(latencies),
-        "errors": errors,
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
         "qps": round(len(latencies) / elapsed, 1),
         "p50_ms": round(float(np.percentile(lat, 50)), 1),
         "p95_ms": round(float(np.percentile(lat, 95)), 1),
@@ -119,64 +210,111 @@ def run_load(base: str, images: list[bytes], clients: int, seconds: float) -> di
     }
 
 
+def run_load(port: int, images: list[str], clients: int, seconds: float) -> dict[str, Any]:
+    spec = {"port": port, "images": images, "clients": clients, "seconds": seconds}
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, timeout=seconds + 120
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"load generator failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def serve(ws: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "lookalike"), "serve", "-w", str(ws), "--port", str(port)]
+    cmd += ["--max-batch", str(max_batch), "--read-only"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    conn_deadline = time.monotonic() + 120
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return server, port
+            conn.close()
+        except OSError:
+            pass
+        if time.monotonic() > conn_deadline or server.poll() is not None:
+            server.kill()
+            raise SystemExit(f"server did not start: {server.stderr.read().decode()[-500:]}")  # type: ignore[union-attr]
+        time.sleep(0.1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docs", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--docs", type=int, default=439, help="documents in the workspace (439 real, then synthetic)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="time per setting and client count")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[16, 1], help="serve --max-batch settings")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child_load(json.loads(args.child))))
+        return
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp) / "ws"
         t0 = time.perf_counter()
         photos = build_workspace(ws, args.docs)
         built = time.perf_counter() - t0
-        rng = random.Random(1)
-        images = [p.read_bytes() for p in rng.sample(photos, 64)]
+        queries = [str(p) for p in random.Random(1).sample(photos, 64)]
         with Engine.open(ws, for_indexing=False) as e:
             n_docs = e.workspace.store.count_docs()
+        base = baseline([Path(p).read_bytes() for p in queries], min(args.seconds, 10.0))
+        say(f"in-process: {base}")
         rows = []
-        for wait_ms in (4.0, 0.0):
-            port = free_port()
-            cmd = [str(Path(sys.executable).parent / "lookalike"), "serve", "-w", str(ws), "--port", str(port)]
-            cmd += ["--batch-wait-ms", str(wait_ms), "--read-only"]
-            server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
-            base = f"http://127.0.0.1:{port}"
+        for max_batch in args.max_batch:
+            server, port = serve(ws, max_batch)
             try:
-                deadline = time.monotonic() + 120
-                while True:
-                    try:
-                        if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise SystemExit(f"server did not start: {server.stderr.read().decode()[-500:]}")
-                    time.sleep(0.1)
-                run_load(base, images, 2, 2.0)  # warm-up: thumbnails are not involved, the model is
+                run_load(port, queries, 2, 2.0)  # warm-up
                 for clients in args.clients:
-                    row = run_load(base, images, clients, args.seconds)
-                    row["batching"] = "on (4 ms)" if wait_ms else "off"
+                    row = run_load(port, queries, clients, args.seconds)
+                    row["max_batch"] = max_batch
                     rows.append(row)
-                    if not args.json:
-                        print(f"batching {row['batching']:>9}  clients {clients:>3}  {row}", file=sys.stderr)
+                    say(f"max-batch {max_batch:>3}  clients {clients:>3}  {row}")
             finally:
                 server.terminate()
                 server.wait(timeout=30)
 
-    result = {"docs": n_docs, "workspace_build_s": round(built, 1), "seconds_per_setting": args.seconds, "rows": rows}
+    def ratio(max_batch: int, clients: int, key: str, over: float) -> float | None:
+        row = next((r for r in rows if r["max_batch"] == max_batch and r["clients"] == clients), None)
+        return round(row[key] / over, 2) if row else None
+
+    default = args.max_batch[0]
+    result = {
+        "docs": n_docs,
+        "workspace_build_s": round(built, 1),
+        "seconds_per_setting": args.seconds,
+        "in_process": base,
+        "rows": rows,
+        "ratios": {
+            "one_client_p50_over_in_process": ratio(default, 1, "p50_ms", base["single_p50_ms"]),
+            "eight_clients_qps_over_in_process_batch8": ratio(default, 8, "qps", base["batch8_images_per_s"]),
+        },
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"\nworkspace: {n_docs} documents (built in {built:.0f}s); {args.seconds:g}s per setting\n")
-    print("| micro-batching | clients | QPS | p50 ms | p95 ms | p99 ms | errors |")
+    print(
+        f"in-process decode + encode: one image {base['single_p50_ms']} ms (median), 8 at a time "
+        f"{base['batch8_images_per_s']} images/s ({base['batch8_layout']}; {base['batch8_layouts']})\n"
+    )
+    print("| --max-batch | clients | QPS | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(
-            f"| {r['batching']} | {r['clients']} | {r['qps']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} "
-            f"| {r['errors']} |"
-        )
+        cells = [r[k] for k in ("max_batch", "clients", "qps", "p50_ms", "p95_ms", "p99_ms", "errors")]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    ratios = result["ratios"]
+    print(
+        f"\n1 client: p50 {ratios['one_client_p50_over_in_process']}x the in-process single image; "
+        f"8 clients: QPS {ratios['eight_clients_qps_over_in_process_batch8']}x the in-process batch-8 rate "
+        f"(--max-batch {default})"
+    )
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ DEFAULT_WORKSPACE = Path(default("LOOKALIKE_WORKSPACE"))
 TOP_K = int(default("LOOKALIKE_TOP_K"))
 PORT = int(default("LOOKALIKE_PORT"))
 MAX_UPLOAD_MB = float(default("LOOKALIKE_MAX_UPLOAD_MB"))
-BATCH_WAIT_MS = float(default("LOOKALIKE_BATCH_WAIT_MS"))
+MAX_BATCH = int(default("LOOKALIKE_MAX_BATCH"))
 
 
 def shown(value: object) -> str:
@@ -528,7 +528,7 @@ def _serve(
     port: int,
     token: str | None = None,
     max_upload_mb: float = MAX_UPLOAD_MB,
-    batch_wait_ms: float = BATCH_WAIT_MS,
+    max_batch: int = MAX_BATCH,
     flow: Path | None = None,
     query_flow: Path | None = None,
     read_only: bool = False,
@@ -546,7 +546,7 @@ def _serve(
         host=host,
         token=token or None,
         max_upload_mb=max_upload_mb,
-        batch_wait_ms=batch_wait_ms,
+        max_batch=max_batch,
         index_flow=flow,
         query_flow=query_flow,
         read_only=read_only,
@@ -569,7 +569,7 @@ def serve(
     port: PortOpt = PORT,
     token: Annotated[str | None, setting_option("LOOKALIKE_TOKEN")] = None,
     max_upload_mb: Annotated[float, setting_option("LOOKALIKE_MAX_UPLOAD_MB", min=0.1)] = MAX_UPLOAD_MB,
-    batch_wait_ms: Annotated[float, setting_option("LOOKALIKE_BATCH_WAIT_MS", min=0, max=1000)] = BATCH_WAIT_MS,
+    max_batch: Annotated[int, setting_option("LOOKALIKE_MAX_BATCH", min=1, max=256)] = MAX_BATCH,
     flow: Annotated[Path | None, typer.Option(help="Index flow for uploads (default: built-in).")] = None,
     query_flow: Annotated[Path | None, typer.Option(help="Query flow (default: the workspace's).")] = None,
     read_only: Annotated[
@@ -598,7 +598,7 @@ def serve(
         port,
         token,
         max_upload_mb,
-        batch_wait_ms,
+        max_batch,
         flow,
         query_flow,
         read_only,

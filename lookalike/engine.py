@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -616,6 +617,13 @@ class Engine:
 
     # --- searching ----------------------------------------------------------------------------
 
+    @property
+    def query_parallelism(self) -> int:
+        """How many requests the query flow works on side by side: its most replicated pod's replicas."""
+        if self.query_flow is None:
+            return 1
+        return max(pod.config.parallel for pod in self.query_flow.pods.values())
+
     def warm_up(self) -> None:
         """Start the query flow and run one query, so the first real search pays no start-up."""
         import io
@@ -624,7 +632,10 @@ class Engine:
 
         buf = io.BytesIO()
         Image.new("RGB", (64, 64), (127, 127, 127)).save(buf, "PNG")
-        self.run_queries([query_doc(0, buf.getvalue())], 1)
+        # As many at once as the flow runs side by side, so every replica has run once.
+        n = self.query_parallelism
+        with ThreadPoolExecutor(n, thread_name_prefix="warm-up") as pool:
+            list(pool.map(lambda _: self.run_queries([query_doc(0, buf.getvalue())], 1), range(n)))
 
     def _runtime(self) -> Runtime:
         if self._query_runtime is None:

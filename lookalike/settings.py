@@ -63,10 +63,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("LOOKALIKE_MAX_UPLOAD_MB", "--max-upload-mb", "20", "largest request body the server accepts (413 above)"),
     Setting(
-        "LOOKALIKE_BATCH_WAIT_MS",
-        "--batch-wait-ms",
-        "4",
-        "how long a search waits for others to share an encoder batch (0: no micro-batching)",
+        "LOOKALIKE_MAX_BATCH",
+        "--max-batch",
+        "16",
+        "most searches that share one encoder batch; searches that queue while the encoder is busy "
+        "share the next, none waits for company (1: no micro-batching)",
     ),
     Setting(
         "LOOKALIKE_INDEX_MEMORY",

@@ -185,7 +185,8 @@ def test_eval_with_another_index_flow(tuxpaint, tmp_path):
     flow = tmp_path / "avg.yml"
     text = (REPO / "lookalike" / "flows" / "index.yml").read_text()
     text = text.replace(
-        "encoder:       {uses: ImageEncoder}", "encoder:       {uses: ImageEncoder, parallel: 2, with: {pooling: avg}}"
+        "encoder:       {uses: ImageEncoder, parallel: 2}",
+        "encoder:       {uses: ImageEncoder, parallel: 2, with: {pooling: avg}}",
     )
     assert "pooling: avg" in text
     flow.write_text(text)

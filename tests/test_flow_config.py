@@ -74,7 +74,7 @@ def test_builtin_index_flow_loads_with_its_pods_needs_and_shards():
     assert shape == {
         "loader": (ImageReader, [], 2, 1, "any"),
         "normalizer": (ImageNormalizer, ["loader"], 2, 1, "any"),
-        "encoder": (ImageEncoder, ["normalizer"], 1, 1, "any"),
+        "encoder": (ImageEncoder, ["normalizer"], 2, 1, "any"),  # two 1-thread sessions beat one 2-thread
         "chunk_indexer": (VectorIndexer, ["encoder"], 1, 2, "any"),
         "doc_indexer": (DocIndexer, ["loader"], 1, 1, "any"),
         "join_all": (Merge, ["doc_indexer", "chunk_indexer"], 1, 1, "any"),
@@ -89,8 +89,8 @@ def test_builtin_query_flow_searches_every_shard():
     flow = open_flow(None, "query", env={})
     assert flow.name == "query" and flow.prefetch == 10
     assert _shape(flow) == {
-        "loader": (ImageReader, [], 1, 1, "any"),
-        "normalizer": (ImageNormalizer, ["loader"], 1, 1, "any"),
+        "loader": (ImageReader, [], 2, 1, "any"),
+        "normalizer": (ImageNormalizer, ["loader"], 2, 1, "any"),
         "encoder": (ImageEncoder, ["normalizer"], 1, 1, "any"),
         "chunk_indexer": (VectorIndexer, ["encoder"], 1, 2, "all"),
         "ranker": (BestChunkRanker, ["chunk_indexer"], 1, 1, "any"),
@@ -628,7 +628,8 @@ def test_the_builtin_flows_render_every_pod():
 
 def test_the_normalizer_follows_the_encoder_and_a_contradiction_names_both_pods(tmp_path):
     flow = (Path(__file__).resolve().parents[1] / "lookalike" / "flows" / "index.yml").read_text()
-    lite1 = flow.replace("{uses: ImageEncoder}", "{uses: ImageEncoder, with: {model: efficientnet-lite1}}")
+    lite1 = flow.replace("{uses: ImageEncoder", "{uses: ImageEncoder, with: {model: efficientnet-lite1}")
+    assert lite1 != flow
     (tmp_path / "lite1.yml").write_text(lite1)
     built = open_flow(tmp_path / "lite1.yml", "index")
     assert built.pods["normalizer"].params.size == 240  # type: ignore[attr-defined]

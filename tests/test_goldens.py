@@ -17,7 +17,7 @@ make_goldens = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_goldens)
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(n for n, v in VARIANTS.items() if not v.int8))  # fp32 graphs
 def test_onnx_matches_the_torch_reference(name, model_dir):
     from lookalike.models.encoder import EfficientNetEncoder
 

@@ -32,7 +32,7 @@ def _flow(tmp_path: Path, name: str, *, parallel: int = 2, shards: int = 2, mode
     text = builtin_flow_path(name).read_text()
     text = text.replace("parallel: 2", f"parallel: {parallel}").replace("shards: 2", f"shards: {shards}")
     if model:
-        text = text.replace("{uses: ImageEncoder}", f"{{uses: ImageEncoder, with: {{model: {model}}}}}")
+        text = text.replace("{uses: ImageEncoder", f"{{uses: ImageEncoder, with: {{model: {model}}}")
     path = tmp_path / f"{name}-p{parallel}-s{shards}-{model or 'lite0'}.yml"
     path.write_text(text)
     return path

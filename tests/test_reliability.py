@@ -124,8 +124,9 @@ def test_a_flow_error_is_never_remembered_as_a_bad_file(tuxpaint, tmp_path):
     (tmp_path / "broken.py").write_text(BROKEN_STEP)
     flow = (REPO / "lookalike" / "flows" / "index.yml").read_text()
     broken = flow.replace(
-        "  encoder:       {uses: ImageEncoder}\n",
-        "  broken:        {uses: BrokenStep, py_modules: broken.py}\n  encoder:       {uses: ImageEncoder}\n",
+        "  encoder:       {uses: ImageEncoder, parallel: 2}\n",
+        "  broken:        {uses: BrokenStep, py_modules: broken.py}\n"
+        "  encoder:       {uses: ImageEncoder, parallel: 2}\n",
     )
     assert broken != flow
     (tmp_path / "broken.yml").write_text(broken)

@@ -20,8 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from lookalike.engine import Engine
+from lookalike.engine import Engine, query_doc
 from lookalike.server.app import ServerConfig, create_app
+from lookalike.server.batching import SearchBatcher
 
 from conftest import copy_photos, lookalike_cmd, wait_until_ready
 
@@ -275,24 +276,24 @@ def test_read_only_refuses_writes(client):
 
 
 def test_concurrent_searches_are_micro_batched(corpus):
-    _, photos = corpus
+    root, photos = corpus
     queries = photos[:-1]  # the last photo has an exact copy (the symlink's target): a tie at 1.0
-    payloads = [{"data": [_data_uri(p)], "top_k": 2} for p in queries]
-    # Deterministic: with a wait far longer than the test, a batch closes only when it is full
-    # (max_batch = every query), so all of them share one; with no wait, each runs alone.
-    for wait_ms, batched in [(60_000.0, True), (0.0, False)]:
-        with _client(corpus, batch_wait_ms=wait_ms, max_batch=len(queries)) as c:
-            _ready(c)
-            batcher = c.app.state.service.batcher
-            before = (batcher.batches, batcher.batched_queries)
+    with Engine.open(root / "ws", for_indexing=False) as engine:
+        # Queries that queue while the flow is busy share the next batch (up to max_batch); the
+        # batcher is started only once all of them wait, so how they group is deterministic.
+        for max_batch, batches in [(len(queries), 1), (4, -(-len(queries) // 4)), (1, len(queries))]:
+            batcher = SearchBatcher(engine, max_batch=max_batch, workers=1, start=False)
             with ThreadPoolExecutor(len(queries)) as pool:
-                results = list(pool.map(lambda p: c.post("/api/search", json=p).json(), payloads))
-            for photo, body in zip(queries, results, strict=True):
-                assert body["results"][0]["matches"][0]["uri"] == str(photo)  # each got its own answer
-            batches = batcher.batches - before[0]
-            n = batcher.batched_queries - before[1]
-            assert n == len(queries)
-            assert batches == (1 if batched else n)
+                futures = [pool.submit(batcher.search, query_doc(0, p.read_bytes()), 2) for p in queries]
+                deadline = time.monotonic() + 30
+                while batcher.queued < len(queries) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                batcher.start()
+                results = [f.result(timeout=60) for f in futures]
+            batcher.close()
+            for photo, rs in zip(queries, results, strict=True):
+                assert rs[0].uri == str(photo) and len(rs) == 2  # each got its own answer
+            assert (batcher.batches, batcher.batched_queries) == (batches, len(queries))
 
 
 def test_health_metrics_and_openapi(client):

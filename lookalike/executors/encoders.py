@@ -9,7 +9,7 @@ from lookalike.descriptors import DEFAULT_POOLING, Pooling
 from lookalike.document import Document
 from lookalike.executors.base import Executor, Preprocessing, requests
 from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, ensure_onnx, get_variant
-from lookalike.models.encoder import EfficientNetEncoder, pooled_fingerprint
+from lookalike.models.encoder import MODEL_BATCH, EfficientNetEncoder, pooled_fingerprint
 from lookalike.models.imagenet import tags
 
 
@@ -17,7 +17,7 @@ class ImageEncoder(Executor):
     class Params(Executor.Params):
         model: str = Field(default=DEFAULT_MODEL, description="efficientnet-lite0, -lite1 or -lite2; each also -int8")
         threads: int | None = Field(default=None, ge=1, description="onnxruntime threads (default: cores/replicas)")
-        batch_size: int = Field(default=32, ge=1, le=1024, description="images per model call")
+        batch_size: int = Field(default=MODEL_BATCH, ge=1, le=1024, description="images per model call")
         tags: int = Field(default=5, ge=0, le=50, description="ImageNet tags kept per document")
         pooling: Pooling = Field(
             default=DEFAULT_POOLING, description="feature map to embedding: rmac (regional max), gem or avg"
@@ -27,11 +27,16 @@ class ImageEncoder(Executor):
 
     def open(self) -> None:
         get_variant(self.params.model)  # a bad name fails before anything heavy happens
+        threads = self.params.threads or self.context.threads
         self.model = EfficientNetEncoder(
             self.params.model,
-            threads=self.params.threads or self.context.threads,
+            threads=threads,
             batch_size=self.params.batch_size,
             pooling=self.params.pooling,
+            # More threads than this replica's share of the cores (threads x replicas > cores): the
+            # replicas take turns at the cores, so an idle thread must yield rather than spin-wait
+            # (two 2-thread sessions on 2 cores ran 1.3-1.9x faster so, docs/benchmarks.md).
+            spin=threads <= self.context.threads,
         )
 
     @classmethod

@@ -1,15 +1,16 @@
 """Micro-batching: concurrent searches share one pass through the query flow.
 
-The first query waits at most ``wait_ms`` for others to join it, up to ``max_batch`` queries; the
-batch then runs as one request, so the encoder sees a batch instead of single images. Each caller
-still gets its own results, or its own error: one bad image does not fail the others.
+Batches form while the flow is busy and never wait for company. ``workers`` batches run at once
+(as many as the query flow runs side by side: its encoder replicas); a query that finds a worker
+idle runs at once, alone, and the queries that arrive while every worker is busy go together (up
+to ``max_batch``) as the next batch, so the encoder sees a batch exactly when there is a queue.
+Each caller still gets its own results, or its own error: one bad image does not fail the others.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -27,19 +28,32 @@ class _Query:
 
 
 class SearchBatcher:
-    def __init__(self, engine: Engine, *, wait_ms: float = 4.0, max_batch: int = 16):
+    def __init__(self, engine: Engine, *, max_batch: int = 16, workers: int | None = None, start: bool = True):
         self.engine = engine
-        self.wait_s = max(0.0, wait_ms) / 1000
         self.max_batch = max(1, max_batch)
         self.batches = 0
         self.batched_queries = 0
+        self._count_lock = threading.Lock()
         self._queue: queue.Queue[_Query | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="search-batcher", daemon=True)
-        self._thread.start()
+        n = workers or engine.query_parallelism
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"search-batcher-{i}", daemon=True) for i in range(max(1, n))
+        ]
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start answering (``start=False`` lets queries queue up first: a test's way to batch them)."""
+        for t in self._threads:
+            t.start()
 
     @property
     def enabled(self) -> bool:
-        return self.wait_s > 0 and self.max_batch > 1
+        return self.max_batch > 1
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
 
     def search(self, doc: Document, top_k: int, exclude: str | None = None, face: int | None = None) -> list[Result]:
         """Results for one query document; blocks until its batch has run."""
@@ -51,8 +65,11 @@ class SearchBatcher:
         return q.future.result()
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+        for _ in self._threads:
+            self._queue.put(None)  # one each; a worker that drains another's puts it back
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout=5)
 
     def _loop(self) -> None:
         while True:
@@ -60,13 +77,9 @@ class SearchBatcher:
             if first is None:
                 return
             batch = [first]
-            deadline = time.monotonic() + self.wait_s
-            while len(batch) < self.max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+            while len(batch) < self.max_batch:  # whatever queued while the last batch ran; no waiting
                 try:
-                    nxt = self._queue.get(timeout=left)
+                    nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -76,8 +89,9 @@ class SearchBatcher:
             self._run(batch)
 
     def _run(self, batch: list[_Query]) -> None:
-        self.batches += 1
-        self.batched_queries += len(batch)
+        with self._count_lock:
+            self.batches += 1
+            self.batched_queries += len(batch)
         # Enough results for the largest top_k, plus one where a query's own document is left out.
         k = min(1000, max(q.top_k + (1 if q.exclude else 0) for q in batch))
         for i, q in enumerate(batch):

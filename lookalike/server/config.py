@@ -19,8 +19,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     token: str | None = None
     max_upload_mb: float = 20.0
-    batch_wait_ms: float = 4.0
-    max_batch: int = 16
+    max_batch: int = 16  # queries per encoder batch (1: no micro-batching)
     index_flow: Path | None = None
     query_flow: Path | None = None
     read_only: bool = False  # no writes: the workspace lock stays free for `lookalike index`

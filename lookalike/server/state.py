@@ -83,7 +83,7 @@ class Service:
             except LookalikeError:
                 pass  # the warm-up's error is the one to report
             return
-        self.batcher = SearchBatcher(engine, wait_ms=self.config.batch_wait_ms, max_batch=self.config.max_batch)
+        self.batcher = SearchBatcher(engine, max_batch=self.config.max_batch)
         self.engine = engine
 
     def close(self) -> None:
