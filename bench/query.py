@@ -1,6 +1,7 @@
 """The query path of `lookalike serve` against the in-process decode and encode of the same images.
 
-    .venv/bin/python bench/query.py [--docs 439] [--seconds 15] [--clients 1 8 32] [--max-batch 16 1] [--json]
+    .venv/bin/python bench/query.py [--docs 439] [--seconds 15] [--clients 1 8 32] [--max-batch 16 1]
+        [--query-flow FILE] [--json]
 
 1. Builds a workspace: the 439 tuxpaint photos, indexed for real with the default flow, plus (with
    ``--docs`` above 439) synthetic documents whose vectors are real photo embeddings with Gaussian
@@ -10,12 +11,15 @@
    onnxruntime session with every core): the median time to decode and encode one image
    (``EfficientNetEncoder.encode`` of its bytes, batch 1), and the rate of decoding and encoding
    them 8 at a time (the best of that session and one single-threaded session per core, the
-   layout an index flow uses). Nothing of the server is in it: no HTTP, no flow, no search.
-3. For each ``--max-batch`` (16, the default, and 1: no micro-batching), starts `lookalike serve
-   --read-only` on loopback; for each client count, that many clients post real photos (multipart
+   layout an index flow uses). Nothing of the server is in it: no HTTP, no flow, no search. It is
+   measured before the server runs and again after them, and the ratios use the mean of the two
+   (this machine's speed drifts by tens of percent within minutes; both are printed).
+3. For each ``--max-batch`` (16, the default, and 1: no micro-batching), and then with
+   ``--query-flow FILE`` (at the first --max-batch) if given, starts `lookalike serve --read-only`
+   on loopback; for each client count, that many clients post real photos (multipart
    uploads of 64 tuxpaint PNGs, round-robin) to /api/search with top_k=16, one request after
    another, for ``--seconds`` (bounded: each client stops at the deadline).
-4. Prints QPS and p50/p95/p99 latency per setting, and the two ratios: 1-client p50 over the
+4. Prints QPS, p50/p95/p99 latency and the server's peak RSS per setting, and the two ratios: 1-client p50 over the
    in-process single-image time, and 8-client QPS over the in-process batch-8 rate.
 
 The clients run on the same 2 cores as the server, in a separate process (so their interpreter
@@ -220,10 +224,22 @@ def run_load(port: int, images: list[str], clients: int, seconds: float) -> dict
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def serve(ws: Path, max_batch: int) -> tuple[subprocess.Popen, int]:
+def peak_rss_mb(pid: int) -> float | None:
+    """A process's peak RSS (VmHWM), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def serve(ws: Path, max_batch: int, query_flow: str | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cmd = [str(Path(sys.executable).parent / "lookalike"), "serve", "-w", str(ws), "--port", str(port)]
     cmd += ["--max-batch", str(max_batch), "--read-only"]
+    cmd += ["--query-flow", query_flow] if query_flow else []
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
     conn_deadline = time.monotonic() + 120
     while True:
@@ -248,6 +264,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="time per setting and client count")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-batch", type=int, nargs="+", default=[16, 1], help="serve --max-batch settings")
+    parser.add_argument("--query-flow", help="also serve with this query flow YAML (at the first --max-batch)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -264,24 +281,42 @@ def main() -> None:
         queries = [str(p) for p in random.Random(1).sample(photos, 64)]
         with Engine.open(ws, for_indexing=False) as e:
             n_docs = e.workspace.store.count_docs()
-        base = baseline([Path(p).read_bytes() for p in queries], min(args.seconds, 10.0))
-        say(f"in-process: {base}")
+        blobs = [Path(p).read_bytes() for p in queries]
+        before = baseline(blobs, min(args.seconds, 10.0))
+        say(f"in-process: {before}")
         rows = []
-        for max_batch in args.max_batch:
-            server, port = serve(ws, max_batch)
+        settings = [(m, None) for m in args.max_batch]
+        settings += [(args.max_batch[0], str(Path(args.query_flow).resolve()))] if args.query_flow else []
+        for max_batch, query_flow in settings:
+            server, port = serve(ws, max_batch, query_flow)
             try:
                 run_load(port, queries, 2, 2.0)  # warm-up
                 for clients in args.clients:
                     row = run_load(port, queries, clients, args.seconds)
                     row["max_batch"] = max_batch
+                    row["flow"] = Path(query_flow).name if query_flow else "built-in"
                     rows.append(row)
-                    say(f"max-batch {max_batch:>3}  clients {clients:>3}  {row}")
+                    say(f"{row['flow']} max-batch {max_batch:>3}  clients {clients:>3}  {row}")
+                rss = peak_rss_mb(server.pid)
+                for row in rows[-len(args.clients) :]:
+                    row["server_peak_rss_mb"] = rss
             finally:
                 server.terminate()
                 server.wait(timeout=30)
+        after = baseline(blobs, min(args.seconds, 10.0))
+        say(f"in-process again: {after}")
+        base = {
+            "single_p50_ms": round((before["single_p50_ms"] + after["single_p50_ms"]) / 2, 2),
+            "batch8_images_per_s": round((before["batch8_images_per_s"] + after["batch8_images_per_s"]) / 2, 1),
+            "before": before,
+            "after": after,
+        }
 
     def ratio(max_batch: int, clients: int, key: str, over: float) -> float | None:
-        row = next((r for r in rows if r["max_batch"] == max_batch and r["clients"] == clients), None)
+        row = next(
+            (r for r in rows if r["max_batch"] == max_batch and r["clients"] == clients and r["flow"] == "built-in"),
+            None,
+        )
         return round(row[key] / over, 2) if row else None
 
     default = args.max_batch[0]
@@ -300,14 +335,18 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"\nworkspace: {n_docs} documents (built in {built:.0f}s); {args.seconds:g}s per setting\n")
-    print(
-        f"in-process decode + encode: one image {base['single_p50_ms']} ms (median), 8 at a time "
-        f"{base['batch8_images_per_s']} images/s ({base['batch8_layout']}; {base['batch8_layouts']})\n"
-    )
-    print("| --max-batch | clients | QPS | p50 ms | p95 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|")
+    for when in ("before", "after"):
+        b = base[when]
+        print(
+            f"in-process decode + encode, {when}: one image {b['single_p50_ms']} ms (median), 8 at a time "
+            f"{b['batch8_images_per_s']} images/s (best of {b['batch8_layouts']})"
+        )
+    print()
+    print("| query flow | --max-batch | clients | QPS | p50 ms | p95 ms | p99 ms | errors | server peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cells = [r[k] for k in ("max_batch", "clients", "qps", "p50_ms", "p95_ms", "p99_ms", "errors")]
+        keys = ("flow", "max_batch", "clients", "qps", "p50_ms", "p95_ms", "p99_ms", "errors", "server_peak_rss_mb")
+        cells = [r[k] for k in keys]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     ratios = result["ratios"]
     print(

@@ -96,6 +96,9 @@ def test_builtin_query_flow_searches_every_shard():
         "ranker": (BestChunkRanker, ["chunk_indexer"], 1, 1, "any"),
         "doc_indexer": (DocIndexer, ["ranker"], 1, 1, "any"),
     }
+    # Between model calls the cores go to decoding and HTTP, not to spinning threads.
+    assert flow.pods["encoder"].params.spin is False  # type: ignore[attr-defined]
+    assert open_flow(None, "index", env={}).pods["encoder"].params.spin is True  # type: ignore[attr-defined]
     assert flow.roots == ["loader"] and flow.sink == "doc_indexer"
 
 

@@ -22,21 +22,22 @@ class ImageEncoder(Executor):
         pooling: Pooling = Field(
             default=DEFAULT_POOLING, description="feature map to embedding: rmac (regional max), gem or avg"
         )
+        spin: bool = Field(
+            default=True,
+            description="idle onnxruntime threads spin-wait for work: fastest when the encoder has the cores "
+            "to itself; off where other threads need them between model calls (the query flow)",
+        )
 
     params: Params
 
     def open(self) -> None:
         get_variant(self.params.model)  # a bad name fails before anything heavy happens
-        threads = self.params.threads or self.context.threads
         self.model = EfficientNetEncoder(
             self.params.model,
-            threads=threads,
+            threads=self.params.threads or self.context.threads,
             batch_size=self.params.batch_size,
             pooling=self.params.pooling,
-            # More threads than this replica's share of the cores (threads x replicas > cores): the
-            # replicas take turns at the cores, so an idle thread must yield rather than spin-wait
-            # (two 2-thread sessions on 2 cores ran 1.3-1.9x faster so, docs/benchmarks.md).
-            spin=threads <= self.context.threads,
+            spin=self.params.spin,
         )
 
     @classmethod

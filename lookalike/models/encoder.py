@@ -41,8 +41,8 @@ class EfficientNetEncoder:
     ``threads`` is onnxruntime's intra-op thread budget (default: every core). When several
     encoders run side by side, give each about ``cores / replicas`` so their pools do not fight.
     ``pooling`` turns the head's feature map into the embedding (see :mod:`lookalike.descriptors`).
-    ``spin=False`` stops idle intra-op threads from spin-waiting: for sessions that together have
-    more threads than cores (each can use every core while alone, and they yield when all run).
+    ``spin=False`` stops idle intra-op threads from spin-waiting, so that other threads get the
+    cores between model calls (a server decodes and answers HTTP there).
     """
 
     def __init__(
