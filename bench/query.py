@@ -1,7 +1,7 @@
 """The query path of `lookalike serve` against the in-process decode and encode of the same images.
 
     .venv/bin/python bench/query.py [--docs 439] [--seconds 15] [--clients 1 8 32] [--max-batch 16 1]
-        [--query-flow FILE] [--json]
+        [--query-flow FILE ...] [--json]
 
 1. Builds a workspace: the 439 tuxpaint photos, indexed for real with the default flow, plus (with
    ``--docs`` above 439) synthetic documents whose vectors are real photo embeddings with Gaussian
@@ -15,11 +15,12 @@
    measured before the server runs and again after them, and the ratios use the mean of the two
    (this machine's speed drifts by tens of percent within minutes; both are printed).
 3. For each ``--max-batch`` (16, the default, and 1: no micro-batching), and then with
-   ``--query-flow FILE`` (at the first --max-batch) if given, starts `lookalike serve --read-only`
+   each ``--query-flow FILE`` (at the first --max-batch) if given, starts `lookalike serve --read-only`
    on loopback; for each client count, that many clients post real photos (multipart
    uploads of 64 tuxpaint PNGs, round-robin) to /api/search with top_k=16, one request after
    another, for ``--seconds`` (bounded: each client stops at the deadline).
-4. Prints QPS, p50/p95/p99 latency and the server's peak RSS per setting, and the two ratios: 1-client p50 over the
+4. Prints QPS, p50/p95/p99 latency, the CPU time each request cost the server (all its threads)
+   and the load generator, and the server's peak RSS per setting, and the two ratios: 1-client p50 over the
    in-process single-image time, and 8-client QPS over the in-process batch-8 rate.
 
 The clients run on the same 2 cores as the server, in a separate process (so their interpreter
@@ -194,6 +195,7 @@ def child_load(spec: dict[str, Any]) -> dict[str, Any]:
         finally:
             conn.close()
 
+    cpu_start = time.process_time()
     start = time.monotonic()
     threads = [threading.Thread(target=client, args=(w,)) for w in range(clients)]
     for t in threads:
@@ -201,6 +203,7 @@ def child_load(spec: dict[str, Any]) -> dict[str, Any]:
     for t in threads:
         t.join()
     elapsed = time.monotonic() - start
+    client_cpu = time.process_time() - cpu_start
     lat = np.array(latencies) * 1000
     return {
         "clients": clients,
@@ -211,17 +214,31 @@ def child_load(spec: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": round(float(np.percentile(lat, 50)), 1),
         "p95_ms": round(float(np.percentile(lat, 95)), 1),
         "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "client_cpu_ms_per_request": round(client_cpu / max(1, len(latencies)) * 1000, 2),
     }
 
 
-def run_load(port: int, images: list[str], clients: int, seconds: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """A process's user + system CPU time so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(
+    port: int, images: list[str], clients: int, seconds: float, server_pid: int | None = None
+) -> dict[str, Any]:
+    """One load run; with ``server_pid``, also the CPU each request cost the server."""
     spec = {"port": port, "images": images, "clients": clients, "seconds": seconds}
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     done = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, timeout=seconds + 120
     )
     if done.returncode != 0:
         raise SystemExit(f"load generator failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    if server_pid and row["requests"]:
+        row["server_cpu_ms_per_request"] = round((cpu_seconds(server_pid) - cpu_before) / row["requests"] * 1000, 1)
+    return row
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -264,7 +281,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="time per setting and client count")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-batch", type=int, nargs="+", default=[16, 1], help="serve --max-batch settings")
-    parser.add_argument("--query-flow", help="also serve with this query flow YAML (at the first --max-batch)")
+    parser.add_argument(
+        "--query-flow", nargs="+", default=[], help="also serve with these query flow YAMLs (at the first --max-batch)"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -286,13 +305,13 @@ def main() -> None:
         say(f"in-process: {before}")
         rows = []
         settings = [(m, None) for m in args.max_batch]
-        settings += [(args.max_batch[0], str(Path(args.query_flow).resolve()))] if args.query_flow else []
+        settings += [(args.max_batch[0], str(Path(f).resolve())) for f in args.query_flow]
         for max_batch, query_flow in settings:
             server, port = serve(ws, max_batch, query_flow)
             try:
                 run_load(port, queries, 2, 2.0)  # warm-up
                 for clients in args.clients:
-                    row = run_load(port, queries, clients, args.seconds)
+                    row = run_load(port, queries, clients, args.seconds, server.pid)
                     row["max_batch"] = max_batch
                     row["flow"] = Path(query_flow).name if query_flow else "built-in"
                     rows.append(row)
@@ -342,10 +361,14 @@ def main() -> None:
             f"{b['batch8_images_per_s']} images/s (best of {b['batch8_layouts']})"
         )
     print()
-    print("| query flow | --max-batch | clients | QPS | p50 ms | p95 ms | p99 ms | errors | server peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| query flow | --max-batch | clients | QPS | p50 ms | p95 ms | p99 ms | errors | server CPU ms/request "
+        "| client CPU ms/request | server peak RSS MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        keys = ("flow", "max_batch", "clients", "qps", "p50_ms", "p95_ms", "p99_ms", "errors", "server_peak_rss_mb")
+        keys = ("flow", "max_batch", "clients", "qps", "p50_ms", "p95_ms", "p99_ms", "errors")
+        keys += ("server_cpu_ms_per_request", "client_cpu_ms_per_request", "server_peak_rss_mb")
         cells = [r[k] for k in keys]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     ratios = result["ratios"]
