@@ -261,6 +261,7 @@ class Engine:
         self._calibration: Calibration | None = None
         self._calibration_generation = -1
         self._calibration_lock = threading.Lock()
+        self._runtime_lock = threading.Lock()  # searches run side by side: one query runtime for all
 
     @classmethod
     def open(
@@ -638,10 +639,11 @@ class Engine:
             list(pool.map(lambda _: self.run_queries([query_doc(0, buf.getvalue())], 1), range(n)))
 
     def _runtime(self) -> Runtime:
-        if self._query_runtime is None:
-            assert self.query_flow is not None
-            self._query_runtime = make_runtime(self.query_flow, self.workspace, self.runtime).start()
-        return self._query_runtime
+        with self._runtime_lock:
+            if self._query_runtime is None:
+                assert self.query_flow is not None
+                self._query_runtime = make_runtime(self.query_flow, self.workspace, self.runtime).start()
+            return self._query_runtime
 
     def calibration(self) -> Calibration | None:
         """The collection's background for match levels (None unless the workspace is cosine):
@@ -738,7 +740,8 @@ class Engine:
             parameters["face"] = face  # which face of the query image (face flows)
         # Enough results to expand with whatever top_k asks (and one more for an excluded document).
         first = dict(parameters, top_k=min(1000, max(top_k, k + 1)))
-        done = self._runtime().submit(Request("search", docs, parameters=first)).result()
+        runtime = self._runtime()
+        done = runtime.submit(Request("search", docs, parameters=first)).result()
         by_id = {d.id: d for d in done.docs}
         if k:
             self._expand(by_id, k, cal, dict(parameters))  # type: ignore[arg-type]  # cal is set when k is
@@ -747,9 +750,13 @@ class Engine:
             d = by_id[doc.id]
             doc.query_info = d.query_info  # what the flow learnt about the query (e.g. its faces)
             if d.error is not None and d.error_reason == POD_FAILURE:
-                # The cluster's fault, not the query's: the next search starts the pods afresh.
-                runtime, self._query_runtime = self._query_runtime, None
-                if runtime is not None:
+                # The cluster's fault, not the query's: the next search starts the pods afresh
+                # (once: a search beside this one may have found the same dead pods).
+                with self._runtime_lock:
+                    dead = self._query_runtime is runtime
+                    if dead:
+                        self._query_runtime = None
+                if dead:
                     _close_quietly(runtime)
                 raise ClusterError(f"search failed: {d.error}")
             if d.error is not None:

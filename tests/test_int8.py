@@ -15,7 +15,7 @@ import pytest
 
 from lookalike.models.efficientnet_lite import ensure_onnx, get_variant
 from lookalike.models.encoder import EfficientNetEncoder
-from lookalike.models.quantize import CALIBRATION_IMAGES, QUANTIZER_VERSION, calibration_photos
+from lookalike.models.quantize import CALIBRATION_IMAGES, QUANTIZER_VERSION, calibration_key, calibration_photos
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,10 @@ def test_int8_is_cached_with_its_calibration_in_name_and_fingerprint(pair, model
     fp32, int8 = pair
     path = int8.compiled.onnx_path
     assert path.parent == fp32.compiled.onnx_path.parent
-    assert path.name.startswith(f"{fp32.compiled.onnx_path.stem}-q{QUANTIZER_VERSION}-")
+    assert (
+        path.name
+        == f"{fp32.compiled.onnx_path.stem}-q{QUANTIZER_VERSION}-{calibration_key(*calibration_photos())}.onnx"
+    )
     mtime = path.stat().st_mtime_ns
     again = ensure_onnx("lite0-int8", model_dir)  # short name; found in the cache, not rebuilt
     assert again.onnx_path == path and path.stat().st_mtime_ns == mtime

@@ -285,8 +285,8 @@ def test_concurrent_searches_are_micro_batched(corpus):
             batcher = SearchBatcher(engine, max_batch=max_batch, workers=1, start=False)
             with ThreadPoolExecutor(len(queries)) as pool:
                 futures = [pool.submit(batcher.search, query_doc(0, p.read_bytes()), 2) for p in queries]
-                deadline = time.monotonic() + 30
-                while batcher.queued < len(queries) and time.monotonic() < deadline:
+                deadline = time.monotonic() + 30  # (max_batch 1: each search runs in its caller's thread)
+                while batcher.enabled and batcher.queued < len(queries) and time.monotonic() < deadline:
                     time.sleep(0.01)
                 batcher.start()
                 results = [f.result(timeout=60) for f in futures]

@@ -21,7 +21,6 @@ name without the photos, so a workspace's model never changes under it.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.atomic import atomic_write
-from lookalike.errors import LookalikeError, ModelError
+from lookalike.errors import BadInput, LookalikeError, ModelError
 
 QUANTIZER_VERSION = 1
 CALIBRATION_DATASET = "tuxpaint"
@@ -39,8 +38,13 @@ CALIBRATION_IMAGES = 64
 KEEP_FP32 = ("_conv_stem", "_blocks.0.", "_blocks.1.", "rmac", "gem")
 
 
+def _say(message: str) -> None:
+    print(f"lookalike: {message}", file=sys.stderr, flush=True)  # where the CLI's progress goes
+
+
 def calibration_photos(say: Callable[[str], None] | None = None) -> tuple[list[Path], Path]:
-    """The calibration photos (every k-th tuxpaint photo, by sorted path) and their dataset root."""
+    """The calibration photos (every k-th tuxpaint photo, by sorted path) and their dataset root;
+    the dataset is fetched first if it is not in the cache (``say`` hears how that goes)."""
     from lookalike.datasets import fetch
 
     try:
@@ -67,8 +71,13 @@ def calibration_key(photos: list[Path], root: Path) -> str:
 
 def cached_int8(fp32_path: Path) -> Path | None:
     """The INT8 graph already built from ``fp32_path``, if any (newest first)."""
-    found = sorted(fp32_path.parent.glob(f"{fp32_path.stem}-q{QUANTIZER_VERSION}-*.onnx"), key=os.path.getmtime)
-    return found[-1] if found else None
+    found = []
+    for path in fp32_path.parent.glob(f"{fp32_path.stem}-q{QUANTIZER_VERSION}-*.onnx"):
+        try:
+            found.append((path.stat().st_mtime, path))
+        except OSError:  # removed meanwhile
+            continue
+    return max(found)[1] if found else None
 
 
 def int8_path(fp32_path: Path, key: str) -> Path:
@@ -97,12 +106,13 @@ def quantize(fp32_path: Path, resolution: int, *, say: Callable[[str], None] | N
 
     from lookalike.images import load_tensor
 
+    say = say or _say
+    say(f"building the INT8 encoder once: it is calibrated on {CALIBRATION_IMAGES} {CALIBRATION_DATASET} photos")
     photos, root = calibration_photos(say)
-    target = int8_path(fp32_path, calibration_key(photos, root))
-    # Seconds of one-off work: say so (on stderr, where the CLI's progress goes, unless told where).
-    (say or (lambda m: print(f"lookalike: {m}", file=sys.stderr, flush=True)))(
-        f"building the INT8 encoder once: calibrating on {len(photos)} {CALIBRATION_DATASET} photos"
-    )
+    try:
+        target = int8_path(fp32_path, calibration_key(photos, root))
+    except OSError as e:
+        raise ModelError(f"cannot read the calibration photos in {root}: {e}") from e
 
     class Photos(CalibrationDataReader):
         def __init__(self) -> None:
@@ -132,7 +142,13 @@ def quantize(fp32_path: Path, resolution: int, *, say: Callable[[str], None] | N
                 nodes_to_exclude=keep,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-            atomic_write(target, out.read_bytes())
+            data = out.read_bytes()
+    except (OSError, BadInput) as e:
+        raise ModelError(f"cannot quantize {fp32_path.name}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - onnx and onnxruntime raise their own untyped errors
+        raise ModelError(f"cannot quantize {fp32_path.name}: {type(e).__name__}: {e}") from e
+    try:
+        atomic_write(target, data)
     except OSError as e:
         raise ModelError(f"cannot write the INT8 model in {target.parent}: {e}; set LOOKALIKE_MODEL_DIR") from e
     return target

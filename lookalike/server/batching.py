@@ -1,9 +1,10 @@
 """Micro-batching: concurrent searches share one pass through the query flow.
 
 Batches form while the flow is busy and never wait for company. ``workers`` batches run at once
-(as many as the query flow runs side by side: its encoder replicas); a query that finds a worker
-idle runs at once, alone, and the queries that arrive while every worker is busy go together (up
-to ``max_batch``) as the next batch, so the encoder sees a batch exactly when there is a queue.
+(as many as the query flow works on side by side: its most replicated pod's replicas, so that one
+batch decodes while another is encoded). A query that finds a worker idle runs at once, alone; the
+queries that arrive while every worker is busy go together (up to ``max_batch``) as the next
+batch, so the encoder sees a batch exactly when there is a queue.
 Each caller still gets its own results, or its own error: one bad image does not fail the others.
 """
 
@@ -92,18 +93,18 @@ class SearchBatcher:
         with self._count_lock:
             self.batches += 1
             self.batched_queries += len(batch)
-        # Enough results for the largest top_k, plus one where a query's own document is left out.
-        k = min(1000, max(q.top_k + (1 if q.exclude else 0) for q in batch))
-        for i, q in enumerate(batch):
-            q.doc.id = f"q{i}-{q.doc.id}"  # unique within the request
         try:
+            # Enough results for the largest top_k, plus one where a query's own document is left out.
+            k = min(1000, max(q.top_k + (1 if q.exclude else 0) for q in batch))
+            for i, q in enumerate(batch):
+                q.doc.id = f"q{i}-{q.doc.id}"  # unique within the request
             outcomes = self.engine.run_queries([q.doc for q in batch], k, batch[0].face if len(batch) == 1 else None)
+            for q, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    q.future.set_exception(outcome)
+                else:
+                    q.future.set_result([r for r in outcome if r.doc_id != q.exclude][: q.top_k])
         except BaseException as e:  # noqa: BLE001 - every waiting caller must hear of it
             for q in batch:
-                q.future.set_exception(e)
-            return
-        for q, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                q.future.set_exception(outcome)
-            else:
-                q.future.set_result([r for r in outcome if r.doc_id != q.exclude][: q.top_k])
+                if not q.future.done():
+                    q.future.set_exception(e)
