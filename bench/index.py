@@ -159,7 +159,12 @@ def child_lookalike(spec: dict[str, Any]) -> dict[str, Any]:
                 stamps.append(time.perf_counter())
 
         start = time.perf_counter()
-        with Engine.open(Path(tmp) / "ws", index_flow=flow) as engine:
+        from lookalike.evaluate import query_flow_for
+        from lookalike.flow.graph import open_flow
+
+        # The built-in query flow with this flow's encoder, so that their fingerprints agree.
+        query = query_flow_for(open_flow(flow, "index"))
+        with Engine.open(Path(tmp) / "ws", index_flow=flow, query_flow=query) as engine:
             summary = engine.index([spec["dir"]], progress=Clock(), batch_size=spec["batch_size"])
         wall = time.perf_counter() - start
     # Work is bought ahead: at the first commit the loader is already `prefetch` requests ahead, and

@@ -655,7 +655,7 @@ def _open_index_flow(path: str | os.PathLike) -> Any:
     return flow
 
 
-def _query_flow_for(index_flow: Any) -> Any:
+def query_flow_for(index_flow: Any) -> Any:
     """The built-in query flow with the index flow's ImageEncoder (model, pooling), so the two
     fingerprints agree; an index flow without one serves as its own (eval searches stored vectors)."""
     import yaml
@@ -668,7 +668,7 @@ def _query_flow_for(index_flow: Any) -> Any:
         return index_flow
     path = builtin_flow_path("query")
     data = yaml.safe_load(path.read_text("utf-8"))
-    data["pods"]["encoder"] = {"uses": "ImageEncoder", "with": {"model": params.model, "pooling": params.pooling}}
+    data["pods"]["encoder"].setdefault("with", {}).update(model=params.model, pooling=params.pooling)
     text = yaml.safe_dump(data, sort_keys=False)
     return Flow(load_flow_text(text, "<eval query flow>", path.parent), "query")
 
@@ -705,7 +705,7 @@ def _index_with_engine(
     ws_path = Path(workspace) if workspace is not None else Path(tempfile.mkdtemp(prefix="lookalike-eval-"))
     try:
         say(f"indexing {root} into {'workspace ' + str(ws_path) if workspace is not None else 'a temporary workspace'}")
-        query_flow = _query_flow_for(index_flow) if index_flow is not None else None
+        query_flow = query_flow_for(index_flow) if index_flow is not None else None
         with Engine.open(ws_path, index_flow=index_flow, query_flow=query_flow) as engine:
             summary = engine.index([root], progress=index_progress)
             store = engine.workspace.store
