@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image, ImageOps
 
 from lookalike.engine import Engine
@@ -32,7 +33,9 @@ def _flow(tmp_path: Path, name: str, *, parallel: int = 2, shards: int = 2, mode
     text = builtin_flow_path(name).read_text()
     text = text.replace("parallel: 2", f"parallel: {parallel}").replace("shards: 2", f"shards: {shards}")
     if model:
-        text = text.replace("{uses: ImageEncoder", f"{{uses: ImageEncoder, with: {{model: {model}}}")
+        flow = yaml.safe_load(text)
+        flow["pods"]["encoder"].setdefault("with", {})["model"] = model
+        text = yaml.safe_dump(flow, sort_keys=False)
     path = tmp_path / f"{name}-p{parallel}-s{shards}-{model or 'lite0'}.yml"
     path.write_text(text)
     return path
