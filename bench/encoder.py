@@ -51,12 +51,15 @@ def _rate(fn, items: int, seconds: float) -> float:
 
 def model_rate(encoders: list[EfficientNetEncoder], batch: int, seconds: float) -> float:
     """Images/s of every encoder running batches at once, one thread each (onnxruntime releases
-    the GIL), summed: the rate of an encoder pod with that many replicas."""
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, 224, 224)).astype(np.float32)
+    the GIL), summed: the rate of an encoder pod with that many replicas. Each warms up before
+    they all start together."""
+    size = encoders[0].input_size
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)
     rates = [0.0] * len(encoders)
     start = threading.Barrier(len(encoders))
 
     def run(i: int) -> None:
+        encoders[i].encode_tensors(x)  # the first run allocates
         start.wait()
         rates[i] = _rate(lambda: encoders[i].encode_tensors(x), batch, seconds)
 

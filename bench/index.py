@@ -80,7 +80,7 @@ def _peak_rss_mb() -> float:
 
 def child_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
     """``replicas`` sessions of ``threads`` threads each, running batches of ``batch`` at once."""
-    import threading
+    from encoder import model_rate  # bench/encoder.py, beside this script
 
     from lookalike.models.encoder import EfficientNetEncoder
 
@@ -88,27 +88,8 @@ def child_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
         EfficientNetEncoder(spec["model"], threads=spec["threads"], batch_size=spec["batch"])
         for _ in range(spec["replicas"])
     ]
-    size = encoders[0].input_size
-    batch = spec["batch"]
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)
-    done = [0] * len(encoders)
-    barrier = threading.Barrier(len(encoders))
-
-    def run(i: int) -> None:
-        encoders[i].encode_tensors(x)  # warm-up
-        barrier.wait()
-        start = time.perf_counter()
-        while time.perf_counter() - start < spec["seconds"]:
-            encoders[i].encode_tensors(x)
-            done[i] += batch
-        done[i] = done[i] / (time.perf_counter() - start)
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(encoders))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return {"images_per_s": sum(done), "replicas": spec["replicas"], "threads": spec["threads"]}
+    rate = model_rate(encoders, spec["batch"], spec["seconds"])
+    return {"images_per_s": rate, "replicas": spec["replicas"], "threads": spec["threads"]}
 
 
 # The built-in index flow as shipped, and with one change each: {pod: {field: value}}.

@@ -17,7 +17,6 @@ import dataclasses
 import importlib.util
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -327,11 +326,9 @@ class CompiledModel:
         return f"{fp}:{self.calibration}" if self.calibration else fp
 
 
-def ensure_onnx(
-    name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None, *, say: Callable[[str], None] | None = None
-) -> CompiledModel:
+def ensure_onnx(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None) -> CompiledModel:
     """Return the cached ONNX graph for ``name``, converting the weights on first use (and, for an
-    ``-int8`` model, quantizing the fp32 graph: ``say`` hears of that one-off work).
+    ``-int8`` model, quantizing the fp32 graph, which says so on stderr).
 
     The graph is written atomically (temp file, fsync, rename), so concurrent first runs and crashes
     never leave a half-written model behind.
@@ -341,7 +338,7 @@ def ensure_onnx(
         from lookalike.models import quantize
 
         fp32 = ensure_onnx(variant.fp32.name, cache_dir)
-        path = quantize.quantize(fp32.onnx_path, variant.resolution, say=say)
+        path = quantize.quantize(fp32.onnx_path, variant.resolution)
         return CompiledModel(
             variant, path, fp32.weights_sha256, f"q{quantize.QUANTIZER_VERSION}-{quantize.calibration_of(path)}"
         )
