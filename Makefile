@@ -29,7 +29,7 @@ test-ray: $(STAMP)
 	unshare -n sh -c 'ip link set lo up && exec $(PY) -m pytest -m ray'
 
 bench: $(STAMP)
-	$(PY) bench/encoder.py
+	$(PY) -m bench.encoder
 
 # Reference outputs from torch + efficientnet-lite-pytorch, in a separate venv so that torch never
 # enters .venv. TORCH pins the build: 2.13.0 is the CPU wheel this project's machines carry.

@@ -1,6 +1,6 @@
 """Encoder ceiling (fp32 and INT8, every replicas x threads layout) and preprocessing, in one run.
 
-    .venv/bin/python bench/encoder.py [--seconds 5] [--models efficientnet-lite0 efficientnet-lite0-int8] [--json]
+    .venv/bin/python -m bench.encoder [--seconds 5] [--models efficientnet-lite0 efficientnet-lite0-int8] [--json]
 
 1. Model only: images/s of the ONNX graph on ready tensors, batch 32, in each way of spending the
    cores: one session with every core as intra-op threads, or one single-threaded session per core,
@@ -29,10 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lookalike.images import load_tensor  # noqa: E402
-from lookalike.models.encoder import EfficientNetEncoder, available_cores  # noqa: E402
+from lookalike.images import load_tensor
+from lookalike.models.encoder import EfficientNetEncoder, available_cores
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 

@@ -1,14 +1,14 @@
 """Face search throughput: detection and descriptor, and the faces preset with detector parallel 1 and 2.
 
-    .venv/bin/python bench/faces.py [--copies 5] [--json]
+    .venv/bin/python -m bench.faces [--copies 5] [--json]
 
 Photos: face-recognition 1.3.0's test images (5 photos of one person, 1 of another; downloaded
 once from PyPI with `pip download --no-binary :all:`) plus scikit-image's astronaut, each repeated
 ``--copies`` times under different names (so every file is encoded; timings are per photo anyway).
 
 1. Model only, one thread: faces/s of HOG detection (upsample 1) and of the 128-d descriptor.
-2. End to end: `lookalike index --preset faces` (the real engine and flow) into a fresh workspace,
-   with the detector pod's `parallel` at 1 and at 2: photos/s and faces/s.
+2. End to end: the faces preset through ``lookalike.open`` (as `lookalike index --preset faces`), into
+   a fresh workspace, with the detector pod's `parallel` at 1 and at 2: photos/s and faces/s.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lookalike.engine import Engine  # noqa: E402
-from lookalike.flow.graph import builtin_flow_path  # noqa: E402
-from lookalike.images import decode  # noqa: E402
-from lookalike.models.faces import FaceModel  # noqa: E402
+import lookalike
+from lookalike.flow.graph import builtin_flow_path
+from lookalike.images import decode
+from lookalike.library import Options
+from lookalike.models.faces import FaceModel
 
 
 def photos(folder: Path, copies: int) -> list[Path]:
@@ -92,9 +91,9 @@ def end_to_end(folder: Path, parallel: int, work: Path) -> dict[str, float]:
         )
     )
     ws = work / f"ws-{parallel}"
-    with Engine.open(ws, index_flow=flow, query_flow=builtin_flow_path("faces-query")) as engine:
-        summary = engine.index([folder])
-        faces = engine.workspace.store.count_chunks()
+    with lookalike.open(Options.from_env(workspace=ws, preset="faces", index_flow=flow)) as library:
+        summary = library.index([folder])
+        faces = library.info(verify=False).info.chunks
     shutil.rmtree(ws)
     return {
         "detector_parallel": parallel,

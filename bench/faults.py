@@ -1,6 +1,6 @@
 """Faults: kill -9 mid-index, searches while another process indexes, a full disk, a load test.
 
-    .venv/bin/python bench/faults.py [--seed 0] [--quick] [--json OUT] [--parts kill concurrent disk load]
+    .venv/bin/python -m bench.faults [--seed 0] [--quick] [--json OUT] [--parts kill concurrent disk load]
 
 Every part runs the real `lookalike` command in subprocesses on real photos, talks only to 127.0.0.1,
 and bounds every loop in count and time. It prints a summary (markdown tables) and exits 1 if any
@@ -62,9 +62,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lookalike.datasets import FetchedDataset, fetch  # noqa: E402
+from lookalike.datasets import FetchedDataset, fetch
 
 LOOKALIKE = str(Path(sys.executable).parent / "lookalike")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -1,10 +1,10 @@
 """End-to-end `index` throughput against the model ceiling and a naive pipeline, in one run.
 
-    .venv/bin/python bench/index.py [--images 300] [--naive-images 100] [--seconds 5] [--repeat 1]
+    .venv/bin/python -m bench.index [--images 300] [--naive-images 100] [--seconds 5] [--repeat 1]
         [--model efficientnet-lite0] [--variants default encoder-1x2 ...] [--flow FILE]
         [--torch-python .venv-ref/bin/python] [--json]
 
-docs/benchmarks.md: ``bench/index.py --repeat 3 --torch-python .venv-ref/bin/python``
+docs/benchmarks.md: ``python -m bench.index --repeat 3 --torch-python .venv-ref/bin/python``
 
 1. Test photos: the tuxpaint photos (Debian ``tuxpaint-stamps-default``, real photos of objects,
    composited onto white) by path, and beyond its 439 the same again mirrored or turned, written as
@@ -14,13 +14,13 @@ docs/benchmarks.md: ``bench/index.py --repeat 3 --torch-python .venv-ref/bin/pyt
    Gaussian grain (sigma 6 levels) so that each file holds ~2 MB of entropy-coded data like a
    camera JPEG, instead of ~0.5 MB of smooth gradients.
 2. The model-only **ceiling**: images/s of ``EfficientNetEncoder.encode_tensors`` on ready batches
-   (as in bench/encoder.py) in its best configuration: one session with every core as threads, or
+   (as in ``bench.encoder``) in its best configuration: one session with every core as threads, or
    one single-threaded session per core running at once (an encoder pod with ``parallel: 2``),
    each at the encoder's batch (8) and at 32.
-3. **lookalike**: ``Engine.index`` with the built-in index flow as shipped ("default") and with one
-   change each (``--variants``, see VARIANTS), into a fresh workspace each time; ``--model``
-   puts another model in every encoder pod (and the ceiling). End-to-end is
-   ``IndexSummary.files_per_second`` (what `lookalike index` prints: scan, model start-up,
+3. **lookalike**: ``lookalike.open(...).index`` with the built-in index flow as shipped ("default")
+   and with one change each (``--variants``, see VARIANTS), into a fresh workspace each time;
+   ``--model`` puts another model in every encoder pod (and the ceiling). End-to-end is
+   ``IndexReport.files_per_second`` (what `lookalike index` prints: scan, model start-up,
    pipeline, commits and snapshot). Steady is the rate between the first commit
    and the last one made while the pipeline was still full (``prefetch`` requests in flight), so
    it leaves out both the start-up and the final drain.
@@ -28,7 +28,7 @@ docs/benchmarks.md: ``bench/index.py --repeat 3 --torch-python .venv-ref/bin/pyt
    decode with draft(), preprocess) gives its cost in core-seconds; with the model's in its best
    layout (``cores / ceiling``), ``cores / (both)`` is the most any pipeline could index on this
    machine. Each row's "of bound" is its rate over that.
-5. **naive**: :class:`lookalike.baselines.NaivePipeline`, one image at a time with full decode and
+5. **naive**: :class:`bench.baselines.NaivePipeline`, one image at a time with full decode and
    batch 1 on the same ONNX model; with ``--torch-python`` (an interpreter that has torch and
    efficientnet-lite-pytorch, never .venv), also the same weights on torch eager.
 
@@ -54,8 +54,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]  # each child runs as `python -m bench.index` from here
 
 # Grain added to the upscaled 12 MP photos, in 8-bit levels: enough entropy for a camera-like file
 # size (~2 MB at quality 90), small enough to leave the picture as it was.
@@ -80,8 +79,7 @@ def _peak_rss_mb() -> float:
 
 def child_ceiling(spec: dict[str, Any]) -> dict[str, Any]:
     """``replicas`` sessions of ``threads`` threads each, running batches of ``batch`` at once."""
-    from encoder import model_rate  # bench/encoder.py, beside this script
-
+    from bench.encoder import model_rate
     from lookalike.models.encoder import EfficientNetEncoder
 
     encoders = [
@@ -118,7 +116,9 @@ def variant_flow(edits: dict[str, dict[str, Any]], model: str | None) -> str:
 
 
 def child_lookalike(spec: dict[str, Any]) -> dict[str, Any]:
-    from lookalike.engine import Engine
+    import lookalike
+    from lookalike.evaluate import eval_flows
+    from lookalike.library import IndexRequest, Options
 
     if spec.get("flow"):  # --flow: the user's own index flow, as written
         text = Path(spec["flow"]).read_text()
@@ -140,19 +140,18 @@ def child_lookalike(spec: dict[str, Any]) -> dict[str, Any]:
                 stamps.append(time.perf_counter())
 
         start = time.perf_counter()
-        from lookalike.evaluate import query_flow_for
-        from lookalike.flow.graph import open_flow
-
         # The built-in query flow with this flow's encoder, so that their fingerprints agree.
-        query = query_flow_for(open_flow(flow, "index"))
-        with Engine.open(Path(tmp) / "ws", index_flow=flow, query_flow=query) as engine:
-            summary = engine.index([spec["dir"]], progress=Clock(), batch_size=spec["batch_size"])
+        _, query = eval_flows(flow, "efficientnet", Path(tmp))
+        options = Options.from_env(workspace=Path(tmp) / "ws", index_flow=flow, query_flow=query)
+        with lookalike.open(options) as library:
+            request = IndexRequest((spec["dir"],), batch_size=spec["batch_size"])
+            summary = library.index(request, progress=Clock())
         wall = time.perf_counter() - start
     # Work is bought ahead: at the first commit the loader is already `prefetch` requests ahead, and
     # it stays that far ahead until it runs out of files. Between the first commit and the last one
     # made while it was that far ahead, work in progress is the same at both ends: an unbiased rate.
     batch = spec["batch_size"]
-    first, last = batch, len(stamps) - int(os.environ.get("LOOKALIKE_PREFETCH", "10")) * batch
+    first, last = batch, len(stamps) - options.prefetch * batch
     steady = (last - first) / (stamps[last - 1] - stamps[first - 1]) if last - first >= 3 * batch else None
     return {
         "images": summary.encoded,
@@ -165,7 +164,7 @@ def child_lookalike(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_naive(spec: dict[str, Any]) -> dict[str, Any]:
-    from lookalike.baselines import NaivePipeline, onnx_model, torch_model
+    from bench.baselines import NaivePipeline, onnx_model, torch_model
 
     files = sorted(str(p) for p in Path(spec["dir"]).glob("*.jpg"))[: spec["limit"]]
     model = torch_model() if spec["model"] == "torch" else onnx_model()
@@ -209,7 +208,11 @@ CHILDREN = {"ceiling": child_ceiling, "lookalike": child_lookalike, "naive": chi
 def run_child(spec: dict[str, Any], python: str = sys.executable) -> dict[str, Any]:
     load = os.getloadavg()[0]
     done = subprocess.run(
-        [python, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, timeout=1800, cwd=REPO
+        [python, "-m", "bench.index", "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=REPO,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{spec['kind']} failed:\n{done.stderr[-3000:]}")

@@ -1,6 +1,6 @@
 """The query path of `lookalike serve` against the in-process decode and encode of the same images.
 
-    .venv/bin/python bench/query.py [--docs 439] [--seconds 15] [--clients 1 8 32] [--max-batch 16 1]
+    .venv/bin/python -m bench.query [--docs 439] [--seconds 15] [--clients 1 8 32] [--max-batch 16 1]
         [--query-flow FILE ...] [--json]
 
 1. Builds a workspace: the 439 tuxpaint photos, indexed for real with the default flow, plus (with
@@ -48,21 +48,22 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import lookalike
+from lookalike.datasets import fetch
+from lookalike.document import Chunk, Document, Request, shard_for
+from lookalike.library import Options
 
-from lookalike.datasets import fetch  # noqa: E402
-from lookalike.document import Chunk, Document, Request, shard_for  # noqa: E402
-from lookalike.engine import Engine  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[1]  # the load generator runs as `python -m bench.query` from here
 BOUNDARY = "lookalike-bench-boundary"
 
 
 def build_workspace(ws: Path, n_docs: int, seed: int = 0) -> list[Path]:
     dataset = fetch("tuxpaint")
-    with Engine.open(ws) as engine:
-        engine.index([dataset.root])
-        _, vecs, doc_ids = engine.workspace.store.all_vectors(engine.workspace.dim)
-        real = {d.id: d for d in engine.workspace.store.iter_docs()}
+    with lookalike.open(Options.from_env(workspace=ws)) as library:
+        library.index([dataset.root])
+        workspace = library.workspace  # the synthetic documents skip the flow: committed as its indexers would
+        _, vecs, doc_ids = workspace.store.all_vectors(workspace.dim)
+        real = {d.id: d for d in workspace.store.iter_docs()}
         rng = np.random.default_rng(seed)
         extra = max(0, n_docs - len(real))
         # Noise of norm ~0.35 per vector: neighbours of a real photo, about as far from it as an
@@ -82,9 +83,9 @@ def build_workspace(ws: Path, n_docs: int, seed: int = 0) -> list[Path]:
             request = Request("index", docs)
             for d in docs:
                 request.staged.doc_ids.append(d.id)
-                request.staged.vectors[d.id] = (shard_for(d.id, engine.workspace.n_shards_configured), d.chunks)
-            engine.workspace.commit(request)
-        engine.workspace.finish_shards()
+                request.staged.vectors[d.id] = (shard_for(d.id, workspace.n_shards_configured), d.chunks)
+            workspace.commit(request)
+        workspace.finish_shards()
     return dataset.images
 
 
@@ -232,7 +233,11 @@ def run_load(
     spec = {"port": port, "images": images, "clients": clients, "seconds": seconds}
     cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, timeout=seconds + 120
+        [sys.executable, "-m", "bench.query", "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        cwd=REPO,
     )
     if done.returncode != 0:
         raise SystemExit(f"load generator failed:\n{done.stderr[-2000:]}")
@@ -255,7 +260,8 @@ def peak_rss_mb(pid: int) -> float | None:
 
 def serve(ws: Path, max_batch: int, query_flow: str | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    cmd = [str(Path(sys.executable).parent / "lookalike"), "serve", "-w", str(ws), "--port", str(port)]
+    cmd = [str(Path(sys.executable).parent / "lookalike"), "serve", "-w", str(ws), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port)]
     cmd += ["--max-batch", str(max_batch), "--read-only"]
     cmd += ["--query-flow", query_flow] if query_flow else []
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
@@ -299,8 +305,8 @@ def main() -> None:
         photos = build_workspace(ws, args.docs)
         built = time.perf_counter() - t0
         queries = [str(p) for p in random.Random(1).sample(photos, 64)]
-        with Engine.open(ws, for_indexing=False) as e:
-            n_docs = e.workspace.store.count_docs()
+        with lookalike.open(Options.from_env(workspace=ws), write=False) as library:
+            n_docs = library.workspace.store.count_docs()
         blobs = [Path(p).read_bytes() for p in queries]
         before = baseline(blobs, min(args.seconds, 10.0))
         say(f"in-process: {before}")

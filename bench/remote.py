@@ -1,7 +1,7 @@
 """The remote hop: one batch of 16 images through the encoder pod in-process, and through the same
 encoder served by `lookalike executor serve` on loopback, as a ratio.
 
-    .venv/bin/python bench/remote.py [--rounds 30] [--json]
+    .venv/bin/python -m bench.remote [--rounds 30] [--json]
 
 The 16 inputs are real photos (tuxpaint, fetched once) preprocessed as the flow does. Rounds
 alternate in-process and remote, so both see the same machine; each side's encoder has the
@@ -22,16 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lookalike.datasets import fetch  # noqa: E402
-from lookalike.document import Chunk, Document, Request  # noqa: E402
-from lookalike.executors.base import ExecutorContext  # noqa: E402
-from lookalike.executors.encoders import ImageEncoder  # noqa: E402
-from lookalike.executors.service import fetch_handshake, remote_executor  # noqa: E402
-from lookalike.images import load_tensor  # noqa: E402
-from lookalike.models.encoder import available_cores  # noqa: E402
-from lookalike.wire import decode, encode  # noqa: E402
+from lookalike.datasets import fetch
+from lookalike.document import Chunk, Document, Request
+from lookalike.executors.base import ExecutorContext
+from lookalike.executors.encoders import ImageEncoder
+from lookalike.executors.service import fetch_handshake, remote_executor
+from lookalike.images import load_tensor
+from lookalike.models.encoder import available_cores
+from lookalike.wire import decode, encode
 
 BATCH = 16
 
@@ -64,7 +62,7 @@ def main() -> int:
     port = _free_port()
     lookalike = str(Path(sys.executable).parent / "lookalike")
     service = subprocess.Popen(
-        [lookalike, "executor", "serve", "ImageEncoder", "--port", str(port)],
+        [lookalike, "executor", "serve", "ImageEncoder", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -1,13 +1,14 @@
 """The Ray runtime against the local one: indexing throughput on one node and on two, and what the
 actor hop costs a request.
 
-    unshare -n sh -c 'ip link set lo up && exec .venv/bin/python bench/scaleout.py [--images 439] [--json]'
+    unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m bench.scaleout [--images 439] [--json]'
 
-Ray only binds to loopback inside a network namespace with nothing else (see tests/raycluster.py),
+Ray only binds to loopback inside a network namespace with nothing else (see bench/raycluster.py),
 so the benchmark refuses to run elsewhere; fetch the photos first (`lookalike datasets fetch
 tuxpaint`), since nothing can be downloaded in there.
 
-1. Indexing N tuxpaint photos with the real model, each configuration from a fresh workspace:
+1. Indexing N tuxpaint photos with the real model through ``lookalike.open``, each configuration
+   from a fresh workspace (``runtime`` and ``ray_address`` in its Options):
    - local: the built-in flow (one encoder with all cores' threads), and the flow with two
      encoder replicas of one thread each; the faster is the one to beat;
    - ray, one node with 2 CPUs, and two nodes with 1 CPU each, both with the two-replica flow
@@ -34,18 +35,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+import lookalike
+from bench.raycluster import Cluster, only_loopback
+from lookalike.datasets import fetch
+from lookalike.document import Request
+from lookalike.flow.graph import builtin_flow_path
+from lookalike.library import Library, Options, SearchRequest
 
-from raycluster import Cluster, only_loopback  # noqa: E402
-
-from lookalike.datasets import fetch  # noqa: E402
-from lookalike.document import Request  # noqa: E402
-from lookalike.engine import Engine  # noqa: E402
-from lookalike.flow.graph import builtin_flow_path  # noqa: E402
-from lookalike.flow.runtime import RuntimeChoice  # noqa: E402
+# Where the flows run: the Options fields that say so (--runtime, --ray-address).
+Runtime = dict[str, Any]
+LOCAL: Runtime = {"runtime": "local"}
 
 REPLICATED = """\
 prefetch: 10
@@ -70,27 +71,26 @@ def _album(n: int, dest: Path) -> list[Path]:
     return out
 
 
-def _index(work: Path, name: str, album: Path, flow: Path, runtime: RuntimeChoice) -> dict[str, float]:
+def _index(work: Path, name: str, album: Path, flow: Path, runtime: Runtime) -> dict[str, float]:
     ws = work / f"ws-{name}"
     started = time.perf_counter()
-    with Engine.open(ws, index_flow=flow, runtime=runtime) as engine:
+    with lookalike.open(Options.from_env(workspace=ws, index_flow=flow, **runtime)) as library:
         opened = time.perf_counter()
-        pods = engine._indexing_runtime()  # started here, so that its start is timed on its own
+        library.flows.runtime("index")  # started here, so that its start is timed on its own; index uses it
         up = time.perf_counter()
-        summary = engine.index([album])
+        summary = library.index([album])
     wall = time.perf_counter() - started
-    del pods
     start = up - opened
     n = summary.indexed
     return {"images": n, "wall_s": wall, "start_s": start, "rate": n / wall, "rate_after_start": n / (wall - start)}
 
 
-def _search_p50(engine: Engine, queries: list[Path], rounds: int) -> float:
-    engine.search([str(queries[0])], top_k=10)  # warm: the pods are up, the model loaded
+def _search_p50(library: Library, queries: list[Path], rounds: int) -> float:
+    library.search(SearchRequest(image=str(queries[0]), top_k=10))  # warm: the pods are up, the model loaded
     times = []
     for i in range(rounds):
         t = time.perf_counter()
-        engine.search([str(queries[i % len(queries)])], top_k=10)
+        library.search(SearchRequest(image=str(queries[i % len(queries)]), top_k=10))
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1000
 
@@ -113,20 +113,19 @@ def main() -> int:
         photos = _album(args.images, album)
         replicated = work / "index-replicated.yml"
         replicated.write_text(REPLICATED)
-        local = RuntimeChoice("local")
         runs: dict[str, dict[str, float]] = {}
-        runs["local, built-in flow"] = _index(work, "local-builtin", album, builtin_flow_path("index"), local)
-        runs["local, 2 encoder replicas"] = _index(work, "local-replicated", album, replicated, local)
+        runs["local, built-in flow"] = _index(work, "local-builtin", album, builtin_flow_path("index"), LOCAL)
+        runs["local, 2 encoder replicas"] = _index(work, "local-replicated", album, replicated, LOCAL)
         for nodes, cpus in ((1, 2), (2, 1)):
             cluster = Cluster(nodes=nodes, cpus=cpus)
             try:
                 cluster.start()
-                choice = RuntimeChoice("ray", cluster.address)
+                on_ray: Runtime = {"runtime": "ray", "ray_address": cluster.address}
                 runs[f"ray, {nodes} node{'s' if nodes > 1 else ''} x {cpus} CPU"] = _index(
-                    work, f"ray-{nodes}", album, replicated, choice
+                    work, f"ray-{nodes}", album, replicated, on_ray
                 )
                 if nodes == 2:
-                    results["hop"] = _hops(work, photos, choice, local)
+                    results["hop"] = _hops(work, photos, on_ray)
             finally:
                 ray.shutdown()
                 cluster.stop()
@@ -156,7 +155,7 @@ def main() -> int:
     return 0
 
 
-def _hops(work: Path, photos: list[Path], ray_choice: RuntimeChoice, local: RuntimeChoice) -> dict[str, float]:
+def _hops(work: Path, photos: list[Path], on_ray: Runtime) -> dict[str, float]:
     """Search latency on both runtimes over one workspace, and a bare actor round trip."""
     import ray
 
@@ -164,12 +163,13 @@ def _hops(work: Path, photos: list[Path], ray_choice: RuntimeChoice, local: Runt
 
     ws = work / "ws-ray-2"
     queries = photos[::7]
-    with Engine.open(ws, for_indexing=False, runtime=local) as engine:
-        local_ms = _search_p50(engine, queries, 40)
-    with Engine.open(ws, for_indexing=False, runtime=ray_choice) as engine:
-        ray_ms = _search_p50(engine, queries, 40)
-        runtime = engine._query_runtime
+    with lookalike.open(Options.from_env(workspace=ws, **LOCAL), write=False) as library:
+        local_ms = _search_p50(library, queries, 40)
+    with lookalike.open(Options.from_env(workspace=ws, **on_ray), write=False) as library:
+        ray_ms = _search_p50(library, queries, 40)
+        runtime = library.flows.running("query")
         assert isinstance(runtime, RayRuntime)
+        # The hop itself, below the flow: one actor's handler on an empty request.
         actor = runtime._replicas[("loader", 0)][0].actor
         empty = Request("search", [])
         ray.get(actor.handle.remote(empty))

@@ -1,6 +1,6 @@
 """Tag-search precision on tuxpaint: WordNet roll-up against the old label substring match.
 
-    .venv/bin/python bench/tags.py [--workspace DIR] [--json]
+    .venv/bin/python -m bench.tags [--workspace DIR] [--json]
 
 Indexes the 439 tuxpaint photos with the default flows (or reuses ``--workspace``), then, for each
 folder whose subject has a WordNet word above ImageNet classes, searches that word and reports:
@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lookalike import datasets  # noqa: E402
-from lookalike.engine import Engine  # noqa: E402
+import lookalike
+from lookalike import datasets
+from lookalike.library import Options, SearchRequest
 
 # word -> the tuxpaint folders (label prefixes) it should find
 QUERIES = {
@@ -51,17 +49,19 @@ def main() -> None:
     tux = datasets.fetch("tuxpaint")
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(args.workspace or Path(tmp) / "ws")
-        with Engine.open(ws) as engine:
-            engine.index([tux.root])
+        with lookalike.open(Options.from_env(workspace=ws)) as library:
+            library.index([tux.root])
         rows = []
-        with Engine.open(ws, for_indexing=False) as engine:
+        with lookalike.open(Options.from_env(workspace=ws), write=False) as library:
+            store = library.workspace.store
             for word, folders in QUERIES.items():
                 relevant = {
                     str(p) for p in tux.images if any(str(p.relative_to(tux.root)).startswith(f + "/") for f in folders)
                 }
-                new = [r.uri or "" for r in engine.search_tags(word, top_k=200)]
-                old = [d for d, _, _ in engine.workspace.store.search_tags(word, 200)]
-                old_uris = [s.uri or "" for s in (engine.workspace.store.get_docs(old).get(d) for d in old) if s]
+                new = [h.path or "" for h in library.search(SearchRequest(tag=word, top_k=200)).hits]
+                # The old search, still the fallback for text that names no WordNet concept.
+                old = [d for d, _, _ in store.search_tags(word, 200)]
+                old_uris = [s.uri or "" for s in (store.get_docs(old).get(d) for d in old) if s]
                 (rp, r50), (orp, or50) = score(new, relevant), score(old_uris, relevant)
                 rows.append(
                     {

@@ -1,4 +1,8 @@
-"""The `lookalike` command: index a folder of photos, then find images like a given one."""
+"""The `lookalike` command: index a folder of photos, then find images like a given one.
+
+Every command maps its flags to the library's options and requests (:mod:`lookalike.library`),
+and renders what the library reports; nothing here searches, indexes or measures by itself.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,10 +23,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from lookalike.document import Document, Result, display_path
+from lookalike.document import Document, display_path
 from lookalike.errors import LookalikeError
-from lookalike.service import result_fields, workspace_fields
-from lookalike.settings import SETTINGS, default, markdown_table, parse_bytes, setting
+from lookalike.settings import SETTINGS, Options, markdown_table, parse_bytes, raw_value, setting
+
+if TYPE_CHECKING:
+    from lookalike.library import Hit, IndexReport, InfoReport, Library, SearchReport
 
 app = typer.Typer(
     name="lookalike",
@@ -60,19 +66,30 @@ class Preset(str, Enum):
     faces = "faces"
 
 
+class RuntimeKind(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 def setting_option(env: str, *names: str, **kw: Any) -> Any:
-    """A typer option for a setting: its flag, environment variable and help from the settings table."""
+    """A typer option for a setting: its flag and help from the settings table. It defaults to None
+    (not given), so that the settings, which alone read the environment, fall back on the variable
+    and then the default; the help names both."""
     s = setting(env)
     flags = [f for f in (s.flag, *names) if f]
-    return typer.Option(*flags, envvar=s.env, show_envvar=True, help=s.help[0].upper() + s.help[1:] + ".", **kw)
+    shown_default = kw.pop("show_default", s.default)
+    text = f"{s.help[0].upper()}{s.help[1:]} (env var: {s.env}; default: {shown_default})."
+    return typer.Option(*flags, help=text, show_default=False, **kw)
 
 
-WorkspaceOpt = Annotated[Path, setting_option("LOOKALIKE_WORKSPACE", "-w")]
+WorkspaceOpt = Annotated[Path | None, setting_option("LOOKALIKE_WORKSPACE", "-w")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
 IndexMemoryOpt = Annotated[
     str | None,
     setting_option(
-        "LOOKALIKE_INDEX_MEMORY", metavar="SIZE", show_default=default("LOOKALIKE_INDEX_MEMORY") + ", or as remembered"
+        "LOOKALIKE_INDEX_MEMORY",
+        metavar="SIZE",
+        show_default=setting("LOOKALIKE_INDEX_MEMORY").default + ", or as remembered",
     ),
 ]
 IndexLatencyOpt = Annotated[
@@ -81,45 +98,39 @@ IndexLatencyOpt = Annotated[
         "LOOKALIKE_INDEX_LATENCY_MS",
         min=0.1,
         max=10_000,
-        show_default=default("LOOKALIKE_INDEX_LATENCY_MS") + ", or as remembered",
+        show_default=setting("LOOKALIKE_INDEX_LATENCY_MS").default + ", or as remembered",
     ),
 ]
-
-
-class RuntimeKind(str, Enum):
-    local = "local"
-    ray = "ray"
-
-
-RuntimeOpt = Annotated[RuntimeKind | None, setting_option("LOOKALIKE_RUNTIME", show_default=False)]
+RuntimeOpt = Annotated[
+    RuntimeKind | None, setting_option("LOOKALIKE_RUNTIME", show_default="the flow's own runtime: key, else local")
+]
 RayAddressOpt = Annotated[str | None, setting_option("LOOKALIKE_RAY_ADDRESS", metavar="HOST:PORT")]
+PortOpt = Annotated[int | None, setting_option("LOOKALIKE_PORT", min=1, max=65535)]
+HostOpt = Annotated[str, typer.Option(help="Address to listen on; beyond loopback, writes need --token.")]
 
 
-def runtime_choice(kind: RuntimeKind | None, address: str | None) -> Any:
-    """--runtime / --ray-address as a RuntimeChoice; None (neither given): the flow's own runtime."""
-    from lookalike.flow.runtime import RuntimeChoice
-
-    if kind is None and address is None:
-        return None
-    if kind is RuntimeKind.local and address is not None:
-        raise LookalikeError("--ray-address goes with --runtime ray, not --runtime local")
-    return RuntimeChoice("ray" if address is not None else kind.value if kind else "local", address)
-
-
-def index_memory(text: str | None) -> int | None:
-    return None if text is None else parse_bytes(text, "--index-memory")
-
-
-DEFAULT_WORKSPACE = Path(default("LOOKALIKE_WORKSPACE"))
-TOP_K = int(default("LOOKALIKE_TOP_K"))
-PORT = int(default("LOOKALIKE_PORT"))
-MAX_UPLOAD_MB = float(default("LOOKALIKE_MAX_UPLOAD_MB"))
-MAX_BATCH = int(default("LOOKALIKE_MAX_BATCH"))
+def options(
+    *,
+    runtime: RuntimeKind | None = None,
+    index_memory: str | None = None,
+    **flags: Any,
+) -> Options:
+    """The options of this command: its flags (those given), then the LOOKALIKE_* variables, then
+    the defaults."""
+    if index_memory is not None:
+        flags["index_memory"] = parse_bytes(index_memory, "--index-memory")
+    return Options.from_env(runtime=runtime.value if runtime else None, **flags)
 
 
 def shown(value: object) -> str:
     """A path (or any value) for rich output: non-UTF-8 bytes escaped, and "[" never read as markup."""
     return escape(display_path(str(value)))
+
+
+def _open(opts: Options, *, write: bool, reset: bool = False) -> Library:
+    from lookalike.library import open as open_library
+
+    return open_library(opts, write=write, reset=reset)
 
 
 # --- index ---------------------------------------------------------------------------------------
@@ -184,7 +195,7 @@ class _ProgressBar:
 @app.command()
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
-    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    workspace: WorkspaceOpt = None,
     glob: Annotated[
         str | None, typer.Option(help="Only files matching this pattern, e.g. '*.jpg' or 'birds/*'.")
     ] = None,
@@ -207,7 +218,7 @@ def index(
     preset: Annotated[
         Preset | None, typer.Option(help="Built-in flows: default (whole images) or faces (each face a chunk).")
     ] = None,
-    index_memory_: IndexMemoryOpt = None,
+    index_memory: IndexMemoryOpt = None,
     index_latency_ms: IndexLatencyOpt = None,
     runtime: RuntimeOpt = None,
     ray_address: RayAddressOpt = None,
@@ -221,168 +232,200 @@ def index(
 
     With --runtime ray the same flow runs on a Ray cluster: every pod replica and shard is an actor
     (the image folders and the workspace must be at the same path on every node)."""
-    from lookalike.engine import Engine
+    from lookalike.library import IndexRequest
 
-    with Engine.open(
-        workspace,
+    opts = options(
+        workspace=workspace,
         index_flow=flow,
         query_flow=query_flow,
-        reset=reset,
         preset=preset.value if preset else None,
-        index_memory=index_memory(index_memory_),
+        index_memory=index_memory,
         index_latency_ms=index_latency_ms,
-        runtime=runtime_choice(runtime, ray_address),
-    ) as engine:
+        runtime=runtime,
+        ray_address=ray_address,
+    )
+    request = IndexRequest(tuple(map(str, paths)), glob, limit, batch_size, retry_skipped)
+    with _open(opts, write=True, reset=reset) as library:
         with _ProgressBar(enabled=err.is_terminal) as bar:
-            summary = engine.index(
-                paths,
-                glob=glob,
-                limit=limit,
-                batch_size=batch_size,
-                retry_skipped=retry_skipped,
-                progress=bar,
-            )
-        docs = engine.workspace.store.count_docs()
-        preset_used = engine.workspace.preset
+            report = library.index(request, progress=bar)
+        faces = library.workspace.preset == "faces"
+    _print_index_report(report, faces, as_json)
+
+
+def _print_index_report(report: IndexReport, faces: bool, as_json: bool) -> None:
     if as_json:
-        data = summary.to_dict()
-        for f in data["skipped_files"]:
-            f["path"] = display_path(f["path"])
-        out.print_json(json.dumps({**data, "workspace": display_path(str(workspace)), "docs": docs}))
+        out.print_json(json.dumps(report.to_dict()))
         return
     out.print(
-        f"{summary.indexed} indexed, {summary.updated} updated, {summary.unchanged} unchanged, "
-        f"{summary.removed} removed, {summary.skipped_total} skipped "
-        f"in {summary.seconds:.1f}s ({summary.files_per_second:.1f} files/s); "
-        f"workspace {shown(workspace)} holds {docs} images"
+        f"{report.indexed} indexed, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.removed} removed, {report.skipped_total} skipped "
+        f"in {report.seconds:.1f}s ({report.files_per_second:.1f} files/s); "
+        f"workspace {shown(report.workspace)} holds {report.docs} images"
     )
-    if summary.without_vectors:
-        what = "no face found" if preset_used == "faces" else "nothing to embed"
-        out.print(f"{summary.without_vectors} of them indexed without vectors ({what})")
-    if summary.skipped:
-        out.print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in summary.skipped.items()), markup=False)
+    if report.without_vectors:
+        what = "no face found" if faces else "nothing to embed"
+        out.print(f"{report.without_vectors} of them indexed without vectors ({what})")
+    if report.skipped:
+        out.print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in report.skipped.items()), markup=False)
 
 
 # --- search --------------------------------------------------------------------------------------
 
 
-def _result_dict(rank: int, r: Result, metric: str | None) -> dict[str, Any]:
-    return {"rank": rank, "path": display_path(r.uri) if r.uri else None} | result_fields(r, metric)
+LikeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--like",
+        metavar="PATH_OR_ID",
+        help="Search for more like an indexed photo (its path, or its document id), by its stored vectors; "
+        "the photo itself is left out of the results.",
+    ),
+]
+TagOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tag",
+        help="Search by tag instead of by image: a word like dog, bird, fruit or vehicle finds every "
+        "ImageNet class under it in WordNet, ranked by summed probability; other text matches inside labels.",
+    ),
+]
+FaceOpt = Annotated[
+    int | None, typer.Option(min=0, help="Face workspaces: which face of the query (0 = largest, the default).")
+]
+MinMatchOpt = Annotated[
+    MinMatch | None,
+    typer.Option(
+        "--min-match",
+        help="Keep only results at this match level or better (same > near_duplicate > similar > weak); "
+        "the levels are calibrated on the collection's own scores.",
+    ),
+]
 
 
 @app.command()
 def search(
     images: Annotated[list[Path] | None, typer.Argument(help="Query image(s).", show_default=False)] = None,
-    tag: Annotated[
-        str | None,
-        typer.Option(
-            "--tag",
-            help="Search by tag instead of by image: a word like dog, bird, fruit or vehicle finds every "
-            "ImageNet class under it in WordNet, ranked by summed probability; other text matches inside labels.",
-        ),
-    ] = None,
-    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
-    k: Annotated[int, setting_option("LOOKALIKE_TOP_K", "-k", min=1, max=1000)] = TOP_K,
+    like: LikeOpt = None,
+    tag: TagOpt = None,
+    workspace: WorkspaceOpt = None,
+    k: Annotated[int | None, setting_option("LOOKALIKE_TOP_K", "-k", min=1, max=1000)] = None,
     flow: Annotated[
         Path | None, typer.Option(help="Query flow YAML (default: the workspace's, else built-in).")
     ] = None,
     preset: Annotated[Preset | None, typer.Option(help="Built-in query flow (default: the workspace's).")] = None,
-    face: Annotated[
-        int | None, typer.Option(min=0, help="Face workspaces: which face of the query (0 = largest, the default).")
-    ] = None,
-    min_match: Annotated[
-        MinMatch | None,
-        typer.Option(
-            "--min-match",
-            help="Keep only results at this match level or better (same > near_duplicate > similar > weak); "
-            "the levels are calibrated on the collection's own scores.",
-        ),
-    ] = None,
+    face: FaceOpt = None,
+    min_match: MinMatchOpt = None,
     runtime: RuntimeOpt = None,
     ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the indexed images most like each query image, or (with --tag) those tagged with a word.
+    """Find the indexed images most like each query image (or like an indexed one, with --like), or
+    (with --tag) those tagged with a word.
 
     Every result is labelled with its match level: same (the same picture, re-encoded or resized),
     near_duplicate (the same picture, edited), similar, or weak.
     """
-    from lookalike.engine import Engine
+    from lookalike.library import SearchRequest
 
-    if bool(images) == (tag is not None):
-        raise typer.BadParameter(
-            "give query images or --tag WORD, not both" if images else "give query images, or --tag WORD",
-            param_hint="IMAGES",
-        )
+    _check_search_flags(images, like, tag, min_match=min_match, face=face, flow=flow)
+    opts = options(
+        workspace=workspace,
+        top_k=k,
+        query_flow=flow,
+        preset=preset.value if preset else None,
+        runtime=runtime,
+        ray_address=ray_address,
+    )
+    level = min_match.value if min_match else None
     if tag is not None:
-        given = [name for name, v in (("--min-match", min_match), ("--face", face), ("--flow", flow)) if v is not None]
+        requests = [SearchRequest(tag=tag)]
+    elif like is not None:
+        requests = [SearchRequest(like=like, min_match=level)]  # type: ignore[arg-type]
+    else:
+        requests = [SearchRequest(image=str(i), face=face, min_match=level) for i in images or []]  # type: ignore[arg-type]
+    with _open(opts, write=False) as library:
+        reports = library.search_many(requests)
+    if as_json:
+        _print_search_json(reports)
+    else:
+        for report in reports:
+            _print_search_text(report, heading=len(reports) > 1)
+
+
+def _check_search_flags(images: list[Path] | None, like: str | None, tag: str | None, **others: Any) -> None:
+    """One way to start a search, and only the options it can use."""
+    starts = [
+        name
+        for name, given in (("IMAGES", bool(images)), ("--like", like is not None), ("--tag", tag is not None))
+        if given
+    ]
+    if len(starts) != 1:
+        what = "give query images, --like PATH_OR_ID or --tag WORD"
+        raise typer.BadParameter(what + (f", not {' and '.join(starts)}" if starts else ""), param_hint="IMAGES")
+    if tag is not None:
+        given = [f"--{n.replace('_', '-')}" for n, v in others.items() if v is not None]
         if given:  # a tag search runs no query flow and has no similarity to label
             raise typer.BadParameter(f"{', '.join(given)} cannot be used with --tag", param_hint="--tag")
-        _search_by_tag(tag, workspace, k, as_json)
-        return
-    assert images is not None
-    with Engine.open(
-        workspace,
-        query_flow=flow,
-        for_indexing=False,
-        preset=preset.value if preset else None,
-        runtime=runtime_choice(runtime, ray_address),
-    ) as engine:
-        metric = engine.workspace.metric
-        results = engine.search(
-            [str(i) for i in images], top_k=k, face=face, min_match=min_match.value if min_match else None
+    if like is not None and others.get("face") is not None:
+        raise typer.BadParameter(
+            "--face picks a face of a query image; --like searches with the stored faces", param_hint="--face"
         )
-    if as_json:
-        payload = [
-            {"query": display_path(str(q)), "results": [_result_dict(i + 1, r, metric) for i, r in enumerate(rs)]}
-            for q, rs in zip(images, results, strict=True)
-        ]
-        out.print_json(json.dumps(payload if len(payload) > 1 else payload[0]))
-        return
-    for query, rs in zip(images, results, strict=True):
-        if len(images) > 1:
-            out.print(f"[bold]{shown(query)}[/bold]")
-        if not rs:
-            out.print(
-                f"no results at {min_match.value} or better" if min_match else "no results: the workspace is empty"
-            )
-        for i, r in enumerate(rs, 1):
-            f = result_fields(r, metric)
-            level = f"{LEVEL_STYLE.get(r.match or '', '')}{r.match or '':<14}[/]" if r.match else ""
-            if "distance" in f:  # faces: Euclidean distance, lower is closer; under 0.6 is the same person
-                box = f"face at {','.join(map(str, f['bbox']))}" if f["bbox"] else ""
-                out.print(f"{i:3d}  distance {f['distance']:.3f}  {level} {escape(f['uri'] or '')}  [dim]{box}[/dim]")
-            else:
-                tags = ", ".join(f"{t['label']} {t['probability']:.0%}" for t in f["tags"][:3])
-                out.print(f"{i:3d}  {f['similarity']:.3f}  {level} {escape(f['uri'] or '')}  [dim]{escape(tags)}[/dim]")
 
 
-def _search_by_tag(tag: str, workspace: Path, k: int, as_json: bool) -> None:
-    from lookalike.engine import Engine
-    from lookalike.models.wordnet import concept
+def _hit_dict(rank: int, hit: Hit) -> dict[str, Any]:
+    return {"rank": rank, "path": display_path(hit.path) if hit.path else None} | hit.to_dict()
 
-    with Engine.open(workspace, for_indexing=False) as engine:
-        results = engine.search_tags(tag, top_k=k)
-    named = concept(tag)
-    if as_json:
-        payload = {
-            "tag": tag,
-            "concept": None
-            if named is None
-            else {"word": named.word, "names": list(named.names), "classes": len(named.classes)},
-            "results": [_result_dict(i + 1, r, None) | {"score": round(r.score, 4)} for i, r in enumerate(results)],
+
+def _print_search_json(reports: list[SearchReport]) -> None:
+    payload = []
+    for report in reports:
+        entry: dict[str, Any] = {
+            "query": report.query,
+            "results": [_hit_dict(i + 1, h) for i, h in enumerate(report.hits)],
         }
-        out.print_json(json.dumps(payload))
+        if report.request.tag is not None:
+            entry = {
+                "tag": report.request.tag,
+                "concept": report.concept.to_dict() if report.concept else None,
+                "results": [_hit_dict(i + 1, h) | {"score": round(h.score, 4)} for i, h in enumerate(report.hits)],
+            }
+        payload.append(entry)
+    out.print_json(json.dumps(payload if len(payload) > 1 else payload[0]))
+
+
+def _print_search_text(report: SearchReport, heading: bool) -> None:
+    request = report.request
+    if request.tag is not None:
+        _print_tag_text(report)
         return
-    if named is not None:
+    if heading:
+        out.print(f"[bold]{escape(report.query)}[/bold]")
+    if not report.hits:
         out.print(
-            f"[dim]{escape(tag)}: {escape(', '.join(named.names[:4]))} ({len(named.classes)} ImageNet classes)[/dim]"
+            f"no results at {request.min_match} or better"
+            if request.min_match
+            else "no results: the workspace is empty"
         )
-    if not results:
+    for i, hit in enumerate(report.hits, 1):
+        level = f"{LEVEL_STYLE.get(hit.match or '', '')}{hit.match or '':<14}[/]" if hit.match else ""
+        path = escape(display_path(hit.path or ""))
+        if hit.distance is not None:  # faces: Euclidean distance, lower is closer; under 0.6 is the same person
+            box = f"face at {','.join(map(str, hit.bbox))}" if hit.bbox else ""
+            out.print(f"{i:3d}  distance {hit.distance:.3f}  {level} {path}  [dim]{box}[/dim]")
+        else:
+            tags = ", ".join(f"{t} {p:.0%}" for t, p in hit.tags[:3])
+            out.print(f"{i:3d}  {hit.score:.3f}  {level} {path}  [dim]{escape(tags)}[/dim]")
+
+
+def _print_tag_text(report: SearchReport) -> None:
+    tag, named = report.request.tag or "", report.concept
+    if named is not None:
+        out.print(f"[dim]{escape(tag)}: {escape(', '.join(named.names[:4]))} ({named.classes} ImageNet classes)[/dim]")
+    if not report.hits:
         out.print(f"no indexed image is tagged {escape(tag)!r}")
-    for i, r in enumerate(results, 1):
-        tags = ", ".join(f"{t} {p:.0%}" for t, p in r.tags[:3])
-        out.print(f"{i:3d}  {r.score:.3f}  {escape(r.uri or '')}  [dim]{escape(tags)}[/dim]")
+    for i, hit in enumerate(report.hits, 1):
+        tags = ", ".join(f"{t} {p:.0%}" for t, p in hit.tags[:3])
+        out.print(f"{i:3d}  {hit.score:.3f}  {escape(display_path(hit.path or ''))}  [dim]{escape(tags)}[/dim]")
 
 
 # --- info / remove -------------------------------------------------------------------------------
@@ -398,7 +441,7 @@ def _size(n: float) -> str:
 
 @app.command()
 def info(
-    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    workspace: WorkspaceOpt = None,
     recall: Annotated[
         bool,
         typer.Option(
@@ -411,23 +454,16 @@ def info(
 ) -> None:
     """Show what a workspace holds: documents, chunks, shards and their vector index (type, memory,
     measured recall@10), encoder, size on disk, and whether the store and the shards agree."""
-    from lookalike.store.workspace import Workspace
-
-    with Workspace.open(workspace, writer=False, create=False) as ws:
-        shards = ws.shard_indexes()  # opened once, as their pods would open them
-        try:
-            i = ws.info([shard.describe() for shard in shards])
-            if recall:
-                for entry, measured in zip(i.indexes, ws.measure_recall(shards=shards), strict=True):
-                    entry["recall_at_10"], entry["recall_queries"] = measured, min(200, entry["vectors"])
-            problems = ws.verify(shards)
-        finally:
-            for shard in shards:
-                shard.close(flush=False)
-    data = workspace_fields(i) | {"consistent": not problems, "problems": problems}
+    with _open(options(workspace=workspace), write=False) as library:
+        report = library.info(recall=recall)
     if as_json:
-        out.print_json(json.dumps(data))
+        out.print_json(json.dumps(report.to_dict()))
         return
+    _print_info(report)
+
+
+def _print_info(report: InfoReport) -> None:
+    i, problems = report.info, report.problems or []
     table = Table(show_header=False, box=None)
     table.add_row("workspace", shown(i.path))
     table.add_row("documents", str(i.docs))
@@ -459,16 +495,15 @@ def info(
 @app.command()
 def remove(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to take out of the index.")],
-    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    workspace: WorkspaceOpt = None,
     runtime: RuntimeOpt = None,
     ray_address: RayAddressOpt = None,
 ) -> None:
     """Remove files (or every file under folders) from the index. The files themselves stay."""
-    from lookalike.engine import Engine
-
-    with Engine.open(workspace, runtime=runtime_choice(runtime, ray_address)) as engine:
-        n = engine.remove(paths)
-    out.print(f"removed {n} image{'s' if n != 1 else ''} from {shown(workspace)}")
+    opts = options(workspace=workspace, runtime=runtime, ray_address=ray_address)
+    with _open(opts, write=True) as library:
+        n = library.remove(paths)
+    out.print(f"removed {n} image{'s' if n != 1 else ''} from {shown(opts.workspace)}")
 
 
 # --- flow show -----------------------------------------------------------------------------------
@@ -492,23 +527,30 @@ def flow_show(
     ] = None,
 ) -> None:
     """Print a flow's DAG with its replicas and shards, or write it as a Mermaid or Graphviz picture."""
+    from lookalike.flow import render
     from lookalike.flow.graph import open_flow
 
-    flow = open_flow(None, file) if file in ("index", "query") else open_flow(file, "index", start_containers=False)
+    builtin = file in ("index", "query")
+    flow = open_flow(None if builtin else file, file if builtin else "index", options(), start_containers=False)
     if output is not None and output.suffix.lower() in (".svg", ".png"):
         dot_bin = shutil.which("dot")
         if dot_bin is None:
             raise LookalikeError("rendering .svg/.png needs Graphviz (apt-get install graphviz); or write .dot/.mmd")
         subprocess.run(
-            [dot_bin, f"-T{output.suffix[1:].lower()}", "-o", str(output)], input=flow.dot(), text=True, check=True
+            [dot_bin, f"-T{output.suffix[1:].lower()}", "-o", str(output)],
+            input=render.dot(flow),
+            text=True,
+            check=True,
         )
         out.print(f"wrote {shown(output)}")
         return
     if output is not None and fmt is FlowFormat.text:
         fmt = {".mmd": FlowFormat.mermaid, ".dot": FlowFormat.dot, ".gv": FlowFormat.dot}.get(output.suffix, fmt)
-    text = {FlowFormat.text: flow.describe() + "\n", FlowFormat.mermaid: flow.mermaid(), FlowFormat.dot: flow.dot()}[
-        fmt
-    ]
+    text = {
+        FlowFormat.text: render.describe(flow) + "\n",
+        FlowFormat.mermaid: render.mermaid(flow),
+        FlowFormat.dot: render.dot(flow),
+    }[fmt]
     if output is None:
         out.print(text, end="", markup=False)
     else:
@@ -518,58 +560,28 @@ def flow_show(
 
 # --- serve ---------------------------------------------------------------------------------------
 
-PortOpt = Annotated[int, setting_option("LOOKALIKE_PORT", min=1, max=65535)]
-HostOpt = Annotated[str, typer.Option(help="Address to listen on; beyond loopback, writes need --token.")]
 
-
-def _serve(
-    workspace: Path,
-    host: str,
-    port: int,
-    token: str | None = None,
-    max_upload_mb: float = MAX_UPLOAD_MB,
-    max_batch: int = MAX_BATCH,
-    flow: Path | None = None,
-    query_flow: Path | None = None,
-    read_only: bool = False,
-    allowed_hosts: list[str] | None = None,
-    index_memory_bytes: int | None = None,
-    index_latency_ms: float | None = None,
-    runtime: Any = None,
-) -> None:
+def _serve(opts: Options, host: str, *, read_only: bool = False, allowed_hosts: list[str] | None = None) -> None:
     import uvicorn
 
     from lookalike.server.app import ServerConfig, create_app
 
-    config = ServerConfig(
-        workspace=workspace,
-        host=host,
-        token=token or None,
-        max_upload_mb=max_upload_mb,
-        max_batch=max_batch,
-        index_flow=flow,
-        query_flow=query_flow,
-        read_only=read_only,
-        allowed_hosts=tuple(allowed_hosts or ()),
-        index_memory=index_memory_bytes,
-        index_latency_ms=index_latency_ms,
-        runtime=runtime,
-    )
+    config = ServerConfig(opts, host=host, read_only=read_only, allowed_hosts=tuple(allowed_hosts or ()))
     if not config.writes_enabled and not read_only:
         err.print("note: listening beyond loopback without LOOKALIKE_TOKEN: upload and delete are disabled")
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    err.print(f"serving {workspace} at http://{shown}:{port}/  (API docs at /docs; Ctrl-C stops)")
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    where = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    err.print(f"serving {opts.workspace} at http://{where}:{opts.port}/  (API docs at /docs; Ctrl-C stops)")
+    uvicorn.run(create_app(config), host=host, port=opts.port, log_level="warning", access_log=False)
 
 
 @app.command()
 def serve(
-    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    workspace: WorkspaceOpt = None,
     host: HostOpt = "127.0.0.1",
-    port: PortOpt = PORT,
+    port: PortOpt = None,
     token: Annotated[str | None, setting_option("LOOKALIKE_TOKEN")] = None,
-    max_upload_mb: Annotated[float, setting_option("LOOKALIKE_MAX_UPLOAD_MB", min=0.1)] = MAX_UPLOAD_MB,
-    max_batch: Annotated[int, setting_option("LOOKALIKE_MAX_BATCH", min=1, max=256)] = MAX_BATCH,
+    max_upload_mb: Annotated[float | None, setting_option("LOOKALIKE_MAX_UPLOAD_MB", min=0.1)] = None,
+    max_batch: Annotated[int | None, setting_option("LOOKALIKE_MAX_BATCH", min=1, max=256)] = None,
     flow: Annotated[Path | None, typer.Option(help="Index flow for uploads (default: built-in).")] = None,
     query_flow: Annotated[Path | None, typer.Option(help="Query flow (default: the workspace's).")] = None,
     read_only: Annotated[
@@ -583,7 +595,7 @@ def serve(
             "the only names answered.",
         ),
     ] = None,
-    index_memory_: IndexMemoryOpt = None,
+    index_memory: IndexMemoryOpt = None,
     index_latency_ms: IndexLatencyOpt = None,
     runtime: RuntimeOpt = None,
     ray_address: RayAddressOpt = None,
@@ -592,21 +604,20 @@ def serve(
 
     With --runtime ray the HTTP server stays here (on the head) while the encoder replicas and the
     shard actors run on the cluster."""
-    _serve(
-        workspace,
-        host,
-        port,
-        token,
-        max_upload_mb,
-        max_batch,
-        flow,
-        query_flow,
-        read_only,
-        allowed_host,
-        index_memory(index_memory_),
-        index_latency_ms,
-        runtime_choice(runtime, ray_address),
+    opts = options(
+        workspace=workspace,
+        port=port,
+        token=token,
+        max_upload_mb=max_upload_mb,
+        max_batch=max_batch,
+        index_flow=flow,
+        query_flow=query_flow,
+        index_memory=index_memory,
+        index_latency_ms=index_latency_ms,
+        runtime=runtime,
+        ray_address=ray_address,
     )
+    _serve(opts, host, read_only=read_only, allowed_hosts=allowed_host)
 
 
 # --- executor serve ------------------------------------------------------------------------------
@@ -627,25 +638,25 @@ def executor_serve(
     SIGTERM (or Ctrl-C) stops it after the requests in flight."""
     import uvicorn
 
+    from lookalike.executors.base import ExecutorContext
     from lookalike.executors.service import create_service_app, serve_check
     from lookalike.flow.config import load_flow_text
     from lookalike.flow.graph import Flow
+    from lookalike.models.encoder import available_cores
 
+    opts = options(executor_with=with_)
     try:
-        params = json.loads(with_) if with_ else {}
+        params = json.loads(opts.executor_with) if opts.executor_with else {}
     except ValueError as e:
         raise LookalikeError(f"--with is not JSON: {e}") from e
     if not isinstance(params, dict):
         raise LookalikeError("--with must be a JSON object, such as '{\"threads\": 2}'")
     spec = {"uses": uses, "with": params, "py_modules": [str(p.resolve()) for p in py_modules or []]}
     text = json.dumps({"pods": {"executor": spec}})
-    flow = Flow(load_flow_text(text, "<executor serve>"), "service", start_containers=False)
+    flow = Flow(load_flow_text(text, "<executor serve>"), "service", start_containers=False, options=opts)
     pod = flow.pods["executor"]
     serve_check(pod.executor)
-    from lookalike.executors.base import ExecutorContext
-    from lookalike.models.encoder import available_cores
-
-    executor = pod.executor(pod.params, ExecutorContext(pod=uses, threads=available_cores()))
+    executor = pod.executor(pod.params, ExecutorContext(pod=uses, threads=available_cores(), options=opts))
     err.print(f"serving {pod.executor.__name__} ({uses}) at http://{host}:{port}/  (GET /info; Ctrl-C stops)")
     uvicorn.run(create_service_app(executor, uses), host=host, port=port, log_level="warning", access_log=False)
 
@@ -654,7 +665,7 @@ def executor_serve(
 
 
 def _shown_value(env: str) -> str | None:
-    value = os.environ.get(env)
+    value = raw_value(env)
     return "(set)" if env == "LOOKALIKE_TOKEN" and value else value  # never print a secret
 
 
@@ -701,12 +712,16 @@ class DemoDataset(str, Enum):
     skimage = "skimage"
 
 
+def _say(message: str) -> None:
+    err.print(message, markup=False)
+
+
 @datasets_app.command("list")
 def datasets_list(as_json: JsonOpt = False) -> None:
     """Show each dataset: size, classes, and where it is cached."""
     from lookalike.datasets import list_datasets
 
-    rows = list_datasets()
+    rows = list_datasets(options().dataset_cache)
     if as_json:
         out.print_json(json.dumps([{**r.__dict__, "path": str(r.path)} for r in rows]))
         return
@@ -725,21 +740,20 @@ def datasets_fetch(
     """Download a dataset into the cache (apt for tuxpaint/openclipart, the web for flowers17)."""
     from lookalike.datasets import fetch
 
-    ds = fetch(name.value, force=force, progress=lambda msg: err.print(msg, markup=False))
+    ds = fetch(name.value, force=force, progress=_say, cache_dir=options().dataset_cache)
     out.print(f"{ds.name}: {len(ds.images)} images in {len(ds.classes)} classes at {shown(ds.root)}")
 
 
-def _pick_dataset(choice: DemoDataset) -> Any:
+def _pick_dataset(choice: DemoDataset, cache: Path) -> Any:
     """The demo's photos: flowers17 when online, else tuxpaint from Debian, else scikit-image's."""
     from lookalike.datasets import fetch, is_online
 
-    say = lambda msg: err.print(msg, markup=False)  # noqa: E731
     if choice is not DemoDataset.auto:
-        return fetch(choice.value, progress=say)
+        return fetch(choice.value, progress=_say, cache_dir=cache)
     order = (["flowers17"] if is_online() else []) + ["tuxpaint", "skimage"]
     for name in order:
         try:
-            return fetch(name, progress=say)
+            return fetch(name, progress=_say, cache_dir=cache)
         except LookalikeError as e:
             err.print(f"{name} is not available ({e}); trying the next dataset", markup=False)
     raise LookalikeError("no demo dataset could be fetched; see the messages above")
@@ -750,57 +764,61 @@ def demo(
     dataset: Annotated[
         DemoDataset, typer.Option(help="auto: flowers17 if online, else tuxpaint (Debian), else skimage.")
     ] = DemoDataset.auto,
-    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    workspace: WorkspaceOpt = None,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Stop after the example search.")] = False,
     host: HostOpt = "127.0.0.1",
-    port: PortOpt = PORT,
+    port: PortOpt = None,
     allowed_host: Annotated[
         list[str] | None, typer.Option("--allowed-host", help="A Host name to answer (as for serve; repeatable).")
     ] = None,
 ) -> None:
     """Fetch sample photos, index them, run an example search, then serve the web page."""
-    import tempfile
+    opts = options(workspace=workspace, port=port)
+    ds = _pick_dataset(dataset, opts.dataset_cache)
+    err.print(f"dataset {ds.name}: {len(ds.images)} photos in {len(ds.classes)} classes, at {shown(ds.root)}")
+    with _open(opts, write=True) as library:
+        with _ProgressBar(enabled=err.is_terminal) as bar:
+            report = library.index([ds.root], progress=bar)
+        out.print(
+            f"indexed {report.indexed} new, {report.unchanged} unchanged, {report.skipped_total} skipped "
+            f"in {report.seconds:.1f}s; workspace {shown(opts.workspace)}"
+        )
+        _demo_search(library, ds)
+    if not no_serve:
+        out.print(f"\nopen http://{host}:{opts.port}/ and drop a photo on the page")
+        _serve(opts, host, allowed_hosts=allowed_host)
+
+
+def _demo_search(library: Library, ds: Any) -> None:
+    """The example search: a photo of the largest class, mirrored and cropped (so not in the index)."""
+    import io
 
     from PIL import Image, ImageOps
 
-    from lookalike.engine import Engine
+    from lookalike.library import SearchRequest
 
-    ds = _pick_dataset(dataset)
-    err.print(f"dataset {ds.name}: {len(ds.images)} photos in {len(ds.classes)} classes, at {shown(ds.root)}")
-    with Engine.open(workspace) as engine:
-        with _ProgressBar(enabled=err.is_terminal) as bar:
-            summary = engine.index([ds.root], progress=bar)
-        out.print(
-            f"indexed {summary.indexed} new, {summary.unchanged} unchanged, {summary.skipped_total} skipped "
-            f"in {summary.seconds:.1f}s; workspace {shown(workspace)}"
-        )
-    # The query: a photo from the largest class, mirrored and cropped, so it is not in the index.
     counts: dict[str, int] = {}
     for label in ds.labels.values():
         counts[label] = counts.get(label, 0) + 1
     label = max(counts, key=lambda c: (counts[c], c))
     original = next(p for p in ds.images if ds.labels[p] == label)
-    with tempfile.TemporaryDirectory() as tmp:
-        img = Image.open(original)
-        w, h = img.size
-        query = Path(tmp) / f"query-{original.stem}.png"
-        ImageOps.mirror(img.crop((w // 10, h // 10, w - w // 10, h - h // 10))).save(query)
-        with Engine.open(workspace, for_indexing=False) as engine:
-            (results,) = engine.search([str(query)], top_k=5)
-            metric = engine.workspace.metric
+    img = Image.open(original)
+    w, h = img.size
+    buf = io.BytesIO()
+    ImageOps.mirror(img.crop((w // 10, h // 10, w - w // 10, h - h // 10))).save(buf, "PNG")
+    report = library.search(SearchRequest(image=buf.getvalue(), top_k=5))
     out.print(f"\nexample search: {shown(original.relative_to(ds.root))} mirrored and cropped to 80% ({label})")
     labels = {str(p): ds.labels[p] for p in ds.images}
-    for i, r in enumerate(results, 1):
-        tags = ", ".join(f"{t} {p:.0%}" for t, p in r.tags[:2])
-        rel = os.path.relpath(r.uri or "", ds.root)
-        closeness = result_fields(r, metric)
-        score = closeness.get("similarity", closeness.get("distance"))
-        out.print(f"{i:3d}  {score:.3f}  {shown(rel)}  [dim]({labels.get(r.uri or '', '?')}; {tags})[/dim]")
-    same = sum(labels.get(r.uri or "") == label for r in results)
-    out.print(f"{same} of the top {len(results)} are {label}. Try: lookalike search YOUR.jpg -w {shown(workspace)}")
-    if not no_serve:
-        out.print(f"\nopen http://{host}:{port}/ and drop a photo on the page")
-        _serve(workspace, host, port, allowed_hosts=allowed_host)
+    for i, hit in enumerate(report.hits, 1):
+        tags = ", ".join(f"{t} {p:.0%}" for t, p in hit.tags[:2])
+        rel = os.path.relpath(hit.path or "", ds.root)
+        score = hit.similarity if hit.similarity is not None else hit.distance
+        out.print(f"{i:3d}  {score:.3f}  {shown(rel)}  [dim]({labels.get(hit.path or '', '?')}; {tags})[/dim]")
+    same = sum(labels.get(h.path or "") == label for h in report.hits)
+    out.print(
+        f"{same} of the top {len(report.hits)} are {label}. "
+        f"Try: lookalike search YOUR.jpg -w {shown(library.workspace.path)}"
+    )
 
 
 # --- eval and dupes ------------------------------------------------------------------------------
@@ -835,7 +853,10 @@ def eval_command(
     workspace: Annotated[
         Path | None,
         typer.Option(
-            "--workspace", "-w", help="Index into this workspace and keep it for next time (default: a temporary one)."
+            "--workspace",
+            "-w",
+            help="Eval's own workspace, kept for next time (it holds exactly the evaluated images; "
+            "default: a temporary one).",
         ),
     ] = None,
     flow: Annotated[
@@ -847,13 +868,14 @@ def eval_command(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure retrieval quality on labelled folders: leave-one-out P@1, P@5, P@10 and mAP per class."""
-    from lookalike.evaluate import evaluate, write_plot, write_report
+    """Measure retrieval quality on labelled folders: leave-one-out P@1, P@5, P@10 and mAP per class,
+    through the same search path as every search."""
+    from lookalike.evaluate import evaluate
 
-    say = lambda msg: err.print(msg, markup=False)  # noqa: E731
     with _ProgressBar(enabled=err.is_terminal) as bar:
         result = evaluate(
             folder,
+            options=options(),
             label_depth=label_depth,
             min_class_size=min_class_size,
             max_per_class=max_per_class,
@@ -862,9 +884,15 @@ def eval_command(
             workspace=workspace,
             robustness=robustness,
             index_progress=bar,
-            progress=say,
+            progress=_say,
             flow=flow,
         )
+    _eval_outputs(result, plot, report, as_json)
+
+
+def _eval_outputs(result: Any, plot: Path | None, report: Path | None, as_json: bool) -> None:
+    from lookalike.eval_report import write_plot, write_report
+
     if plot is not None:
         write_plot(result, plot)
     n_shown = write_report(result, report) if report is not None else 0
@@ -873,17 +901,24 @@ def eval_command(
         data.update(plot=str(plot) if plot else None, report=str(report) if report else None)
         out.print_json(json.dumps(data))
         return
+    _print_eval(result, data)
+    if plot is not None:
+        out.print(f"wrote {shown(plot)}")
+    if report is not None:
+        out.print(f"wrote {shown(report)} ({n_shown} worst queries)")
+
+
+def _print_eval(result: Any, data: dict[str, Any]) -> None:
     table = Table("class", "images", "P@1", "P@5", "P@10", "AP", box=None, pad_edge=False)
     for c in data["per_class"]:
         table.add_row(
             shown(c["label"]), str(c["images"]), *(f"{c[k]:.3f}" for k in ("p_at_1", "p_at_5", "p_at_10", "map"))
         )
     out.print(table)
-    m = data["metrics"]
-    left = data["left_out"]
+    m, left = data["metrics"], data["left_out"]
     out.print(
         f"\n{result.encoder} on {shown(result.root)}: {data['images']} images in {data['classes']} classes "
-        f"(left out {left['classes']} classes with fewer than {min_class_size} usable images: "
+        f"(left out {left['classes']} classes with fewer than {result.min_class_size} usable images: "
         f"{left['images']} images; {len(data['skipped'])} files could not be read)"
     )
     out.print(
@@ -908,34 +943,28 @@ def eval_command(
         if c.copies_labelled:
             labelled = ", ".join(f"{e} {v:.0%}" for e, v in c.copies_labelled.items())
             out.print(f"copies labelled same or near-duplicate: {labelled}")
-    if plot is not None:
-        out.print(f"wrote {shown(plot)}")
-    if report is not None:
-        out.print(f"wrote {shown(report)} ({n_shown} worst queries)")
 
 
 @app.command()
 def dupes(
-    workspace: WorkspaceOpt = DEFAULT_WORKSPACE,
+    workspace: WorkspaceOpt = None,
     threshold: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Cosine similarity from which two images are near duplicates.")
     ] = 0.95,
     as_json: JsonOpt = False,
 ) -> None:
     """Find groups of near-duplicate images, and exact copies (same bytes), in a workspace."""
-    from lookalike.dupes import find_duplicates
-    from lookalike.store.workspace import Workspace
-
-    with Workspace.open(workspace, writer=False, create=False) as ws:
-        found = find_duplicates(ws, threshold)
+    opts = options(workspace=workspace)
+    with _open(opts, write=False) as library:
+        found = library.dupes(threshold)
     if as_json:
-        out.print_json(json.dumps({"workspace": str(workspace), **found.to_dict()}))
+        out.print_json(json.dumps({"workspace": str(opts.workspace), **found.to_dict()}))
         return
     plural = lambda n, word: f"{n} {word}{'s' if n != 1 else ''}"  # noqa: E731
     out.print(
         f"{plural(len(found.exact), 'group')} of exact copies ({plural(found.redundant_exact, 'redundant file')}), "
         f"{plural(len(found.near), 'group')} of near duplicates (similarity >= {threshold:g}) "
-        f"among {found.docs} images in {shown(workspace)}"
+        f"among {found.docs} images in {shown(opts.workspace)}"
     )
     if found.exact:
         out.print("\n[bold]exact copies[/bold] (same bytes; the first is the one to keep)")
@@ -980,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as e:  # noqa: BLE001 - the last line of defence: a bug, reported in one line
-        if os.environ.get("LOOKALIKE_DEBUG"):
+        if raw_value("LOOKALIKE_DEBUG"):
             raise
         err.print(f"internal error: {type(e).__name__}: {e} (set LOOKALIKE_DEBUG=1 for the traceback)", markup=False)
         return 70

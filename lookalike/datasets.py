@@ -45,11 +45,11 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-import platformdirs
 from PIL import Image, UnidentifiedImageError
 
 from lookalike.atomic import atomic_write
 from lookalike.errors import BadInput, ConfigError, FetchError, NotFound
+from lookalike.settings import Options
 
 Progress = Callable[[str], None]
 
@@ -182,10 +182,7 @@ class DatasetInfo:
 
 def data_dir() -> Path:
     """Where datasets are cached: ``$LOOKALIKE_DATA_DIR``, else the user cache dir's ``datasets``."""
-    env = os.environ.get(DATA_DIR_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    return Path(platformdirs.user_cache_dir("lookalike")) / "datasets"
+    return Options.from_env().dataset_cache
 
 
 def is_online(host: str = "www.robots.ox.ac.uk", port: int = 443, timeout: float = 2.0) -> bool:
@@ -684,7 +681,7 @@ def _download(url: str, target: Path, name: str, say: Progress) -> None:
 
 
 def _import_flowers17(dest: Path, scratch: Path, say: Progress) -> _Imported:
-    url = os.environ.get(FLOWERS17_URL_ENV, "").strip() or FLOWERS17_URL
+    url = Options.from_env().flowers17_url or FLOWERS17_URL
     archive = scratch / "17flowers.tgz"
     _download(url, archive, "flowers17", say)
     imported = _Imported(source=url)

@@ -45,7 +45,7 @@ def shard_for(doc_id: str, shards: int) -> int:
 @dataclass
 class Match:
     """One chunk found by a vector search. ``score`` is higher for closer: the cosine similarity,
-    or on L2 (face) spaces minus the Euclidean distance (lookalike.service names it for people)."""
+    or on L2 (face) spaces minus the Euclidean distance (lookalike.library.types names it for people)."""
 
     chunk_id: int
     doc_id: str

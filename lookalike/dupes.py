@@ -124,32 +124,66 @@ def find_duplicates(workspace: Workspace, threshold: float = DEFAULT_THRESHOLD) 
     """Exact and near-duplicate groups among the workspace's documents (see the module docstring)."""
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"--threshold is a cosine similarity in (0, 1], got {threshold}")
-    store = workspace.store
-    docs = {d.id: d for d in store.iter_docs()}
-    report = DupeReport(threshold=threshold, docs=len(docs))
+    docs = {d.id: d for d in workspace.store.iter_docs()}
+    exact, stand_in = _exact_groups(docs)
+    near = _near_groups(workspace, docs, stand_in, threshold)
+    return DupeReport(threshold=threshold, docs=len(docs), exact=_sort_groups(exact), near=_sort_groups(near))
 
-    # Exact copies: the same bytes.
+
+def _exact_groups(docs: dict[str, StoredDoc]) -> tuple[list[DupeGroup], dict[str, str]]:
+    """Groups of the same bytes, and for each copy the doc id that stands for its group among the
+    near duplicates."""
     by_hash: dict[str, list[StoredDoc]] = {}
     for doc in docs.values():
         if doc.content_hash:
             by_hash.setdefault(doc.content_hash, []).append(doc)
-    stand_in: dict[str, str] = {}  # doc id -> the doc id that stands for its set of exact copies
+    groups: list[DupeGroup] = []
+    stand_in: dict[str, str] = {}
     for content_hash, copies in by_hash.items():
         if len(copies) < 2:
             continue
         copies.sort(key=_keep_order)
         for c in copies:
             stand_in[c.id] = copies[0].id
-        report.exact.append(DupeGroup([_file(c, 1.0) for c in copies], 1.0, content_hash))
-    report.exact = _sort_groups(report.exact)
+        groups.append(DupeGroup([_file(c, 1.0) for c in copies], 1.0, content_hash))
+    return groups, stand_in
 
-    # Near copies: a range search of every distinct image's whole vector on every shard.
-    doc_ids, vectors = store.vectors_by_doc(workspace.dim)
+
+def _near_groups(
+    workspace: Workspace, docs: dict[str, StoredDoc], stand_in: dict[str, str], threshold: float
+) -> list[DupeGroup]:
+    """Groups of distinct images whose whole vectors are within ``threshold`` of one another."""
+    doc_ids, vectors = workspace.store.vectors_by_doc(workspace.dim)
     rows = [i for i, d in enumerate(doc_ids) if stand_in.get(d, d) == d and d in docs]
     query_ids = [doc_ids[i] for i in rows]
-    queries = vectors[rows]
+    joined = _join_in_range(workspace, docs, stand_in, query_ids, vectors[rows], threshold)
     vector_of = {d: vectors[i] for i, d in enumerate(doc_ids)}
-    groups = _UnionFind()
+    members: dict[str, list[str]] = {}
+    for d in query_ids:
+        members.setdefault(joined.find(d), []).append(d)
+    groups: list[DupeGroup] = []
+    for ids in members.values():
+        if len(ids) < 2:
+            continue
+        ordered = sorted((docs[i] for i in ids), key=_keep_order)
+        first = vector_of[ordered[0].id]
+        sims = [1.0] + [float(np.dot(first, vector_of[d.id])) for d in ordered[1:]]
+        files = [_file(d, s) for d, s in zip(ordered, sims, strict=True)]
+        groups.append(DupeGroup(files, min(sims)))
+    return groups
+
+
+def _join_in_range(
+    workspace: Workspace,
+    docs: dict[str, StoredDoc],
+    stand_in: dict[str, str],
+    query_ids: list[str],
+    queries: np.ndarray,
+    threshold: float,
+) -> _UnionFind:
+    """Each query's range search on every shard, its hits joined to it (a copy by its stand-in)."""
+    store = workspace.store
+    joined = _UnionFind()
     shards = workspace.shard_indexes()  # read here, as their pods would open them
     try:
         for start in range(0, len(query_ids), _QUERY_BLOCK):
@@ -167,20 +201,8 @@ def find_duplicates(workspace: Workspace, threshold: float = DEFAULT_THRESHOLD) 
                             continue  # removed since the shard was built
                         other = stand_in.get(other, other)
                         if other != me:
-                            groups.union(me, other)
+                            joined.union(me, other)
     finally:
         for shard in shards:
             shard.close(flush=False)
-    members: dict[str, list[str]] = {}
-    for d in query_ids:
-        members.setdefault(groups.find(d), []).append(d)
-    for ids in members.values():
-        if len(ids) < 2:
-            continue
-        ordered = sorted((docs[i] for i in ids), key=_keep_order)
-        first = vector_of[ordered[0].id]
-        sims = [1.0] + [float(np.dot(first, vector_of[d.id])) for d in ordered[1:]]
-        files = [_file(d, s) for d, s in zip(ordered, sims, strict=True)]
-        report.near.append(DupeGroup(files, min(sims)))
-    report.near = _sort_groups(report.near)
-    return report
+    return joined

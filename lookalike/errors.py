@@ -81,4 +81,14 @@ class ClusterError(LookalikeError):
 # so an indexing run stops on them (after committing what it did) instead of skipping file by file.
 STORE_FAILURE = "store error"
 POD_FAILURE = "pod died"
-FATAL_REASONS = (STORE_FAILURE, POD_FAILURE)
+MODEL_FAILURE = "model error"  # a model that cannot load (it loads at first use, in a pod)
+FATAL_REASONS = (STORE_FAILURE, POD_FAILURE, MODEL_FAILURE)
+
+
+def fatal_error(reason: str | None, message: str) -> LookalikeError:
+    """The error that a document failed for a fatal ``reason`` stands for."""
+    if reason == POD_FAILURE:
+        return ClusterError(message)
+    if reason == MODEL_FAILURE:
+        return ModelError(message)
+    return StoreError(message)

@@ -68,6 +68,18 @@ def encode(request: Request) -> bytes:
 def decode(frame: bytes | memoryview) -> Request:
     """The request in ``frame``; BadInput (naming what is wrong) for anything that is not one."""
     view = memoryview(frame)
+    header, offsets = _split(view)
+    try:
+        request = _Rebuilder(view, offsets).walk(header)
+    except (TypeError, ValueError, IndexError, AttributeError, OverflowError, RecursionError) as e:
+        raise BadInput(f"a request frame that does not describe a request: {e}", "bad frame") from e
+    if not isinstance(request, Request):
+        raise BadInput("a request frame that does not describe a request", "bad frame")
+    return request
+
+
+def _split(view: memoryview) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    """A frame's parsed header and its buffers' (offset, size), each checked against the frame."""
     if len(view) < 8 or bytes(view[:4]) != MAGIC:
         raise BadInput("not a lookalike request frame", "bad frame")
     (size,) = struct.unpack(">I", view[4:8])
@@ -88,44 +100,49 @@ def decode(frame: bytes | memoryview) -> Request:
         at += n
     if at != len(view):
         raise BadInput(f"a request frame of {len(view)} bytes whose header describes {at}", "bad frame")
-    made: dict[int, Any] = {}  # buffer index -> what it became: one buffer, one object
+    return header, offsets
 
-    def walk(value: Any) -> Any:
+
+class _Rebuilder:
+    """Makes objects of a parsed header. Each buffer becomes one object, however often the header
+    refers to it, as :func:`encode` sent an array referenced twice once."""
+
+    def __init__(self, view: memoryview, offsets: list[tuple[int, int]]):
+        self.view = view
+        self.offsets = offsets
+        self.made: dict[int, Any] = {}  # buffer index -> what it became
+
+    def walk(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [walk(v) for v in value]
+            return [self.walk(v) for v in value]
         if not isinstance(value, dict):
             return value
         if "$buf" in value:
-            index = value["$buf"]
-            if type(index) is not int or not 0 <= index < len(offsets):
-                raise ValueError(f"no buffer {index!r}")
-            if index in made:
-                return made[index]
-            start, n = offsets[index]
-            raw = view[start : start + n]
-            if "dtype" not in value:
-                made[index] = bytes(raw)
-            elif value["dtype"] not in _DTYPES:
-                raise BadInput(f"an array of dtype {value['dtype']!r} in a request frame", "bad frame")
-            else:
-                made[index] = np.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"]).copy()
-            return made[index]
+            return self._buffer(value)
         if "$tuple" in value:
-            return tuple(walk(v) for v in value["$tuple"])
+            return tuple(self.walk(v) for v in value["$tuple"])
         if "$t" in value:
             cls = _TYPES.get(value["$t"])
             if cls is None:
                 raise BadInput(f"a {value['$t']!r} in a request frame", "bad frame")
-            return cls(**{k: walk(v) for k, v in value.items() if k != "$t"})
-        return {k: walk(v) for k, v in value.items()}
+            return cls(**{k: self.walk(v) for k, v in value.items() if k != "$t"})
+        return {k: self.walk(v) for k, v in value.items()}
 
-    try:
-        request = walk(header)
-    except (TypeError, ValueError, IndexError, AttributeError, OverflowError, RecursionError) as e:
-        raise BadInput(f"a request frame that does not describe a request: {e}", "bad frame") from e
-    if not isinstance(request, Request):
-        raise BadInput("a request frame that does not describe a request", "bad frame")
-    return request
+    def _buffer(self, value: dict[str, Any]) -> Any:
+        index = value["$buf"]
+        if type(index) is not int or not 0 <= index < len(self.offsets):
+            raise ValueError(f"no buffer {index!r}")
+        if index in self.made:
+            return self.made[index]
+        start, n = self.offsets[index]
+        raw = self.view[start : start + n]
+        if "dtype" not in value:
+            self.made[index] = bytes(raw)
+        elif value["dtype"] not in _DTYPES:
+            raise BadInput(f"an array of dtype {value['dtype']!r} in a request frame", "bad frame")
+        else:
+            self.made[index] = np.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"]).copy()
+        return self.made[index]
 
 
 def _no_constants(name: str) -> None:

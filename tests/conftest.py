@@ -119,6 +119,27 @@ def people(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
         }
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def client_ready(client, timeout: float = 60) -> None:
+    """Wait until a TestClient's app answers /readyz (the library loads in the background)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.02)
+    raise AssertionError(client.get("/readyz").json())
+
+
 def wait_until_ready(base: str, proc: subprocess.Popen | None = None, timeout: float = 180) -> None:
     """Poll ``base``/readyz until it answers 200; fail with the server's output if it dies first."""
     import time
@@ -140,6 +161,40 @@ def wait_until_ready(base: str, proc: subprocess.Popen | None = None, timeout: f
         time.sleep(0.1)
 
 
+def data_uri(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def check_a_served_workspace(base: str, port: int, photos: list[Path]) -> None:
+    """What a real server on loopback must do, whatever encoder it runs (started with
+    ``--allowed-host photos.example``, over a workspace holding ``photos``): a search finds a
+    photo, the page carries its CSP, a foreign Host is refused (DNS rebinding) and a cross-site
+    form post changes nothing."""
+    import httpx
+
+    r = httpx.post(f"{base}/api/search", json={"data": [data_uri(photos[4])], "top_k": 3}, timeout=30)
+    assert r.status_code == 200 and r.json()["results"][0]["matches"][0]["uri"] == str(photos[4])
+    page = httpx.get(f"{base}/", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    # DNS rebinding: the name a browser puts in Host is the attacker's, even when it resolves here.
+    evil = httpx.get(f"{base}/api/stats", headers={"Host": "evil.example"}, timeout=10)
+    assert evil.status_code == 400 and evil.json()["error"]["type"] == "BadHost"
+    assert httpx.get(f"{base}/api/stats", headers={"Host": f"photos.example:{port}"}, timeout=10).is_success
+    # A cross-site form post, as a browser marks it, changes nothing.
+    before = httpx.get(f"{base}/api/stats", timeout=10).json()["docs"]
+    r = httpx.post(
+        f"{base}/api/index",
+        files={"files": ("x.png", photos[0].read_bytes(), "image/png")},
+        headers={"Sec-Fetch-Site": "cross-site", "Origin": "http://127.0.0.1:1"},
+        timeout=30,
+    )
+    assert r.status_code == 403 and r.json()["error"]["type"] == "CrossSiteRequest"
+    assert httpx.get(f"{base}/api/stats", timeout=10).json()["docs"] == before
+
+
 def group_photo(people: dict[str, bytes], path: Path) -> Path:
     """Obama large on the left, Biden smaller on the right: one photo, two faces of two people."""
     import io
@@ -152,3 +207,21 @@ def group_photo(people: dict[str, bytes], path: Path) -> Path:
     group.paste(biden, (obama.width + 40, 0))
     group.save(path, quality=92)
     return path
+
+
+# The tiny encoder's flows (tests/fixtures/tiny, loaded through py_modules): real flows, no model.
+TINY_FLOWS = {
+    "index_flow": Path(__file__).parent / "fixtures" / "tiny" / "index.yml",
+    "query_flow": Path(__file__).parent / "fixtures" / "tiny" / "query.yml",
+}
+
+
+def quadrants(seed: int, side: int = 64) -> Image.Image:
+    """A distinct picture per seed, for the tiny encoder: four quadrants of random colours."""
+    rng = np.random.default_rng(seed)
+    arr = np.zeros((side, side, 3), np.uint8)
+    half = side // 2
+    for y in (0, half):
+        for x in (0, half):
+            arr[y : y + half, x : x + half] = rng.integers(0, 256, 3)
+    return Image.fromarray(arr)

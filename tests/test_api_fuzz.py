@@ -1,4 +1,6 @@
-"""Schemathesis against the app's own OpenAPI schema, in-process (ASGI), over a real workspace.
+"""Schemathesis against the app's own OpenAPI schema, in-process (ASGI), over a real workspace of
+generated pictures indexed with the tiny encoder (tests/fixtures/tiny): what is checked is the API's
+shape, which does not depend on the model.
 
 Every operation, the writes included, gets a bounded number of generated requests, valid and not;
 each answer must be no 5xx and must match the schema: its status is one the route declares, with
@@ -20,27 +22,29 @@ from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi
 
-from lookalike.engine import Engine
+import lookalike
+from lookalike import Options
 from lookalike.server.app import ServerConfig, create_app
 
-from conftest import copy_photos
+from conftest import TINY_FLOWS, quadrants
 
 pytestmark = pytest.mark.slow
+
 
 # The app answers only to loopback names; schemathesis' ASGI client would say "Host: testserver".
 BASE = "http://127.0.0.1"
 # Enough to reach every status each operation declares, few enough for seconds per operation.
 MAX_EXAMPLES = 30
-# A search encodes an image on the CPU; the first ones also fill caches.
+# A search decodes an image and runs the flow; the first ones also fill caches.
 DEADLINE = timedelta(seconds=10)
-READY_WAIT_S = 120
+READY_WAIT_S = 60
 
 # The schema is the same whatever the workspace, and building the app opens nothing, so it is read
 # at import. (schemathesis.pytest.from_fixture would load it from a fixture instead, but schemathesis
 # 4.32 renames test nodes through an attribute that pytest 9.2 no longer has.) Requests go to the
 # real app of the `app` fixture.
 schema = schemathesis.openapi.from_dict(
-    create_app(ServerConfig(workspace=Path("unused"))).openapi(),
+    create_app(ServerConfig(Options(workspace=Path("unused")))).openapi(),
     config=SchemathesisConfig.from_dict(
         {
             "operations": [
@@ -77,23 +81,26 @@ def flatmap_path_parameters(context, path_parameters: dict[str, Any]):
 
 
 @pytest.fixture(scope="module")
-def app(tuxpaint, model_dir, tmp_path_factory) -> Iterator[Any]:
-    """A writable app (loopback, no token) over nine indexed photos, loaded and ready."""
+def app(tmp_path_factory) -> Iterator[Any]:
+    """A writable app (loopback, no token) over nine indexed pictures, loaded and ready."""
     root = tmp_path_factory.mktemp("fuzz")
-    copy_photos(tuxpaint, root / "photos", per_class=3, classes=["animals/birds", "food/fruit", "space/planets"])
-    with Engine.open(root / "ws") as engine:
-        engine.index([root / "photos"])
-        REAL_IDS[:] = sorted(d.id for d in engine.workspace.store.iter_docs())
+    (root / "photos").mkdir()
+    for i in range(9):
+        quadrants(i).save(root / "photos" / f"p{i}.png")
+    options = Options(workspace=root / "ws", **TINY_FLOWS)
+    with lookalike.open(options) as library:
+        library.index([root / "photos"])
+        REAL_IDS[:] = sorted(d.id for d in library.workspace.store.iter_docs())
     try:
-        yield create_app(ServerConfig(workspace=root / "ws"))
+        yield create_app(ServerConfig(options))
     finally:
         REAL_IDS.clear()
 
 
 @pytest.fixture
 def ready(app) -> Any:
-    """``app`` with its engine loaded. Schemathesis ends an ASGI app's lifespan after each test (and
-    so closes the engine); entering a client starts it again, and the engine loads in the background."""
+    """``app`` with its library loaded. Schemathesis ends an ASGI app's lifespan after each test (and
+    so closes the library); entering a client starts it again, and the library loads in the background."""
     with asgi.get_client(app) as client:
         client.base_url = BASE
         deadline = time.monotonic() + READY_WAIT_S

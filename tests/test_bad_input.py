@@ -35,13 +35,15 @@ import yaml
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import lookalike
+from lookalike import Options
 from lookalike.document import display_path
-from lookalike.engine import Engine
+from lookalike.errors import BadInput, ConfigError, NotFound, StoreError
 from lookalike.flow.graph import builtin_flow_path
 from lookalike.server.app import ServerConfig, create_app
 from lookalike.store.workspace import Workspace
 
-from conftest import halves, lookalike_cmd, solid, wait_until_ready
+from conftest import free_port, halves, lookalike_cmd, solid, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -575,6 +577,134 @@ def test_cli_case(case: CliCase, index_run, tmp_path):
     assert re.search(case.shows(index_run, tmp_path), done.stdout, re.MULTILINE), done.stdout
 
 
+@dataclass(frozen=True)
+class CliErrorCase:
+    id: str
+    args: Callable[[IndexRun], list[str]]  # (the index run) -> lookalike's arguments
+    env: dict[str, str]  # variables set for the run
+    code: int  # the exit code
+    message: str  # a regex the one line on stderr must match
+
+
+CLI_ERROR_CASES = [
+    CliErrorCase(
+        "like-not-indexed",
+        lambda run: ["search", "--like", str(run.workspace.parent / "nope.jpg"), "-w", str(run.workspace)],
+        {},
+        NotFound.exit_code,
+        r"^error: no indexed photo at .*/nope\.jpg$",
+    ),
+    CliErrorCase(
+        "like-and-an-image",
+        lambda run: ["search", run.path("coffee.jpg"), "--like", run.path("coffee.jpg"), "-w", str(run.workspace)],
+        {"COLUMNS": "200"},
+        2,
+        r"give query images, --like PATH_OR_ID or --tag WORD, not IMAGES and --like",
+    ),
+    CliErrorCase(
+        "setting-not-a-number",
+        lambda run: ["search", run.path("coffee.jpg"), "-w", str(run.workspace)],
+        {"LOOKALIKE_TOP_K": "lots"},
+        ConfigError.exit_code,
+        r"^error: LOOKALIKE_TOP_K='lots' is not a whole number$",
+    ),
+    CliErrorCase(
+        "setting-out-of-range",
+        lambda run: ["info", "-w", str(run.workspace)],
+        {"LOOKALIKE_MAX_BATCH": "0"},
+        ConfigError.exit_code,
+        r"^error: LOOKALIKE_MAX_BATCH=0 is out of range 1\.\.256$",
+    ),
+    CliErrorCase(
+        "setting-bad-size",
+        lambda run: ["info", "-w", str(run.workspace)],
+        {"LOOKALIKE_INDEX_MEMORY": "plenty"},
+        ConfigError.exit_code,
+        r"^error: LOOKALIKE_INDEX_MEMORY='plenty' is not a size such as 2GB or 512MB$",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CLI_ERROR_CASES, ids=lambda c: c.id)
+def test_cli_error_case(case: CliErrorCase, index_run):
+    done = subprocess.run(
+        [*lookalike_cmd(), *case.args(index_run)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **case.env},
+    )
+    assert done.returncode == case.code, (done.stdout, done.stderr)
+    assert re.search(case.message, done.stderr.strip(), re.MULTILINE), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- the Python API -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PythonCase:
+    id: str
+    call: Callable[[Path], object]  # (a workspace) -> what raises
+    error: type[Exception]
+    message: str  # a regex the error's text must match
+
+
+def _search(request: dict[str, Any]) -> Callable[[Path], object]:
+    def call(ws: Path) -> object:
+        with lookalike.open(Options(workspace=ws), write=False) as library:
+            return library.search(lookalike.SearchRequest(**request))
+
+    return call
+
+
+PYTHON_CASES = [
+    PythonCase("request-with-no-query", _search({}), BadInput, r"^a search needs exactly one of image, like and tag$"),
+    PythonCase(
+        "request-with-two-queries",
+        _search({"image": b"", "tag": "bird"}),
+        BadInput,
+        r"^a search needs exactly one of image, like and tag, not image and tag$",
+    ),
+    PythonCase(
+        "request-top-k-0", _search({"tag": "bird", "top_k": 0}), BadInput, r"^top_k must be between 1 and 1000, got 0$"
+    ),
+    PythonCase(
+        "request-min-match-unknown",
+        _search({"tag": None, "image": b"x", "min_match": "close"}),
+        BadInput,
+        r"^min_match must be one of same, near_duplicate, similar, weak, not 'close'$",
+    ),
+    PythonCase(
+        "request-min-match-with-a-tag",
+        _search({"tag": "bird", "min_match": "similar"}),
+        BadInput,
+        r"^min_match cannot be used with a tag search",
+    ),
+    PythonCase("request-blank-tag", _search({"tag": "  "}), BadInput, r"^the tag query is empty$"),
+    PythonCase(
+        "request-image-of-another-type",
+        _search({"image": 42}),
+        BadInput,
+        r"^a query image must be a path or bytes, not int$",
+    ),
+    PythonCase("request-empty-image", _search({"image": b""}), BadInput, r"^query image: empty file$"),
+    PythonCase(
+        "open-a-missing-workspace",
+        lambda ws: lookalike.open(Options(workspace=ws.parent / "nowhere"), write=False),
+        StoreError,
+        r"^no workspace at .*nowhere",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", PYTHON_CASES, ids=lambda c: c.id)
+def test_python_case(case: PythonCase, index_run):
+    with pytest.raises(case.error) as raised:
+        case.call(index_run.workspace)
+    assert re.search(case.message, str(raised.value)), str(raised.value)
+
+
 # --- the API ---------------------------------------------------------------------------------------------
 
 
@@ -586,15 +716,15 @@ def api_workspace(model_dir, photos, tmp_path_factory) -> tuple[Path, list[Path]
     for name in ("astronaut", "coffee", "chelsea"):
         paths.append(root / "photos" / f"{name}.jpg")
         photos[name].save(paths[-1], quality=90)
-    with Engine.open(root / "ws") as engine:
-        engine.index([root / "photos"])
+    with lookalike.open(Options(workspace=root / "ws")) as library:
+        library.index([root / "photos"])
     return root / "ws", paths
 
 
 @pytest.fixture(scope="module")
 def api(api_workspace):
     ws, _ = api_workspace
-    config = ServerConfig(workspace=ws, read_only=True, max_upload_mb=MAX_UPLOAD_MB)
+    config = ServerConfig(Options(workspace=ws, max_upload_mb=MAX_UPLOAD_MB), read_only=True)
     with TestClient(create_app(config), base_url="http://127.0.0.1") as client:
         deadline = time.monotonic() + 60
         while client.get("/readyz").status_code != 200:
@@ -789,12 +919,6 @@ def test_api_case(case: ApiCase, api, query_uri):
     assert re.search(case.message, body["error"]["message"]), body["error"]["message"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _read_until_closed(sock: socket.socket, limit_s: float = 5.0) -> bytes:
     """Everything the server sends until it closes the connection (a response can span segments)."""
     parts, deadline = [], time.monotonic() + limit_s
@@ -813,7 +937,7 @@ def test_slow_body_is_cut_off_and_other_searches_go_on(api_workspace, query_uri)
     """A body that trickles in (Content-Length 1000, 4 bytes every 0.5 s) must not hold a connection
     for ever; meanwhile another client's search, on a second connection, must succeed."""
     ws, paths = api_workspace
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*lookalike_cmd(), "serve", "-w", str(ws), "--host", "127.0.0.1", "--port", str(port), "--read-only"],
         stdout=subprocess.PIPE,
@@ -880,6 +1004,7 @@ def _documented_ids() -> list[str]:
 
 def test_every_case_is_in_docs_reliability_md():
     suite = [c.id for c in INDEX_CASES] + [c.id for c in CLI_CASES] + [c.id for c in API_CASES] + ["slow-body"]
+    suite += [c.id for c in CLI_ERROR_CASES] + [c.id for c in PYTHON_CASES]
     documented = _documented_ids()
     assert len(suite) == len(set(suite)) and len(documented) == len(set(documented))
     assert sorted(set(suite) - set(documented)) == [], "cases missing from docs/reliability.md"

@@ -12,7 +12,6 @@ import base64
 import io
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import REPO, copy_photos, group_photo, lookalike_cmd
+from conftest import REPO, copy_photos, free_port, group_photo, lookalike_cmd
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -63,12 +62,6 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def photo_root(tuxpaint, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("photos")
@@ -84,7 +77,7 @@ def photos(photo_root: Path) -> list[Path]:
 @contextmanager
 def _serving(ws: Path) -> Iterator[str]:
     """`lookalike serve` on a free loopback port; the base URL once /readyz says 200."""
-    port = _free_port()
+    port = free_port()
     log = (ws.parent / f"serve-{port}.log").open("w+")
     proc = subprocess.Popen(
         [*lookalike_cmd(), "serve", "-w", str(ws), "--port", str(port), "--host", "127.0.0.1"],

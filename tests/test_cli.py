@@ -71,6 +71,36 @@ def test_search_text_and_json(indexed):
     assert [r["rank"] for r in data["results"]] == [1, 2, 3]
 
 
+def test_search_like_a_stored_photo_lists_the_others(indexed):
+    root, photos, _ = indexed
+    ws = str(root / "ws")
+    plain = json.loads(run("search", str(photos[4]), "-w", ws, "-k", "4", "--json").stdout)
+    for like in (str(photos[4]), plain["results"][0]["doc_id"]):  # by its path, or by its id
+        done = run("search", "--like", like, "-w", ws, "-k", "3", "--json")
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        paths = [r["path"] for r in data["results"]]
+        assert str(photos[4]) not in paths and len(paths) == 3  # not the photo itself
+        assert paths[0] == plain["results"][1]["path"]  # the rest, in the same order
+    missing = run("search", "--like", str(root / "nope.png"), "-w", ws)
+    assert missing.returncode == NotFound.exit_code and "no indexed photo" in missing.stderr
+    both = run("search", str(photos[4]), "--like", str(photos[4]), "-w", ws, env={"COLUMNS": "200"})
+    assert both.returncode == 2 and "not IMAGES and --like" in both.stderr
+
+
+def test_reads_that_need_no_model_leave_an_empty_model_cache_empty(indexed, tmp_path):
+    """A tag search, info and dupes open no flow: nothing is built, converted or fetched."""
+    root, _, _ = indexed
+    empty = tmp_path / "models"
+    empty.mkdir()
+    env = {"LOOKALIKE_MODEL_DIR": str(empty), "LOOKALIKE_DATA_DIR": str(tmp_path / "datasets")}
+    for args in (("search", "--tag", "bird"), ("info",), ("dupes",)):
+        done = run(*args, "-w", str(root / "ws"), env=env)
+        assert done.returncode == 0, (args, done.stderr)
+    assert list(empty.iterdir()) == [] and not (tmp_path / "datasets").exists()
+    assert "animals/birds" in run("search", "--tag", "bird", "-w", str(root / "ws"), env=env).stdout
+
+
 def test_info_and_remove(indexed, tmp_path):
     root, photos, _ = indexed
     info = json.loads(run("info", "-w", str(root / "ws"), "--json").stdout)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.engine import Engine
+import lookalike
+from lookalike import Library, Options, SearchRequest
 from lookalike.errors import ClusterError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,6 +150,17 @@ def _flows(tmp_path: Path, flipper: str) -> tuple[Path, Path]:
     return index, query
 
 
+def _open(workspace: Path, index_flow: Path, query_flow: Path | None = None) -> Library:
+    """A library over ``workspace`` with these flows; the container engine comes from the environment."""
+    return lookalike.open(Options.from_env(workspace=workspace, index_flow=index_flow, query_flow=query_flow))
+
+
+def _search_ids(library: Library, pictures: Path) -> list[list[str]]:
+    """The ranked doc ids of each picture searched for, in one batch."""
+    reports = library.search_many([SearchRequest(image=str(p)) for p in sorted(pictures.glob("*.png"))])
+    return [[hit.doc_id for hit in report.hits] for report in reports]
+
+
 @pytest.fixture
 def pictures(tmp_path) -> Path:
     folder = tmp_path / "pictures"
@@ -170,20 +182,17 @@ def test_a_container_pod_runs_its_image_with_with_and_env_and_is_stopped_at_clos
         "{uses: docker://lookalike/flipper:test, with: {horizontal: true}, env: {FLIP_NOTE: mirrored}, "
         "timeout_ready: 60}",
     )
-    with Engine.open(tmp_path / "ws-local", index_flow=local_index, query_flow=query) as engine:
-        engine.index([pictures])
-        expected = [[r.doc_id for r in rs] for rs in engine.search([str(p) for p in sorted(pictures.glob("*.png"))])]
-    with Engine.open(tmp_path / "ws", index_flow=boxed_index, query_flow=query) as engine:
+    with _open(tmp_path / "ws-local", local_index, query) as library:
+        library.index([pictures])
+        expected = _search_ids(library, pictures)
+    with _open(tmp_path / "ws", boxed_index, query) as library:
         (run,) = [c for c in _calls(engine_stand_in) if c[0] == "run"]
         pid = int(next(engine_stand_in.glob("*.pid")).read_text())
-        summary = engine.index([pictures])
-        assert summary.indexed == 8 and engine.workspace.store.count_chunks() == 16  # flipped in the container
-        got = [[r.doc_id for r in rs] for rs in engine.search([str(p) for p in sorted(pictures.glob("*.png"))])]
+        summary = library.index([pictures])
+        assert summary.indexed == 8 and library.workspace.store.count_chunks() == 16  # flipped in the container
+        got = _search_ids(library, pictures)
         assert got == expected
-        assert (
-            engine.index_flow is not None
-            and engine.index_flow.pods["flipper"].uses == "docker://lookalike/flipper:test"
-        )
+        assert library.flows.flow("index").pods["flipper"].uses == "docker://lookalike/flipper:test"
     # What the engine was asked: the image, detached and removed on stop, the port mapped on loopback,
     # the pod's env and its with: passed in.
     assert run[:2] == ["run", "-d"] and run[-2:] == ["--", "lookalike/flipper:test"]
@@ -201,7 +210,7 @@ def test_a_container_that_never_gets_ready_is_one_clear_error_and_is_stopped(eng
     index, query = _flows(tmp_path, "{uses: docker://lookalike/never-ready:test, timeout_ready: 1.5}")
     started = time.monotonic()
     with pytest.raises(ClusterError) as caught:
-        Engine.open(tmp_path / "ws", index_flow=index, query_flow=query)
+        _open(tmp_path / "ws", index, query)
     assert time.monotonic() - started < 30
     message = str(caught.value)
     assert message.startswith("pod flipper: the container from lookalike/never-ready:test was not ready within 1.5s")
@@ -217,7 +226,7 @@ def test_a_flow_that_fails_after_its_container_started_stops_it(engine_stand_in,
     index, _ = _flows(tmp_path, "{uses: docker://lookalike/flipper:test}")
     # The built-in query flow encodes with EfficientNet, the index flow with the tiny encoder.
     with pytest.raises(ConfigError, match="the query flow encodes with"):
-        Engine.open(tmp_path / "ws", index_flow=index)
+        _open(tmp_path / "ws", index)
     calls = [c[0] for c in _calls(engine_stand_in)]
     assert calls[0] == "run" and calls[-2:] == ["stop", "rm"] and set(calls[1:-2]) <= {"inspect"}
     assert not list(engine_stand_in.glob("*.pid"))
@@ -243,7 +252,7 @@ def test_a_container_that_exits_fails_at_once_with_its_output(engine_stand_in, t
     index, query = _flows(tmp_path, "{uses: docker://lookalike/crashes:test, timeout_ready: 60}")
     started = time.monotonic()
     with pytest.raises(ClusterError, match="pod flipper: the container from lookalike/crashes:test exited before"):
-        Engine.open(tmp_path / "ws", index_flow=index, query_flow=query)
+        _open(tmp_path / "ws", index, query)
     assert time.monotonic() - started < 30  # not the whole timeout_ready
     assert _calls(engine_stand_in)[-1][:2] == ["rm", "-f"]
 
@@ -252,7 +261,7 @@ def test_no_container_engine_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("LOOKALIKE_CONTAINER_ENGINE", "no-such-engine-here")
     index, query = _flows(tmp_path, "{uses: docker://lookalike/flipper:test}")
     with pytest.raises(ConfigError, match="pod flipper: LOOKALIKE_CONTAINER_ENGINE='no-such-engine-here' is not an"):
-        Engine.open(tmp_path / "ws", index_flow=index, query_flow=query)
+        _open(tmp_path / "ws", index, query)
 
 
 def test_the_example_flows_and_the_dockerfile_agree_with_the_container_contract():

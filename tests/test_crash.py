@@ -37,7 +37,7 @@ def _check_consistent(ws: Path) -> tuple[int, int]:
         assert w.verify() == []
         docs, chunks = w.store.count_docs(), w.store.count_chunks()
         assert docs == chunks  # the default flow gives every document exactly one vector
-        per_doc = w.store._reader.execute("SELECT count(*) FROM docs WHERE id NOT IN (SELECT doc_id FROM chunks)")
+        per_doc = w.store._db.reader.execute("SELECT count(*) FROM docs WHERE id NOT IN (SELECT doc_id FROM chunks)")
         assert per_doc.fetchone()[0] == 0  # no document without its vectors
     return docs, chunks
 

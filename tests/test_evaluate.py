@@ -5,28 +5,35 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.baselines import ColorHistogramEncoder
+import lookalike
+from lookalike import IndexRequest, Options
+from lookalike.document import doc_id_for
 from lookalike.errors import BadInput, ConfigError
 from lookalike.evaluate import (
     SINGLE_EDITS,
     TRANSFORMS,
     average_precision,
     copy_detection,
+    eval_flows,
     evaluate,
     leave_one_out,
     precision_at_k,
     ranking_metrics,
     select,
-    variant_tensors,
+    variants,
 )
+from lookalike.executors.histogram import histograms
 from lookalike.images import load_tensor
 
 from conftest import REPO, copy_photos, lookalike_cmd, solid
+
+TINY = REPO / "tests" / "fixtures" / "tiny"
 
 # --- metrics on rankings worked out by hand -------------------------------------------------------
 
@@ -41,6 +48,11 @@ def test_precision_and_average_precision_of_one_ranking():
     assert average_precision([False, False, True]) == pytest.approx(1 / 3)
     assert average_precision([False, False]) == 0.0
     assert average_precision([True, True, False]) == 1.0
+
+
+def test_average_precision_over_a_ranking_cut_short_counts_the_missed_relevant_as_zero():
+    ap, _ = ranking_metrics(np.array([[True, False, True]]), total=np.array([4]))
+    assert ap == pytest.approx([(1 / 1 + 2 / 3) / 4])
 
 
 def test_ranking_metrics_is_row_wise():
@@ -76,9 +88,8 @@ def test_select_leaves_out_small_classes_and_samples_with_a_seed():
 
 
 def test_histogram_baseline_sees_colours():
-    hist = ColorHistogramEncoder()
     red, red2, blue = (load_tensor(solid(c)) for c in ((250, 10, 10), (240, 20, 20), (10, 10, 250)))
-    v = hist.encode_tensors(np.stack([red, red2, blue]))
+    v = histograms(np.stack([red, red2, blue]))
     assert v.shape == (3, 512) and np.allclose(np.linalg.norm(v, axis=1), 1.0)
     assert v[0] @ v[1] == pytest.approx(1.0) and v[0] @ v[2] == pytest.approx(0.0)
 
@@ -86,27 +97,49 @@ def test_histogram_baseline_sees_colours():
 def test_every_transform_makes_a_model_input():
     img = Image.new("RGBA", (300, 200), (0, 0, 0, 0))
     img.paste((200, 30, 30, 255), (50, 50, 250, 150))
-    tensors = variant_tensors(img)
+    tensors = np.stack([load_tensor(copy) for copy in variants(img)])  # each copy is an image file
     assert tensors.shape == (len(TRANSFORMS), 3, 224, 224) and np.isfinite(tensors).all()
     assert len({t.tobytes() for t in tensors}) == len(TRANSFORMS)  # every transform changes the pixels
 
 
-def test_copy_detection_with_the_histogram(tmp_path):
+def test_copy_detection_with_the_histogram_through_the_search_path(tmp_path):
     colours = [((255, 0, 0), (0, 0, 255)), ((0, 160, 0), (250, 220, 0)), ((255, 255, 255), (20, 20, 20))]
     paths = []
-    for n, (left, right) in enumerate(colours):
+    for n, (left, right) in enumerate(colours + [((9, 9, 9), (99, 99, 99))]):
         img = Image.new("RGB", (200, 100), left)
         img.paste(right, (100, 0, 200, 100))
         paths.append(str(tmp_path / f"{n}.png"))
         img.save(paths[-1])
-    hist = ColorHistogramEncoder()
-    gallery = hist.encode(paths)
-    paths.append(str(tmp_path / "gone.png"))  # indexed once, deleted since: left out, not a failure
-    gallery = np.vstack([gallery, np.zeros((1, hist.dim), np.float32)])
-    result = copy_detection(paths, gallery, hist.encode_tensors, workers=1)
+    index_flow, query_flow = eval_flows(None, "histogram", tmp_path)
+    options = Options(workspace=tmp_path / "ws", index_flow=index_flow, query_flow=query_flow)
+    with lookalike.open(options) as library:
+        library.index(IndexRequest(tuple(paths)))
+        Path(paths[-1]).unlink()  # indexed once, deleted since: left out, not a failure
+        result = copy_detection(library, paths, [doc_id_for(p) for p in paths])
     assert result.images == 3 and set(result.top1) == set(TRANSFORMS)
-    assert result.top1["flip"] == 1.0 and result.similarity["flip"] == pytest.approx(1.0)
+    # The same histogram: 1 to within the stored vectors' float16.
+    assert result.top1["flip"] == 1.0 and result.similarity["flip"] == pytest.approx(1.0, abs=1e-4)
     assert all(0.0 <= v <= 1.0 for v in result.top1.values())
+
+
+def test_eval_through_the_search_path_equals_the_exact_reference_without_expansion(tmp_path):
+    """With query expansion off, what eval measures through the product is exact cosine ranking."""
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for label in ("reds", "blues", "greens"):
+        base = {"reds": (200, 40, 40), "blues": (40, 40, 200), "greens": (40, 200, 40)}[label]
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            arr = np.clip(np.array(base) + rng.integers(-60, 60, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / label / f"{i}.png")
+    flow = TINY / "index.yml"
+    result = evaluate(root, flow=flow, min_class_size=3, options=Options(query_expansion=0), workspace=tmp_path / "ws")
+    with lookalike.open(Options(workspace=tmp_path / "ws"), write=False) as library:
+        ids, vectors = library.workspace.store.vectors_by_doc(library.workspace.dim)
+    by_id = dict(zip(ids, vectors, strict=True))
+    reference = leave_one_out(np.stack([by_id[doc_id_for(p)] for p in result.paths]), result.labels)
+    assert result.loo.ap == pytest.approx(reference.ap) and result.loo.top.tolist() == reference.top.tolist()
+    assert result.metrics()["p_at_1"] == pytest.approx(float(reference.precision[1].mean()))
 
 
 def test_bad_arguments(tmp_path):
@@ -114,8 +147,8 @@ def test_bad_arguments(tmp_path):
         evaluate(tmp_path, min_class_size=1)
     with pytest.raises(ConfigError):
         evaluate(tmp_path, encoder="clip")
-    with pytest.raises(ConfigError):
-        evaluate(tmp_path, encoder="histogram", workspace=tmp_path / "ws")
+    with pytest.raises(ConfigError, match="drop --flow"):
+        evaluate(tmp_path, encoder="histogram", flow=tmp_path / "index.yml")
     (tmp_path / "a").mkdir()
     solid((1, 2, 3)).save(tmp_path / "a" / "one.png")
     with pytest.raises(BadInput, match="no class"):

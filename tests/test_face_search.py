@@ -1,4 +1,4 @@
-"""Face search end to end: the faces preset through the engine, the CLI and the API, on real faces."""
+"""Face search end to end: the faces preset through the library, the CLI and the API, on real faces."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
-from lookalike.engine import Engine
+import lookalike
+from lookalike import Options, SearchRequest
 from lookalike.errors import BadInput
 from lookalike.flow.graph import builtin_flow_path
 from lookalike.server.app import ServerConfig, create_app
@@ -39,8 +40,8 @@ def faces_dir(people, tmp_path_factory):
 @pytest.fixture(scope="module")
 def face_ws(faces_dir, tmp_path_factory):
     ws = tmp_path_factory.mktemp("face-ws") / "ws"
-    with Engine.open(ws, preset="faces") as engine:
-        summary = engine.index([faces_dir])
+    with lookalike.open(Options(workspace=ws, preset="faces")) as library:
+        summary = library.index([faces_dir])
     assert summary.without_vectors == 1  # the coffee cup: indexed, no face, not an error
     assert summary.skipped_total == 0
     return ws
@@ -48,17 +49,17 @@ def face_ws(faces_dir, tmp_path_factory):
 
 def test_the_same_person_ranks_first(face_ws, faces_dir):
     obama = sorted(p for p in faces_dir.glob("obama*.jpg"))
-    with Engine.open(face_ws, for_indexing=False) as engine:  # the preset is remembered
-        assert engine.workspace.preset == "faces" and engine.workspace.metric == "l2"
-        (results,) = engine.search([str(obama[0])], top_k=10)
-    names = [r.uri.rsplit("/", 1)[1] for r in results]
+    with lookalike.open(Options(workspace=face_ws), write=False) as library:  # the preset is remembered
+        assert library.workspace.preset == "faces" and library.workspace.metric == "l2"
+        results = library.search(SearchRequest(image=str(obama[0]), top_k=10)).hits
+    names = [r.path.rsplit("/", 1)[1] for r in results]
     assert names[0] == obama[0].name and -results[0].score < 1e-3
-    same = [r for r in results if "obama" in r.uri]
+    same = [r for r in results if "obama" in r.path]
     assert len(same) == len(obama) and all(-r.score < SAME_PERSON for r in same)
-    assert names[: len(obama)] == [r.uri.rsplit("/", 1)[1] for r in same]  # every Obama before anyone else
-    biden = next(r for r in results if "biden" in r.uri)
+    assert names[: len(obama)] == [r.path.rsplit("/", 1)[1] for r in same]  # every Obama before anyone else
+    biden = next(r for r in results if "biden" in r.path)
     assert -biden.score > SAME_PERSON
-    assert all(r.bbox and r.chunk_kind == "face" for r in results)  # each result carries its matched face
+    assert all(r.bbox and r.chunk == "face" for r in results)  # each result carries its matched face
 
 
 def test_the_astronaut_and_her_edits(face_ws, tmp_path):
@@ -77,23 +78,24 @@ def test_the_astronaut_and_her_edits(face_ws, tmp_path):
         img.save(paths[-1])
     paths.append(tmp_path / "jpeg60.jpg")
     original.save(paths[-1], quality=60)
-    with Engine.open(face_ws, for_indexing=False) as engine:
-        for path, results in zip(paths, engine.search([str(p) for p in paths], top_k=3), strict=True):
-            assert results[0].uri.endswith("astronaut.png"), path.name
+    with lookalike.open(Options(workspace=face_ws), write=False) as library:
+        reports = library.search_many(SearchRequest(image=str(p), top_k=3) for p in paths)
+        for path, results in zip(paths, (r.hits for r in reports), strict=True):
+            assert results[0].path.endswith("astronaut.png"), path.name
             assert -results[0].score < SAME_PERSON, (path.name, -results[0].score)
 
 
 def test_choosing_a_face_of_a_group_photo(face_ws, faces_dir, people, tmp_path):
     """Obama large on the left, Biden smaller on the right: --face picks which one is searched."""
     path = group_photo(people, tmp_path / "group.jpg")
-    with Engine.open(face_ws, for_indexing=False) as engine:
-        (largest,) = engine.search([str(path)], top_k=1)
-        (second,) = engine.search([str(path)], top_k=1, face=1)
+    with lookalike.open(Options(workspace=face_ws), write=False) as library:
+        largest = library.search(SearchRequest(image=str(path), top_k=1)).hits
+        second = library.search(SearchRequest(image=str(path), top_k=1, face=1)).hits
         with pytest.raises(BadInput, match="face 5 asked for, but the image has 2 faces"):
-            engine.search([str(path)], top_k=1, face=5)
+            library.search(SearchRequest(image=str(path), top_k=1, face=5))
         with pytest.raises(BadInput, match="no face"):
-            engine.search([str(faces_dir / "coffee.png")], top_k=1)
-    assert "obama" in largest[0].uri and "biden" in second[0].uri
+            library.search(SearchRequest(image=str(faces_dir / "coffee.png"), top_k=1))
+    assert "obama" in largest[0].path and "biden" in second[0].path
 
 
 def test_cli_index_preset_then_search_needs_no_flag(faces_dir, tmp_path):
@@ -129,7 +131,9 @@ def test_missing_faces_extra_is_one_clear_line(faces_dir, tmp_path):
 
 
 def test_api_lists_the_query_faces_and_distances(face_ws, faces_dir):
-    with TestClient(create_app(ServerConfig(workspace=face_ws, read_only=True)), base_url="http://127.0.0.1") as client:
+    with TestClient(
+        create_app(ServerConfig(Options(workspace=face_ws), read_only=True)), base_url="http://127.0.0.1"
+    ) as client:
         for _ in range(600):
             if client.get("/readyz").status_code == 200:
                 break

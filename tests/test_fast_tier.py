@@ -1,4 +1,4 @@
-"""The engine, the server and the CLI with a tiny encoder (tests/fixtures/tiny, loaded through
+"""The library, the server and the CLI with a tiny encoder (tests/fixtures/tiny, loaded through
 py_modules): real flows, SQLite, FAISS, FastAPI and subprocesses, no model, in seconds.
 
 The real-model versions of these paths are in test_index_search.py, test_server.py and test_cli.py.
@@ -18,7 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from lookalike.engine import Engine
+import lookalike
+from lookalike import Options, SearchRequest
 from lookalike.server.app import ServerConfig, create_app
 
 from conftest import lookalike_cmd
@@ -53,39 +54,38 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def test_the_engine_indexes_searches_and_removes(folder, tmp_path):
-    with Engine.open(tmp_path / "ws", **FLOWS) as engine:
-        summary = engine.index([folder])
+def test_the_library_indexes_searches_and_removes(folder, tmp_path):
+    with lookalike.open(Options(workspace=tmp_path / "ws", **FLOWS)) as library:
+        summary = library.index([folder])
         assert (summary.indexed, summary.skipped_total) == (8, 1)
-        assert engine.index([folder]).encoded == 0  # incremental
-        (results,) = engine.search([str(folder / "p3.png")], top_k=3)
-        assert results[0].uri == str(folder / "p3.png") and results[0].score > 0.999
-        assert engine.remove([folder / "p3.png"]) == 1
-        (results,) = engine.search([_png(_picture(3))], top_k=3)
-        assert str(folder / "p3.png") not in {r.uri for r in results}
-        assert engine.workspace.verify() == []
+        assert library.index([folder]).encoded == 0  # incremental
+        results = library.search(SearchRequest(image=str(folder / "p3.png"), top_k=3)).hits
+        assert results[0].path == str(folder / "p3.png") and results[0].score > 0.999
+        assert library.remove([folder / "p3.png"]) == 1
+        results = library.search(SearchRequest(image=_png(_picture(3)), top_k=3)).hits
+        assert str(folder / "p3.png") not in {r.path for r in results}
+        assert library.workspace.verify() == []
 
 
 def test_a_query_flow_searches_the_workspace_s_shards_whatever_it_restates(folder, tmp_path):
     """The shard pods are the workspace's shards: a query flow that says 3 searches the 2 there are."""
-    with Engine.open(tmp_path / "ws", **FLOWS) as engine:
-        engine.index([folder])
-        (expected,) = engine.search([str(folder / "p2.png")], top_k=8)
+    with lookalike.open(Options(workspace=tmp_path / "ws", **FLOWS)) as library:
+        library.index([folder])
+        expected = library.search(SearchRequest(image=str(folder / "p2.png"), top_k=8)).hits
     three = tmp_path / "query-3.yml"
     three.write_text((TINY / "query.yml").read_text().replace("shards: 2", "shards: 3"))
     (tmp_path / "tiny_encoder.py").write_text((TINY / "tiny_encoder.py").read_text())
-    with Engine.open(tmp_path / "ws", query_flow=three, for_indexing=False) as engine:
-        assert engine.query_flow is not None
-        assert engine.query_flow.pods["chunk_indexer"].config.shards == 2
-        (results,) = engine.search([str(folder / "p2.png")], top_k=8)
+    with lookalike.open(Options(workspace=tmp_path / "ws", query_flow=three), write=False) as library:
+        results = library.search(SearchRequest(image=str(folder / "p2.png"), top_k=8)).hits
+        assert library.flows.flow("query").pods["chunk_indexer"].config.shards == 2
         assert [r.doc_id for r in results] == [r.doc_id for r in expected]
-        assert sorted(d["shard"] for d in engine.shard_indexes() or []) == [0, 1]
+        assert sorted(d["shard"] for d in library.inspector.stats().info.indexes) == [0, 1]
 
 
 def test_the_server_searches_uploads_and_deletes(folder, tmp_path):
-    with Engine.open(tmp_path / "ws", **FLOWS) as engine:
-        engine.index([folder])
-    config = ServerConfig(workspace=tmp_path / "ws", **FLOWS)
+    with lookalike.open(Options(workspace=tmp_path / "ws", **FLOWS)) as library:
+        library.index([folder])
+    config = ServerConfig(Options(workspace=tmp_path / "ws", **FLOWS))
     with TestClient(create_app(config), base_url="http://127.0.0.1") as client:
         for _ in range(200):  # the engine loads in the background
             if client.get("/readyz").status_code == 200:

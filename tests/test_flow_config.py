@@ -22,8 +22,10 @@ from lookalike.executors.indexers import DocIndexer, VectorIndexer
 from lookalike.executors.loader import ImageReader
 from lookalike.executors.merge import Merge
 from lookalike.executors.rankers import BestChunkRanker
+from lookalike.flow import render
 from lookalike.flow.config import load_flow, load_flow_text
 from lookalike.flow.graph import Flow, builtin_flow_path, open_flow
+from lookalike.settings import Options
 
 # A user's module, as `py_modules:` loads it: one executor with parameters of its own.
 FLIPPER_PY = """
@@ -68,7 +70,7 @@ def _shape(flow: Flow) -> dict:
 
 
 def test_builtin_index_flow_loads_with_its_pods_needs_and_shards():
-    flow = open_flow(None, "index", env={})
+    flow = open_flow(None, "index", Options())
     assert flow.name == "index" and flow.prefetch == 10
     shape = _shape(flow)
     assert shape == {
@@ -86,7 +88,7 @@ def test_builtin_index_flow_loads_with_its_pods_needs_and_shards():
 
 
 def test_builtin_query_flow_searches_every_shard():
-    flow = open_flow(None, "query", env={})
+    flow = open_flow(None, "query", Options())
     assert flow.name == "query" and flow.prefetch == 10
     assert _shape(flow) == {
         "loader": (ImageReader, [], 2, 1, "any"),
@@ -98,7 +100,7 @@ def test_builtin_query_flow_searches_every_shard():
     }
     # Between model calls the cores go to decoding and HTTP, not to spinning threads.
     assert flow.pods["encoder"].params.spin is False  # type: ignore[attr-defined]
-    assert open_flow(None, "index", env={}).pods["encoder"].params.spin is True  # type: ignore[attr-defined]
+    assert open_flow(None, "index", Options()).pods["encoder"].params.spin is True  # type: ignore[attr-defined]
     assert flow.roots == ["loader"] and flow.sink == "doc_indexer"
 
 
@@ -107,8 +109,8 @@ def test_builtin_flows_load_from_their_files_and_take_prefetch_from_the_environm
         path = builtin_flow_path(name)
         assert load_flow(path, env={}).config.prefetch == 10
         assert load_flow(path, env={"LOOKALIKE_PREFETCH": "3"}).config.prefetch == 3
-        assert open_flow(None, name, env={"LOOKALIKE_PREFETCH": "4"}).prefetch == 4
-        assert open_flow(path, name, env={}).file == str(path)
+        assert open_flow(None, name, Options(prefetch=4)).prefetch == 4
+        assert open_flow(path, name, Options()).file == str(path)
 
 
 def test_a_missing_flow_file_is_a_config_error(tmp_path):
@@ -179,7 +181,7 @@ def test_a_wrong_value_names_key_and_line(tmp_path, line, key, message):
 
 
 def test_a_pod_says_what_a_replica_reserves_and_a_flow_where_it_runs():
-    from lookalike.flow.runtime import RuntimeChoice
+    from lookalike.flow.runtimes import RuntimeChoice
 
     flow = Flow(
         load_flow_text(
@@ -286,6 +288,7 @@ def test_unknown_uses_lists_the_builtins(tmp_path):
     assert error.startswith(f"{path}:4: pods.normalizer.uses: unknown executor 'ImageNormaliser'. Built-ins: ")
     assert set(BUILTINS) == {"ImageReader", "ImageNormalizer", "ImageEncoder", "VectorIndexer", "DocIndexer"} | {
         "BestChunkRanker",
+        "ColorHistogramEncoder",
         "FaceDetector",
         "FaceEncoder",
         "_merge",
@@ -558,7 +561,7 @@ RENDER_FLOW = (
 
 def test_describe_lists_every_pod_with_its_inputs_and_scale():
     flow = Flow(load_flow_text(RENDER_FLOW, "render.yml"))
-    text = flow.describe()
+    text = render.describe(flow)
     lines = text.splitlines()
     assert lines[0] == "render.yml  (prefetch 6)"
     assert lines[-1] == "  result <- join_all"
@@ -574,7 +577,7 @@ def test_describe_lists_every_pod_with_its_inputs_and_scale():
 
 def test_mermaid_has_every_pod_and_an_edge_per_need():
     flow = Flow(load_flow_text(RENDER_FLOW, "render.yml"))
-    text = flow.mermaid()
+    text = render.mermaid(flow)
     lines = text.splitlines()
     assert lines[0] == "flowchart LR"
     assert '  loader["loader<br/>ImageReader<br/>x3 replicas"]' in lines
@@ -597,7 +600,7 @@ def test_mermaid_has_every_pod_and_an_edge_per_need():
 
 def test_dot_has_every_pod_scale_and_edge():
     flow = Flow(load_flow_text(RENDER_FLOW, "render.yml"))
-    text = flow.dot()
+    text = render.dot(flow)
     assert text.startswith("digraph flow {\n") and text.endswith("}\n")
     assert '"loader" [label="loader\\nImageReader\\nx3 replicas", shape=box3d];' in text
     assert '"normalizer" [label="normalizer\\nImageNormalizer", shape=box];' in text
@@ -618,8 +621,8 @@ def test_dot_has_every_pod_scale_and_edge():
 
 def test_the_builtin_flows_render_every_pod():
     for name in ("index", "query"):
-        flow = open_flow(None, name, env={})
-        describe, mermaid, dot = flow.describe(), flow.mermaid(), flow.dot()
+        flow = open_flow(None, name, Options())
+        describe, mermaid, dot = render.describe(flow), render.mermaid(flow), render.dot(flow)
         for pod in flow.pods:
             assert f"  {pod}  " in describe
             assert f"  {pod}[" in mermaid or f"  {pod}{{{{" in mermaid

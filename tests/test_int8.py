@@ -15,7 +15,13 @@ import pytest
 
 from lookalike.models.efficientnet_lite import ensure_onnx, get_variant
 from lookalike.models.encoder import EfficientNetEncoder
-from lookalike.models.quantize import CALIBRATION_IMAGES, QUANTIZER_VERSION, calibration_key, calibration_photos
+from lookalike.models.quantize import (
+    CALIBRATION_IMAGES,
+    QUANTIZER_VERSION,
+    RECIPE,
+    calibration_key,
+    calibration_photos,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -69,18 +75,22 @@ def test_int8_graph_quantizes_all_but_the_sensitive_start(pair):
     assert Counter(n.op_type for n in model.graph.node)["QuantizeLinear"] > 40
 
 
-def test_int8_is_cached_with_its_calibration_in_name_and_fingerprint(pair, model_dir):
+def test_int8_is_cached_by_its_calibration_and_fingerprinted_by_its_recipe(pair, model_dir, tmp_path):
     fp32, int8 = pair
     path = int8.compiled.onnx_path
     assert path.parent == fp32.compiled.onnx_path.parent
-    assert (
-        path.name
-        == f"{fp32.compiled.onnx_path.stem}-q{QUANTIZER_VERSION}-{calibration_key(*calibration_photos())}.onnx"
-    )
+    key = calibration_key(*calibration_photos())
+    assert path.name == f"{fp32.compiled.onnx_path.stem}-q{QUANTIZER_VERSION}-{key}.onnx"
     mtime = path.stat().st_mtime_ns
     again = ensure_onnx("lite0-int8", model_dir)  # short name; found in the cache, not rebuilt
     assert again.onnx_path == path and path.stat().st_mtime_ns == mtime
     assert int8.fingerprint.startswith("efficientnet-lite0-int8:")
     assert f":q{QUANTIZER_VERSION}-" in int8.fingerprint
     assert int8.fingerprint != fp32.fingerprint  # another vector space: a workspace refuses to mix them
+    # The fingerprint is the recipe, not the photos' digest: known before any graph is built or photo fetched.
+    assert RECIPE == f"q{QUANTIZER_VERSION}-tuxpaint{CALIBRATION_IMAGES}"
+    assert RECIPE in int8.fingerprint.split(":") and key not in int8.fingerprint
+    unbuilt = EfficientNetEncoder("efficientnet-lite0-int8", cache_dir=tmp_path / "empty-cache")
+    assert unbuilt.fingerprint == int8.fingerprint
+    assert not (tmp_path / "empty-cache").exists() or not any((tmp_path / "empty-cache").iterdir())
     assert get_variant("efficientnet-lite2-int8").resolution == 260

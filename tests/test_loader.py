@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from lookalike.document import Document
-from lookalike.engine import entry_problem, scan
 from lookalike.errors import BadInput
 from lookalike.executors.loader import ImageReader
+from lookalike.library.planning import entry_problem, scan
 
 
 def _read(path: Path, **params) -> Document:
@@ -79,8 +79,10 @@ def test_the_scan_lists_what_it_will_not_open_and_why(tmp_path):
 
 
 def test_a_query_that_is_a_fifo_is_a_clear_error(tmp_path):
-    from lookalike.engine import query_doc
+    import lookalike
+    from lookalike import Options, SearchRequest
 
     os.mkfifo(tmp_path / "q.jpg")
-    with pytest.raises(BadInput, match="FIFO"):
-        query_doc(0, tmp_path / "q.jpg")
+    with lookalike.open(Options(workspace=tmp_path / "ws")) as library:
+        with pytest.raises(BadInput, match="FIFO"):
+            library.search(SearchRequest(image=str(tmp_path / "q.jpg")))

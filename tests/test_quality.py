@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import lookalike
+from lookalike import Options, SearchRequest
 from lookalike.descriptors import alpha_qe_search, database_augment
-from lookalike.engine import Engine
 from lookalike.models.wordnet import concept, suggest, table
 from lookalike.relevance import LEVELS, Calibration, at_least
 
@@ -89,8 +90,8 @@ def indexed(tuxpaint, tmp_path_factory):
     root = tmp_path_factory.mktemp("quality")
     classes = ["animals/birds", "food/fruit", "space/planets", "town/roadsigns"]
     photos = copy_photos(tuxpaint, root / "photos", per_class=8, classes=classes)
-    with Engine.open(root / "ws") as engine:
-        engine.index([root / "photos"])
+    with lookalike.open(Options(workspace=root / "ws")) as library:
+        library.index([root / "photos"])
     return root, photos
 
 
@@ -98,14 +99,14 @@ def indexed(tuxpaint, tmp_path_factory):
 def test_tag_search_for_bird_finds_birds_of_every_species(indexed):
     root, photos = indexed
     birds = {str(p) for p in photos if "/animals/birds/" in str(p)}
-    with Engine.open(root / "ws", for_indexing=False) as engine:
-        found = engine.search_tags("bird", top_k=50)
-        by_label = engine.search_tags("goldfinch", top_k=50)
-    uris = [r.uri for r in found]
+    with lookalike.open(Options(workspace=root / "ws"), write=False) as library:
+        found = library.search(SearchRequest(tag="bird", top_k=50)).hits
+        by_label = library.search(SearchRequest(tag="goldfinch", top_k=50)).hits
+    uris = [r.path for r in found]
     assert [r.score for r in found] == sorted((r.score for r in found), reverse=True)
     assert len(set(uris) & birds) >= 6, (uris, birds)  # most of the 8 species, each under its own leaf class
     assert sum(u in birds for u in uris[:6]) >= 5  # and they come first
-    assert {u for u in (r.uri for r in by_label)} <= set(uris)  # a leaf is under its ancestor
+    assert {u for u in (r.path for r in by_label)} <= set(uris)  # a leaf is under its ancestor
 
 
 @pytest.mark.slow  # indexes real photos: the full suite, not the fast tier
@@ -120,13 +121,16 @@ def test_every_result_carries_a_match_level_and_min_match_cuts_on_it(indexed):
         flat = Image.new("RGB", img.size, (255, 255, 255))
         flat.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
         flat.save(jpeg, "JPEG", quality=75)  # re-encoded, onto the white the preprocessing uses
-    with Engine.open(root / "ws", for_indexing=False) as engine:
-        [same, copy, reencoded] = engine.search([str(bird), buf.getvalue(), jpeg.getvalue()], top_k=32)
-        [cut] = engine.search([str(bird)], top_k=32, min_match="similar")
+    with lookalike.open(Options(workspace=root / "ws"), write=False) as library:
+        queries = [str(bird), buf.getvalue(), jpeg.getvalue()]
+        [same, copy, reencoded] = [
+            r.hits for r in library.search_many(SearchRequest(image=q, top_k=32) for q in queries)
+        ]
+        cut = library.search(SearchRequest(image=str(bird), top_k=32, min_match="similar")).hits
         assert (root / "ws" / "calibration.json").is_file()  # fitted on this collection, kept in it
-    assert same[0].uri == str(bird) and same[0].match == "same"
-    assert copy[0].uri == str(bird) and copy[0].match == "same"
-    assert reencoded[0].uri == str(bird) and reencoded[0].match in ("same", "near_duplicate"), reencoded[0]
+    assert same[0].path == str(bird) and same[0].match == "same"
+    assert copy[0].path == str(bird) and copy[0].match == "same"
+    assert reencoded[0].path == str(bird) and reencoded[0].match in ("same", "near_duplicate"), reencoded[0]
     levels = [r.match for r in same]
     assert set(levels) <= set(LEVELS) and "weak" in levels  # 32 of 32 photos: most are not alike
     assert [LEVELS.index(lv) for lv in levels] == sorted(LEVELS.index(lv) for lv in levels)  # by score
@@ -186,16 +190,18 @@ def test_expansion_ranks_but_scores_stay_the_cosine_to_the_query(indexed, encode
     root, photos = indexed
     bird = next(p for p in photos if "/animals/birds/" in str(p))
     query = encoder.encode([str(bird)])[0][0]
-    with Engine.open(root / "ws", for_indexing=False) as engine:
-        [ten] = engine.search([str(bird)], top_k=10)
-        [one] = engine.search([str(bird)], top_k=1)
-        similar = engine.run_queries([engine.stored_query_doc(ten[1].doc_id)], 10)[0]
-        ids, vecs = engine.workspace.exact(np.array([r.chunk_id for r in ten]))
+    with lookalike.open(Options(workspace=root / "ws"), write=False) as library:
+        ten = library.search(SearchRequest(image=str(bird), top_k=10)).hits
+        one = library.search(SearchRequest(image=str(bird), top_k=1)).hits
+        similar = library.search(SearchRequest(like=ten[1].doc_id, top_k=10, exclude_self=False)).hits
+        others = library.search(SearchRequest(like=ten[1].doc_id, top_k=10)).hits
+        ids, vecs = library.workspace.store.vectors_by_doc(library.workspace.dim)
     assert one[0].doc_id == ten[0].doc_id  # top_k does not change what the query is expanded with
-    cosine = dict(zip(ids.tolist(), (vecs @ query).tolist(), strict=True))
-    assert all(abs(r.score - cosine[r.chunk_id]) < 2e-3 for r in ten)  # float16 storage
-    assert not isinstance(similar, Exception) and similar[0].doc_id == ten[1].doc_id  # itself, then the rest
+    cosine = dict(zip(ids, (vecs @ query).tolist(), strict=True))
+    assert all(abs(r.score - cosine[r.doc_id]) < 2e-3 for r in ten)  # float16 storage
+    assert similar[0].doc_id == ten[1].doc_id  # itself, then the rest
     assert similar[0].match == "same" and len(similar) == 10
+    assert ten[1].doc_id not in {r.doc_id for r in others} and len(others) == 10  # "more like this" leaves it out
 
 
 @pytest.mark.slow  # indexes real photos: the full suite, not the fast tier
@@ -205,12 +211,12 @@ def test_calibration_samples_sparse_ids_and_is_dropped_by_a_reset(indexed, tmp_p
     root, photos = indexed
     ws = tmp_path / "ws"
     shutil.copytree(root / "ws", ws)
-    with Engine.open(ws, for_indexing=False) as engine:
-        store = engine.workspace.store
+    with lookalike.open(Options(workspace=ws), write=False) as library:
+        store = library.workspace.store
         every = store.sample_embeddings(1000, 1280)
         assert len(every) == len(photos)
         assert len(store.sample_embeddings(5, 1280)) == 5
-        engine.calibration()
+        library.searcher.levels.calibration()
     assert (ws / "calibration.json").is_file()
-    with Engine.open(ws, reset=True) as engine:
+    with lookalike.open(Options(workspace=ws), reset=True):
         assert not (ws / "calibration.json").exists()

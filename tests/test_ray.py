@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from raycluster import Cluster, free_port, only_loopback
+
+from bench.raycluster import Cluster, free_port, only_loopback
 
 from conftest import copy_photos, lookalike_cmd, wait_until_ready
 
@@ -119,20 +120,24 @@ def test_the_same_flow_on_ray_indexes_and_finds_what_the_local_runtime_does(
 def test_the_pods_are_actors_spread_over_both_nodes(cluster, album, tmp_path, model_dir):
     import ray
 
-    from lookalike.engine import Engine
+    import lookalike
+    from lookalike import Options, SearchRequest
     from lookalike.flow.ray_runtime import RayRuntime, connect
 
     index_flow, query_flow = _flows(tmp_path, parallel=2, shards=2)
     connect(cluster.address)
     try:
-        from lookalike.flow.runtime import RuntimeChoice
-
-        with Engine.open(
-            tmp_path / "ws", index_flow=index_flow, query_flow=query_flow, runtime=RuntimeChoice("ray", cluster.address)
-        ) as engine:
-            engine.index([album])
-            engine.search([str(sorted(album.rglob("*.png"))[0])], top_k=3)
-            runtime = engine._query_runtime
+        options = Options(
+            workspace=tmp_path / "ws",
+            index_flow=index_flow,
+            query_flow=query_flow,
+            runtime="ray",
+            ray_address=cluster.address,
+        )
+        with lookalike.open(options) as library:
+            library.index([album])
+            library.search(SearchRequest(image=str(sorted(album.rglob("*.png"))[0]), top_k=3))
+            runtime = library.flows.running("query")
             assert isinstance(runtime, RayRuntime)
             placement = runtime.placement()
             # Every replica and shard is its own actor, and they sit on both nodes.

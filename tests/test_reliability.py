@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import copy_photos, lookalike_cmd, wait_until_ready
+from conftest import copy_photos, free_port, lookalike_cmd, wait_until_ready
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -192,12 +191,6 @@ def test_the_readme_lite_recipes_work_as_written(model, tuxpaint, tmp_path):
 # --- one workspace, many processes ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _search_top(base: str, image: Path) -> list[str]:
     with image.open("rb") as f:
         r = httpx.post(f"{base}/api/search", files={"file": (image.name, f, "image/jpeg")}, data={"top_k": "3"})
@@ -221,7 +214,7 @@ def test_serve_index_and_remove_share_one_workspace(read_only, tuxpaint, tmp_pat
     later = copy_photos(tuxpaint, tmp_path / "later", per_class=3, classes=["food/fruit", "space/planets"])
     ws = str(tmp_path / "ws")
     assert run("index", str(tmp_path / "first"), "-w", ws).returncode == 0
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     args = ["serve", "-w", ws, "--port", str(port)] + (["--read-only"] if read_only else [])
     server = subprocess.Popen([*lookalike_cmd(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -22,7 +22,7 @@ from lookalike.document import Document, Request, shard_for
 from lookalike.errors import LookalikeError
 from lookalike.flow.config import load_flow_text
 from lookalike.flow.graph import Flow
-from lookalike.flow.runtime import LocalRuntime
+from lookalike.flow.local_runtime import LocalRuntime
 
 WAIT_S = 10  # a generous bound on any one wait: a bug shows up as a failure, never as a hung suite
 

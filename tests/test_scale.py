@@ -1,7 +1,7 @@
 """Scale: float16 vectors, index types chosen for a budget, background rebuilds, planning in SQL.
 
 The ANN tests use vectors made from real photo embeddings (tuxpaint, encoded by the real model)
-with structured noise (lookalike.synthetic), committed through the workspace's real commit path.
+with structured noise (bench.synthetic), committed through the workspace's real commit path.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.synthetic import RealisticVectors
 from lookalike.document import Chunk, Document, Request, shard_for
 from lookalike.errors import StoreError
-from lookalike.store import docstore
+from lookalike.store import schema
 from lookalike.store.shard_index import ShardIndex
 from lookalike.store.vectors import IndexBudget, IndexSpec, VectorShard, choose_index, exact_limit
-from lookalike.store.workspace import Workspace
-from lookalike.synthetic import RealisticVectors
+from lookalike.store.workspace import Workspace, WorkspaceLayout
 
 from conftest import lookalike_cmd
 
@@ -120,11 +120,11 @@ def test_the_index_type_follows_size_and_budget():
 @pytest.mark.slow  # the real model encodes the photos the vectors start from
 def test_vectors_are_stored_as_float16_and_search_below_the_threshold_is_exact(tmp_path, real_vectors):
     vectors = real_vectors.sample(3000)
-    with Workspace.open(tmp_path / "ws", encoder="e", dim=DIM, shards=2) as ws:
+    with Workspace.open(tmp_path / "ws", WorkspaceLayout(encoder="e", dim=DIM, shards=2)) as ws:
         commit_vectors(ws, vectors, 0)
         shards = [ws.open_shard(i) for i in range(2)]
         assert {s.kind for s in shards} == {"flat"}
-        (blob,) = ws.store._reader.execute("SELECT embedding FROM chunks LIMIT 1").fetchone()
+        (blob,) = ws.store._db.reader.execute("SELECT embedding FROM chunks LIMIT 1").fetchone()
         assert len(blob) == 2 * DIM  # 2,560 bytes a vector on disk, not 5,120
         queries = real_vectors.sample(50)
         ids, stored, _ = ws.store.all_vectors(DIM)
@@ -141,7 +141,7 @@ def test_vectors_are_stored_as_float16_and_search_below_the_threshold_is_exact(t
 def test_a_float32_store_is_converted_and_its_snapshots_rebuilt(tmp_path):
     """Schema migration 3: float32 vectors of an older lookalike become float16, in place."""
     path = tmp_path / "ws"
-    with Workspace.open(path, encoder="e", dim=8, shards=1) as ws:
+    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=8, shards=1)) as ws:
         doc = Document(id="a", uri="/p/a.jpg")
         doc.size = doc.mtime_ns = 1
         doc.chunks = [Chunk(kind="whole", embedding=np.linspace(-1, 1, 8, dtype=np.float32))]
@@ -154,10 +154,10 @@ def test_a_float32_store_is_converted_and_its_snapshots_rebuilt(tmp_path):
     conn.execute("PRAGMA user_version=2")
     conn.commit()
     conn.close()
-    with Workspace.open(path, encoder="e", dim=8, shards=1) as ws:
+    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=8, shards=1)) as ws:
         ids, vectors, _ = ws.store.all_vectors(8)
         np.testing.assert_allclose(vectors[0], np.linspace(-1, 1, 8), atol=1e-3)
-        assert ws.store._reader.execute("PRAGMA user_version").fetchone()[0] == len(docstore.MIGRATIONS)
+        assert ws.store._db.reader.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
         assert ws.verify() == [] and len(ws.open_shard(0)) == 1
 
 
@@ -168,7 +168,7 @@ def test_a_float32_store_is_converted_and_its_snapshots_rebuilt(tmp_path):
 def ann_workspace(tmp_path_factory, real_vectors) -> Path:
     """50,000 realistic vectors in two shards: past the exact limit, so each shard switches to ANN."""
     path = tmp_path_factory.mktemp("scale") / "ws"
-    with Workspace.open(path, encoder="e", dim=DIM, shards=2, index_latency_ms=2.0) as ws:
+    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, shards=2, index_latency_ms=2.0)) as ws:
         commit_vectors(ws, real_vectors.sample(50_000), 0)
         with shard_pods(ws) as shards:
             for shard in shards:
@@ -179,7 +179,7 @@ def ann_workspace(tmp_path_factory, real_vectors) -> Path:
 @pytest.mark.slow
 def test_a_50k_collection_switches_to_ann_and_keeps_recall_after_adds_and_removes(ann_workspace, real_vectors):
     queries = real_vectors.sample(200)  # new vectors, none of them indexed
-    with Workspace.open(ann_workspace, encoder="e", dim=DIM) as ws, shard_pods(ws) as shards:
+    with Workspace.open(ann_workspace, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as shards:
         assert {s.kind for s in shards} == {"ivf-sq8"} and all(s.vectors.mapped for s in shards)
         assert all(s.vectors.info.recall_at_10 >= 0.95 for s in shards)  # as tuned at build, held out
         assert recall(workspace_top(shards, queries), exact_top(ws, queries)) >= 0.95
@@ -199,7 +199,7 @@ def test_a_50k_collection_switches_to_ann_and_keeps_recall_after_adds_and_remove
         assert removed_chunks <= {-1}
         delete_docs(ws, added)
     # Brought forward from the snapshots the pods wrote when they closed.
-    with Workspace.open(ann_workspace, encoder="e", dim=DIM) as ws, shard_pods(ws) as shards:
+    with Workspace.open(ann_workspace, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as shards:
         assert ws.store.count_docs() == 45_000 and ws.verify() == []
         assert recall(workspace_top(shards, queries), exact_top(ws, queries)) >= 0.95
 
@@ -231,7 +231,7 @@ def test_info_reports_the_index_type_its_memory_and_measured_recall(ann_workspac
 
 
 def _small_flat_workspace(path: Path, real_vectors: RealisticVectors, n: int = 2000) -> None:
-    with Workspace.open(path, encoder="e", dim=DIM, shards=1) as ws:
+    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, shards=1)) as ws:
         commit_vectors(ws, real_vectors.sample(n), 0)
         with ws.open_shard(0) as shard:
             assert shard.kind == "flat"
@@ -251,7 +251,10 @@ def test_the_new_index_is_built_in_the_background_while_the_old_one_serves(tmp_p
     monkeypatch.setattr(VectorShard, "build", slow_build)
     queries = real_vectors.sample(20)
     # A tighter latency target: exact search over 2,000 vectors no longer meets it.
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
+    with (
+        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        shard_pods(ws) as (shard,),
+    ):
         assert shard.building and shard.kind == "flat"
         before = workspace_top([shard], queries)
         commit_vectors(ws, real_vectors.sample(100), 2000)  # commits go on meanwhile
@@ -276,13 +279,16 @@ def test_a_commit_racing_the_swap_is_applied_once(tmp_path, real_vectors, monkey
 
     def replay(self, target, since, until=None):
         if threading.current_thread().name.startswith("index-build") and not raced:  # the build's catch-up
-            with Workspace.open(path, encoder="e", dim=DIM) as other:
+            with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM)) as other:
                 commit_vectors(other, real_vectors.sample(50), 5000)
             raced.append(True)
         return real_replay(self, target, since, until)
 
     monkeypatch.setattr(ShardIndex, "_replay", replay)
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
+    with (
+        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        shard_pods(ws) as (shard,),
+    ):
         shard.wait_for_build()
         shard.sync()
         assert raced and shard.kind == "ivf-sq8"
@@ -299,7 +305,10 @@ def test_a_failed_build_leaves_the_old_index_serving_and_says_why(tmp_path, real
         raise RuntimeError("out of memory in k-means")
 
     monkeypatch.setattr(VectorShard, "build", broken)
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
+    with (
+        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        shard_pods(ws) as (shard,),
+    ):
         with pytest.raises(StoreError, match="building the IVF.* index of shard 0 failed: out of memory"):
             shard.wait_for_build()
         assert shard.kind == "flat" and len(shard) == 2000
@@ -314,9 +323,9 @@ def test_a_process_killed_mid_build_leaves_the_old_index_on_disk(tmp_path, real_
     code = (
         "import sys, time\n"
         "from lookalike.store.vectors import VectorShard\n"
-        "from lookalike.store.workspace import Workspace\n"
+        "from lookalike.store.workspace import Workspace, WorkspaceLayout\n"
         "VectorShard.build = classmethod(lambda cls, *a, **k: time.sleep(600))  # stuck in k-means\n"
-        "ws = Workspace.open(sys.argv[1], encoder='e', dim=1280, index_latency_ms=0.5)\n"
+        "ws = Workspace.open(sys.argv[1], WorkspaceLayout(encoder='e', dim=1280, index_latency_ms=0.5))\n"
         "print('building', ws.open_shard(0).building, flush=True)\n"
         "time.sleep(600)\n"
     )
@@ -328,15 +337,21 @@ def test_a_process_killed_mid_build_leaves_the_old_index_on_disk(tmp_path, real_
         proc.wait(30)
     assert (path / "shard-0" / "snapshot.json").read_bytes() == state
     # The old snapshot serves (the killed process remembered its budget: 5 ms again keeps it exact).
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=5.0) as ws, shard_pods(ws) as (shard,):
+    with (
+        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=5.0)) as ws,
+        shard_pods(ws) as (shard,),
+    ):
         assert shard.kind == "flat" and not shard.building and ws.verify() == []
     # The build runs again (the killed holder's build lock died with it).
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
+    with (
+        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        shard_pods(ws) as (shard,),
+    ):
         shard.wait_for_build()
         assert shard.kind == "ivf-sq8" and ws.verify() == []
     # No commit came between: the new index is written at the same generation as the old one.
     assert json.loads((path / "shard-0" / "snapshot.json").read_text())["index"]["kind"] == "ivf-sq8"
-    with Workspace.open(path, encoder="e", dim=DIM) as ws, shard_pods(ws) as (shard,):
+    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as (shard,):
         assert shard.kind == "ivf-sq8" and shard.vectors.mapped
 
 
@@ -346,9 +361,12 @@ def test_a_mapped_index_left_untouched_by_commits_is_saved_and_reopened(tmp_path
     its next snapshot names the file it maps (FAISS would write a mapped index as a stub)."""
     path = tmp_path / "ws"
     _small_flat_workspace(path, real_vectors)
-    with Workspace.open(path, encoder="e", dim=DIM, index_latency_ms=0.5) as ws, shard_pods(ws) as (shard,):
+    with (
+        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        shard_pods(ws) as (shard,),
+    ):
         shard.wait_for_build()
-    with Workspace.open(path, encoder="e", dim=DIM) as ws, shard_pods(ws) as (shard,):
+    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as (shard,):
         assert shard.vectors.mapped
         doc = Document(id="no-vectors", uri="/synthetic/none.jpg")
         doc.size = doc.mtime_ns = 1
@@ -357,7 +375,7 @@ def test_a_mapped_index_left_untouched_by_commits_is_saved_and_reopened(tmp_path
         ws.commit(req)
         shard.sync()
         assert shard.vectors.mapped  # nothing to add: still mapped when flushed
-    with Workspace.open(path, encoder="e", dim=DIM) as ws, shard_pods(ws) as (shard,):
+    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as (shard,):
         assert shard.kind == "ivf-sq8" and len(shard) == 2000 and ws.verify() == []
         assert ws.store.generation == json.loads((path / "shard-0" / "snapshot.json").read_text())["generation"]
 
@@ -366,7 +384,7 @@ def test_a_mapped_index_left_untouched_by_commits_is_saved_and_reopened(tmp_path
 
 
 def test_documents_under_a_root_are_a_prefix_range_not_a_scan(tmp_path):
-    with Workspace.open(tmp_path / "ws", encoder="e", dim=8, shards=1) as ws:
+    with Workspace.open(tmp_path / "ws", WorkspaceLayout(encoder="e", dim=8, shards=1)) as ws:
         paths = ["/p/a.jpg", "/p/sub/b.jpg", "/p2/c.jpg", "/p-x/d.jpg", "/q/p/e.jpg", os.fsdecode(b"/p/\xe9.jpg")]
         req = Request("index", [])
         for n, uri in enumerate(paths):
@@ -381,39 +399,42 @@ def test_documents_under_a_root_are_a_prefix_range_not_a_scan(tmp_path):
         assert len(list(ws.store.docs_under(["/"]))) == len(paths)
         many = [f"/p/file-{i}.jpg" for i in range(3000)] + ["/p2", "/p"]  # `index dir/*.jpg`: a root a file
         assert len(ws.store.docs_under(many)) == 4  # /p (3) and /p2 (1); the 3,000 roots add none
-        plan = ws.store._reader.execute(
+        plan = ws.store._db.reader.execute(
             "EXPLAIN QUERY PLAN SELECT id FROM docs WHERE uri >= ? AND uri < ?", (b"/p/", b"/p0")
         ).fetchall()
         assert any("USING INDEX" in str(row[-1]) or "USING COVERING INDEX" in str(row[-1]) for row in plan)
 
 
 def test_a_no_op_reindex_never_loads_the_docs_table(tmp_path, monkeypatch):
-    from lookalike.engine import Engine
+    import lookalike
+    from lookalike import IndexRequest, Options
 
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(30):
         (folder / f"{i}.png").write_bytes(b"not decoded")  # planning only: nothing is read
     tiny = Path(__file__).parent / "fixtures" / "tiny"
-    with Engine.open(tmp_path / "ws", index_flow=tiny / "index.yml", query_flow=tiny / "query.yml") as engine:
-        first = engine.plan([folder])
+    options = Options(workspace=tmp_path / "ws", index_flow=tiny / "index.yml", query_flow=tiny / "query.yml")
+    request = IndexRequest((str(folder),))
+    with lookalike.open(options) as library:
+        first = library.indexer.plan(request)
         assert len(first.todo) == 30
-        store = engine.workspace.store
+        store = library.workspace.store
         req = Request("index", [])
         for f in first.todo[:20]:
             doc = Document.from_path(f.path)
             doc.size, doc.mtime_ns = f.size, f.mtime_ns
             req.docs.append(doc)
             req.staged.doc_ids.append(doc.id)
-        engine.workspace.commit(req)
+        library.workspace.commit(req)
         (folder / "0.png").unlink()
         monkeypatch.setattr(type(store), "iter_docs", lambda self: pytest.fail("read every document"))
         monkeypatch.setattr(type(store), "docs_by_uri", lambda self: pytest.fail("read every document"))
-        again = engine.plan([folder])
+        again = library.indexer.plan(request)
         assert again.unchanged == 19 and len(again.todo) == 10 and len(again.removed) == 1
-        assert engine.remove([folder / "sub-folder-that-is-not-there", folder / "1.png"]) == 1
+        assert library.remove([folder / "sub-folder-that-is-not-there", folder / "1.png"]) == 1
         started = time.perf_counter()
-        assert engine.plan([folder]).unchanged == 18
+        assert library.indexer.plan(request).unchanged == 18
         assert time.perf_counter() - started < 10
 
 

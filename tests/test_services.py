@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -19,16 +18,10 @@ from lookalike.document import Chunk, Document, Match, Request, Result
 from lookalike.errors import BadInput
 from lookalike.wire import decode, encode
 
-from conftest import copy_photos, lookalike_cmd, wait_until_ready
+from conftest import copy_photos, free_port, lookalike_cmd, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).parent / "fixtures" / "tiny"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the wire format -------------------------------------------------------------------------------

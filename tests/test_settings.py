@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from lookalike.settings import SETTINGS, markdown_table, setting
 
 from conftest import REPO
@@ -30,8 +32,12 @@ def test_the_cli_takes_its_defaults_and_help_from_the_settings():
         assert s.flag in text and s.env in text and s.help[1:] in text
         assert f"default: {s.default}" in text
     from lookalike.server.schemas import SearchBody
+    from lookalike.settings import Options
 
-    assert SearchBody.model_fields["top_k"].default == int(setting("LOOKALIKE_TOP_K").default)
+    # The API's default is the server's own top_k (its options: the variable, else the table's default).
+    assert SearchBody.model_fields["top_k"].default is None
+    assert Options().top_k == int(setting("LOOKALIKE_TOP_K").default)
+    assert "LOOKALIKE_TOP_K" in (SearchBody.model_fields["top_k"].description or "")
 
 
 def test_every_environment_variable_the_code_reads_is_a_setting():
@@ -39,6 +45,25 @@ def test_every_environment_variable_the_code_reads_is_a_setting():
     for path in [*(REPO / "lookalike").rglob("*.py"), *(REPO / "lookalike").rglob("*.yml")]:
         used |= set(re.findall(r"LOOKALIKE_[A-Z0-9_]+", path.read_text()))
     assert used == {s.env for s in SETTINGS}
+
+
+def test_options_take_flags_then_variables_then_defaults(monkeypatch):
+    from lookalike.errors import ConfigError
+    from lookalike.settings import Options
+
+    monkeypatch.setenv("LOOKALIKE_TOP_K", "7")
+    monkeypatch.setenv("LOOKALIKE_INDEX_MEMORY", "512MB")
+    monkeypatch.delenv("LOOKALIKE_MAX_BATCH", raising=False)
+    options = Options.from_env(top_k=3)
+    assert (options.top_k, options.index_memory, options.max_batch) == (3, 512 << 20, 16)
+    assert Options.from_env().top_k == 7 and Options().top_k == 10  # a plain Options reads no variable
+    assert Options.from_env(ray_address="127.0.0.1:6379").runtime == "ray"
+    monkeypatch.setenv("LOOKALIKE_TOP_K", "lots")
+    with pytest.raises(ConfigError, match="LOOKALIKE_TOP_K='lots' is not a whole number"):
+        Options.from_env()
+    monkeypatch.setenv("LOOKALIKE_TOP_K", "5000")
+    with pytest.raises(ConfigError, match="LOOKALIKE_TOP_K=5000 is out of range 1..1000"):
+        Options.from_env()
 
 
 def test_settings_lists_values_in_effect_and_never_the_token():

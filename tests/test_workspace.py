@@ -13,7 +13,7 @@ import pytest
 from lookalike.document import Chunk, Document, Request, shard_for
 from lookalike.errors import StoreError
 from lookalike.store.shard_index import ShardIndex
-from lookalike.store.workspace import Workspace
+from lookalike.store.workspace import Workspace, WorkspaceLayout
 
 DIM = 8
 ENC = "test-encoder:1"
@@ -68,11 +68,11 @@ class _WorkspaceWithPods(Workspace):
             super().close()
 
 
-def _open(path, **kw) -> _WorkspaceWithPods:
-    kw.setdefault("encoder", ENC)
-    kw.setdefault("dim", DIM)
-    kw.setdefault("shards", 2)
-    ws = _WorkspaceWithPods.open(path, **kw)
+def _open(path, *, writer: bool = True, reset: bool = False, **layout) -> _WorkspaceWithPods:
+    layout.setdefault("encoder", ENC)
+    layout.setdefault("dim", DIM)
+    layout.setdefault("shards", 2)
+    ws = _WorkspaceWithPods.open(path, WorkspaceLayout(**layout), writer=writer, reset=reset)
     assert isinstance(ws, _WorkspaceWithPods)
     return ws
 
@@ -255,7 +255,7 @@ def test_a_format_1_workspace_is_migrated(tmp_path):
     """Text paths become bytes, and the roots move from the manifest into the doc store."""
     import sqlite3
 
-    from lookalike.store.docstore import MIGRATIONS
+    from lookalike.store.schema import MIGRATIONS
 
     path = tmp_path / "ws"
     path.mkdir()
@@ -348,11 +348,12 @@ def test_a_torn_snapshot_is_refused_not_replayed_into_duplicates(tmp_path):
 
 
 def test_a_damaged_manifest_is_an_error_that_says_how_to_repair_it(tmp_path):
-    from lookalike.engine import Engine
+    import lookalike
+    from lookalike import Options
 
     path = tmp_path / "ws"
     _open(path).close()
     (path / "manifest.json").write_text('{"format_version": 1, "enc')  # cut short
-    for opening in (lambda: _open(path), lambda: Engine.open(path, for_indexing=False)):
+    for opening in (lambda: _open(path), lambda: lookalike.open(Options(workspace=path), write=False)):
         with pytest.raises(StoreError, match=r"manifest.json is damaged .*restore it from a backup"):
             opening()

@@ -21,7 +21,7 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lookalike.document import REQUEST_KINDS, Request, RequestKind
 from lookalike.errors import ConfigError
+from lookalike.settings import Options
 
 if TYPE_CHECKING:
     from lookalike.store.workspace import Workspace
@@ -68,6 +69,8 @@ class ExecutorContext:
     shards: int = 1
     threads: int = 1  # this replica's share of the cores, for thread pools such as onnxruntime's
     workspace: Workspace | None = None
+    # What the executor is told (the model and dataset caches, ...): the flow's options.
+    options: Options = field(default_factory=Options.from_env)
     # Set before close() when the run is being abandoned (interrupted, or stopped by a store error):
     # close quickly, without finishing work such as building and snapshotting an index.
     aborting: bool = False
@@ -201,6 +204,7 @@ BUILTINS: dict[str, str] = {
     "ImageReader": "lookalike.executors.loader",
     "ImageNormalizer": "lookalike.executors.crafters",
     "ImageEncoder": "lookalike.executors.encoders",
+    "ColorHistogramEncoder": "lookalike.executors.histogram",
     "VectorIndexer": "lookalike.executors.indexers",
     "DocIndexer": "lookalike.executors.indexers",
     "BestChunkRanker": "lookalike.executors.rankers",

@@ -37,9 +37,9 @@ def is_container(uses: str | None) -> bool:
     return uses is not None and uses.startswith(SCHEMES)
 
 
-def engine_for(uses: str, pod: str) -> str:
-    """The container engine executable: LOOKALIKE_CONTAINER_ENGINE, else docker or podman on PATH."""
-    chosen = os.environ.get("LOOKALIKE_CONTAINER_ENGINE")
+def engine_for(uses: str, pod: str, chosen: str | None = None) -> str:
+    """The container engine executable: ``chosen`` (LOOKALIKE_CONTAINER_ENGINE), else docker or
+    podman on PATH."""
     if chosen:
         found = shutil.which(chosen)
         if found is None:
@@ -139,7 +139,8 @@ class Container:
 class ContainerSet:
     """The containers a flow started; stopped together (the flow closes, or fails to build)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: str | None = None) -> None:
+        self.engine = engine  # the chosen engine (LOOKALIKE_CONTAINER_ENGINE), else found on PATH
         self.label = uuid.uuid4().hex[:12]
         self.containers: list[Container] = []
 
@@ -147,7 +148,7 @@ class ContainerSet:
         self, pod: str, uses: str, replicas: int, with_: dict[str, Any], env: dict[str, str], timeout_ready: float
     ) -> list[str]:
         """Start ``replicas`` containers of ``uses``'s image for pod ``pod``; their addresses."""
-        engine = engine_for(uses, pod)
+        engine = engine_for(uses, pod, self.engine)
         image = uses.split("://", 1)[1]
         started = []
         for replica in range(replicas):

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from lookalike.descriptors import DEFAULT_POOLING, Pooling
 from lookalike.document import Document
 from lookalike.executors.base import Executor, Preprocessing, requests
-from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, ensure_onnx, get_variant
+from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, get_variant, model_identity
 from lookalike.models.encoder import MODEL_BATCH, EfficientNetEncoder, pooled_fingerprint
 from lookalike.models.imagenet import tags
 
@@ -31,13 +31,16 @@ class ImageEncoder(Executor):
     params: Params
 
     def open(self) -> None:
-        get_variant(self.params.model)  # a bad name fails before anything heavy happens
+        # Cheap: the model is built or loaded on its first batch (a bad name fails here, at once).
+        options = self.context.options
         self.model = EfficientNetEncoder(
             self.params.model,
             threads=self.params.threads or self.context.threads,
             batch_size=self.params.batch_size,
             pooling=self.params.pooling,
             spin=self.params.spin,
+            cache_dir=options.model_cache,
+            data_dir=options.dataset_cache,
         )
 
     @classmethod
@@ -52,7 +55,7 @@ class ImageEncoder(Executor):
     @classmethod
     def fingerprint_of(cls, params: BaseModel) -> str | None:
         assert isinstance(params, cls.Params)
-        return pooled_fingerprint(ensure_onnx(params.model).fingerprint, params.pooling)
+        return pooled_fingerprint(model_identity(params.model), params.pooling)
 
     @requests(on=["index", "search"])
     def encode(self, docs: list[Document]) -> None:

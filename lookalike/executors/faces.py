@@ -57,7 +57,7 @@ class FaceDetector(Executor):
     params: Params
 
     def open(self) -> None:
-        self.model = FaceModel(detection=True)
+        self.model = FaceModel()  # its parts load on first use (the detector takes ~0.6 s)
 
     @requests(on="index")
     def detect_all(self, docs: list[Document]) -> None:
@@ -160,7 +160,7 @@ class FaceEncoder(Executor):
     params: Params
 
     def open(self) -> None:
-        self.model = FaceModel(description=True)
+        self.model = FaceModel()  # the descriptor loads on first use
 
     @classmethod
     def fingerprint_of(cls, params: BaseModel) -> str | None:

@@ -17,16 +17,23 @@ stay in the flow's process.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
 
-from lookalike import __version__
 from lookalike.document import Request, StagedWrites
 from lookalike.errors import POD_FAILURE, BadInput, ClusterError, ConfigError
 from lookalike.executors.base import Executor, Preprocessing
+from lookalike.version import __version__
 from lookalike.wire import CONTENT_TYPE, decode, encode
+
+if TYPE_CHECKING:
+    from starlette.requests import Request as HttpRequest
+    from starlette.responses import Response
 
 # A request that could not be sent (no connection: the service restarting, say) is tried again
 # this often, with this pause growing each time. One that reached the service is never repeated.
@@ -58,68 +65,81 @@ def handshake(executor: Executor, uses: str) -> dict[str, Any]:
     }
 
 
-def create_service_app(executor: Executor, uses: str) -> Any:
-    """The ASGI app serving ``executor`` (opened on startup, closed on shutdown)."""
-    import threading
-    from contextlib import asynccontextmanager
+class _ServedExecutor:
+    """What a service's routes share: its executor, the handshake and whether it is open. Requests
+    run one at a time, because an executor is not thread-safe (a pod scales by replicas instead)."""
 
-    from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request as HttpRequest
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
-
-    state = {"ready": False}
-    lock = threading.Lock()  # one request at a time: an executor is not thread-safe (add replicas)
-    info = handshake(executor, uses)
+    def __init__(self, executor: Executor, uses: str):
+        self.executor = executor
+        self.info = handshake(executor, uses)
+        self.ready = False
+        self.lock = threading.Lock()
 
     @asynccontextmanager
-    async def lifespan(app: Any):
-        await run_in_threadpool(executor.open)
-        state["ready"] = True
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        from starlette.concurrency import run_in_threadpool
+
+        await run_in_threadpool(self.executor.open)
+        self.ready = True
         try:
             yield
         finally:
-            state["ready"] = False
-            await run_in_threadpool(executor.close)
+            self.ready = False
+            await run_in_threadpool(self.executor.close)
 
-    async def healthz(request: HttpRequest) -> Response:
+    async def healthz(self, request: HttpRequest) -> Response:
+        from starlette.responses import JSONResponse
+
         return JSONResponse({"ok": True})
 
-    async def readyz(request: HttpRequest) -> Response:
-        return JSONResponse({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+    async def readyz(self, request: HttpRequest) -> Response:
+        from starlette.responses import JSONResponse
 
-    async def describe(request: HttpRequest) -> Response:
-        return JSONResponse(info)
+        return JSONResponse({"ready": self.ready}, status_code=200 if self.ready else 503)
 
-    def run(frame: bytes) -> bytes:
+    async def describe(self, request: HttpRequest) -> Response:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self.info)
+
+    def run(self, frame: bytes) -> bytes:
         req = decode(frame)
-        with lock:
-            executor.handle(req)  # the flow's runtime turns an exception into per-document failures
+        with self.lock:
+            self.executor.handle(req)  # the flow's runtime turns an exception into per-document failures
         return encode(req)
 
-    async def handle(request: HttpRequest) -> Response:
+    async def handle(self, request: HttpRequest) -> Response:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse, Response
+
         length = int(request.headers.get("content-length") or 0)
         if length > MAX_FRAME_BYTES:
             message = f"a request of {length} bytes; at most {MAX_FRAME_BYTES} are read"
             return JSONResponse({"error": {"type": "BadInput", "message": message}}, status_code=413)
         body = await request.body()
         try:
-            out = await run_in_threadpool(run, body)
+            out = await run_in_threadpool(self.run, body)
         except BadInput as e:
             return JSONResponse({"error": {"type": "BadInput", "message": _line(e)}}, status_code=400)
         except Exception as e:  # noqa: BLE001 - the executor's failure, reported to the flow that sent it
             return JSONResponse({"error": {"type": type(e).__name__, "message": _line(e)}}, status_code=500)
         return Response(out, media_type=CONTENT_TYPE)
 
+
+def create_service_app(executor: Executor, uses: str) -> Any:
+    """The ASGI app serving ``executor`` (opened on startup, closed on shutdown)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    served = _ServedExecutor(executor, uses)
     return Starlette(
         routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/info", describe),
-            Route("/handle", handle, methods=["POST"]),
+            Route("/healthz", served.healthz),
+            Route("/readyz", served.readyz),
+            Route("/info", served.describe),
+            Route("/handle", served.handle, methods=["POST"]),
         ],
-        lifespan=lifespan,
+        lifespan=served.lifespan,
     )
 
 

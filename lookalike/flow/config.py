@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from lookalike.errors import ConfigError
+from lookalike.settings import ambient_environment
 
 KeyPath = tuple[str | int, ...]
 
@@ -250,7 +251,7 @@ def load_flow_text(text: str, file: str = "<flow>", base_dir: Path | None = None
     data, source = parse_yaml(text, file)
     if not isinstance(data, dict):
         raise source.error((), "a flow file must be a mapping with a 'pods:' key")
-    data = _substitute(data, (), dict(os.environ) if env is None else env, source)
+    data = _substitute(data, (), ambient_environment() if env is None else env, source)
     try:
         config = FlowConfig.model_validate(data)
     except ValidationError as e:

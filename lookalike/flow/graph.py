@@ -1,4 +1,8 @@
-"""A flow as a validated DAG of pods, each with its executor class resolved and parameters checked."""
+"""A flow as a validated DAG of pods, each with its executor class resolved and parameters checked.
+
+What a pod's ``uses:`` names is worked out in :mod:`lookalike.flow.resolver`; pictures of a flow
+(text, Mermaid, dot) are drawn by :mod:`lookalike.flow.render`.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +10,16 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 
 from lookalike.errors import ConfigError, LookalikeError
-from lookalike.executors.base import BUILTINS, MERGE, Executor, builtin, is_builtin, load_py_module
-from lookalike.flow.config import (
-    LoadedFlow,
-    PodConfig,
-    StrList,
-    load_flow,
-    load_flow_text,
-    parse_yaml,
-    validation_error,
-)
+from lookalike.executors.base import MERGE, Executor
+from lookalike.flow.config import LoadedFlow, PodConfig, load_flow, load_flow_text
+from lookalike.flow.resolver import ExecutorResolver
+from lookalike.settings import Options
 
 GATEWAY = "gateway"  # `needs: gateway` marks a pod that takes the flow's input directly
-
-
-class _ExecutorFile(BaseModel):
-    """An executor YAML file named by `uses: some.yml`."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    uses: str
-    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
-    py_modules: StrList = Field(default_factory=list)
 
 
 @dataclass
@@ -60,15 +48,23 @@ class Flow:
     """A validated DAG of pods. A flow with container pods (``uses: docker://IMAGE``) starts their
     containers as it is built: :meth:`close` it (or use ``with``) to stop them."""
 
-    def __init__(self, loaded: LoadedFlow, name: str | None = None, *, start_containers: bool = True):
+    def __init__(
+        self,
+        loaded: LoadedFlow,
+        name: str | None = None,
+        *,
+        start_containers: bool = True,
+        options: Options | None = None,
+    ):
         from lookalike.executors.containers import ContainerSet
 
         self.loaded = loaded
         self.name = name or Path(loaded.source.file).stem
+        self.options = options or Options.from_env()  # what its executors are told (the model cache, ...)
         self.prefetch = loaded.config.prefetch
         self.pods: dict[str, Pod] = {}
-        self.containers = ContainerSet()
-        self._start_containers = start_containers
+        self.containers = ContainerSet(self.options.container_engine)
+        self._resolver = ExecutorResolver(loaded, self.containers, start_containers=start_containers)
         try:
             self._build()
         except BaseException:
@@ -102,7 +98,7 @@ class Flow:
                     if n not in self.pods:
                         where = "not defined above" if n in loaded.config.pods else "not a pod of this flow"
                         raise src.error(("pods", pod_name, "needs"), f"'{n}' is {where} (pods: {', '.join(self.pods)})")
-            cls, params = self._resolve(pod_name, cfg)
+            cls, params = self._resolver.resolve(pod_name, cfg)
             if len(cfg.addresses) > 1:  # one replica per service (a container pod has one a replica)
                 cfg = cfg.model_copy(update={"parallel": len(cfg.addresses)})
             self.pods[pod_name] = Pod(pod_name, cfg, cls, params, needs)
@@ -140,108 +136,6 @@ class Flow:
                     raise self.loaded.source.error(("pods", pod.name, "with", "size"), str(e)) from e
                 return
             frontier.extend(down.downstream)
-
-    def _resolve(self, pod_name: str, cfg: PodConfig) -> tuple[type[Executor], BaseModel]:
-        from lookalike.executors.containers import is_container
-
-        if cfg.addresses:
-            return self._resolve_service(pod_name, cfg, cfg.addresses)
-        if is_container(cfg.uses):
-            return self._resolve_container(pod_name, cfg)
-        src = self.loaded.source
-        assert cfg.uses is not None  # PodConfig requires it without host/hosts
-        uses, with_, modules, base = cfg.uses, dict(cfg.with_), list(cfg.py_modules), self.loaded.base_dir
-        if uses.endswith((".yml", ".yaml")):
-            path = (base / uses).resolve()
-            try:
-                text = path.read_text("utf-8")
-            except OSError as e:
-                raise src.error(("pods", pod_name, "uses"), f"cannot read executor file {path}: {e}") from e
-            data, file_src = parse_yaml(text, str(path))
-            try:
-                spec = _ExecutorFile.model_validate(data)
-            except ValidationError as e:
-                raise validation_error(e, file_src) from e
-            if spec.uses.endswith((".yml", ".yaml")):
-                raise file_src.error(("uses",), "an executor file must name a class, not another file")
-            uses, with_ = spec.uses, {**spec.with_, **with_}
-            modules = [str((path.parent / m).resolve()) for m in spec.py_modules] + modules
-        cls = self._find_class(pod_name, uses, modules, base)
-        try:
-            params = cls.Params.model_validate(with_)
-        except ValidationError as e:
-            raise validation_error(e, src, ("pods", pod_name, "with")) from e
-        return cls, params
-
-    def _resolve_container(self, pod_name: str, cfg: PodConfig) -> tuple[type[Executor], BaseModel]:
-        """A pod from a container image: one container a replica, then called as a service."""
-        from lookalike.executors.service import RemoteExecutor
-
-        assert cfg.uses is not None
-        if cfg.py_modules:
-            raise self.loaded.source.error(("pods", pod_name, "py_modules"), "a container image brings its own code")
-        if not self._start_containers:  # described, not run (`lookalike flow show`)
-            return RemoteExecutor, RemoteExecutor.Params()
-        addresses = self.containers.start(
-            pod_name, cfg.uses, cfg.parallel, dict(cfg.with_), dict(cfg.env), cfg.timeout_ready
-        )
-        return self._resolve_service(pod_name, cfg, addresses, with_given=False)
-
-    def _resolve_service(
-        self, pod_name: str, cfg: PodConfig, addresses: list[str], with_given: bool = True
-    ) -> tuple[type[Executor], BaseModel]:
-        """A pod whose executor runs as a service: its facts come from the service's handshake (all
-        its services must run the same executor with the same parameters)."""
-        from lookalike.executors.containers import is_container
-        from lookalike.executors.service import fetch_handshake, remote_executor
-
-        src = self.loaded.source
-        if with_given and (cfg.with_ or cfg.py_modules):
-            key = "with" if cfg.with_ else "py_modules"
-            raise src.error(
-                ("pods", pod_name, key),
-                f"a pod served elsewhere takes its {key} from its service (`lookalike executor serve --{key}`)",
-            )
-        infos = [fetch_handshake(pod_name, address) for address in addresses]
-        first = infos[0]
-        for address, info in zip(addresses[1:], infos[1:], strict=True):
-            same = ("class", "with", "fingerprint")
-            if [info[k] for k in same] != [first[k] for k in same]:
-                raise src.error(
-                    ("pods", pod_name, "hosts"),
-                    f"the service at {address} runs {info['class']} {info['with']}, the first runs "
-                    f"{first['class']} {first['with']}: a pod's services must be the same",
-                )
-        if cfg.uses is not None and not is_container(cfg.uses) and cfg.uses not in (first["uses"], first["class"]):
-            raise src.error(
-                ("pods", pod_name, "uses"),
-                f"the service at {addresses[0]} runs {first['uses']}, not {cfg.uses}",
-            )
-        cls = remote_executor(pod_name, first, addresses, cfg.timeout)
-        return cls, cls.Params()
-
-    def _find_class(self, pod_name: str, uses: str, modules: list[str], base: Path) -> type[Executor]:
-        src = self.loaded.source
-        found: dict[str, type[Executor]] = {}
-        for m in modules:
-            try:
-                found.update(load_py_module((base / m).resolve()))
-            except ConfigError as e:
-                raise src.error(("pods", pod_name, "py_modules"), str(e)) from e
-        if uses in found:
-            return found[uses]
-        if is_builtin(uses):
-            return builtin(uses)
-        hint = (
-            f"; {', '.join(modules)} define{'s' if len(modules) == 1 else ''}: {', '.join(found) or 'none'}"
-            if modules
-            else ""
-        )
-        raise src.error(
-            ("pods", pod_name, "uses"),
-            f"unknown executor '{uses}'. Built-ins: {', '.join(b for b in BUILTINS)}; "
-            f"for your own class add py_modules: your_file.py{hint}",
-        )
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -303,77 +197,21 @@ class Flow:
     def file(self) -> str:
         return self.loaded.source.file
 
-    # --- rendering ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _scale(pod: Pod) -> str:
-        bits = []
-        if pod.config.parallel > 1:
-            bits.append(f"x{pod.config.parallel} replicas")
-        if pod.config.shards > 1:
-            bits.append(f"{pod.config.shards} shards, polling {pod.config.polling}")
-        return ", ".join(bits)
-
-    def describe(self) -> str:
-        """The DAG as text: one pod a line, with its executor, scale and inputs."""
-        width = max(len(n) for n in self.pods)
-        uses_w = max(len(p.uses) for p in self.pods.values())
-        lines = [f"{self.file}  (prefetch {self.prefetch})"]
-        for pod in self.pods.values():
-            inputs = ", ".join(pod.needs) or GATEWAY
-            scale = self._scale(pod)
-            lines.append(
-                f"  {pod.name:<{width}}  {pod.uses:<{uses_w}}  <- {inputs}" + (f"  [{scale}]" if scale else "")
-            )
-        lines.append(f"  result <- {self.sink}")
-        return "\n".join(lines)
-
-    def mermaid(self) -> str:
-        lines = ["flowchart LR", f"  {GATEWAY}([input])"]
-        for pod in self.pods.values():
-            scale = self._scale(pod)
-            label = f"{pod.name}<br/>{pod.uses}" + (f"<br/>{scale}" if scale else "")
-            shape = f'{{{{"{label}"}}}}' if pod.is_merge else f'["{label}"]'
-            lines.append(f"  {pod.name}{shape}")
-        for pod in self.pods.values():
-            for n in pod.needs or [GATEWAY]:
-                lines.append(f"  {n} --> {pod.name}")
-        lines.append(f"  {self.sink} --> result([result])")
-        return "\n".join(lines) + "\n"
-
-    def dot(self) -> str:
-        lines = [
-            "digraph flow {",
-            "  rankdir=LR;",
-            '  node [shape=box, fontname="Helvetica"];',
-            f'  {GATEWAY} [label="input", shape=oval];',
-            '  result [label="result", shape=oval];',
-        ]
-        for pod in self.pods.values():
-            scale = self._scale(pod)
-            label = f"{pod.name}\\n{pod.uses}" + (f"\\n{scale}" if scale else "")
-            shape = (
-                "diamond" if pod.is_merge else ("box3d" if pod.config.parallel > 1 or pod.config.shards > 1 else "box")
-            )
-            lines.append(f'  "{pod.name}" [label="{label}", shape={shape}];')
-        for pod in self.pods.values():
-            for n in pod.needs or [GATEWAY]:
-                lines.append(f'  "{n}" -> "{pod.name}";')
-        lines.append(f'  "{self.sink}" -> result;')
-        lines.append("}")
-        return "\n".join(lines) + "\n"
-
 
 def builtin_flow_path(name: str) -> Path:
     return Path(str(resources.files("lookalike.flows").joinpath(f"{name}.yml")))
 
 
 def open_flow(
-    spec: str | os.PathLike | None, default: str, env: dict[str, str] | None = None, *, start_containers: bool = True
+    spec: str | os.PathLike | None, default: str, options: Options | None = None, *, start_containers: bool = True
 ) -> Flow:
-    """A flow from a file path, or the built-in ``default`` ("index" or "query") when ``spec`` is None.
+    """A flow from a file path, or the built-in ``default`` ("index" or "query") when ``spec`` is None;
+    its ``${VAR}`` come from ``options`` (the environment, with its settings over it).
     ``start_containers=False``: container pods are described, not started (`lookalike flow show`)."""
+    options = options or Options.from_env()
+    env = options.flow_variables()
     if spec is None:
         path = builtin_flow_path(default)
-        return Flow(load_flow_text(path.read_text("utf-8"), f"<built-in {default}.yml>", path.parent, env), default)
-    return Flow(load_flow(spec, env), start_containers=start_containers)
+        loaded = load_flow_text(path.read_text("utf-8"), f"<built-in {default}.yml>", path.parent, env)
+        return Flow(loaded, default, options=options)
+    return Flow(load_flow(spec, env), start_containers=start_containers, options=options)

@@ -3,11 +3,16 @@
 The driver (the `lookalike` process) keeps the flow's routing, joins, shard merges and the
 ``prefetch`` bound (:class:`lookalike.flow.runtime.Runtime`); the actors do the work:
 
-- Every replica of every shard of a pod is one :class:`LookalikePod` actor, placed by Ray with the
-  pod's ``resources`` (``num_cpus``, ``num_gpus``, ``memory``) and spread over the nodes. It gets a
-  factory, never a live object: the flow's text, and the pod's name, shard and replica. It builds
-  its own executor and, for the pods that keep state (the shard pods and the doc indexer), opens
-  the workspace itself, by its path.
+- Every replica of every shard of a pod is one :class:`LookalikePod` actor, with the pod's
+  ``resources`` (``num_cpus``, ``num_gpus``, ``memory``). The pods that open the workspace run on
+  the driver's node; the others' actors are dealt round-robin over the alive nodes big enough for
+  them (by node id, starting after the driver's node), each with a soft node affinity, so Ray
+  places it elsewhere only if that node dies or cannot take it (one that reserves nothing, the
+  default, reserves a token MiB of memory: Ray ignores the affinity of an actor that reserves
+  nothing); a pod with
+  ``custom`` resources is placed by Ray (``SPREAD``). It gets a factory, never a live object: the
+  flow's text, and the pod's name, shard and replica. It builds its own executor and, for the pods
+  that keep state (the shard pods and the doc indexer), opens the workspace itself, by its path.
 - ``parallel`` replicas share a pod's load: a request goes to the replica with the fewest in flight.
 - Requests travel as pickles, so arrays go as raw bytes (pickle protocol 5), never as JSON lists.
 - Data movement: a loader reads the files where it runs, so image folders and the workspace must
@@ -26,6 +31,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -40,6 +46,7 @@ from lookalike.executors.base import Executor, ExecutorContext
 from lookalike.flow.config import load_flow_text
 from lookalike.flow.graph import Flow, Pod
 from lookalike.flow.runtime import Runtime, open_failure, run_handler
+from lookalike.settings import Options, quiet_ray_usage_stats, ray_variables
 from lookalike.store.workspace import Workspace
 
 # How often Ray restarts a dead actor, and retries the requests it had, before the run gives up on
@@ -69,6 +76,7 @@ class PodSpec:
     flow_file: str
     base_dir: str
     env: dict[str, str]  # the driver's environment, for the flow's ${VAR} substitution
+    options: Options  # the driver's options (the model cache, ...), for the pod's executor
     vector_shards: int | None  # the workspace's shard count (a query flow's shard pods follow it)
     pod: str
     shard: int
@@ -103,7 +111,8 @@ class LookalikePod:
             return self.error
         spec = self.spec
         try:
-            flow = Flow(load_flow_text(spec.flow_text, spec.flow_file, Path(spec.base_dir), spec.env))
+            loaded = load_flow_text(spec.flow_text, spec.flow_file, Path(spec.base_dir), spec.env)
+            flow = Flow(loaded, options=spec.options)
             if spec.vector_shards is not None:
                 flow.set_vector_shards(spec.vector_shards)
             self.pod = flow.pods[spec.pod]
@@ -118,6 +127,7 @@ class LookalikePod:
                 shards=self.pod.config.shards,
                 threads=spec.threads,
                 workspace=self.workspace,
+                options=spec.options,
             )
             executor = cls(self.pod.params, context)
             executor.open()
@@ -184,7 +194,7 @@ def connect(address: str | None) -> None:
     ray = _ray()
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_ray_usage_stats()
     if address is not None:
         _check_reachable(address)
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
@@ -249,7 +259,8 @@ class RayRuntime(Runtime):
             flow_text=loaded.text,
             flow_file=loaded.source.file,
             base_dir=str(loaded.base_dir),
-            env={name: os.environ[name] for name in _referenced(loaded.text) if name in os.environ},
+            env={k: v for k, v in self.flow.options.flow_variables().items() if k in _referenced(loaded.text)},
+            options=self.flow.options,
             vector_shards=ws.n_shards_configured if ws is not None else None,
             pod=pod.name,
             shard=shard,
@@ -298,43 +309,60 @@ class RayRuntime(Runtime):
         return self
 
     def _create_actors(self, ray: Any) -> None:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         actor_class = ray.remote(LookalikePod)
-        # The actors' environment: lookalike's settings (the model cache, say), never its token.
-        env = {k: v for k, v in os.environ.items() if k.startswith("LOOKALIKE_") and k != "LOOKALIKE_TOKEN"}
-        env["RAY_USAGE_STATS_ENABLED"] = os.environ.get("RAY_USAGE_STATS_ENABLED", "0")
         here = ray.get_runtime_context().get_node_id()
+        # Ray's SPREAD is best effort (it has put every actor on one node), so the stateless pods are
+        # dealt out here instead; the node after the driver's comes first, so that even two actors
+        # use two nodes.
+        deal = _Deal(_round_robin_order(_alive_node_resources(ray), here))
         for pod in self.flow.pods.values():
             if pod.is_merge:
                 continue
-            res = pod.config.resources
-            # SQLite's WAL needs every process that opens docs.sqlite on one host: the pods that
-            # open the workspace run on this node unless `resources.custom` places them.
-            opens_workspace = pod.executor.stores_vectors or pod.executor.stores_documents
-            strategy: Any = "SPREAD"
-            if opens_workspace and self.workspace is not None and not res.custom:
-                strategy = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
             for shard in range(pod.config.shards):
                 replicas = []
                 for replica in range(pod.config.parallel):
                     label = f"{pod.name}/s{shard}/r{replica}"
-                    options: dict[str, Any] = {
-                        "name": f"lookalike:{self.flow.name}:{self.run_id}:{label}",
-                        "num_cpus": res.num_cpus,
-                        "num_gpus": res.num_gpus,
-                        "scheduling_strategy": strategy,
-                        "max_restarts": MAX_RESTARTS,
-                        "max_task_retries": MAX_TASK_RETRIES,
-                        "runtime_env": {"env_vars": env},
-                    }
-                    if res.memory:
-                        options["memory"] = int(res.memory)
-                    if res.custom:
-                        options["resources"] = dict(res.custom)
+                    options = self._actor_options(pod, label, deal, here)
                     actor = actor_class.options(**options).remote(self._spec(pod, shard, replica))
                     replicas.append(_Replica(actor, label))
                 self._replicas[(pod.name, shard)] = replicas
+
+    def _actor_options(self, pod: Pod, label: str, deal: _Deal, here: str) -> dict[str, Any]:
+        """How Ray places and runs one replica: its resources, its node, restarts, environment."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        res = pod.config.resources
+        memory = int(res.memory or 0)
+        strategy: Any = "SPREAD"  # Ray's call: only it knows who offers custom resources
+        # SQLite's WAL needs every process that opens docs.sqlite on one host: the pods that open
+        # the workspace run on this node unless `resources.custom` places them.
+        opens_workspace = pod.executor.stores_vectors or pod.executor.stores_documents
+        if opens_workspace and self.workspace is not None and not res.custom:
+            strategy = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
+        elif not res.custom:
+            # Ray (2.60) ignores a soft node affinity for an actor that reserves nothing (it picks a
+            # random node), and a hard one would keep it from coming back elsewhere when its node
+            # is lost: such a pod reserves a token of memory, so that the deal holds.
+            if not (res.num_cpus or res.num_gpus or memory):
+                memory = PLACEMENT_MEMORY
+            node = deal.next({"CPU": res.num_cpus, "GPU": res.num_gpus, "memory": float(memory)})
+            if node is not None:  # soft: should that node die or not fit after all, Ray places it elsewhere
+                strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+        options: dict[str, Any] = {
+            "name": f"lookalike:{self.flow.name}:{self.run_id}:{label}",
+            "num_cpus": res.num_cpus,
+            "num_gpus": res.num_gpus,
+            "scheduling_strategy": strategy,
+            "max_restarts": MAX_RESTARTS,
+            "max_task_retries": MAX_TASK_RETRIES,
+            # The actors' environment: lookalike's settings (the model cache, say), never its token.
+            "runtime_env": {"env_vars": self.flow.options.environment() | ray_variables()},
+        }
+        if memory:
+            options["memory"] = memory
+        if res.custom:
+            options["resources"] = dict(res.custom)
+        return options
 
     def _kill(self) -> None:
         ray = _ray()
@@ -427,6 +455,70 @@ class RayRuntime(Runtime):
         return {r.label: r.node for rs in self._replicas.values() for r in rs}
 
 
+# A node that has just joined is listed alive a moment before the cluster counts its resources;
+# dealt out then, it would get no pods for the whole run. Bounded: a node still silent after this is
+# left to Ray (the pods dealt to the others still fall back to it, being soft).
+NODE_RESOURCES_WAIT_S = 5.0
+# What a stateless pod that reserves nothing reserves anyway, so that Ray honours the node it is
+# dealt (see RayRuntime._actor_options): a MiB of memory, which no node misses and which, unlike a
+# token share of a CPU, never leaves a pod that asks for whole CPUs without room.
+PLACEMENT_MEMORY = 1 << 20
+
+
+def _alive_node_resources(ray: Any, wait_s: float = NODE_RESOURCES_WAIT_S) -> dict[str, dict[str, float]]:
+    """Each alive node's total resources, by node id, once the cluster's totals count them all."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        nodes = {n["NodeID"]: dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")}
+        counted = ray.cluster_resources()
+        summed: dict[str, float] = {}
+        for resources in nodes.values():
+            for key, value in resources.items():
+                summed[key] = summed.get(key, 0.0) + value
+        reported = all(nodes.values()) and all(counted.get(k, 0.0) >= v - 1e-6 for k, v in summed.items())
+        if reported or time.monotonic() >= deadline:
+            return {node: resources for node, resources in nodes.items() if resources}
+        time.sleep(0.1)
+
+
+def _round_robin_order(nodes: dict[str, dict[str, float]], driver: str) -> dict[str, dict[str, float]]:
+    """``nodes`` in a stable order (by id) that starts after the driver's node and ends with it."""
+    ids = sorted(nodes)
+    if driver in ids:
+        at = ids.index(driver) + 1
+        ids = ids[at:] + ids[:at]
+    return {node: nodes[node] for node in ids}
+
+
+class _Deal:
+    """Deals the stateless pods' replicas out to the nodes, in turn.
+
+    A node takes a replica if its size fits what the replica reserves. Nodes with room left beside
+    what this run already dealt them go first, so the deal never makes a pod wait on a full node
+    while another has room; else any node big enough takes it (Ray then waits for room there, as it
+    would for any pod). None: no node is big enough, and Ray decides."""
+
+    def __init__(self, hosts: dict[str, dict[str, float]]):
+        self.hosts = hosts
+        self.taken: dict[str, dict[str, float]] = {node: {} for node in hosts}
+        self.turn = 0
+
+    def next(self, need: dict[str, float]) -> str | None:
+        order = list(self.hosts)
+        for room_left in (True, False):
+            for step in range(len(order)):
+                i = (self.turn + step) % len(order)
+                node = order[i]
+                size, used = self.hosts[node], self.taken[node]
+                spare = {k: size.get(k, 0.0) - (used.get(k, 0.0) if room_left else 0.0) for k in need}
+                if all(spare[k] >= v - 1e-9 for k, v in need.items() if v):
+                    for k, v in need.items():
+                        used[k] = used.get(k, 0.0) + v
+                    self.turn = i + 1
+                    return node
+        return None
+
+
 def _referenced(flow_text: str) -> set[str]:
     """The environment variables a flow's text substitutes (``${VAR}``): all an actor is given."""
     from lookalike.flow.config import _ENV
@@ -443,7 +535,7 @@ def _short(e: BaseException) -> str:
 
 def _remote_error(kind: str, message: str) -> LookalikeError:
     """An error a pod reported from its actor, as the same class here where it is one of ours."""
-    from lookalike import errors
+    import lookalike.errors as errors
 
     cls = getattr(errors, kind, None)
     if isinstance(cls, type) and issubclass(cls, LookalikeError):

@@ -14,53 +14,26 @@ Both share what this module's :class:`Runtime` does, which is only moving reques
 - The end: an index or delete request is handed to the pod that owns the doc store (its
   ``commit``), which commits it in one transaction. The runtime never touches a store itself.
 
-How a request reaches a pod is the subclass's: :class:`LocalRuntime` gives every pod
-``shards x parallel`` worker threads, each with its own executor built from a factory and opened in
-its thread (onnxruntime, FAISS, SQLite and Pillow's decoders release the GIL, so threads give
-real parallelism where the time goes); ``lookalike.flow.ray_runtime`` makes each replica an actor.
+How a request reaches a pod is the subclass's: ``lookalike.flow.local_runtime`` gives every pod
+``shards x parallel`` worker threads, ``lookalike.flow.ray_runtime`` makes each replica an actor;
+``lookalike.flow.runtimes`` picks one. This module imports neither.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from lookalike.document import Chunk, Document, Request, shard_for
-from lookalike.errors import BadInput, LookalikeError
-from lookalike.executors.base import Executor, ExecutorContext
+from lookalike.errors import MODEL_FAILURE, BadInput, LookalikeError, ModelError
+from lookalike.executors.base import Executor
 from lookalike.flow.graph import Flow, Pod
-from lookalike.models.encoder import available_cores
-from lookalike.store.workspace import Workspace
 
 _STOP = object()
 RuntimeKind = Literal["local", "ray"]
-
-
-@dataclass(frozen=True)
-class RuntimeChoice:
-    """Where a flow's pods run: ``local`` (threads here) or ``ray`` (actors on a Ray cluster at
-    ``ray_address``; without one, a local cluster is started for the run)."""
-
-    kind: RuntimeKind = "local"
-    ray_address: str | None = None
-
-    @classmethod
-    def from_flow(cls, flow: Flow) -> RuntimeChoice:
-        """The flow's own ``runtime:``, else the local runtime."""
-        return cls(flow.loaded.config.runtime or "local")
-
-
-def make_runtime(flow: Flow, workspace: Workspace | None, choice: RuntimeChoice) -> Runtime:
-    if choice.kind == "ray":
-        from lookalike.flow.ray_runtime import RayRuntime
-
-        return RayRuntime(flow, workspace, address=choice.ray_address)
-    return LocalRuntime(flow, workspace)
 
 
 def run_handler(executor: Executor, pod: Pod, request: Request) -> Request:
@@ -70,6 +43,9 @@ def run_handler(executor: Executor, pod: Pod, request: Request) -> Request:
     except BadInput as e:
         for d in request.live_docs:
             d.fail(f"{pod.name}: {e}", e.reason)
+    except ModelError as e:  # a model loads at first use: the same for every request, so fatal
+        for d in request.live_docs:
+            d.fail(f"{pod.name}: {e}", MODEL_FAILURE)
     except Exception as e:  # noqa: BLE001 - one bad request must not stop the flow
         for d in request.live_docs:
             d.fail(f"{pod.name} ({pod.uses}) failed: {type(e).__name__}: {e}", "executor error")
@@ -225,139 +201,6 @@ class Runtime:
                 future.set_result(request)
             else:
                 future.set_exception(error)
-
-
-class _Worker(threading.Thread):
-    def __init__(self, runtime: LocalRuntime, pod: Pod, shard: int, replica: int, inbox: queue.Queue):
-        super().__init__(name=f"{pod.name}/s{shard}/r{replica}", daemon=True)
-        self.runtime, self.pod, self.shard, self.replica, self.inbox = runtime, pod, shard, replica, inbox
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.executor: Executor | None = None
-
-    def run(self) -> None:
-        pod = self.pod
-        context = ExecutorContext(
-            pod=pod.name,
-            replica=self.replica,
-            replicas=pod.config.parallel,
-            shard=self.shard,
-            shards=pod.config.shards,
-            threads=self.runtime.threads_for(pod),
-            workspace=self.runtime.workspace,
-        )
-        try:
-            self.executor = pod.executor(pod.params, context)
-            self.executor.open()
-        except BaseException as e:  # noqa: BLE001 - reported to start(), which raises it
-            self.error = e
-            self.ready.set()
-            return
-        self.ready.set()
-        try:
-            while True:
-                request = self.inbox.get()
-                if request is _STOP:
-                    return
-                self.runtime._after_pod(self.pod, self.shard, run_handler(self.executor, self.pod, request))
-        finally:
-            try:
-                self.executor.close()
-            except Exception as e:  # noqa: BLE001 - reported by close(), after every pod has closed
-                self.error = e
-
-
-class LocalRuntime(Runtime):
-    """Run a :class:`Flow` in threads on this machine."""
-
-    def __init__(
-        self,
-        flow: Flow,
-        workspace: Workspace | None = None,
-        *,
-        cores: int | None = None,
-        on_done: Callable[[Request], None] | None = None,
-    ):
-        super().__init__(flow, on_done=on_done)
-        self.workspace = workspace
-        self.cores = cores or available_cores()
-        self._inboxes: dict[str, list[queue.Queue]] = {}
-        self._workers: list[_Worker] = []
-
-    def threads_for(self, pod: Pod) -> int:
-        """A replica's share of the cores: the cores divided among the pod's replicas and shards."""
-        return max(1, self.cores // (pod.config.parallel * pod.config.shards))
-
-    def start(self) -> LocalRuntime:
-        for pod in self.flow.pods.values():
-            if pod.is_merge:
-                continue
-            # At most `prefetch` requests are in flight, so these never fill: the bound is a backstop.
-            inboxes: list[queue.Queue] = [queue.Queue(maxsize=self.flow.prefetch * 2) for _ in range(pod.config.shards)]
-            self._inboxes[pod.name] = inboxes
-            for shard in range(pod.config.shards):
-                for replica in range(pod.config.parallel):
-                    self._workers.append(_Worker(self, pod, shard, replica, inboxes[shard]))
-        for w in self._workers:
-            w.start()
-        for w in self._workers:
-            w.ready.wait()
-        failed = next((w for w in self._workers if w.error is not None), None)
-        if failed is not None:
-            err = failed.error
-            assert err is not None
-            self._stop_workers()
-            raise open_failure(failed.pod, err) from err
-        self._started = True
-        return self
-
-    def _stop_workers(self, abort: bool = False) -> list[_Worker]:
-        for w in self._workers:
-            if abort and w.executor is not None:
-                w.executor.context.aborting = True
-            if w.is_alive():
-                self._inboxes[w.pod.name][w.shard].put(_STOP)
-        for w in self._workers:
-            w.join()
-        workers, self._workers = self._workers, []
-        self._started = False
-        return workers
-
-    def close(self, abort: bool = False) -> None:
-        """Stop every pod (each closes its executor: a shard pod snapshots its index); the first
-        failure to close is raised once all have closed."""
-        started = self._started
-        failed = [w for w in self._stop_workers(abort) if w.error is not None]
-        if started and failed:
-            err = failed[0].error
-            assert err is not None
-            if isinstance(err, LookalikeError):
-                raise err
-            raise LookalikeError(f"pod {failed[0].pod.name} failed to close: {type(err).__name__}: {err}") from err
-
-    def _deliver(self, pod: Pod, shard: int, request: Request) -> None:
-        self._inboxes[pod.name][shard].put(request)
-
-    def _executors(self, pod_name: str) -> dict[int, Executor]:
-        out: dict[int, Executor] = {}
-        for w in self._workers:
-            if w.pod.name == pod_name and w.executor is not None:
-                out.setdefault(w.shard, w.executor)
-        return out
-
-    def _commit(self, request: Request) -> None:
-        assert self.committer is not None
-        # Any replica's executor: the doc store serialises writers itself.
-        committer = self._executors(self.committer.name)[0]
-        committer.commit(request)
-        self._resolve(request)
-
-    def placement(self) -> dict[str, str]:
-        return {w.name: "local" for w in self._workers}
-
-    def ask(self, pod_name: str, method: str) -> list[Any]:
-        executors = self._executors(pod_name)
-        return [getattr(executors[s], method)() for s in sorted(executors)]
 
 
 # --- copying and merging -------------------------------------------------------------------------

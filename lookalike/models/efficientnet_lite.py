@@ -14,22 +14,25 @@ Outputs: ``embedding`` (N x 1280, the globally averaged head features, *not* nor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from lookalike.atomic import atomic_write
 from lookalike.descriptors import GEM_P, rmac_regions
 from lookalike.digest import file_sha256
 from lookalike.errors import ModelError
 from lookalike.models.torch_checkpoint import load_state_dict
+from lookalike.settings import Options
+
+if TYPE_CHECKING:
+    import onnx  # imported where a graph is built: importing onnx costs most of a second
 
 # Bumped whenever the graph this module writes changes, so stale cached graphs are rebuilt.
 CONVERTER_VERSION = 2  # 2: R-MAC and GeM outputs
@@ -154,6 +157,9 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 class _GraphBuilder:
     def __init__(self, state: dict[str, np.ndarray]):
+        from onnx import helper, numpy_helper
+
+        self.h, self.nh = helper, numpy_helper
         self.state = state
         self.used: set[str] = set()
         self.nodes: list[onnx.NodeProto] = []
@@ -167,15 +173,15 @@ class _GraphBuilder:
         return self.state[key].astype(np.float64)
 
     def const(self, name: str, value: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
+        self.inits.append(self.nh.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
         return name
 
     def const_int(self, name: str, value: list[int]) -> str:
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.int64), name))
+        self.inits.append(self.nh.from_array(np.asarray(value, dtype=np.int64), name))
         return name
 
     def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        self.nodes.append(self.h.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
     def rmac(self, x: str, size: int) -> str:
@@ -214,7 +220,7 @@ class _GraphBuilder:
         ph, pw = _same_pads(size, k, stride), _same_pads(size, k, stride)
         y = f"{conv}.out"
         self.nodes.append(
-            helper.make_node(
+            self.h.make_node(
                 "Conv",
                 [x, self.const(f"{conv}.w", w_folded), self.const(f"{conv}.b", b_folded)],
                 [y],
@@ -227,54 +233,66 @@ class _GraphBuilder:
         )
         if relu6:
             y2 = f"{conv}.relu6"
-            self.nodes.append(helper.make_node("Clip", [y, "zero", "six"], [y2], name=f"{conv}.clip"))
+            self.nodes.append(self.h.make_node("Clip", [y, "zero", "six"], [y2], name=f"{conv}.clip"))
             y = y2
         return y
+
+    def blocks(self, x: str, variant: Variant, size: int) -> tuple[str, int]:
+        """The MBConv blocks of every stage after the stem: (their output, its spatial size)."""
+        idx = 0
+        for stage in stages(variant):
+            for r in range(stage.repeats):
+                stride = stage.stride if r == 0 else 1
+                in_f = stage.in_filters if r == 0 else stage.out_filters
+                p = f"_blocks.{idx}"
+                h = x
+                if stage.expand != 1:
+                    h = self.conv_bn(h, f"{p}._expand_conv", f"{p}._bn0", size=size)
+                channels = in_f * stage.expand
+                h = self.conv_bn(h, f"{p}._depthwise_conv", f"{p}._bn1", size=size, stride=stride, groups=channels)
+                size = math.ceil(size / stride)
+                h = self.conv_bn(h, f"{p}._project_conv", f"{p}._bn2", size=size, relu6=False)
+                if stride == 1 and in_f == stage.out_filters:
+                    y = f"{p}.add"
+                    self.nodes.append(self.h.make_node("Add", [h, x], [y], name=y))
+                    h = y
+                x = h
+                idx += 1
+        if f"_blocks.{idx}._depthwise_conv.weight" in self.state:
+            raise ModelError(f"weights have more blocks than {variant.name}: is this the right model?")
+        return x, size
+
+    def classifier(self, x: str) -> int:
+        """The ``embedding`` (average-pooled ``x``) and the ImageNet ``logits``; returns how many classes."""
+        self.nodes.append(self.h.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"))
+        self.nodes.append(self.h.make_node("Flatten", ["pooled"], ["embedding"], name="flatten", axis=1))
+        fc_w, fc_b = self.take("_fc.weight"), self.take("_fc.bias")
+        self.nodes.append(
+            self.h.make_node(
+                "Gemm",
+                ["embedding", self.const("fc.w", fc_w), self.const("fc.b", fc_b)],
+                ["logits"],
+                name="fc",
+                transB=1,
+            )
+        )
+        return int(fc_w.shape[0])
 
 
 def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelProto:
     """Build the ONNX model for ``variant`` from a torch-free state dict."""
+    import onnx
+    from onnx import TensorProto, helper
+
     g = _GraphBuilder(state)
     g.const("zero", np.array(0.0))
     g.const("six", np.array(6.0))
-    size = variant.resolution
-
-    x = g.conv_bn("input", "_conv_stem", "_bn0", size=size, stride=2)
-    size = math.ceil(size / 2)
-
-    idx = 0
-    for stage in stages(variant):
-        for r in range(stage.repeats):
-            stride = stage.stride if r == 0 else 1
-            in_f = stage.in_filters if r == 0 else stage.out_filters
-            p = f"_blocks.{idx}"
-            h = x
-            if stage.expand != 1:
-                h = g.conv_bn(h, f"{p}._expand_conv", f"{p}._bn0", size=size)
-            channels = in_f * stage.expand
-            h = g.conv_bn(h, f"{p}._depthwise_conv", f"{p}._bn1", size=size, stride=stride, groups=channels)
-            size = math.ceil(size / stride)
-            h = g.conv_bn(h, f"{p}._project_conv", f"{p}._bn2", size=size, relu6=False)
-            if stride == 1 and in_f == stage.out_filters:
-                y = f"{p}.add"
-                g.nodes.append(helper.make_node("Add", [h, x], [y], name=y))
-                h = y
-            x = h
-            idx += 1
-    if f"_blocks.{idx}._depthwise_conv.weight" in state:
-        raise ModelError(f"weights have more blocks than {variant.name}: is this the right model?")
-
+    x = g.conv_bn("input", "_conv_stem", "_bn0", size=variant.resolution, stride=2)
+    x, size = g.blocks(x, variant, math.ceil(variant.resolution / 2))
     x = g.conv_bn(x, "_conv_head", "_bn1", size=size)
     g.rmac(x, size)
     g.gem(x, GEM_P)
-    g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pooled"], name="pool"))
-    g.nodes.append(helper.make_node("Flatten", ["pooled"], ["embedding"], name="flatten", axis=1))
-    fc_w, fc_b = g.take("_fc.weight"), g.take("_fc.bias")
-    g.nodes.append(
-        helper.make_node(
-            "Gemm", ["embedding", g.const("fc.w", fc_w), g.const("fc.b", fc_b)], ["logits"], name="fc", transB=1
-        )
-    )
+    classes = g.classifier(x)
     unused = set(state) - g.used
     if unused:
         raise ModelError(f"weights have tensors this architecture does not use: {sorted(unused)[:5]}")
@@ -286,7 +304,7 @@ def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelPro
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [n, 3, variant.resolution, variant.resolution])],
         [
             helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, fc_w.shape[0]]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, classes]),
             helper.make_tensor_value_info("rmac", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
             helper.make_tensor_value_info("gem", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
         ],
@@ -298,13 +316,34 @@ def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelPro
     return model
 
 
-def model_cache_dir() -> Path:
-    env = os.environ.get("LOOKALIKE_MODEL_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
+@functools.lru_cache(maxsize=8)
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
-    return Path(platformdirs.user_cache_dir("lookalike")) / "models"
+
+def weights_digest(variant: Variant) -> str:
+    """The SHA-256 of a variant's weights file (hashed once per process and file version)."""
+    path = weights_path(variant.fp32)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ModelError(f"cannot read {path}: {e.strerror or e}; reinstall {variant.fp32.pip_name}") from e
+    return _digest(path, st.st_size, st.st_mtime_ns)
+
+
+def model_identity(name: str) -> str:
+    """What identifies the embeddings of model ``name``, from its parameters and its weights' digest
+    alone: nothing is built, loaded or fetched. It changes whenever the embeddings could change:
+    the weights, the converter's embedding, the preprocessing, and an INT8 model's recipe."""
+    from lookalike.images import PREPROCESS_VERSION
+
+    variant = get_variant(name)
+    fp = f"{variant.name}:{weights_digest(variant)[:16]}:c{EMBEDDING_VERSION}:p{PREPROCESS_VERSION}"
+    if variant.int8:
+        from lookalike.models.quantize import RECIPE
+
+        fp += f":{RECIPE}"
+    return fp
 
 
 @dataclass(frozen=True)
@@ -313,22 +352,22 @@ class CompiledModel:
 
     variant: Variant
     onnx_path: Path
-    weights_sha256: str
-    calibration: str = ""  # an INT8 model's calibration key (its recipe and photos)
+
+    @property
+    def weights_sha256(self) -> str:
+        return weights_digest(self.variant)
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever the embeddings could change: weights, converter, preprocessing, and an
-        INT8 model's quantization recipe and calibration photos."""
-        from lookalike.images import PREPROCESS_VERSION
-
-        fp = f"{self.variant.name}:{self.weights_sha256[:16]}:c{EMBEDDING_VERSION}:p{PREPROCESS_VERSION}"
-        return f"{fp}:{self.calibration}" if self.calibration else fp
+        return model_identity(self.variant.name)
 
 
-def ensure_onnx(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None) -> CompiledModel:
+def ensure_onnx(
+    name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+) -> CompiledModel:
     """Return the cached ONNX graph for ``name``, converting the weights on first use (and, for an
-    ``-int8`` model, quantizing the fp32 graph, which says so on stderr).
+    ``-int8`` model, quantizing the fp32 graph on photos from the dataset cache ``data_dir``, which
+    says so on stderr). Without ``cache_dir``, the model cache of the settings in effect.
 
     The graph is written atomically (temp file, fsync, rename), so concurrent first runs and crashes
     never leave a half-written model behind.
@@ -338,13 +377,10 @@ def ensure_onnx(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None =
         from lookalike.models import quantize
 
         fp32 = ensure_onnx(variant.fp32.name, cache_dir)
-        path = quantize.quantize(fp32.onnx_path, variant.resolution)
-        return CompiledModel(
-            variant, path, fp32.weights_sha256, f"q{quantize.QUANTIZER_VERSION}-{quantize.calibration_of(path)}"
-        )
+        return CompiledModel(variant, quantize.quantize(fp32.onnx_path, variant.resolution, data_dir=data_dir))
     wpath = weights_path(variant)
-    digest = file_sha256(wpath)
-    cache = Path(cache_dir) if cache_dir else model_cache_dir()
+    digest = weights_digest(variant)
+    cache = Path(cache_dir) if cache_dir else Options.from_env().model_cache
     target = cache / f"{variant.name}-{digest[:16]}-c{CONVERTER_VERSION}.onnx"
     if not target.is_file():
         model = build_graph(variant, load_state_dict(wpath))
@@ -353,4 +389,4 @@ def ensure_onnx(name: str = DEFAULT_MODEL, cache_dir: str | os.PathLike | None =
             atomic_write(target, model.SerializeToString())
         except OSError as e:
             raise ModelError(f"cannot write the model cache in {cache}: {e}; set LOOKALIKE_MODEL_DIR") from e
-    return CompiledModel(variant, target, digest)
+    return CompiledModel(variant, target)

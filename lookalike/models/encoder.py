@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,7 +12,14 @@ import onnxruntime as ort
 from lookalike.descriptors import DEFAULT_POOLING, POOLINGS, Pooling
 from lookalike.errors import BadInput, ModelError
 from lookalike.images import ImageSource, load_tensor
-from lookalike.models.efficientnet_lite import DEFAULT_MODEL, EMBEDDING_DIM, CompiledModel, ensure_onnx
+from lookalike.models.efficientnet_lite import (
+    DEFAULT_MODEL,
+    EMBEDDING_DIM,
+    CompiledModel,
+    ensure_onnx,
+    get_variant,
+    model_identity,
+)
 from lookalike.models.imagenet import Tag, tags
 
 # Images per model call. Larger batches are no faster per image on a CPU, and each session's memory
@@ -43,6 +51,10 @@ class EfficientNetEncoder:
     ``pooling`` turns the head's feature map into the embedding (see :mod:`lookalike.descriptors`).
     ``spin=False`` stops idle intra-op threads from spin-waiting, so that other threads get the
     cores between model calls (a server decodes and answers HTTP there).
+
+    Making one is cheap: its identity (:attr:`fingerprint`) comes from its parameters and the
+    weights' digest. The ONNX graph is built (or found in ``cache_dir``) and the session loaded on
+    first use, once, behind a lock (:meth:`load`).
     """
 
     def __init__(
@@ -52,43 +64,65 @@ class EfficientNetEncoder:
         threads: int | None = None,
         batch_size: int = MODEL_BATCH,
         cache_dir: str | os.PathLike | None = None,
+        data_dir: str | os.PathLike | None = None,
         pooling: Pooling = DEFAULT_POOLING,
         spin: bool = True,
     ):
         if pooling not in POOLINGS:
             raise ModelError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
-        self.pooling = pooling
         if threads is not None and threads < 1:
             raise ModelError(f"threads must be at least 1, got {threads}")
         if batch_size < 1:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
-        self.compiled: CompiledModel = ensure_onnx(model, cache_dir)
+        self.variant = get_variant(model)
+        self.pooling = pooling
         self.threads = threads or available_cores()
         self.batch_size = batch_size
+        self.spin = spin
+        self._dirs = (cache_dir, data_dir)
+        self._compiled: CompiledModel | None = None
+        self._session: ort.InferenceSession | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def compiled(self) -> CompiledModel:
+        """The ONNX graph on disk (built now if it is not in the cache yet)."""
+        with self._lock:
+            if self._compiled is None:
+                self._compiled = ensure_onnx(self.variant.name, *self._dirs)
+            return self._compiled
+
+    def load(self) -> ort.InferenceSession:
+        """The onnxruntime session, loaded on first use (the graph built first, if need be)."""
+        compiled = self.compiled
+        with self._lock:
+            if self._session is None:
+                self._session = self._new_session(compiled)
+            return self._session
+
+    def _new_session(self, compiled: CompiledModel) -> ort.InferenceSession:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1  # the graph is a chain: nothing to run side by side
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         try:
-            self._session = ort.InferenceSession(
-                str(self.compiled.onnx_path), sess_options=opts, providers=session_providers()
-            )
+            return ort.InferenceSession(str(compiled.onnx_path), sess_options=opts, providers=session_providers())
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-            raise ModelError(f"cannot load {self.compiled.onnx_path}: {e}; delete it to have it rebuilt") from e
+            raise ModelError(f"cannot load {compiled.onnx_path}: {e}; delete it to have it rebuilt") from e
 
     @property
     def name(self) -> str:
-        return self.compiled.variant.name
+        return self.variant.name
 
     @property
     def fingerprint(self) -> str:
-        return pooled_fingerprint(self.compiled.fingerprint, self.pooling)
+        return pooled_fingerprint(model_identity(self.variant.name), self.pooling)
 
     @property
     def input_size(self) -> int:
-        return self.compiled.variant.resolution
+        return self.variant.resolution
 
     @property
     def dim(self) -> int:
@@ -104,8 +138,9 @@ class EfficientNetEncoder:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 1000), np.float32)
         embs, logits = [], []
         outputs = ["embedding" if self.pooling == "avg" else self.pooling, "logits"]  # the graph pools
+        session = self.load()
         for start in range(0, len(batch), self.batch_size):
-            e, lg = self._session.run(outputs, {"input": batch[start : start + self.batch_size]})
+            e, lg = session.run(outputs, {"input": batch[start : start + self.batch_size]})
             embs.append(e)
             logits.append(lg)
         emb = np.concatenate(embs)

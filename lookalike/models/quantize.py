@@ -15,12 +15,15 @@ The recipe, measured on this project's photos (docs/benchmarks.md, "INT8 encoder
 
 The result is cached beside the fp32 graph, under a key made of the fp32 graph's, the recipe's
 version and a digest of the calibration photos (names and bytes). Once built it is found by that
-name without the photos, so a workspace's model never changes under it.
+name without the photos, so a workspace's model never changes under it. What identifies its
+vectors (:data:`RECIPE`) is the recipe itself (version, dataset, number of photos), known without
+building the graph or fetching the photos.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -36,19 +39,23 @@ CALIBRATION_DATASET = "tuxpaint"
 CALIBRATION_IMAGES = 64
 # Node-name prefixes left in fp32 (see the module docstring).
 KEEP_FP32 = ("_conv_stem", "_blocks.0.", "_blocks.1.", "rmac", "gem")
+# Part of the model's identity (lookalike.models.efficientnet_lite.model_identity).
+RECIPE = f"q{QUANTIZER_VERSION}-{CALIBRATION_DATASET}{CALIBRATION_IMAGES}"
 
 
 def _say(message: str) -> None:
     print(f"lookalike: {message}", file=sys.stderr, flush=True)  # where the CLI's progress goes
 
 
-def calibration_photos(say: Callable[[str], None] | None = None) -> tuple[list[Path], Path]:
+def calibration_photos(
+    say: Callable[[str], None] | None = None, data_dir: Path | None = None
+) -> tuple[list[Path], Path]:
     """The calibration photos (every k-th tuxpaint photo, by sorted path) and their dataset root;
-    the dataset is fetched first if it is not in the cache (``say`` hears how that goes)."""
+    the dataset is fetched into ``data_dir`` first if it is not there (``say`` hears how that goes)."""
     from lookalike.datasets import fetch
 
     try:
-        dataset = fetch(CALIBRATION_DATASET, progress=say)
+        dataset = fetch(CALIBRATION_DATASET, progress=say, cache_dir=data_dir)
     except LookalikeError as e:
         raise ModelError(
             f"the INT8 encoder is calibrated on the {CALIBRATION_DATASET} photos, which are not in the cache "
@@ -84,16 +91,34 @@ def int8_path(fp32_path: Path, key: str) -> Path:
     return fp32_path.with_name(f"{fp32_path.stem}-q{QUANTIZER_VERSION}-{key}.onnx")
 
 
-def calibration_of(path: Path) -> str:
-    """The calibration key in an INT8 graph's file name."""
-    return path.stem.rsplit("-", 1)[-1]
-
-
-def quantize(fp32_path: Path, resolution: int, *, say: Callable[[str], None] | None = None) -> Path:
+def quantize(
+    fp32_path: Path,
+    resolution: int,
+    *,
+    say: Callable[[str], None] | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> Path:
     """Build (or find) the INT8 graph for the fp32 graph at ``fp32_path`` and return its path."""
     found = cached_int8(fp32_path)
     if found is not None:
         return found
+    say = say or _say
+    say(f"building the INT8 encoder once: it is calibrated on {CALIBRATION_IMAGES} {CALIBRATION_DATASET} photos")
+    photos, root = calibration_photos(say, Path(data_dir) if data_dir is not None else None)
+    try:
+        target = int8_path(fp32_path, calibration_key(photos, root))
+    except OSError as e:
+        raise ModelError(f"cannot read the calibration photos in {root}: {e}") from e
+    data = _quantized(fp32_path, resolution, photos)
+    try:
+        atomic_write(target, data)
+    except OSError as e:
+        raise ModelError(f"cannot write the INT8 model in {target.parent}: {e}; set LOOKALIKE_MODEL_DIR") from e
+    return target
+
+
+def _quantized(fp32_path: Path, resolution: int, photos: list[Path]) -> bytes:
+    """The INT8 graph's bytes: the recipe of the module docstring, calibrated on ``photos``."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -105,14 +130,6 @@ def quantize(fp32_path: Path, resolution: int, *, say: Callable[[str], None] | N
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from lookalike.images import load_tensor
-
-    say = say or _say
-    say(f"building the INT8 encoder once: it is calibrated on {CALIBRATION_IMAGES} {CALIBRATION_DATASET} photos")
-    photos, root = calibration_photos(say)
-    try:
-        target = int8_path(fp32_path, calibration_key(photos, root))
-    except OSError as e:
-        raise ModelError(f"cannot read the calibration photos in {root}: {e}") from e
 
     class Photos(CalibrationDataReader):
         def __init__(self) -> None:
@@ -142,13 +159,8 @@ def quantize(fp32_path: Path, resolution: int, *, say: Callable[[str], None] | N
                 nodes_to_exclude=keep,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-            data = out.read_bytes()
+            return out.read_bytes()
     except (OSError, BadInput) as e:
         raise ModelError(f"cannot quantize {fp32_path.name}: {e}") from e
     except Exception as e:  # noqa: BLE001 - onnx and onnxruntime raise their own untyped errors
         raise ModelError(f"cannot quantize {fp32_path.name}: {type(e).__name__}: {e}") from e
-    try:
-        atomic_write(target, data)
-    except OSError as e:
-        raise ModelError(f"cannot write the INT8 model in {target.parent}: {e}; set LOOKALIKE_MODEL_DIR") from e
-    return target

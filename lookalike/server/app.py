@@ -19,13 +19,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match as RouteMatch
 
-from lookalike import __version__
 from lookalike.errors import LookalikeError
 from lookalike.server.config import ServerConfig
 from lookalike.server.limits import BodyDeadline, BodyLimit
 from lookalike.server.middleware import ASGIApp, HostCheck, Metrics, SecurityHeaders
 from lookalike.server.routes import documents, health, page, search
 from lookalike.server.state import ApiError, Service, error_json
+from lookalike.version import __version__
 
 __all__ = ["ServerConfig", "create_app"]
 
@@ -42,7 +42,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load in the background: the port answers at once and /readyz says when search works.
-        loader = threading.Thread(target=service.load, name="load-engine", daemon=True)
+        loader = threading.Thread(target=service.load, name="load-library", daemon=True)
         loader.start()
         yield
         loader.join()

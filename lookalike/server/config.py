@@ -4,29 +4,36 @@ from __future__ import annotations
 
 import ipaddress
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from lookalike.flow.runtime import RuntimeChoice
+from lookalike.settings import Options
 
 
 @dataclass
 class ServerConfig:
-    workspace: Path
+    """A server: the library's options (workspace, flows, token, upload limit, batching, ...) and
+    what is the server's alone."""
+
+    options: Options = field(default_factory=Options)
     host: str = "127.0.0.1"
-    token: str | None = None
-    max_upload_mb: float = 20.0
-    max_batch: int = 16  # queries per encoder batch (1: no micro-batching)
-    index_flow: Path | None = None
-    query_flow: Path | None = None
     read_only: bool = False  # no writes: the workspace lock stays free for `lookalike index`
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback's (--allowed-host)
-    index_memory: int | None = None  # the vector index's budget (None: as the workspace remembers)
-    index_latency_ms: float | None = None
-    runtime: RuntimeChoice | None = None  # where the flows' pods run (None: as the flow says)
+
+    @property
+    def workspace(self) -> Path:
+        return self.options.workspace
+
+    @property
+    def token(self) -> str | None:
+        return self.options.token or None
+
+    @property
+    def max_upload_mb(self) -> float:
+        return self.options.max_upload_mb
 
     @property
     def loopback(self) -> bool:

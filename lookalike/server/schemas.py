@@ -6,10 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lookalike.library.types import MAX_TOP_K
 from lookalike.relevance import LEVELS, MatchLevel
-from lookalike.settings import int_value
+from lookalike.settings import default
 
-TOP_K = int_value("LOOKALIKE_TOP_K", 1, 1000)  # the API's default: LOOKALIKE_TOP_K as set for `serve`
+TOP_K_HELP = f"results per query (default: the server's LOOKALIKE_TOP_K, {default('LOOKALIKE_TOP_K')} unless set)"
 
 MIN_MATCH_HELP = (
     "keep only results at this match level or better: same > near_duplicate > similar > weak "
@@ -40,7 +41,7 @@ class SearchBody(BaseModel):
         default=None, min_length=1, max_length=MAX_QUERY_IMAGES, description="images as data URIs (or bare base64)"
     )
     doc_id: str | None = Field(default=None, description="more like this indexed image")
-    top_k: int = Field(default=TOP_K, ge=1, le=1000)
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K, description=TOP_K_HELP)
     face: int | None = Field(default=None, ge=0, description="which face of the query to use (face workspaces)")
     min_match: MatchLevel | None = Field(default=None, description=MIN_MATCH_HELP)
 
@@ -55,7 +56,7 @@ class SearchForm(BaseModel):
     """The fields of a multipart POST /api/search besides its ``file``."""
 
     model_config = ConfigDict(extra="forbid")
-    top_k: int = Field(default=TOP_K, ge=1, le=1000)
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
     face: int | None = Field(default=None, ge=0)
     min_match: MatchLevel | None = None
 
@@ -65,7 +66,7 @@ SEARCH_FORM_SCHEMA = {
     "type": "object",
     "properties": {
         "file": {"type": "string", "format": "binary"},
-        "top_k": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
         "face": {"type": "integer", "minimum": 0},
         "min_match": {"type": "string", "enum": list(LEVELS)},
     },
@@ -192,11 +193,28 @@ class IndexedFile(BaseModel):
     error: str | None = Field(description="why it was not indexed, or null")
 
 
+class SkippedFile(BaseModel):
+    path: str
+    reason: str
+
+
 class IndexResponse(BaseModel):
+    """The index run's report, as `lookalike index --json` prints it, and each uploaded file's fate."""
+
+    scanned: int
     indexed: int
     updated: int
     unchanged: int
+    removed: int
     skipped: dict[str, int] = Field(description="files not indexed, by reason")
+    skipped_files: list[SkippedFile]
+    skipped_total: int
+    encoded: int = Field(description="images run through the model")
+    without_vectors: int = Field(description="indexed, but nothing to embed in them (a face workspace: no face)")
+    seconds: float
+    files_per_second: float
+    docs: int = Field(description="documents in the workspace after the run")
+    workspace: str
     files: list[IndexedFile]
 
 

@@ -1,4 +1,4 @@
-"""What the endpoints share: the engine once it has loaded, the batcher, metrics, write rules."""
+"""What the endpoints share: the library once it has loaded, metrics, write rules."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from lookalike.document import Result, display_path
-from lookalike.engine import Engine
-from lookalike.errors import LookalikeError, NotFound
-from lookalike.server.batching import SearchBatcher
+from lookalike.document import display_path
+from lookalike.errors import LookalikeError
+from lookalike.library import Hit, Library
+from lookalike.library import open as open_library
+from lookalike.library.types import doc_fields
 from lookalike.server.config import ServerConfig, cross_site_reason
-from lookalike.service import doc_fields, result_fields
 from lookalike.store.docstore import StoredDoc
 
 MAX_TAGS = 5  # tags per document in API answers: what the page shows
@@ -35,12 +35,11 @@ def error_json(status: int, type_: str, message: str, headers: dict[str, str] | 
 
 
 class Service:
-    """Holds the engine once it has loaded; everything the endpoints need."""
+    """Holds the library once it has loaded; everything the endpoints need."""
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.engine: Engine | None = None
-        self.batcher: SearchBatcher | None = None
+        self.library: Library | None = None
         self.load_error: LookalikeError | None = None
         self.index_lock = threading.Lock()
         self.registry = CollectorRegistry()
@@ -62,68 +61,47 @@ class Service:
     def load(self) -> None:
         self.load_error = None
         try:
-            engine = Engine.open(
-                self.config.workspace,
-                index_flow=self.config.index_flow,
-                query_flow=self.config.query_flow,
-                for_indexing=self.config.writes_enabled,
-                index_memory=self.config.index_memory,
-                index_latency_ms=self.config.index_latency_ms,
-                runtime=self.config.runtime,
-            )
+            library = open_library(self.config.options, write=self.config.writes_enabled)
         except LookalikeError as e:
             self.load_error = e
             return
         try:
-            engine.warm_up()
+            library.searcher.warm_up()
         except LookalikeError as e:
             self.load_error = e
             try:
-                engine.close(flush=False)  # its pods and workspace go too (on Ray, its actors)
+                library.close(flush=False)  # its pods and workspace go too (on Ray, its actors)
             except LookalikeError:
                 pass  # the warm-up's error is the one to report
             return
-        self.batcher = SearchBatcher(engine, max_batch=self.config.max_batch)
-        self.engine = engine
+        self.library = library
 
     def close(self) -> None:
         # Forgotten first: a lifespan can start again on the same app (a test client entered twice),
         # and until it has loaded anew, requests must get 503, not a closed database or a stopped batcher.
-        batcher, engine = self.batcher, self.engine
-        self.batcher = self.engine = None
-        if batcher is not None:
-            batcher.close()
-        if engine is not None:
-            engine.close()
+        library, self.library = self.library, None
+        if library is not None:
+            library.close()
 
-    def ready_engine(self) -> Engine:
-        if self.engine is None:
+    def ready(self) -> Library:
+        if self.library is None:
             if self.load_error is not None:
                 raise ApiError(503, type(self.load_error).__name__, str(self.load_error))
             raise ApiError(503, "NotReady", "the model and workspace are still loading; retry shortly")
-        return self.engine
+        return self.library
 
-    @property
-    def metric(self) -> str:
-        return self.engine.workspace.metric if self.engine is not None else "cosine"
-
-    def describe(
-        self, doc_id: str, uri: str | None, width: int | None, height: int | None, tags: list[tuple[str, float]]
-    ) -> dict[str, Any]:
+    def describe(self, doc: StoredDoc) -> dict[str, Any]:
         """What the API says about a document: the shared fields, and where to fetch its pixels."""
-        return doc_fields(doc_id, uri, width, height, tags, MAX_TAGS) | urls(doc_id)
+        return doc_fields(doc.id, doc.uri, doc.width, doc.height, doc.tags, MAX_TAGS) | urls(doc.id)
 
-    def match(self, r: Result, by_tag: bool = False) -> dict[str, Any]:
-        """A search result; a tag search's score is the tag's probability, no similarity."""
-        return result_fields(r, None if by_tag else self.metric, MAX_TAGS) | urls(r.doc_id)
+    def match(self, hit: Hit) -> dict[str, Any]:
+        """A search result: the library's own fields, and where to fetch its pixels."""
+        return hit.to_dict(MAX_TAGS) | urls(hit.doc_id)
 
-    def stored(self, doc_id: str) -> tuple[Engine, StoredDoc]:
-        """The engine and an indexed document, or NotFound."""
-        engine = self.ready_engine()
-        doc = engine.workspace.store.get_docs([doc_id]).get(doc_id)
-        if doc is None:
-            raise NotFound(f"no indexed document {doc_id!r}")
-        return engine, doc
+    def stored(self, doc_id: str) -> tuple[Library, StoredDoc]:
+        """The library and an indexed document, or NotFound."""
+        library = self.ready()
+        return library, library.doc(doc_id)
 
     def check_write(self, request: Request) -> None:
         if self.config.read_only:
@@ -153,12 +131,13 @@ class _WorkspaceCollector:
         docs = GaugeMetricFamily("lookalike_documents", "documents in the workspace")
         chunks = GaugeMetricFamily("lookalike_chunks", "vectors in the workspace")
         batch = GaugeMetricFamily("lookalike_search_batch_size_mean", "mean queries per encoder batch")
-        engine, batcher = self.service.engine, self.service.batcher
-        if engine is not None:
-            docs.add_metric([], engine.workspace.store.count_docs())
-            chunks.add_metric([], engine.workspace.store.count_chunks())
-        if batcher is not None and batcher.batches:
-            batch.add_metric([], batcher.batched_queries / batcher.batches)
+        library = self.service.library
+        if library is not None:
+            docs.add_metric([], library.workspace.store.count_docs())
+            chunks.add_metric([], library.workspace.store.count_chunks())
+            batcher = library.searcher.batcher
+            if batcher.batches:
+                batch.add_metric([], batcher.batched / batcher.batches)
         yield from (docs, chunks, batch)
 
 

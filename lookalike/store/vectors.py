@@ -16,36 +16,37 @@ An ANN shard over-fetches candidates and re-ranks them exactly against the store
 scores are exact and shards merge to a global top-k as before; only a candidate the ANN index
 misses can be missed. ``nprobe`` is tuned at build time on a held-out sample (each sampled vector
 searched as a query with itself left out) to reach ``TARGET_RECALL``, and the recall@10 measured
-there is kept with the snapshot for ``lookalike info``.
+there is kept with the snapshot for ``lookalike info`` (:mod:`lookalike.store.tuning`).
 
-A snapshot is two files in the shard's folder: ``index-<generation>-<token>.faiss`` (never
-rewritten) and ``snapshot.json``, written last, which names it. An IVF snapshot is loaded
-memory-mapped (the codes stay in the page cache, shared between processes); the first add or
-remove copies it into memory, since a mapped index is read-only.
+An IVF snapshot (:mod:`lookalike.store.snapshots`) is loaded memory-mapped (the codes stay in the
+page cache, shared between processes); the first add or remove copies it into memory, since a
+mapped index is read-only.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import faiss
 import numpy as np
 
-from lookalike.atomic import atomic_write
 from lookalike.settings import default, parse_bytes
+from lookalike.store.tuning import (
+    TUNING_QUERIES,
+    TopK,
+    VectorBlocks,
+    exact_scores,
+    held_out_recall,
+    training_sample,
+    tune_nprobe,
+)
 
-STATE_FILE = "snapshot.json"
 METRICS = ("cosine", "l2")
 KINDS = ("flat", "ivf-sq8", "ivf-pq")
 
@@ -53,8 +54,6 @@ KINDS = ("flat", "ivf-sq8", "ivf-pq")
 # (bench/scale.py measures it: a 1280-d flat search over 100,000 vectors takes ~47 ms). It sets the
 # size up to which exact search meets the latency target.
 FLAT_SCAN_BYTES_PER_S = 10e9
-TARGET_RECALL = 0.98  # recall@10 that tuning aims for on its held-out sample (the promise is 0.95)
-TUNING_QUERIES = 300
 TRAIN_PER_CELL = 40
 MIN_ANN_VECTORS = 2000  # fewer are always searched exactly (PQ's k-means alone wants 256 a code)
 # An ANN shard re-ranks (kind -> (at least, times k)) candidates a query exactly: SQ8 scores are
@@ -65,8 +64,6 @@ PQ_CHOICES = (256, 160, 128, 80, 64, 40, 32, 20, 16, 10, 8)  # code bytes, large
 
 # Exact vectors for re-ranking: chunk ids -> (those still stored, their float32 vectors).
 ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-# Every stored vector of a shard, in blocks of (chunk ids, float32 vectors).
-VectorBlocks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 
 def _default_memory() -> int:
@@ -229,14 +226,6 @@ def _as_f32(vectors: np.ndarray, dim: int) -> np.ndarray:
     return np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, dim)
 
 
-def exact_scores(queries: np.ndarray, vectors: np.ndarray, metric: str) -> np.ndarray:
-    """Higher-is-closer scores of every query against every vector: cosine, or minus L2 distance."""
-    if metric == "cosine":
-        return queries @ vectors.T
-    d2 = (queries**2).sum(1)[:, None] - 2 * queries @ vectors.T + (vectors**2).sum(1)[None, :]
-    return -np.sqrt(np.maximum(d2, 0))
-
-
 class VectorShard:
     """Scores are "higher is closer" for both metrics: cosine similarity, or minus the Euclidean
     distance for "l2" (so ranking code never needs to know which)."""
@@ -250,8 +239,15 @@ class VectorShard:
         self._index: Any = faiss.IndexIDMap2(faiss.IndexFlat(dim, _metric(metric)))
         self.info = IndexInfo()
         self.mapped = False  # a memory-mapped (read-only) IVF index, copied into memory on first change
-        self._file: str | None = None  # the snapshot file it was loaded from (its contents, while mapped)
+        self.file: str | None = None  # the snapshot file it was loaded from or saved to (its contents, while mapped)
         self._lock = _ReadWriteLock()
+
+    @classmethod
+    def from_index(cls, dim: int, shard: int, metric: str, index: Any, info: IndexInfo, file: str) -> VectorShard:
+        """A shard over a FAISS index read from its snapshot ``file`` (an IVF one memory-mapped)."""
+        out = cls(dim, shard, metric)
+        out._index, out.info, out.mapped, out.file = index, info, info.kind != "flat", file
+        return out
 
     # --- shape ---------------------------------------------------------------------------------
 
@@ -401,159 +397,62 @@ class VectorShard:
                 if cancelled():
                     return None
                 out.add(ids, vectors)
-            out.info = IndexInfo(trained_on=len(out), build_s=time.perf_counter() - start)
-            return out
-        sampled = _training_sample(blocks, spec.nlist * TRAIN_PER_CELL, TUNING_QUERIES, cancelled)
-        if sampled is None:
+            out.info = IndexInfo(trained_on=len(out))
+        elif not out._train(spec, blocks, exact, cancelled):
             return None
+        out.info.build_s = time.perf_counter() - start
+        return out
+
+    def _train(self, spec: IndexSpec, blocks: VectorBlocks, exact: ExactVectors, cancelled: Callable[[], bool]) -> bool:
+        """Train this (empty) shard as the IVF index ``spec``, add every vector and tune ``nprobe``;
+        False if cancelled meanwhile."""
+        sampled = training_sample(blocks, spec.nlist * TRAIN_PER_CELL, TUNING_QUERIES, cancelled)
+        if sampled is None:
+            return False
         train, sample_ids, sample = sampled
-        index = faiss.index_factory(dim, spec.factory(), _metric(metric))
+        index = faiss.index_factory(self.dim, spec.factory(), _metric(self.metric))
         if spec.kind == "ivf-pq":
             ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
             ivf.pq.cp.max_points_per_centroid = 64  # each sub-quantizer's k-means on 16k points: 4x faster
             ivf.use_precomputed_table = -1  # an l2 table of nlist x m x 256 floats would break the budget
         index.train(train)
         del train
-        truth = _TopK(sample_ids, sample, 11, metric)  # a query's own vector is among its 11 nearest
+        truth = TopK(sample_ids, sample, 11, self.metric)  # a query's own vector is among its 11 nearest
         for ids, vectors in blocks():
             if cancelled():
-                return None
-            index.add_with_ids(_as_f32(vectors, dim), np.ascontiguousarray(ids, dtype=np.int64))
-            truth.update(ids, _as_f32(vectors, dim))
-        out._index = index
-        out.info = IndexInfo(kind=spec.kind, factory=spec.factory(), nprobe=1, trained_on=len(out))
-        if not out._tune(truth, exact, spec.nlist, cancelled):
-            return None
-        out.info.build_s = time.perf_counter() - start
-        return out
-
-    def _tune(self, truth: _TopK, exact: ExactVectors, nlist: int, cancelled: Callable[[], bool]) -> bool:
-        """The smallest power-of-two nprobe that reaches TARGET_RECALL on the held-out sample;
-        False if cancelled meanwhile."""
-        nprobe = 1
-        while True:
-            if cancelled():
                 return False
-            self.info.nprobe = nprobe
-            recall = self.held_out_recall(truth.query_ids, truth.queries, truth.neighbours(), exact)
-            if recall >= TARGET_RECALL or nprobe >= nlist:
-                break
-            nprobe *= 2
-        self.info.recall_at_10, self.info.recall_queries = recall, len(truth.query_ids)
+            index.add_with_ids(_as_f32(vectors, self.dim), np.ascontiguousarray(ids, dtype=np.int64))
+            truth.update(ids, _as_f32(vectors, self.dim))
+        self._index = index
+        self.info = IndexInfo(kind=spec.kind, factory=spec.factory(), nprobe=1, trained_on=len(self))
+        tuned = tune_nprobe(lambda nprobe: self._recall_at(nprobe, truth, exact), spec.nlist, cancelled)
+        if tuned is None:
+            return False
+        self.info.nprobe, self.info.recall_at_10 = tuned
+        self.info.recall_queries = len(truth.query_ids)
         return True
+
+    def _recall_at(self, nprobe: int, truth: TopK, exact: ExactVectors) -> float:
+        self.info.nprobe = nprobe
+        return self.held_out_recall(truth.query_ids, truth.queries, truth.neighbours(), exact)
 
     def held_out_recall(
         self, query_ids: np.ndarray, queries: np.ndarray, truth: list[np.ndarray], exact: ExactVectors, k: int = 10
     ) -> float:
         """recall@k of this shard's search (re-ranked) against ``truth``, each query's own id left out."""
-        if len(query_ids) == 0:
-            return 1.0
-        _, found = self.search(queries, k + 1, exact)
-        hits = total = 0
-        for own, row, want in zip(query_ids.tolist(), found, truth, strict=True):
-            want_ids = [i for i in want.tolist() if i != own][:k]
-            got = [i for i in row.tolist() if i != own and i >= 0][:k]
-            hits += len(set(want_ids) & set(got))
-            total += len(want_ids)
-        return hits / total if total else 1.0
+        return held_out_recall(lambda q, n: self.search(q, n, exact), query_ids, queries, truth, k)
 
     # --- snapshots -----------------------------------------------------------------------------
 
-    def save(self, folder: Path, generation: int) -> None:
-        """Write the index to a new file, then the state that names it (each atomically), then
-        delete older index files. The caller keeps the shard from changing meanwhile.
-
-        A shard still mapped from its snapshot has not changed since it was loaded: the new state
-        names that same file (FAISS would write a mapped index as a stub pointing elsewhere)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.mapped and self._file and (folder / self._file).exists():
-            name, count = self._file, len(self)
-        else:
-            if self.mapped:  # its file was replaced by another process's save: write it out whole
-                with self._lock.writing():
-                    self._own_memory()
-            name = f"index-{generation}-{secrets.token_hex(4)}.faiss"
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                with self._lock.reading():
-                    faiss.write_index(self._index, tmp)
-                    count = len(self)
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-                os.replace(tmp, folder / name)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-            self._file = name
-        state = {
-            "file": name,
-            "bytes": (folder / name).stat().st_size,
-            "generation": generation,
-            "count": count,
-            "dim": self.dim,
-            "shard": self.shard,
-            "metric": self.metric,
-            "index": asdict(self.info),
-        }
-        atomic_write(folder / STATE_FILE, json.dumps(state).encode())
-        for old in folder.glob("index*.faiss"):
-            if old.name != name:
-                try:
-                    old.unlink()
-                except OSError:
-                    pass
-
-    @classmethod
-    def load(cls, folder: Path, dim: int, shard: int, metric: str = "cosine") -> tuple[VectorShard, int] | None:
-        """The snapshot in ``folder`` and the generation it reflects; None if missing or damaged.
-
-        The state names its index file, which is never rewritten, so a crash between two saves
-        cannot pair one save's index with another's state. The caller decides whether the
-        generation is usable (the store's, or one the vector log brings forward)."""
-        for _ in range(3):  # another process may replace the snapshot between our two reads
-            state = read_state(folder)
-            if state is None or state.get("dim") != dim or state.get("metric", "cosine") != metric:
-                return None
-            path = folder / str(state.get("file"))
-            try:
-                size = path.stat().st_size
-                if size != state.get("bytes"):
-                    return None
-                info = IndexInfo.from_dict(state.get("index") or {})
-                mapped = info.kind != "flat"
-                index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mapped else 0)
-            except FileNotFoundError:
-                continue
-            except (OSError, RuntimeError, ValueError, TypeError):
-                if not path.exists():  # FAISS says "could not open" when another save removed it
-                    continue
-                return None
-            out = cls(dim, shard, metric)
-            out._index, out.info, out.mapped, out._file = index, info, mapped, path.name
-            if index.ntotal != state.get("count") or index.d != dim:
-                return None
-            if (info.kind == "flat") != isinstance(index, faiss.IndexIDMap2):
-                return None
-            if mapped:
-                ivf: Any = faiss.extract_index_ivf(index)
-                if size < index.ntotal * (ivf.code_size + 8):  # the codes must be in this very file
-                    return None
-            ids = out.ids()
-            if len(np.unique(ids)) != len(ids):
-                return None
-            return out, int(state["generation"])
-        return None
-
-
-def read_state(folder: Path) -> dict[str, Any] | None:
-    try:
-        state = json.loads((folder / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(state, dict) or "file" not in state or not isinstance(state.get("generation"), int):
-        return None  # includes snapshots of lookalike before 0.x's named files: rebuilt
-    return state
+    def write_index(self, path: str) -> int:
+        """Write the FAISS index to ``path``; the number of vectors written. A mapped index is
+        copied into memory first (FAISS would write it as a stub pointing at its file)."""
+        if self.mapped:
+            with self._lock.writing():
+                self._own_memory()
+        with self._lock.reading():
+            faiss.write_index(self._index, path)
+            return len(self)
 
 
 def rerank(
@@ -574,51 +473,3 @@ def rerank(
         scores[q, : len(order)] = s[order]
         ids[q, : len(order)] = np.asarray(mine)[order]
     return scores, ids
-
-
-class _TopK:
-    """The exact nearest neighbours of a few queries, found one block of vectors at a time."""
-
-    def __init__(self, query_ids: np.ndarray, queries: np.ndarray, k: int, metric: str):
-        self.query_ids, self.queries, self.k, self.metric = query_ids, queries, k, metric
-        self.scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-        self.ids = np.zeros((len(queries), 0), dtype=np.int64)
-
-    def update(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(self.queries) == 0 or len(ids) == 0:
-            return
-        s = np.concatenate([self.scores, exact_scores(self.queries, vectors, self.metric)], axis=1)
-        all_ids = np.concatenate([self.ids, np.broadcast_to(ids, (len(self.queries), len(ids)))], axis=1)
-        keep = np.argsort(-s, axis=1, kind="stable")[:, : self.k]
-        self.scores = np.take_along_axis(s, keep, 1)
-        self.ids = np.take_along_axis(all_ids, keep, 1)
-
-    def neighbours(self) -> list[np.ndarray]:
-        return list(self.ids)
-
-
-def _training_sample(
-    blocks: VectorBlocks, size: int, queries: int, cancelled: Callable[[], bool]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """A uniform sample of ``size`` vectors for training, in one pass over the blocks (every vector
-    draws a random key; the smallest keys win), and ``queries`` of them (with their ids) held out as
-    tuning queries."""
-    rng = np.random.default_rng(0)
-    keys = np.zeros(0)
-    kept_ids = np.zeros(0, np.int64)
-    kept: np.ndarray | None = None
-    for ids, vectors in blocks():
-        if cancelled():
-            return None
-        block_keys = rng.random(len(ids))
-        keys = np.concatenate([keys, block_keys])
-        kept_ids = np.concatenate([kept_ids, ids])
-        vectors = _as_f32(vectors, vectors.shape[1])
-        kept = vectors if kept is None else np.concatenate([kept, vectors])
-        if len(keys) > size:
-            best = np.argpartition(keys, size)[:size]
-            keys, kept_ids, kept = keys[best], kept_ids[best], kept[best]
-    if kept is None:
-        raise ValueError("no vectors to build an index from")
-    held = rng.choice(len(kept_ids), min(queries, len(kept_ids)), replace=False)
-    return np.ascontiguousarray(kept), kept_ids[held], np.ascontiguousarray(kept[held])

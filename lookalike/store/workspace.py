@@ -13,33 +13,32 @@ Many processes share a workspace. Writers take turns per commit (SQLite's write 
 so `lookalike serve`, `lookalike index` and `lookalike remove` run side by side. The workspace
 holds no vector index itself: each shard pod opens its own part (:class:`ShardIndex`), wherever
 it runs, and brings it forward from the vector log of the commits it has not seen.
+
+The manifest is read, checked against the flows and written by :class:`Manifest`; tools that read
+every shard at once (`info`, `dupes`, the consistency checks) do it through :class:`ShardSet`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lookalike import __version__
-from lookalike.atomic import atomic_write
-from lookalike.document import Document, Request
+from lookalike.document import Chunk, Document, Request
 from lookalike.errors import StoreError
 from lookalike.relevance import FILE as CALIBRATION_FILE
 from lookalike.store.docstore import DocStore
 from lookalike.store.locks import exclusive, try_exclusive
+from lookalike.store.manifest import MANIFEST, Manifest, WorkspaceLayout
 from lookalike.store.shard_index import ShardIndex
+from lookalike.store.shard_set import ShardSet
+from lookalike.store.shard_spec import ShardSpec
 from lookalike.store.vectors import IndexBudget
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 UPLOADS = "uploads"
 
 
@@ -61,12 +60,12 @@ class WorkspaceInfo:
 class Workspace:
     """Open with :meth:`open`; use as a context manager so snapshots are flushed and the lock freed."""
 
-    def __init__(self, path: Path, store: DocStore, manifest: dict[str, Any], writer: bool):
+    def __init__(self, path: Path, store: DocStore, manifest: Manifest, writer: bool):
         self.path = path
         self.store = store
         self.manifest = manifest
         self.writer = writer
-        self._max_chunks: tuple[int, int] | None = None  # (generation, the most chunks a document has)
+        self._most_chunks = MostChunks(store)
         self._identity: str | None = None  # what the vectors are; a store re-built for others is refused
 
     # --- opening ------------------------------------------------------------------------------
@@ -75,28 +74,22 @@ class Workspace:
     def open(
         cls,
         path: str | os.PathLike,
+        layout: WorkspaceLayout | None = None,
         *,
-        encoder: str | None = None,
-        dim: int | None = None,
-        metric: str | None = None,
-        shards: int | None = None,
         writer: bool = True,
         create: bool = True,
         reset: bool = False,
-        preset: str | None = None,
-        flows: dict[str, str] | None = None,
-        index_memory: int | None = None,
-        index_latency_ms: float | None = None,
     ) -> Workspace:
         """Open (or create) the workspace at ``path``.
 
-        ``encoder`` is the fingerprint of the encoder that will read or write it: a workspace built
-        with another encoder refuses to open, unless ``reset`` empties it first. ``index_memory`` (bytes)
-        and ``index_latency_ms`` pick the index type; a writer remembers them in the manifest.
+        ``layout`` is what the flows that will read or write it say (a reader may give none: the
+        vectors are whatever the workspace holds). A workspace built with another encoder refuses
+        to open, unless ``reset`` empties it first; a writer remembers the layout's flows, preset
+        and index budget in the manifest.
         """
         path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.exists():
+        layout = layout or WorkspaceLayout()
+        if not (path / MANIFEST).exists():
             if not create:
                 raise StoreError(f"no workspace at {path}: run `lookalike index PATH` first, or pass --workspace")
             try:
@@ -110,129 +103,43 @@ class Workspace:
         with exclusive(path):
             if writer:
                 _remove_stale_temp_files(path)
-            manifest = _read_manifest(manifest_path) if manifest_path.exists() else None
-            ws = cls(path, DocStore(path / "docs.sqlite"), manifest or {}, writer)
-            # Not told (a reader such as `lookalike info`): the vectors are whatever the workspace holds.
-            dim = dim or int((manifest or {}).get("dim", 1280))
-            metric = metric or str((manifest or {}).get("metric", "cosine"))
+            manifest = Manifest.read(path)
+            ws = cls(path, DocStore(path / "docs.sqlite"), manifest or Manifest(path), writer)
             try:
-                ws._setup(manifest is None, encoder, dim, metric, shards, writer, reset, preset, flows)
-                ws._set_budget(index_memory, index_latency_ms)
+                ws._setup(manifest is None, layout, reset)
+                if ws.manifest.set_budget(layout.index_memory, layout.index_latency_ms) and writer:
+                    ws.manifest.write()
             except BaseException:
                 ws.close()
                 raise
         return ws
 
-    def _setup(
-        self,
-        new: bool,
-        encoder: str | None,
-        dim: int,
-        metric: str,
-        shards: int | None,
-        writer: bool,
-        reset: bool,
-        preset: str | None,
-        flows: dict[str, str] | None,
-    ) -> None:
-        m = self.manifest
-        if new:
-            m.update(
-                format_version=FORMAT_VERSION,
-                created_at=time.time(),
-                encoder=encoder,
-                dim=dim,
-                shards=shards or 1,
-                preset=preset or "default",
-                flows=flows or {},
-            )
-        if m.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{self.path} has workspace format {m.get('format_version')}, this lookalike reads "
-                f"{FORMAT_VERSION}: upgrade lookalike or re-index into a new --workspace"
-            )
+    def _setup(self, new: bool, layout: WorkspaceLayout, reset: bool) -> None:
+        reshard = self.manifest.adopt(layout, self.store, new=new, reset=reset, writer=self.writer)
         if reset:
-            if not writer:
-                raise StoreError("resetting a workspace needs write access")
-            m.update(encoder=encoder, dim=dim, metric=metric, preset=preset or m.get("preset", "default"))
             (self.path / CALIBRATION_FILE).unlink(missing_ok=True)  # another collection's background
-        recorded = m.get("encoder")
-        if encoder and recorded and recorded != encoder:
-            if not reset and self.store.count_docs() > 0:
-                raise StoreError(
-                    f"workspace {self.path} was built with encoder {recorded}, but this flow encodes with "
-                    f"{encoder}; re-index it with `lookalike index --reset PATH...`, or pass another --workspace"
-                )
-            m["encoder"] = encoder  # an empty workspace simply adopts the new encoder
-        elif encoder and not recorded:
-            m["encoder"] = encoder
-        if (m.get("dim"), m.get("metric", "cosine")) != (dim, metric) and not reset and self.store.count_chunks():
-            raise StoreError(
-                f"workspace {self.path} holds {m.get('dim')}-d {m.get('metric', 'cosine')} vectors, not {dim}-d "
-                f"{metric}; re-index it with `lookalike index --reset PATH...`, or pass another --workspace"
-            )
-        m["dim"], m["metric"] = dim, metric
-        if preset and writer:
-            m["preset"] = preset
-        if flows and writer:
-            m["flows"] = flows
-        n = shards or int(m.get("shards", 1))
-        reshard = n != m.get("shards") and not new
-        if reshard and not writer:
-            raise StoreError(f"workspace {self.path} has {m.get('shards')} shards, the flow asks for {n}")
-        m["shards"] = n
-        m["lookalike_version"] = __version__
-        # "vectors": how they are stored; a process of an older lookalike writing float32 is refused.
-        identity = json.dumps(
-            {**{k: m.get(k) for k in ("encoder", "dim", "metric", "shards")}, "vectors": "float16"}, sort_keys=True
-        )
-        if writer:
-            # The doc store's identity changes in the same transaction as the data it describes, so
-            # a process still writing the old vectors is refused at its next commit.
-            if reset:
-                self.store.clear(identity)
-            elif reshard:
-                self.store.reassign_shards(n, identity)
-            elif self.store.identity != identity:
-                self.store.set_identity(identity)
-            old_roots = m.pop("roots", None)  # format 1 kept them here; the doc store has them now
-            if old_roots:
-                self.store.add_roots(old_roots)
-            self._write_manifest()
+        identity = self.manifest.identity()
+        if self.writer:
+            self._write_identity(identity, reset, reshard)
         self._identity = self.store.identity or identity
 
-    def _set_budget(self, memory: int | None, latency_ms: float | None) -> None:
-        """Given values replace the remembered ones (written to the manifest by a writer)."""
-        if memory is None and latency_ms is None:
-            return
-        budget = dict(self.manifest.get("index_budget") or {})
-        if memory is not None:
-            budget["memory_bytes"] = int(memory)
-        if latency_ms is not None:
-            budget["latency_ms"] = float(latency_ms)
-        self.manifest["index_budget"] = budget
-        if self.writer:
-            self._write_manifest()
+    def _write_identity(self, identity: str, reset: bool, reshard: bool) -> None:
+        # The doc store's identity changes in the same transaction as the data it describes, so
+        # a process still writing the old vectors is refused at its next commit.
+        if reset:
+            self.store.clear(identity)
+        elif reshard:
+            self.store.reassign_shards(self.manifest.shards, identity)
+        elif self.store.identity != identity:
+            self.store.set_identity(identity)
+        old_roots = self.manifest.take_old_roots()
+        if old_roots:
+            self.store.add_roots(old_roots)
+        self.manifest.write()
 
-    @property
-    def budget(self) -> IndexBudget:
-        """The whole workspace's index budget (split evenly between its shards)."""
-        b = self.manifest.get("index_budget") or {}
-        default = IndexBudget()  # the settings' defaults
-        return IndexBudget(
-            int(b.get("memory_bytes", default.memory_bytes)), float(b.get("latency_ms", default.latency_ms))
-        )
-
-    def exact(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The stored vectors of these chunks (for exact re-ranking)."""
-        return self.store.embeddings(ids, self.dim)
-
-    def open_shard(self, shard: int, *, persist: bool | None = None) -> ShardIndex:
-        """Shard ``shard``'s part of the vector index, loaded and brought forward (see ShardIndex).
-        Its pod opens it; so do tools that read every shard (`info`, `dupes`)."""
-        if not 0 <= shard < self.n_shards_configured:
-            raise StoreError(f"workspace {self.path} has {self.n_shards_configured} shards, not a shard {shard}")
-        return ShardIndex(self, shard, persist=persist)
+    def check_encoder(self, encoder: str | None, dim: int, metric: str) -> None:
+        """Refuse flows whose vectors are not this workspace's (a reader's flows, built after it opened)."""
+        self.manifest.check_flow(encoder, dim, metric, self.store)
 
     def check_identity(self, identity: str | None) -> None:
         """Refuse to go on if another process re-built this workspace for other vectors."""
@@ -242,45 +149,39 @@ class Workspace:
                 f"this process has {self._identity}); restart to use it"
             )
 
-    def _write_manifest(self) -> None:
-        try:
-            atomic_write(self.path / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True).encode())
-        except OSError as e:
-            raise StoreError(f"cannot write {self.path / MANIFEST}: {e.strerror or e}") from e
-
     @staticmethod
     def stored_flow(path: str | os.PathLike, kind: str) -> tuple[str, Path | None] | None:
         """The text and base folder of the ``kind`` ("index" or "query") flow the workspace at
         ``path`` remembers; None if there is no workspace or no such flow. A damaged manifest is a
         StoreError that says how to repair it."""
-        manifest_path = Path(path) / MANIFEST
-        if not manifest_path.exists():
-            return None
-        flows = _read_manifest(manifest_path).get("flows", {})
-        text, base = flows.get(kind), flows.get(f"{kind}_base_dir")
-        return (text, Path(base) if base else None) if text else None
+        return Manifest.stored_flow(path, kind)
 
     # --- properties ---------------------------------------------------------------------------
 
     @property
     def dim(self) -> int:
-        return int(self.manifest["dim"])
+        return self.manifest.dim
 
     @property
     def metric(self) -> str:
-        return str(self.manifest.get("metric", "cosine"))
+        return self.manifest.metric
 
     @property
     def encoder(self) -> str | None:
-        return self.manifest.get("encoder")
+        return self.manifest.encoder
 
     @property
     def preset(self) -> str:
-        return str(self.manifest.get("preset", "default"))
+        return self.manifest.preset
 
     @property
     def n_shards_configured(self) -> int:
-        return int(self.manifest.get("shards", 1))
+        return self.manifest.shards
+
+    @property
+    def budget(self) -> IndexBudget:
+        """The whole workspace's index budget (split evenly between its shards)."""
+        return self.manifest.budget
 
     @property
     def roots(self) -> list[str]:
@@ -312,18 +213,10 @@ class Workspace:
         """
         if not self.writer:
             raise StoreError("this workspace was opened read-only")
-        staged = request.staged
-        by_id = {d.id: d for d in request.docs}
-        accepted = set(staged.doc_ids)
-        docs = [by_id[i] for i in staged.doc_ids if i in by_id and by_id[i].error is None]
-        ok = {d.id for d in docs}
-        vectors = {i: v for i, v in staged.vectors.items() if i in ok}
-        for doc_id in staged.vectors.keys() - accepted:
-            if doc_id in by_id:
-                by_id[doc_id].fail("the doc indexer did not accept this document", "not indexed")
-        if not docs and not staged.deletes:
+        docs, vectors = _accepted(request)
+        if not docs and not request.staged.deletes:
             return []
-        self.store.commit(docs, vectors, staged.deletes, self._identity)
+        self.store.commit(docs, vectors, request.staged.deletes, self._identity)
         return docs
 
     def close(self) -> None:
@@ -339,92 +232,65 @@ class Workspace:
     # --- reading ------------------------------------------------------------------------------
 
     def max_chunks_per_doc(self) -> int:
-        """The most chunks any document has (1 when empty): an upper bound, brought forward from
-        the vector log (added chunks only: removals can only lower it, and a high bound stays exact)."""
-        with self.store.snapshot_read() as state:
-            cached = self._max_chunks
-            if cached is not None and cached[0] == state.generation:
-                return cached[1]
-            if cached is None or cached[0] < state.log_floor or cached[0] > state.generation:
-                most = self.store.max_chunks_per_doc()
-            else:
-                change = self.store.logged_changes(cached[0], state.generation)
-                added = [i for _, is_add, ids in change.steps if is_add for i in ids]
-                most = max(cached[1], self.store.max_chunks_of_docs_with(added)) if added else cached[1]
-            self._max_chunks = (state.generation, most)
-            return most
+        """The most chunks any document has (1 when empty), as an upper bound (see MostChunks)."""
+        return self._most_chunks.get()
 
     def doc_ids_under(self, roots: Iterable[str]) -> list[str]:
         """The ids of stored documents whose file is one of ``roots`` or inside one of them."""
         return [doc_id for doc_id, _ in self.store.docs_under(roots)]
 
-    def finish_shards(self) -> list[dict[str, Any]]:
-        """What an index flow's shard pods do when it closes, for a writer that commits without a
-        flow (a benchmark, a tool): every shard caught up, built as the right type (waited for)
-        and snapshotted. Each shard's description, after."""
-        out = []
-        for i in range(self.n_shards_configured):
-            with self.open_shard(i) as shard:
-                shard.finish()
-                out.append(shard.describe())
-        return out
+    def exact(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of these chunks (for exact re-ranking)."""
+        return self.store.embeddings(ids, self.dim)
+
+    # --- shards -------------------------------------------------------------------------------
+
+    def open_shard(self, shard: int, *, persist: bool | None = None) -> ShardIndex:
+        """Shard ``shard``'s part of the vector index, loaded and brought forward (see ShardIndex).
+        Its pod opens it; so do tools that read every shard (`info`, `dupes`). ``persist``: it
+        writes snapshots and builds new index types (a writer's shards do, unless told not to)."""
+        n = self.n_shards_configured
+        if not 0 <= shard < n:
+            raise StoreError(f"workspace {self.path} has {n} shards, not a shard {shard}")
+        spec = ShardSpec(
+            folder=self.path / f"shard-{shard}",
+            shard=shard,
+            dim=self.dim,
+            metric=self.metric,
+            shards=n,
+            budget=self.budget.per_shard(n),
+            persist=self.writer if persist is None else persist and self.writer,
+            check_identity=self.check_identity,
+            exact=self.exact,
+        )
+        return ShardIndex(self.store, spec)
+
+    @property
+    def all_shards(self) -> ShardSet:
+        """Every shard's index at once, for tools (see ShardSet)."""
+        return ShardSet(self.store, self.open_shard, self.n_shards_configured)
 
     def shard_indexes(self) -> list[ShardIndex]:
         """Every shard's index, opened read-only here (for tools that read them all); close them."""
-        shards: list[ShardIndex] = []
-        try:
-            for i in range(self.n_shards_configured):
-                shards.append(self.open_shard(i, persist=False))
-        except BaseException:
-            for shard in shards:
-                shard.close(flush=False)
-            raise
-        return shards
+        return self.all_shards.open()
 
-    @contextmanager
-    def _shards(self, given: list[ShardIndex] | None) -> Iterator[list[ShardIndex]]:
-        """``given``, or every shard's index opened here for the block."""
-        if given is not None:
-            yield given
-            return
-        shards = self.shard_indexes()
-        try:
-            yield shards
-        finally:
-            for shard in shards:
-                shard.close(flush=False)
+    def finish_shards(self) -> list[dict[str, Any]]:
+        """Every shard finished as an index flow's pods finish it (see ShardSet.finish)."""
+        return self.all_shards.finish()
 
     def verify(self, shards: list[ShardIndex] | None = None) -> list[str]:
-        """Consistency problems between the doc store and the shards' indexes as their pods would
-        open them now (empty when consistent). Both sides are read at one generation."""
-        with self._shards(shards) as shards:
-            for _ in range(5):
-                for shard in shards:
-                    shard.sync(upgrade=False)
-                with self.store.snapshot_read() as state:
-                    ids = self.store.chunk_ids()
-                    shard_ids = [shard.ids() for shard in shards]
-                    if all(shard.generation == state.generation for shard in shards):
-                        break
-        problems = []
-        for shard, held in zip(shards, shard_ids, strict=True):
-            if len(np.unique(held)) != len(held):
-                problems.append(f"shard {shard.shard} holds duplicate vectors")
-        searchable = np.unique(np.concatenate(shard_ids)) if shard_ids else np.zeros(0, np.int64)
-        orphans = np.setdiff1d(searchable, ids, assume_unique=True)
-        if len(orphans):
-            problems.append(f"{len(orphans)} searchable vectors belong to no indexed document")
-        unsearchable = np.setdiff1d(ids, searchable, assume_unique=True)
-        if len(unsearchable):
-            problems.append(f"{len(unsearchable)} stored vectors are not searchable")
-        return problems
+        """Consistency problems between the doc store and the shards' indexes (see ShardSet.verify)."""
+        return self.all_shards.verify(shards)
+
+    def measure_recall(self, queries: int = 200, k: int = 10, shards: list[ShardIndex] | None = None) -> list[float]:
+        """recall@k of each shard's index against exact search (see ShardIndex.measure_recall)."""
+        return self.all_shards.measure_recall(queries, k, shards)
 
     def info(self, indexes: list[dict[str, Any]] | None = None) -> WorkspaceInfo:
         """What the workspace holds. ``indexes``: the shards' own descriptions, from the pods that
         hold them (a server's); without them, each shard's index is opened here to describe it."""
         if indexes is None:
-            with self._shards(None) as shards:
-                indexes = [shard.describe() for shard in shards]
+            indexes = self.all_shards.describe()
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return WorkspaceInfo(
             path=self.path,
@@ -435,39 +301,56 @@ class Workspace:
             preset=self.preset,
             size_bytes=size,
             generation=self.store.generation,
-            created_at=self.manifest.get("created_at"),
+            created_at=self.manifest.created_at,
             indexes=indexes,
             budget=self.budget,
         )
 
-    def measure_recall(self, queries: int = 200, k: int = 10, shards: list[ShardIndex] | None = None) -> list[float]:
-        """recall@k of each shard's index against exact search (see ShardIndex.measure_recall)."""
-        with self._shards(shards) as opened:
-            return [shard.measure_recall(queries, k) for shard in opened]
+
+def _accepted(request: Request) -> tuple[list[Document], dict[str, tuple[int, list[Chunk]]]]:
+    """What of a finished request is stored: the documents the doc indexer accepted and no pod
+    failed, each with the vectors the vector indexer accepted for it. A document with vectors that
+    the doc indexer did not accept fails."""
+    staged = request.staged
+    by_id = {d.id: d for d in request.docs}
+    accepted = set(staged.doc_ids)
+    docs = [by_id[i] for i in staged.doc_ids if i in by_id and by_id[i].error is None]
+    ok = {d.id for d in docs}
+    vectors = {i: v for i, v in staged.vectors.items() if i in ok}
+    for doc_id in staged.vectors.keys() - accepted:
+        if doc_id in by_id:
+            by_id[doc_id].fail("the doc indexer did not accept this document", "not indexed")
+    return docs, vectors
+
+
+class MostChunks:
+    """The most chunks any document has (1 when empty), for a search to fetch enough chunk matches:
+    an upper bound brought forward from the vector log (added chunks only: removals can only lower
+    it, and a high bound stays exact), so a search never counts every document's chunks."""
+
+    def __init__(self, store: DocStore):
+        self.store = store
+        self._cached: tuple[int, int] | None = None  # (generation, the most chunks a document has)
+
+    def get(self) -> int:
+        with self.store.snapshot_read() as state:
+            cached = self._cached
+            if cached is not None and cached[0] == state.generation:
+                return cached[1]
+            if cached is None or cached[0] < state.log_floor or cached[0] > state.generation:
+                most = self.store.max_chunks_per_doc()
+            else:
+                change = self.store.logged_changes(cached[0], state.generation)
+                added = [i for _, is_add, ids in change.steps if is_add for i in ids]
+                most = max(cached[1], self.store.max_chunks_of_docs_with(added)) if added else cached[1]
+            self._cached = (state.generation, most)
+            return most
 
 
 def within(path: str, root: str) -> bool:
     """Is ``path`` the folder or file ``root``, or inside it? (Plain paths, no symlinks resolved.)"""
     root = root.rstrip(os.sep) or os.sep
     return path == root or path.startswith(root if root == os.sep else root + os.sep)
-
-
-_REPAIR = (
-    "restore it from a backup, or move the workspace aside and index again into a new one "
-    "(`lookalike index --workspace NEW PATH...`); the documents in docs.sqlite are untouched"
-)
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except OSError as e:
-        raise StoreError(f"cannot read {path}: {e.strerror or e}") from e
-    except ValueError as e:
-        raise StoreError(f"{path} is damaged ({e}); {_REPAIR}") from e
-    if not isinstance(data, dict) or "format_version" not in data:
-        raise StoreError(f"{path} is not a lookalike manifest; {_REPAIR}")
-    return data
 
 
 def _remove_stale_temp_files(path: Path) -> None:

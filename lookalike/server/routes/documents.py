@@ -12,14 +12,13 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.document import Document, display_path
-from lookalike.engine import Engine
 from lookalike.errors import NotFound
 from lookalike.images import IMAGE_EXTENSIONS
+from lookalike.library import IndexReport, IndexRequest, Library
 from lookalike.server.routes import service_of
 from lookalike.server.schemas import Deleted, DocDetail, IndexResponse, Stats, errors_for
 from lookalike.server.state import ApiError, Service
 from lookalike.server.thumbnails import thumbnail
-from lookalike.service import workspace_fields
 
 router = APIRouter(tags=["documents"])
 ServiceDep = Annotated[Service, Depends(service_of)]
@@ -45,8 +44,8 @@ _UPLOAD_BODY = {
 @router.get("/api/stats", response_model=Stats, response_model_exclude_unset=True, responses=errors_for())
 async def stats(service: ServiceDep) -> dict[str, Any]:
     """The workspace: documents, vectors, encoder; ``ready`` is false while the model loads."""
-    config, engine = service.config, service.engine
-    if engine is None:
+    config, library = service.config, service.library
+    if library is None:
         error = service.load_error
         return {
             "ready": False,
@@ -54,32 +53,24 @@ async def stats(service: ServiceDep) -> dict[str, Any]:
             "writable": config.writes_enabled,
             "error": {"type": type(error).__name__, "message": display_path(str(error))} if error else None,
         }
-    # The query pods describe the shard indexes they hold (on Ray, the shard actors answer).
-    info = await run_in_threadpool(lambda: engine.workspace.info(engine.shard_indexes()))
-    return (
-        {"ready": True, "writable": config.writes_enabled}
-        | workspace_fields(info)
-        | {"batching": service.batcher.enabled if service.batcher else False, "runtime": engine.runtime_info()}
-    )
+    report = await run_in_threadpool(library.inspector.stats)
+    batching = library.searcher.batcher.enabled
+    return {"ready": True, "writable": config.writes_enabled} | report.to_dict() | {"batching": batching}
 
 
 @router.get("/api/docs/{doc_id}", response_model=DocDetail, responses=errors_for(404, 422, 503))
 async def get_doc(doc_id: str, service: ServiceDep) -> dict[str, Any]:
     """An indexed document: its file, size, content hash and tags."""
     _, doc = service.stored(doc_id)
-    return service.describe(doc.id, doc.uri, doc.width, doc.height, doc.tags) | {
-        "size": doc.size,
-        "content_hash": doc.content_hash,
-        "indexed_at": doc.indexed_at,
-    }
+    return service.describe(doc) | {"size": doc.size, "content_hash": doc.content_hash, "indexed_at": doc.indexed_at}
 
 
-def servable(engine: Engine, uri: str | None) -> Path:
+def servable(library: Library, uri: str | None) -> Path:
     """The file behind a document, only if it really lies inside an indexed root."""
     if not uri:
         raise NotFound("this document has no file")
     real = Path(os.path.realpath(uri))
-    for root in engine.workspace.roots:
+    for root in library.workspace.roots:
         root_real = Path(os.path.realpath(root))
         if real == root_real or root_real in real.parents:
             if real.is_file():
@@ -95,8 +86,8 @@ def servable(engine: Engine, uri: str | None) -> Path:
 )
 async def get_image(doc_id: str, service: ServiceDep) -> FileResponse:
     """The original file, as indexed (only from inside the indexed folders)."""
-    engine, doc = service.stored(doc_id)
-    return FileResponse(servable(engine, doc.uri), headers={"Cache-Control": "private, max-age=3600"})
+    library, doc = service.stored(doc_id)
+    return FileResponse(servable(library, doc.uri), headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get(
@@ -108,9 +99,9 @@ async def get_thumbnail(
     doc_id: str, service: ServiceDep, size: int = Query(default=256, ge=16, le=1024)
 ) -> FileResponse:
     """A JPEG at most ``size`` pixels on its longer side, cached in the workspace."""
-    engine, doc = service.stored(doc_id)
-    path = servable(engine, doc.uri)
-    cache = engine.workspace.path / "thumbnails"
+    library, doc = service.stored(doc_id)
+    path = servable(library, doc.uri)
+    cache = library.workspace.path / "thumbnails"
     thumb = await run_in_threadpool(thumbnail, path, doc.id, doc.content_hash or "", size, cache)
     etag = hashlib.sha1(f"{doc.content_hash}:{size}".encode()).hexdigest()[:16]
     return FileResponse(
@@ -134,15 +125,16 @@ def upload_name(data: bytes, filename: str | None) -> str:
 async def index(request: Request, service: ServiceDep) -> dict[str, Any]:
     """Upload images (multipart field 'files', one or more) and index them.
 
-    They are kept in the workspace's ``uploads/`` folder, named by their content's SHA-256."""
+    They are kept in the workspace's ``uploads/`` folder, named by their content's SHA-256. The
+    answer is the index run's report (as `lookalike index --json` prints it), and each file's fate."""
     service.check_write(request)
-    engine = service.ready_engine()
+    library = service.ready()
     form = await request.form()
     uploads = [f for f in form.getlist("files") + form.getlist("file") if not isinstance(f, str)]
     if not uploads:
         raise ApiError(422, "ValidationError", "files: upload at least one image in multipart field 'files'")
-    # Absolute, as the engine records roots: then it is one root, and every upload lies inside it.
-    folder = Path(os.path.abspath(engine.workspace.uploads))
+    # Absolute, as the library records roots: then it is one root, and every upload lies inside it.
+    folder = Path(os.path.abspath(library.workspace.uploads))
     folder.mkdir(exist_ok=True)
     saved = []
     for up in uploads:
@@ -151,45 +143,39 @@ async def index(request: Request, service: ServiceDep) -> dict[str, Any]:
         target.write_bytes(data)
         saved.append((up.filename, target))
 
-    def run() -> Any:
+    def run() -> IndexReport:
         with service.index_lock:  # one indexing run at a time; searches go on meanwhile
-            engine.workspace.add_roots([str(folder)])  # once: later uploads lie inside it
+            library.workspace.add_roots([str(folder)])  # once: later uploads lie inside it
             # A new vector index, when one is due, is built behind the searches: never waited for here.
-            return engine.index([p for _, p in saved], background=True)
+            return library.index(IndexRequest(tuple(str(p) for _, p in saved), background=True))
 
-    summary = await run_in_threadpool(run)
-    service.indexed.inc(summary.indexed + summary.updated)
-    ids = {str(p): Document.from_path(p).id for _, p in saved}
-    failed = dict(summary.skipped_files)
+    report = await run_in_threadpool(run)
+    service.indexed.inc(report.indexed + report.updated)
+    failed = dict(report.skipped_files)
     for _, p in saved:
         if str(p) in failed:
             p.unlink(missing_ok=True)  # keep no copy of what could not be indexed
-    return {
-        "indexed": summary.indexed,
-        "updated": summary.updated,
-        "unchanged": summary.unchanged,
-        "skipped": summary.skipped,
-        "files": [
-            {
-                "name": display_path(name) if name is not None else None,
-                "doc_id": ids[str(p)],
-                "error": display_path(failed[str(p)]) if str(p) in failed else None,
-            }
-            for name, p in saved
-        ],
-    }
+    files = [
+        {
+            "name": display_path(name) if name is not None else None,
+            "doc_id": Document.from_path(p).id,
+            "error": display_path(failed[str(p)]) if str(p) in failed else None,
+        }
+        for name, p in saved
+    ]
+    return report.to_dict() | {"files": files}
 
 
 @router.delete("/api/docs/{doc_id}", response_model=Deleted, responses=errors_for(401, 403, 404, 409, 422, 503))
 async def delete_doc(doc_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
     """Take a document out of the index (and delete the file, if it was uploaded)."""
     service.check_write(request)
-    engine, doc = service.stored(doc_id)
+    library, doc = service.stored(doc_id)
 
     def run() -> int:
         with service.index_lock:
-            removed = engine.delete_ids([doc.id], background=True)
-        uploads = Path(os.path.abspath(engine.workspace.uploads))
+            removed = library.indexer.delete_ids([doc.id], background=True)
+        uploads = Path(os.path.abspath(library.workspace.uploads))
         if doc.uri and Path(doc.uri).parent == uploads:  # an uploaded copy is ours to delete
             Path(doc.uri).unlink(missing_ok=True)
         return removed

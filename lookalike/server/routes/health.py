@@ -23,7 +23,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Ready, responses=errors_for(503))
 async def readyz(service: ServiceDep) -> dict[str, bool]:
-    service.ready_engine()
+    service.ready()
     return {"ready": True}
 
 

@@ -12,13 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from lookalike.document import Result
-from lookalike.engine import cut, query_doc
 from lookalike.errors import BadInput
+from lookalike.library import SearchReport, SearchRequest
+from lookalike.library.types import MAX_TOP_K
 from lookalike.server.routes import service_of
 from lookalike.server.schemas import (
     SEARCH_FORM_SCHEMA,
-    TOP_K,
+    TOP_K_HELP,
     SearchBody,
     SearchForm,
     SearchResponse,
@@ -82,19 +82,19 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes]]:
     return body, [decode_data_uri(d, i) for i, d in enumerate(body.data or [])]
 
 
-def _payload(
-    service: Service,
-    results: list[list[Result]],
-    top_k: int,
-    start: float,
-    extra: list[dict[str, Any]] | None = None,
-    by_tag: bool = False,
-) -> dict[str, Any]:
+def _requests(body: SearchBody, images: list[bytes]) -> list[SearchRequest]:
+    """The library's requests for a search body (one per image, or one for a doc_id)."""
+    if body.doc_id is not None and not images:  # (a multipart search always has its file)
+        return [SearchRequest(like=body.doc_id, top_k=body.top_k, min_match=body.min_match)]
+    return [SearchRequest(image=i, face=body.face, top_k=body.top_k, min_match=body.min_match) for i in images]
+
+
+def _payload(service: Service, reports: list[SearchReport], top_k: int, start: float) -> dict[str, Any]:
     out = []
-    for i, rs in enumerate(results):
-        entry: dict[str, Any] = {"matches": [service.match(r, by_tag) for r in rs]}
-        if extra:
-            entry.update(extra[i])
+    for report in reports:
+        entry: dict[str, Any] = {"matches": [service.match(h) for h in report.hits]}
+        if report.faces is not None:
+            entry["faces"] = [{"bbox": list(b)} for b in report.faces]
         out.append(entry)
     return {"results": out, "top_k": top_k, "took_ms": round((time.perf_counter() - start) * 1000, 2)}
 
@@ -110,20 +110,13 @@ async def search(request: Request, service: ServiceDep) -> dict[str, Any]:
     """Images like the query: data URIs (jinabox style), an uploaded file, or an indexed doc_id."""
     start = time.perf_counter()
     body, images = await _parse(request)
-    engine = service.ready_engine()
-    batcher = service.batcher
-    assert batcher is not None
-    if body.doc_id is not None and not images:  # (a multipart search always has its file)
-        doc = await run_in_threadpool(engine.stored_query_doc, body.doc_id)
-        rs = await run_in_threadpool(batcher.search, doc, body.top_k, body.doc_id)
-        return _payload(service, [cut(rs, body.min_match)], body.top_k, start)
-    docs = [query_doc(i, m) for i, m in enumerate(images)]
-    if len(images) == 1:  # the common case: batched with other clients' queries
-        results = [cut(await run_in_threadpool(batcher.search, docs[0], body.top_k, None, body.face), body.min_match)]
+    library = service.ready()
+    requests = _requests(body, images)
+    if len(requests) == 1:  # the common case: batched with other clients' searches
+        reports = [await run_in_threadpool(library.search, requests[0])]
     else:  # several images in one request are a batch already
-        results = await run_in_threadpool(engine.query_docs, docs, body.top_k, body.face, body.min_match)
-    faces = [{"faces": [{"bbox": b} for b in d.query_info["faces"]]} if "faces" in d.query_info else {} for d in docs]
-    return _payload(service, results, body.top_k, start, faces)
+        reports = await run_in_threadpool(library.search_many, requests)
+    return _payload(service, reports, requests[0].top_k or library.options.top_k, start)
 
 
 @router.get(
@@ -137,14 +130,14 @@ async def search_tags(
         pattern=r"\S",
         description="a word such as bird, dog or daisy, or part of an ImageNet label (not blank)",
     ),
-    top_k: int = Query(default=TOP_K, ge=1, le=1000),
+    top_k: int | None = Query(default=None, ge=1, le=MAX_TOP_K, description=TOP_K_HELP),
 ) -> dict[str, Any]:
     """Indexed images tagged with what ``q`` names: a WordNet word finds every ImageNet class under
     it (``bird``: all 59 bird classes), ranked by summed probability; other text matches inside labels."""
     start = time.perf_counter()
-    engine = service.ready_engine()
-    results = await run_in_threadpool(engine.search_tags, q, top_k)
-    return _payload(service, [results], top_k, start, by_tag=True)
+    library = service.ready()
+    report = await run_in_threadpool(library.search, SearchRequest(tag=q, top_k=top_k))
+    return _payload(service, [report], top_k or library.options.top_k, start)
 
 
 @router.get("/api/tags", response_model=TagSuggestions, responses=errors_for(422))

@@ -1,17 +1,17 @@
-"""Baselines measured in the same harness as lookalike itself.
+"""The speed baseline measured in the same harness as lookalike itself (``bench.index``).
 
-- :class:`ColorHistogramEncoder`: the floor for quality. A joint RGB colour histogram of the very
-  pixels the model sees (the one preprocessing), L2-normalised, so that ``lookalike eval
-  --encoder histogram`` scores it with the same metrics code as EfficientNet.
-- :class:`NaivePipeline`: the floor for speed. What a user writes in an afternoon, and what the
-  original example did: one image at a time, a full decode with no ``draft()``, a textbook resize
-  (shorter side to 256, centre crop 224), the model on batches of 1, nothing in parallel. Its model
-  is the same ONNX graph (:func:`onnx_model`) or, where torch and ``efficientnet-lite-pytorch``
-  happen to be installed, the same weights on torch eager (:func:`torch_model`). Torch is never a
-  dependency of lookalike; only a separate interpreter that has it can run the torch variant.
+:class:`NaivePipeline` is the floor for speed: what a user writes in an afternoon, and what the
+original example did: one image at a time, a full decode with no ``draft()``, a textbook resize
+(shorter side to 256, centre crop 224), the model on batches of 1, nothing in parallel. Its model
+is the same ONNX graph (:func:`onnx_model`) or, where torch and ``efficientnet-lite-pytorch``
+happen to be installed, the same weights on torch eager (:func:`torch_model`). Torch is never a
+dependency of lookalike; only a separate interpreter that has it can run the torch variant.
 
-This module imports only numpy and Pillow at the top, so that such an interpreter (without FAISS or
-pydantic) can import it.
+The floor for quality, a colour histogram, is a built-in executor now
+(:class:`lookalike.executors.histogram.ColorHistogramEncoder`, ``lookalike eval --encoder histogram``).
+
+This module imports only numpy, Pillow and lookalike's errors at the top, so that such an
+interpreter (without FAISS or onnxruntime) can import it.
 """
 
 from __future__ import annotations
@@ -24,54 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from lookalike.errors import BadInput, ModelError
-from lookalike.images import ImageSource, load_tensor
-
-# 8 levels per channel (512 bins) is the usual colour-histogram baseline: coarse enough that
-# small shifts in shade land in the same bin, fine enough to tell red fruit from green leaves.
-HISTOGRAM_BINS = 8
+from lookalike.errors import ModelError
 
 # A model on preprocessed ``N x 3 x 224 x 224`` input, returning L2-normalised N x D embeddings.
 Model = Callable[[np.ndarray], np.ndarray]
-
-
-class ColorHistogramEncoder:
-    """Joint RGB histogram of the preprocessed 224 x 224 crop, L2-normalised (``bins**3``-d).
-
-    It reads the model's input tensors and undoes the ``(x - 127) / 128`` scaling, which is exact
-    in float32, so it sees exactly the pixels EfficientNet sees: same decode, crop and alpha.
-    """
-
-    name = "histogram"
-
-    def __init__(self, bins: int = HISTOGRAM_BINS, input_size: int = 224):
-        if not 2 <= bins <= 64:
-            raise ModelError(f"histogram bins must be between 2 and 64, got {bins}")
-        self.bins = bins
-        self.input_size = input_size
-
-    @property
-    def dim(self) -> int:
-        return self.bins**3
-
-    def encode_tensors(self, batch: np.ndarray) -> np.ndarray:
-        """``N x 3 x S x S`` model input -> ``N x bins**3`` L2-normalised histograms."""
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != 4 or batch.shape[1] != 3:
-            raise BadInput(f"expected a batch of shape N x 3 x S x S, got {batch.shape}")
-        pixels = np.clip(np.rint(batch * 128.0 + 127.0), 0, 255).astype(np.int64)
-        levels = pixels * self.bins // 256  # N x 3 x S x S, each in 0..bins-1
-        codes = (levels[:, 0] * self.bins + levels[:, 1]) * self.bins + levels[:, 2]
-        n = len(batch)
-        flat = codes.reshape(n, -1) + np.arange(n)[:, None] * self.dim  # one bincount for the batch
-        hist = np.bincount(flat.ravel(), minlength=n * self.dim).reshape(n, self.dim).astype(np.float32)
-        return hist / np.maximum(np.linalg.norm(hist, axis=1, keepdims=True), 1e-12)
-
-    def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
-        """Histograms of images (paths, bytes, PIL images) through the one preprocessing."""
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        return self.encode_tensors(np.stack([load_tensor(i, self.input_size) for i in images]))
 
 
 # --- the naive pipeline ---------------------------------------------------------------------------

@@ -77,6 +77,11 @@ class Cluster:
         while len(self.alive_nodes()) < 2:
             assert time.monotonic() < deadline, "the second Ray node did not join within 90 s"
             time.sleep(0.5)
+        # Alive is not yet placeable: until the cluster counts the node's CPUs, pods dealt to it
+        # would be placed on the head instead.
+        while self.cluster_cpus() < 2 * self.cpus:
+            assert time.monotonic() < deadline, "the second Ray node's resources were not counted within 90 s"
+            time.sleep(0.5)
 
     def _wait_for_port(self) -> None:
         deadline = time.monotonic() + 90
@@ -98,6 +103,16 @@ class Cluster:
         )
         done = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
         return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout else []
+
+    def cluster_cpus(self) -> float:
+        """The CPUs the cluster counts, over its live nodes (asked by a short-lived driver)."""
+        code = (
+            "import ray\n"
+            f"ray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False)\n"
+            "print(ray.cluster_resources().get('CPU', 0))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
+        return float(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout else 0.0
 
     def kill_worker(self) -> None:
         """SIGKILL the second node: its raylet, object store and every worker process on it."""

@@ -1,0 +1,114 @@
+"""The library: one open workspace, and the use cases every front end calls.
+
+    with lookalike.open(Options.from_env(workspace="photos.lookalike")) as library:
+        library.index(IndexRequest(("photos",)))
+        report = library.search(SearchRequest(image="photos/cat.jpg"))
+
+Opening for writing builds the index and query flows (to create the workspace, or check it holds
+their vectors); opening for reading opens only the workspace, and the query flow is built (and
+checked) by the first search that needs it. No model is loaded until a pod first encodes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from lookalike.dupes import DEFAULT_THRESHOLD, DupeReport
+from lookalike.library.flows import Flows
+from lookalike.library.indexing import Indexer, IndexProgress
+from lookalike.library.inspecting import InfoReport, Inspector
+from lookalike.library.searching import Searcher
+from lookalike.library.types import IndexReport, IndexRequest, SearchReport, SearchRequest
+from lookalike.settings import Options
+from lookalike.store.docstore import StoredDoc
+from lookalike.store.workspace import Workspace, WorkspaceLayout
+
+
+class Library:
+    """A workspace with its flows. Open with :func:`open`; close (or use ``with``) when done.
+
+    Its use cases are :attr:`indexer`, :attr:`searcher` and :attr:`inspector`; the methods here
+    are their entry points.
+    """
+
+    def __init__(self, options: Options, workspace: Workspace, flows: Flows):
+        self.options, self.workspace, self.flows = options, workspace, flows
+        self.indexer = Indexer(workspace, flows)
+        self.searcher = Searcher(workspace, flows, options)
+        self.inspector = Inspector(workspace, flows)
+
+    # --- use cases ----------------------------------------------------------------------------
+
+    def index(
+        self, request: IndexRequest | Iterable[str | os.PathLike], progress: IndexProgress | None = None
+    ) -> IndexReport:
+        """Index files and folders incrementally (an :class:`IndexRequest`, or just the paths)."""
+        if not isinstance(request, IndexRequest):
+            request = IndexRequest(tuple(os.fspath(p) for p in request))
+        return self.indexer.index(request, progress)
+
+    def remove(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Take files (or every file under folders) out of the index; the files stay. How many."""
+        return self.indexer.remove(paths)
+
+    def search(self, request: SearchRequest) -> SearchReport:
+        return self.searcher.search(request)
+
+    def search_many(self, requests: Iterable[SearchRequest]) -> list[SearchReport]:
+        return self.searcher.search_many(requests)
+
+    def info(self, *, verify: bool = True, recall: bool = False) -> InfoReport:
+        return self.inspector.info(verify=verify, recall=recall)
+
+    def doc(self, doc_id: str) -> StoredDoc:
+        return self.inspector.doc(doc_id)
+
+    def dupes(self, threshold: float = DEFAULT_THRESHOLD) -> DupeReport:
+        return self.inspector.dupes(threshold)
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def close(self, flush: bool = True) -> None:
+        """Stop the flows and close the workspace. Their shard pods snapshot their indexes unless
+        ``flush`` is False (after an error: the next open brings the old snapshots forward)."""
+        self.searcher.close()
+        try:
+            self.flows.close(flush)
+        finally:
+            self.workspace.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        # After an error, no snapshot: it could only hide the error (a full disk fails both), and
+        # the next open brings the shards forward from what was committed.
+        self.close(flush=exc_type is None)
+
+
+def open(  # noqa: A001 - lookalike.open, as io.open or sqlite3.connect read
+    options: Options | str | os.PathLike | None = None, *, write: bool = True, reset: bool = False
+) -> Library:
+    """Open the workspace ``options.workspace`` (a path alone: that workspace, with the settings in
+    effect, as the CLI reads them).
+
+    ``write``: to index and remove (the workspace is created if need be); a reader only searches
+    and inspects, and leaves the workspace to writers meanwhile. ``reset``: empty it first
+    (forgetting remembered bad files), e.g. to index with another encoder.
+    """
+    if options is None or isinstance(options, (str, os.PathLike)):
+        options = Options.from_env(workspace=options)
+    flows = Flows(options, remembered=not reset)
+    try:
+        if write:
+            layout = flows.layout()
+            workspace = Workspace.open(options.workspace, layout, writer=True, reset=reset)
+        else:
+            budget = WorkspaceLayout(index_memory=options.index_memory, index_latency_ms=options.index_latency_ms)
+            workspace = Workspace.open(options.workspace, budget, writer=False, create=False)
+    except BaseException:
+        flows.close(flush=False)  # the containers its flows started
+        raise
+    flows.attach(workspace)
+    return Library(options, workspace, flows)

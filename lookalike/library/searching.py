@@ -1,0 +1,307 @@
+"""Searching: the one path every search takes, from every front end.
+
+A :class:`SearchRequest` starts from an image (a path or bytes), a stored photo ("more like
+this"), or a tag. Image and stored-photo searches run through the query flow; concurrent ones are
+micro-batched into it (:mod:`lookalike.library.batching`), and each batch is then, once and here:
+
+1. searched for enough results to expand with and to leave the query's own document out;
+2. expanded (alpha query expansion, :mod:`lookalike.descriptors`): each query whose best match is
+   not a copy searches again with its vector plus its nearest results', ranked by that second
+   search but scored by the cosine to the query itself;
+3. cut: the query's own document left out, ``top_k`` kept, each result labelled with its match
+   level (:mod:`lookalike.library.levels`) and the list cut at ``min_match``.
+
+A tag search is a query of the doc store (no flow, no model).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from lookalike.descriptors import QE_ALPHA, expand
+from lookalike.document import Chunk, Document, Request, Result, display_path, doc_id_for
+from lookalike.errors import FATAL_REASONS, POD_FAILURE, BadInput, LookalikeError, NotFound, fatal_error
+from lookalike.library.batching import MicroBatcher
+from lookalike.library.flows import Flows
+from lookalike.library.levels import MatchLevels, cut
+from lookalike.library.planning import entry_problem
+from lookalike.library.types import MAX_TOP_K, Concept, Hit, SearchReport, SearchRequest
+from lookalike.relevance import Calibration
+from lookalike.settings import Options
+from lookalike.store.workspace import Workspace
+
+_query_ids = itertools.count(1)
+
+
+@dataclass
+class _Query:
+    """One vector search in flight: the request, the query document, and what it needs back."""
+
+    request: SearchRequest
+    doc: Document
+    top_k: int
+    exclude: str | None  # a document id to leave out of the results (the stored photo itself)
+
+    @property
+    def fetch(self) -> int:
+        return self.top_k + (1 if self.exclude else 0)
+
+
+class Searcher:
+    """Answers :class:`SearchRequest`\\ s over one workspace and its query flow.
+
+    ``max_batch`` (the options' by default) bounds the searches that share one pass through the
+    flow, ``workers`` (default: the query flow's parallelism) how many passes run at once;
+    ``start=False`` makes searches queue until :meth:`start_batching` (a test's way to batch them).
+    """
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        flows: Flows,
+        options: Options,
+        *,
+        max_batch: int | None = None,
+        workers: int | None = None,
+        start: bool = True,
+    ):
+        self.workspace, self.flows, self.options = workspace, flows, options
+        self.levels = MatchLevels(workspace)
+        self._batching = (options.max_batch if max_batch is None else max_batch, workers, start)
+        self._batcher: MicroBatcher[_Query, SearchReport] | None = None
+
+    # --- the entry points ---------------------------------------------------------------------
+
+    def search(self, request: SearchRequest) -> SearchReport:
+        """One search. Image and stored-photo searches share the flow with concurrent ones."""
+        if request.tag is not None:
+            return self._search_tag(request)
+        query = self._query(request)
+        if request.face is not None:  # a chosen face is a request parameter: such a query runs alone
+            return _raised(self._run([query]))[0]
+        return self.batcher.call(query)
+
+    def search_many(self, requests: Iterable[SearchRequest]) -> list[SearchReport]:
+        """Several searches, those that run through the flow as one batch; the first unusable
+        query raises its error."""
+        requests = list(requests)
+        reports: dict[int, SearchReport] = {}
+        queries = [(i, self._query(r)) for i, r in enumerate(requests) if r.tag is None]
+        for face in {q.request.face for _, q in queries}:  # the face is a request parameter
+            group = [(i, q) for i, q in queries if q.request.face == face]
+            reports.update(zip((i for i, _ in group), _raised(self._run([q for _, q in group])), strict=True))
+        for i, r in enumerate(requests):
+            if r.tag is not None:
+                reports[i] = self._search_tag(r)
+        return [reports[i] for i in range(len(requests))]
+
+    @property
+    def batcher(self) -> MicroBatcher[_Query, SearchReport]:
+        if self._batcher is None:
+            max_batch, workers, start = self._batching
+            workers = workers or self.flows.query_parallelism
+            self._batcher = MicroBatcher(self._run, max_batch=max_batch, workers=workers, start=start)
+        return self._batcher
+
+    def start_batching(self) -> None:
+        self.batcher.start()
+
+    def warm_up(self) -> None:
+        """Start the query flow and run one query on each of its replicas, so the first real search
+        pays no start-up (the models load on first use)."""
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), (127, 127, 127)).save(buf, "PNG")
+        n = self.flows.query_parallelism
+        query = SearchRequest(image=buf.getvalue(), top_k=1)
+        # A grey square may have nothing to find (no face): only an error of the flow stops the warm-up.
+        with ThreadPoolExecutor(n, thread_name_prefix="warm-up") as pool:
+            list(pool.map(lambda _: self._run([self._query(query)]), range(n)))
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+
+    # --- making the query ---------------------------------------------------------------------
+
+    def _query(self, request: SearchRequest) -> _Query:
+        top_k = request.top_k or self.options.top_k
+        qid = f"query-{next(_query_ids)}"
+        if request.like is not None:
+            doc_id = self.stored_id(request.like)
+            return _Query(request, self._stored_query(qid, doc_id), top_k, doc_id if request.exclude_self else None)
+        image = request.image
+        if isinstance(image, (str, os.PathLike)):
+            path = os.path.abspath(os.fspath(image))
+            if not os.path.lexists(path):
+                raise NotFound(f"no such image: {display_path(os.fspath(image))}")
+            problem = entry_problem(path)
+            if problem is not None:
+                raise BadInput(f"cannot use {display_path(path)} as a query: {problem.message}", problem.reason)
+            return _Query(request, Document(id=qid, uri=path), top_k, None)
+        if isinstance(image, (bytes, bytearray)):
+            return _Query(request, Document(id=qid, blob=bytes(image)), top_k, None)
+        raise BadInput(f"a query image must be a path or bytes, not {type(image).__name__}", "wrong type")
+
+    def stored_id(self, like: str) -> str:
+        """The id of the stored photo ``like`` names: a document id, or the path it was indexed at."""
+        store = self.workspace.store
+        for doc_id in (like, doc_id_for(os.path.abspath(like))):
+            if store.get_docs([doc_id]):
+                return doc_id
+        if os.sep in like or os.path.lexists(like):  # meant as a path
+            raise NotFound(f"no indexed photo at {display_path(os.path.abspath(like))}")
+        raise NotFound(f"no indexed document {display_path(like)!r}")
+
+    def _stored_query(self, qid: str, doc_id: str) -> Document:
+        """A query carrying a stored photo's vectors (no file is read): its whole-image chunk, or,
+        where it has none (faces), its first chunk, the largest face."""
+        rows = self.workspace.store.chunks_of(doc_id)
+        if not rows:
+            raise BadInput(f"document {doc_id!r} has no vectors to search with (no face found?)", "no vectors")
+        chosen = [r for r in rows if r[1] == "whole"] or rows[:1]
+        return Document(id=qid, chunks=[Chunk(kind=kind, bbox=bbox, embedding=emb) for _, kind, bbox, emb in chosen])
+
+    # --- running a batch ----------------------------------------------------------------------
+
+    def _run(self, queries: list[_Query]) -> list[SearchReport | BaseException]:
+        """One pass of ``queries`` (all with the same ``face``) through the query flow, expanded
+        and cut: a report, or the error that made its query unusable, per query."""
+        cal = self.levels.calibration()
+        k = self.options.query_expansion if cal is not None else 0
+        parameters: dict = {"top_k": min(MAX_TOP_K + 1, max(q.fetch for q in queries))}
+        face = queries[0].request.face
+        if face is not None:
+            parameters["face"] = face  # which face of the query image (face flows)
+        # Enough results to expand with, whatever top_k asks.
+        first = dict(parameters, top_k=max(parameters["top_k"], k + 1))
+        runtime = self.flows.runtime("query")
+        done = runtime.submit(Request("search", [q.doc for q in queries], parameters=first)).result()
+        by_id = {d.id: d for d in done.docs}
+        fatal = next((d for d in done.docs if d.error is not None and d.error_reason in FATAL_REASONS), None)
+        if fatal is not None:
+            if fatal.error_reason == POD_FAILURE:  # the cluster's fault: the next search starts the pods afresh
+                self.flows.drop("query", runtime)
+            raise fatal_error(fatal.error_reason, f"search failed: {fatal.error}")
+        if k and cal is not None:
+            self._expand(queries, by_id, k, cal, parameters)
+        return [self._report(q, by_id[q.doc.id], cal) for q in queries]
+
+    def _report(self, q: _Query, d: Document, cal: Calibration | None) -> SearchReport | LookalikeError:
+        if d.error is not None:
+            return BadInput(f"query {display_path(d.uri) if d.uri else 'image'}: {d.error}", d.error_reason)
+        results = [r for r in d.results if r.doc_id != q.exclude][: q.top_k]
+        self.levels.label(results, cal)
+        results = cut(results, q.request.min_match)
+        faces = d.query_info.get("faces")
+        return SearchReport(
+            request=q.request,
+            hits=[_hit(r, self.workspace.metric) for r in results],
+            metric=self.workspace.metric,  # type: ignore[arg-type]
+            faces=[(b[0], b[1], b[2], b[3]) for b in faces] if faces is not None else None,
+            vector=_query_vector(d),
+        )
+
+    def _expand(
+        self, queries: list[_Query], by_id: dict[str, Document], k: int, cal: Calibration, parameters: dict
+    ) -> None:
+        """Alpha query expansion of the queries whose best match is not a copy (see the module)."""
+        todo: list[tuple[Document, np.ndarray, np.ndarray]] = []  # (query, its vector, expanded)
+        for q in queries:
+            d = by_id[q.doc.id]
+            whole = next((c for c in d.chunks if c.kind == "whole" and c.embedding is not None), None)
+            if d.error is not None or whole is None or whole.embedding is None:
+                continue
+            top = [r for r in d.results if r.doc_id != q.exclude][:k]  # the photo itself is no neighbour
+            if not top or top[0].score >= cal.near_floor:
+                continue  # nothing to expand with, or a copy: found as it is
+            vecs = self._vectors([r.chunk_id for r in top])
+            pairs = [(vecs[r.chunk_id], r.score) for r in top if r.chunk_id in vecs]
+            if pairs:
+                query = whole.embedding.astype(np.float32)
+                neighbours = np.stack([v for v, _ in pairs])[None]
+                sims = np.array([[sc for _, sc in pairs]], dtype=np.float32)
+                todo.append((d, query, expand(query[None, :], neighbours, sims, QE_ALPHA)[0]))
+        if not todo:
+            return
+        again = [Document(id=d.id, uri=d.uri, chunks=[Chunk(kind="whole", embedding=v)]) for d, _, v in todo]
+        second = {
+            q.id: q for q in self.flows.runtime("query").submit(Request("search", again, parameters)).result().docs
+        }
+        for d, query, _ in todo:
+            found = second.get(d.id)
+            if found is None or found.error is not None:
+                continue  # the first search's results stand
+            vecs = self._vectors([r.chunk_id for r in found.results])
+            for r in found.results:
+                if r.chunk_id in vecs:
+                    r.score = float(np.dot(vecs[r.chunk_id], query))
+            d.results = found.results
+
+    def _vectors(self, chunk_ids: list[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of those of these chunks that still exist, by chunk id."""
+        ids, vecs = self.workspace.exact(np.array(chunk_ids, dtype=np.int64))
+        return dict(zip(ids.tolist(), vecs, strict=True))
+
+    # --- tags ---------------------------------------------------------------------------------
+
+    def _search_tag(self, request: SearchRequest) -> SearchReport:
+        """Documents tagged with what the text names, ranked by summed probability.
+
+        A word WordNet places above ImageNet classes ("dog", "birds", "fruit") finds every class
+        beneath it, each document scored by the summed probability of its tags among them. Any
+        other text matches inside the class labels ("retriev"), scored by the best such tag.
+        """
+        from lookalike.models.wordnet import concept
+
+        assert request.tag is not None
+        text, top_k, store = request.tag.strip(), request.top_k or self.options.top_k, self.workspace.store
+        found = concept(text)
+        hits = store.search_labels(found.labels, top_k) if found is not None else store.search_tags(text, top_k)
+        stored = store.get_docs(d for d, _, _ in hits)
+        results = [
+            Result(doc_id, p, -1, s.uri, s.width, s.height, s.tags)
+            for doc_id, _label, p in hits
+            if (s := stored.get(doc_id)) is not None
+        ]
+        named = None if found is None else Concept(found.word, tuple(found.names), len(found.classes))
+        return SearchReport(request, [_hit(r, None) for r in results], None, concept=named)
+
+
+def _hit(r: Result, metric: str | None) -> Hit:
+    return Hit(
+        doc_id=r.doc_id,
+        path=r.uri,
+        score=r.score,
+        metric=metric,  # type: ignore[arg-type]
+        match=r.match,
+        tags=tuple(r.tags),
+        width=r.width,
+        height=r.height,
+        chunk=r.chunk_kind,
+        bbox=r.bbox,
+    )
+
+
+def _query_vector(d: Document) -> np.ndarray | None:
+    """The vector the query searched with: its whole image's, else its first (a face's)."""
+    chunks = [c for c in d.chunks if c.embedding is not None]
+    whole = [c for c in chunks if c.kind == "whole"]
+    return (whole or chunks)[0].embedding if chunks else None
+
+
+def _raised(outcomes: list[SearchReport | BaseException]) -> list[SearchReport]:
+    """The reports, or the first error among them raised."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes  # type: ignore[return-value]

@@ -1,0 +1,260 @@
+"""What the library is asked, and what it answers: one typed request and one typed report per use case.
+
+The CLI maps its flags to a request and renders the report; the server maps JSON to the same
+request and answers with the report's own :meth:`to_dict` (adding only its URLs). Neither derives
+anything itself.
+
+A score has one meaning per metric, named here where it becomes data: on cosine workspaces
+``similarity`` (higher is closer), on L2 (face) workspaces ``distance`` (lower is closer), and on
+a tag search the tag's ``probability``. ``score`` is always "higher is closer" (minus the distance
+on L2), so a ranking reads the same for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from lookalike.document import display_path
+from lookalike.errors import BadInput
+from lookalike.relevance import LEVELS, MatchLevel
+
+Box = tuple[int, int, int, int]  # x, y, w, h in the image's pixels
+Metric = Literal["cosine", "l2"]
+# top_k's bounds: a search answers at most this many documents (a bound on the work one request asks for).
+MAX_TOP_K = 1000
+
+
+# --- searching ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Conditions every result must meet, whatever started the search. None yet: the photo
+    library's metadata (date taken, camera, place, folder) will fill this."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search, however it starts: give exactly one of ``image``, ``like`` and ``tag``.
+
+    - ``image``: a photo, as a path or its bytes (it need not be indexed);
+    - ``like``: more like a stored photo, by its document id or its indexed path; its stored vectors
+      are the query (nothing is read), and it is left out of its own results unless
+      ``exclude_self`` is False;
+    - ``tag``: photos tagged with a word ("bird", "dog", "fruit") or part of an ImageNet label.
+
+    ``top_k`` (None: the options' ``top_k``) results come back, cut to ``min_match`` or better
+    (image and stored-photo searches); ``face`` picks the query image's face on face workspaces
+    (0 is the largest).
+    """
+
+    image: str | os.PathLike | bytes | None = None
+    like: str | None = None
+    tag: str | None = None
+    top_k: int | None = None
+    min_match: MatchLevel | None = None
+    face: int | None = None
+    exclude_self: bool = True
+    filters: Filters = field(default_factory=Filters)
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("image", "like", "tag") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise BadInput(
+                "a search needs exactly one of image, like and tag" + (f", not {' and '.join(given)}" if given else ""),
+                "bad request",
+            )
+        if self.top_k is not None and not 1 <= self.top_k <= MAX_TOP_K:
+            raise BadInput(f"top_k must be between 1 and {MAX_TOP_K}, got {self.top_k}", "bad top_k")
+        if self.min_match is not None and self.min_match not in LEVELS:
+            raise BadInput(f"min_match must be one of {', '.join(LEVELS)}, not {self.min_match!r}", "bad request")
+        if self.tag is not None and self.min_match is not None:
+            raise BadInput("min_match cannot be used with a tag search: a tag has no similarity", "bad request")
+        if self.face is not None and (self.image is None or self.face < 0):
+            raise BadInput("face picks a face of a query image: a number from 0, with image", "bad request")
+        if self.tag is not None and not self.tag.strip():
+            raise BadInput("the tag query is empty", "bad query")
+
+    @property
+    def kind(self) -> Literal["image", "like", "tag"]:
+        return "image" if self.image is not None else "like" if self.like is not None else "tag"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One photo found: the document, how close it is (named by ``metric``), its match level and
+    what matched (a chunk: the whole image, a mirror, a face with its box)."""
+
+    doc_id: str
+    path: str | None  # the file as indexed (bytes that are not UTF-8 kept as surrogate escapes)
+    score: float  # higher is closer
+    metric: Metric | None  # None: a tag's probability, no distance
+    match: MatchLevel | None = None
+    tags: tuple[tuple[str, float], ...] = ()
+    width: int | None = None
+    height: int | None = None
+    chunk: str | None = None
+    bbox: Box | None = None
+
+    @property
+    def similarity(self) -> float | None:
+        return self.score if self.metric == "cosine" else None
+
+    @property
+    def distance(self) -> float | None:
+        return -self.score if self.metric == "l2" else None
+
+    def to_dict(self, max_tags: int | None = None) -> dict[str, Any]:
+        return (
+            doc_fields(self.doc_id, self.path, self.width, self.height, list(self.tags), max_tags)
+            | score_fields(self.score, self.metric)
+            | {"chunk": self.chunk, "bbox": list(self.bbox) if self.bbox else None}
+            | ({"match": self.match} if self.match is not None else {})
+        )
+
+
+@dataclass(frozen=True)
+class Concept:
+    """What a tag word names: WordNet's names for it and the ImageNet classes beneath it."""
+
+    word: str
+    names: tuple[str, ...]
+    classes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"word": self.word, "names": list(self.names), "classes": self.classes}
+
+
+@dataclass
+class SearchReport:
+    """The answer to one :class:`SearchRequest`: its hits, best first, and what the search learnt."""
+
+    request: SearchRequest
+    hits: list[Hit]
+    metric: Metric | None  # None for a tag search
+    faces: list[Box] | None = None  # face workspaces: every face found in the query image
+    concept: Concept | None = None  # a tag search by a WordNet word
+    vector: np.ndarray | None = field(default=None, repr=False)  # the query's own vector (not in JSON)
+
+    @property
+    def query(self) -> str:
+        """What was searched for, in words: the image's path, the stored photo, or the tag."""
+        r = self.request
+        if r.tag is not None:
+            return r.tag
+        if r.like is not None:
+            return r.like
+        return display_path(os.fspath(r.image)) if isinstance(r.image, (str, os.PathLike)) else "image"
+
+    def to_dict(self, max_tags: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"query": self.query, "hits": [h.to_dict(max_tags) for h in self.hits]}
+        if self.faces is not None:
+            out["faces"] = [{"bbox": list(b)} for b in self.faces]
+        if self.concept is not None:
+            out["concept"] = self.concept.to_dict()
+        return out
+
+
+# --- indexing ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    """Index these files and folders incrementally: new and changed files are encoded, unchanged
+    ones skipped, deleted ones removed.
+
+    ``glob`` picks files by name or relative path; ``limit`` indexes at most that many files (and
+    removes nothing); ``batch_size`` documents go through the flow together; ``retry_skipped``
+    reads files remembered as undecodable again. ``background``: a new vector index, when one is
+    due, is built behind the searches instead of waited for (a server's uploads).
+    """
+
+    paths: tuple[str, ...]
+    glob: str | None = None
+    limit: int | None = None
+    batch_size: int = 16
+    retry_skipped: bool = False
+    background: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", tuple(os.fspath(p) for p in self.paths))
+        if self.batch_size < 1:
+            raise BadInput(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise BadInput(f"--limit must be at least 1, got {self.limit}")
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did, with every file it could not use and why."""
+
+    scanned: int = 0
+    indexed: int = 0  # new files now searchable
+    updated: int = 0  # changed files re-encoded
+    unchanged: int = 0
+    removed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    encoded: int = 0  # images run through the model
+    without_vectors: int = 0  # indexed, but the flow found nothing to embed (e.g. no face)
+    seconds: float = 0.0
+    docs: int = 0  # documents in the workspace after the run
+    workspace: str = ""
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def files_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["skipped_files"] = [{"path": display_path(p), "reason": r} for p, r in self.skipped_files]
+        out["skipped_total"] = self.skipped_total
+        out["files_per_second"] = round(self.files_per_second, 2)
+        out["seconds"] = round(self.seconds, 3)
+        out["workspace"] = display_path(self.workspace)
+        return out
+
+
+# --- shared fields ---------------------------------------------------------------------------------------
+
+
+def score_fields(score: float, metric: str | None) -> dict[str, float]:
+    """A score, named for its metric (None: a score that is no distance, such as a tag's probability)."""
+    score = round(float(score), 6)
+    if metric is None:
+        return {"score": score}
+    if metric == "l2":
+        return {"score": score, "distance": round(-score, 6) + 0.0}  # + 0.0: never "-0.0"
+    return {"score": score, "similarity": score}
+
+
+def doc_fields(
+    doc_id: str,
+    uri: str | None,
+    width: int | None,
+    height: int | None,
+    tags: list[tuple[str, float]],
+    max_tags: int | None = None,
+) -> dict[str, Any]:
+    """What is said about a document anywhere. File names are shown with display_path (they need
+    not be valid UTF-8); the files themselves are always opened by their real path."""
+    shown = display_path(uri) if uri is not None else None
+    return {
+        "doc_id": doc_id,
+        "uri": shown,
+        "name": os.path.basename(shown or "") or doc_id,
+        "tags": [{"label": label, "probability": round(p, 4)} for label, p in tags[:max_tags]],
+        "width": width,
+        "height": height,
+    }

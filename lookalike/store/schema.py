@@ -1,0 +1,107 @@
+"""The doc store's schema: ordered migrations from one version to the next (``PRAGMA user_version``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lookalike.errors import StoreError
+from lookalike.store.database import Database, encode_vector
+
+# Schema changes are ordered steps from one version to the next, never edits of old steps.
+MIGRATIONS: list[str] = [
+    # 1: documents, chunks (with embeddings), tags, and a generation counter bumped by every commit.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE docs (
+        id TEXT PRIMARY KEY,
+        uri TEXT UNIQUE,
+        size INTEGER,
+        mtime_ns INTEGER,
+        content_hash TEXT,
+        width INTEGER,
+        height INTEGER,
+        tags TEXT NOT NULL DEFAULT '[]',
+        indexed_at REAL NOT NULL
+    );
+    CREATE INDEX docs_content_hash ON docs(content_hash);
+    CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id TEXT NOT NULL REFERENCES docs(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        bbox TEXT,
+        shard INTEGER NOT NULL,
+        embedding BLOB NOT NULL
+    );
+    CREATE INDEX chunks_doc ON chunks(doc_id);
+    CREATE INDEX chunks_shard ON chunks(shard);
+    CREATE TABLE doc_tags (
+        doc_id TEXT NOT NULL REFERENCES docs(id) ON DELETE CASCADE,
+        label TEXT NOT NULL,
+        probability REAL NOT NULL
+    );
+    CREATE INDEX doc_tags_label ON doc_tags(label);
+    CREATE INDEX doc_tags_doc ON doc_tags(doc_id);
+    CREATE TABLE skips (
+        uri TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    INSERT INTO meta VALUES ('generation', '0');
+    """,
+    # 2: many processes share a workspace.
+    # - File paths are stored as bytes: a POSIX name need not be valid UTF-8, and SQLite's text is.
+    # - roots: the folders ever indexed (was in manifest.json, which every writer would rewrite).
+    # - vector_log: what each commit did to the vectors, so another process's in-memory shards
+    #   catch up by replaying it instead of rebuilding. log_floor: the oldest generation the log
+    #   can bring a reader forward from (raised by pruning, re-sharding and clearing).
+    """
+    UPDATE docs SET uri = CAST(uri AS BLOB) WHERE typeof(uri) = 'text';
+    UPDATE skips SET uri = CAST(uri AS BLOB) WHERE typeof(uri) = 'text';
+    CREATE TABLE roots (path BLOB PRIMARY KEY);
+    CREATE TABLE vector_log (
+        generation INTEGER NOT NULL,
+        shard INTEGER NOT NULL,
+        chunk_id INTEGER NOT NULL,
+        added INTEGER NOT NULL
+    );
+    CREATE INDEX vector_log_generation ON vector_log(generation);
+    INSERT INTO meta SELECT 'log_floor', value FROM meta WHERE key = 'generation';
+    """,
+    # 3: vectors are stored as float16 (half the bytes; exact search runs on them as stored). The
+    # generation moves on and the log starts afresh, so every snapshot (of the float32 vectors)
+    # is rebuilt from the converted ones.
+    """
+    UPDATE chunks SET embedding = lookalike_f16(embedding);
+    DELETE FROM vector_log;
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation';
+    UPDATE meta SET value = (SELECT value FROM meta WHERE key = 'generation') WHERE key = 'log_floor';
+    """,
+]
+
+
+def migrate(db: Database) -> None:
+    """Bring the store to the newest schema, one step per transaction (another process may be at it too)."""
+    db.writer.create_function("lookalike_f16", 1, _f32_to_f16, deterministic=True)
+    while True:
+        if db.writer.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
+            return
+        with db.transaction() as conn:
+            # Read again under the write lock: another process may have just migrated.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{db.path} has schema version {version}, newer than this lookalike knows "
+                    f"({len(MIGRATIONS)}); upgrade lookalike"
+                )
+            if version == len(MIGRATIONS):
+                return
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={version + 1}")
+
+
+def _f32_to_f16(blob: bytes | None) -> bytes | None:
+    return None if blob is None else encode_vector(np.frombuffer(blob, dtype=np.float32))

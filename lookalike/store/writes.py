@@ -1,0 +1,136 @@
+"""Writing the doc store: a request's documents and vectors in one transaction, re-sharding, resets.
+
+One SQLite transaction per request is the whole of crash consistency: a document and its vectors
+land together or not at all, with the generation bump and the vector log entry that let every
+process's shard indexes follow.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lookalike.document import Chunk, Document, shard_for
+from lookalike.store.database import STORED_DTYPE, Database, in_batches, path_bytes
+from lookalike.store.documents import DOC_COLUMNS
+from lookalike.store.vector_log import bump_generation, check_identity, log_vectors, write_identity
+
+
+@dataclass
+class VectorChange:
+    """What a commit did to the vectors, for the in-memory shards to follow.
+
+    ``before`` and ``after`` are the generations around the commit: a process whose shards were at
+    ``before`` applies the change and is at ``after``; any other must replay the log.
+    """
+
+    removed: dict[int, list[int]]  # shard -> chunk ids
+    added: dict[int, tuple[np.ndarray, np.ndarray]]  # shard -> (chunk ids, embeddings)
+    before: int = 0
+    after: int = 0
+
+
+class Writes:
+    """Commits, re-sharding and resets; part of :class:`DocStore`."""
+
+    _db: Database
+
+    def commit(
+        self,
+        docs: list[Document],
+        vectors: dict[str, tuple[int, list[Chunk]]],
+        deletes: Iterable[str],
+        identity: str | None = None,
+    ) -> VectorChange:
+        """Insert or replace ``docs`` with their chunks, delete ``deletes``: one transaction.
+
+        ``identity``: what the writer's vectors are; if another process re-built the store for other
+        vectors meanwhile, nothing is written (StoreError). Assigns chunk ids (``chunk.id``) and
+        returns what changed per shard.
+        """
+        added_ids: dict[int, list[int]] = {}
+        added_vecs: dict[int, list[np.ndarray]] = {}
+        now = time.time()
+        with self._db.transaction() as conn:
+            check_identity(conn, identity, self._db.path.parent)
+            removed = _delete_docs(conn, [*deletes, *(d.id for d in docs)])
+            conn.executemany("DELETE FROM skips WHERE uri=?", [(path_bytes(d.uri),) for d in docs if d.uri])
+            for doc in docs:
+                _insert_doc(conn, doc, now)
+                shard, chunks = vectors.get(doc.id, (0, []))
+                for chunk in chunks:
+                    chunk_id, stored = _insert_chunk(conn, doc.id, shard, chunk)
+                    added_ids.setdefault(shard, []).append(chunk_id)
+                    added_vecs.setdefault(shard, []).append(stored)
+            before, after = bump_generation(conn)
+            log_vectors(conn, after, removed, added_ids)
+        added = {s: (np.array(added_ids[s], dtype=np.int64), np.stack(added_vecs[s])) for s in added_ids}
+        return VectorChange(removed, added, before, after)
+
+    def touch(self, doc_id: str, mtime_ns: int, size: int) -> None:
+        """Record a new mtime for a file whose content did not change (no re-encoding needed)."""
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE docs SET mtime_ns=?, size=? WHERE id=?", (mtime_ns, size, doc_id))
+
+    def reassign_shards(self, shards: int, identity: str) -> None:
+        """Move chunks to the shards a new shard count gives their documents (in SQL, without
+        reading the documents out), and take the new identity in the same transaction."""
+        with self._db.transaction() as conn:
+            conn.create_function("lookalike_shard", 2, shard_for, deterministic=True)
+            conn.execute("UPDATE chunks SET shard = lookalike_shard(doc_id, ?)", (shards,))
+            write_identity(conn, identity)
+
+    def clear(self, identity: str) -> None:
+        """Empty the store (documents, vectors, remembered bad files) for vectors of ``identity``,
+        in one transaction: no writer of the old vectors can commit into the emptied store."""
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM docs")
+            conn.execute("DELETE FROM skips")
+            write_identity(conn, identity)
+
+
+def _delete_docs(conn: sqlite3.Connection, doc_ids: list[str]) -> dict[int, list[int]]:
+    """Delete these documents (their chunks and tags cascade); the chunk ids removed, per shard."""
+    removed: dict[int, list[int]] = {}
+    for marks, part in in_batches(doc_ids):
+        for cid, shard in conn.execute(f"SELECT id, shard FROM chunks WHERE doc_id IN ({marks})", part):
+            removed.setdefault(int(shard), []).append(int(cid))
+        conn.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)
+    return removed
+
+
+def _insert_doc(conn: sqlite3.Connection, doc: Document, now: float) -> None:
+    conn.execute(
+        f"INSERT INTO docs ({DOC_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            doc.id,
+            path_bytes(doc.uri) if doc.uri is not None else None,
+            doc.size,
+            doc.mtime_ns,
+            doc.content_hash,
+            doc.width,
+            doc.height,
+            json.dumps([[lab, round(p, 6)] for lab, p in doc.tags]),
+            now,
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO doc_tags (doc_id, label, probability) VALUES (?,?,?)", [(doc.id, lab, p) for lab, p in doc.tags]
+    )
+
+
+def _insert_chunk(conn: sqlite3.Connection, doc_id: str, shard: int, chunk: Chunk) -> tuple[int, np.ndarray]:
+    """Store ``chunk`` (as float16) and give it its id; (that id, the float32 vector a rebuild would read)."""
+    assert chunk.embedding is not None
+    half = np.ascontiguousarray(chunk.embedding, dtype=STORED_DTYPE)
+    cur = conn.execute(
+        "INSERT INTO chunks (doc_id, kind, bbox, shard, embedding) VALUES (?,?,?,?,?)",
+        (doc_id, chunk.kind, json.dumps(chunk.bbox) if chunk.bbox else None, shard, half.tobytes()),
+    )
+    chunk.id = int(cur.lastrowid or 0)
+    return chunk.id, half.astype(np.float32)
