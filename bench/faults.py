@@ -45,7 +45,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.net import free_port
 from lookalike.datasets import FetchedDataset, fetch
 
 LOOKALIKE = str(Path(sys.executable).parent / "lookalike")
@@ -437,12 +437,6 @@ def part_kill(args: argparse.Namespace, tmp: Path, report: Report) -> dict[str, 
 
 
 # --- a server on loopback and clients ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

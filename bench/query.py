@@ -36,7 +36,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from typing import Any
 import numpy as np
 
 import lookalike
+from bench.net import free_port
 from lookalike.datasets import fetch
 from lookalike.document import Chunk, Document, Request, shard_for
 from lookalike.library import Options
@@ -87,12 +87,6 @@ def build_workspace(ws: Path, n_docs: int, seed: int = 0) -> list[Path]:
             workspace.commit(request)
         workspace.finish_shards()
     return dataset.images
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the in-process baseline ------------------------------------------------------------------------

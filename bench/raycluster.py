@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.net import free_port
+
 
 def only_loopback() -> bool:
     """Is loopback the only network interface here (a namespace made with `unshare -n`)?"""
@@ -34,12 +36,6 @@ FAST_HEALTH_CHECKS = {
     "RAY_health_check_timeout_ms": "500",
     "RAY_health_check_failure_threshold": "4",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:

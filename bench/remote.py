@@ -15,13 +15,13 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bench.net import free_port
 from lookalike.datasets import fetch
 from lookalike.document import Chunk, Document, Request
 from lookalike.executors.base import ExecutorContext
@@ -32,12 +32,6 @@ from lookalike.models.encoder import available_cores
 from lookalike.wire import decode, encode
 
 BATCH = 16
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _request(tensors: list) -> Request:
@@ -59,7 +53,7 @@ def main() -> int:
     tensors = [load_tensor(str(p), 224) for p in photos]
     local = ImageEncoder(context=ExecutorContext(threads=available_cores()))
     local.open()
-    port = _free_port()
+    port = free_port()
     lookalike = str(Path(sys.executable).parent / "lookalike")
     service = subprocess.Popen(
         [lookalike, "executor", "serve", "ImageEncoder", "--host", "127.0.0.1", "--port", str(port)],

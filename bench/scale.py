@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 import lookalike
+from bench.net import free_port
 from bench.synthetic import RealisticVectors
 from lookalike.datasets import fetch
 from lookalike.document import Chunk, Document, Request, shard_for
@@ -212,12 +212,6 @@ def probe(path: Path, queries_file: Path, truth_file: Path) -> dict:
         "ready_s": ready_s,
         "rss_mb": peak,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve_probe(path: Path) -> dict:

@@ -870,8 +870,11 @@ def eval_command(
 ) -> None:
     """Measure retrieval quality on labelled folders: leave-one-out P@1, P@5, P@10 and mAP per class,
     through the same search path as every search."""
+    from lookalike.eval_report import check_can_plot
     from lookalike.evaluate import evaluate
 
+    if plot is not None:
+        check_can_plot()
     with _ProgressBar(enabled=err.is_terminal) as bar:
         result = evaluate(
             folder,

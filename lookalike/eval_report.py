@@ -16,13 +16,20 @@ from lookalike.evaluate import EvalResult
 from lookalike.images import decode
 
 
-def write_plot(result: EvalResult, path: str | os.PathLike) -> None:
-    """A PNG: per-class P@10 bars, and one bar per transform when robustness was measured."""
+def check_can_plot() -> None:
+    """A one-line error naming the extra when matplotlib (the ``plot`` extra) is missing: checked
+    before an evaluation starts, not after it."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        import matplotlib  # noqa: F401
     except ImportError as e:
         raise ConfigError("--plot needs matplotlib: pip install 'lookalike[plot]'") from e
+
+
+def write_plot(result: EvalResult, path: str | os.PathLike) -> None:
+    """A PNG: per-class P@10 bars, and one bar per transform when robustness was measured."""
+    check_can_plot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     classes = sorted(result.per_class(), key=lambda c: (c.precision.get(10, 0.0), c.label))
     height = max(3.0, 0.8 + 0.24 * len(classes))

@@ -639,6 +639,53 @@ def test_cli_error_case(case: CliErrorCase, index_run):
     assert "Traceback" not in done.stderr
 
 
+@dataclass(frozen=True)
+class MissingExtraCase:
+    id: str
+    module: str  # what is not installed
+    args: Callable[[IndexRun, Path], list[str]]  # (the index run, a scratch folder) -> lookalike's arguments
+    message: str
+
+
+MISSING_EXTRA_CASES = [
+    MissingExtraCase(
+        "extra-plot-missing",
+        "matplotlib",
+        lambda run, tmp: ["eval", str(run.workspace.parent), "--plot", str(tmp / "p.png")],
+        r"^error: --plot needs matplotlib: pip install 'lookalike\[plot\]'$",
+    ),
+    MissingExtraCase(
+        "extra-remote-missing",
+        "httpx",
+        lambda run, tmp: ["index", str(tmp), "-w", str(tmp / "ws"), "--flow", str(_remote_flow(tmp))],
+        r"^error: pods that call an executor service \(host/port or docker://\) need httpx: "
+        r"pip install 'lookalike\[remote\]'$",
+    ),
+]
+
+
+def _remote_flow(tmp: Path) -> Path:
+    flow = tmp / "remote.yml"
+    flow.write_text("pods:\n  loader: {uses: ImageReader}\n  encoder: {host: 127.0.0.1, port: 9}\n")
+    return flow
+
+
+@pytest.mark.parametrize("case", MISSING_EXTRA_CASES, ids=lambda c: c.id)
+def test_a_missing_extra_is_one_line_naming_it_before_any_work(case: MissingExtraCase, index_run, tmp_path):
+    """An optional feature whose extra is not installed says which extra, at once (eval does not
+    index first). The module is hidden as if uninstalled: a package of that name that fails to import."""
+    hidden = tmp_path / "hidden"
+    (hidden / case.module).mkdir(parents=True)
+    (hidden / case.module / "__init__.py").write_text("raise ImportError('not installed (hidden by the test)')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hidden), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [*lookalike_cmd(), *case.args(index_run, tmp_path)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == ConfigError.exit_code, (done.stdout, done.stderr)
+    assert re.search(case.message, done.stderr.strip()), done.stderr
+    assert "Traceback" not in done.stderr and "indexing" not in done.stderr
+
+
 # --- the Python API -------------------------------------------------------------------------------------
 
 
@@ -1004,7 +1051,7 @@ def _documented_ids() -> list[str]:
 
 def test_every_case_is_in_docs_reliability_md():
     suite = [c.id for c in INDEX_CASES] + [c.id for c in CLI_CASES] + [c.id for c in API_CASES] + ["slow-body"]
-    suite += [c.id for c in CLI_ERROR_CASES] + [c.id for c in PYTHON_CASES]
+    suite += [c.id for c in CLI_ERROR_CASES] + [c.id for c in MISSING_EXTRA_CASES] + [c.id for c in PYTHON_CASES]
     documented = _documented_ids()
     assert len(suite) == len(set(suite)) and len(documented) == len(set(documented))
     assert sorted(set(suite) - set(documented)) == [], "cases missing from docs/reliability.md"

@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 from lookalike.errors import ClusterError, ConfigError
+from lookalike.executors.service import need_httpx
 
 SCHEMES = ("docker://", "podman://")
 CONTAINER_PORT = 8000  # where the image's `lookalike executor serve` listens, inside the container
@@ -89,6 +90,7 @@ class Container:
         return done
 
     def start(self, with_: dict[str, Any], env: dict[str, str], label: str, timeout_ready: float) -> None:
+        need_httpx()  # before anything runs: the readiness poll and the pod's calls need it
         args = ["run", "-d", "--name", self.name, "--label", f"lookalike.flow={label}"]
         args += ["-p", f"127.0.0.1:{self.port}:{CONTAINER_PORT}"]
         for key, value in {**env, "LOOKALIKE_EXECUTOR_WITH": json.dumps(with_)}.items():
@@ -98,7 +100,7 @@ class Container:
         self._wait_ready(timeout_ready)
 
     def _wait_ready(self, timeout: float) -> None:
-        import httpx
+        httpx = need_httpx()
 
         deadline = time.monotonic() + timeout
         while True:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel
@@ -143,9 +144,21 @@ def create_service_app(executor: Executor, uses: str) -> Any:
     )
 
 
+def need_httpx() -> ModuleType:
+    """httpx, the HTTP client of the pods that call a service (``host``/``port``, ``docker://``): an
+    optional extra, so a one-line error naming it when it is missing."""
+    try:
+        import httpx
+    except ImportError as e:
+        raise ConfigError(
+            "pods that call an executor service (host/port or docker://) need httpx: pip install 'lookalike[remote]'"
+        ) from e
+    return httpx
+
+
 def fetch_handshake(pod: str, address: str) -> dict[str, Any]:
     """GET /info of the service at ``address`` (``http://HOST:PORT``), or a ClusterError naming the pod."""
-    import httpx
+    httpx = need_httpx()
 
     try:
         r = httpx.get(f"{address}/info", timeout=HANDSHAKE_TIMEOUT_S, trust_env=False)
@@ -214,7 +227,7 @@ class RemoteExecutor(Executor):
         return (int(space[0]), str(space[1])) if space else None
 
     def open(self) -> None:
-        import httpx
+        httpx = need_httpx()
 
         self.address = self.addresses[self.context.replica % len(self.addresses)]
         timeout = httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT_S, self.timeout))
@@ -226,7 +239,7 @@ class RemoteExecutor(Executor):
     def handle(self, request: Request) -> None:
         if request.kind not in self.handlers:
             return
-        import httpx
+        httpx = need_httpx()
 
         # The staged writes stay here: a service never stages (it owns no workspace state), and
         # another branch of this request may be staging into them right now.
