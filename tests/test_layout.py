@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 PACKAGE = REPO / "lookalike"
@@ -137,3 +139,17 @@ def test_the_cli_and_the_library_import_no_model_runtime_until_a_model_runs():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_core_install_holds_no_test_only_or_optional_package():
+    """`make demo` installs the core dependencies alone: what only tests or an optional feature use
+    stays in an extra (docs/benchmarks.md, "A fresh clone to a served page")."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    optional = {"ray", "dlib-bin", "playwright", "schemathesis", "scikit-image", "ruff", "mypy", "matplotlib"}
+    assert core & (optional | {"pytest", "httpx"}) == set()
+    extras = project["optional-dependencies"]
+    assert extras["plot"] == ["matplotlib>=3.7,<4"] and extras["remote"] == ["httpx>=0.27,<1"]
+    makefile = (REPO / "Makefile").read_text()
+    assert "install-venv.sh $(PYTHON) $(VENV) .\n" in makefile  # demo: the package alone
