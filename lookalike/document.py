@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lookalike.errors import FATAL_REASONS
 from lookalike.relevance import MatchLevel
 
 RequestKind = Literal["index", "search", "delete"]
@@ -120,6 +121,12 @@ class Document:
         :attr:`input_fault`); leave it False for anything the file itself cannot fix."""
         if self.error is None:  # the first failure is the cause; later ones are consequences
             self.error, self.error_reason, self.input_fault = message, reason or message, input_fault
+
+    @property
+    def fatal(self) -> bool:
+        """Failed for a reason that is not this document's (the store, a dead pod, the model): the
+        same for every further request, so the work stops (:data:`lookalike.errors.FATAL_REASONS`)."""
+        return self.error is not None and self.error_reason in FATAL_REASONS
 
     def fork(self) -> Document:
         """A copy for another branch of a flow: new lists, new chunk records, shared arrays."""

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from lookalike.document import Document, Request
-from lookalike.errors import FATAL_REASONS, STORE_FAILURE, LookalikeError, StoreError, fatal_error
+from lookalike.errors import STORE_FAILURE, LookalikeError, StoreError, fatal_error
 from lookalike.library.flows import Flows
 from lookalike.library.planning import Plan, plan_index, scan
 from lookalike.library.types import IndexReport, IndexRequest
@@ -84,7 +84,7 @@ class IndexRun:
         """Take in a finished index request: each document committed, skipped, or fatal."""
         failures = []
         for doc in request.docs:
-            if doc.error is not None and doc.error_reason in FATAL_REASONS:
+            if doc.fatal:
                 self.fatal.append(doc)  # not the file's problem: the run ends with it
             elif doc.error is not None:
                 self._skip(doc.error_reason or doc.error, doc.uri or doc.id, doc.error)
@@ -117,13 +117,8 @@ class IndexRun:
 
     def error(self) -> LookalikeError:
         """The error that ends the run (there is a fatal document)."""
-        doc, done = self.fatal[0], self.report.indexed + self.report.updated
-        message = (doc.error or "").removeprefix("not stored: ")
-        return fatal_error(
-            doc.error_reason,
-            f"indexing stopped: {message}; {done} images were committed, and running `lookalike index` "
-            "again finishes the job",
-        )
+        done = self.report.indexed + self.report.updated
+        return _stopped("indexing", self.fatal[0], f"{done} images were committed, and running `lookalike index` again")
 
     def finish(self, start: float) -> IndexReport:
         r = self.report
@@ -211,10 +206,7 @@ class Indexer:
         try:
             fatal = self._delete(ids)
             if fatal:
-                message = (fatal[0].error or "").removeprefix("not stored: ")
-                raise fatal_error(
-                    fatal[0].error_reason, f"removing stopped: {message}; running it again finishes the job"
-                )
+                raise _stopped("removing", fatal[0], "running it again")
             interrupted = False
         finally:
             if not background or interrupted:
@@ -226,10 +218,17 @@ class Indexer:
         runtime = self.flows.runtime("index")
         for part in _batches(ids, DELETE_BATCH):
             done = runtime.submit(Request("delete", [Document(id=i) for i in part])).result()
-            fatal = [d for d in done.docs if d.error and d.error_reason in FATAL_REASONS]
+            fatal = [d for d in done.docs if d.fatal]
             if fatal:
                 return fatal
         return []
+
+
+def _stopped(work: str, doc: Document, then: str) -> LookalikeError:
+    """The error that ends ``work`` at ``doc``'s fatal failure: what failed, and that ``then``
+    finishes the job (nothing committed is lost)."""
+    message = (doc.error or "").removeprefix("not stored: ")
+    return fatal_error(doc.error_reason, f"{work} stopped: {message}; {then} finishes the job")
 
 
 def _batches(items: list, size: int) -> Iterator[list]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from lookalike.descriptors import QE_ALPHA, expand
 from lookalike.document import Chunk, Document, Request, Result, display_path, doc_id_for
-from lookalike.errors import FATAL_REASONS, POD_FAILURE, BadInput, LookalikeError, NotFound, fatal_error
+from lookalike.errors import POD_FAILURE, BadInput, LookalikeError, NotFound, fatal_error
 from lookalike.library.batching import MicroBatcher
 from lookalike.library.flows import Flows
 from lookalike.library.levels import MatchLevels, cut
@@ -187,7 +187,7 @@ class Searcher:
         runtime = self.flows.runtime("query")
         done = runtime.submit(Request("search", [q.doc for q in queries], parameters=first)).result()
         by_id = {d.id: d for d in done.docs}
-        fatal = next((d for d in done.docs if d.error is not None and d.error_reason in FATAL_REASONS), None)
+        fatal = next((d for d in done.docs if d.fatal), None)
         if fatal is not None:
             if fatal.error_reason == POD_FAILURE:  # the cluster's fault: the next search starts the pods afresh
                 self.flows.drop("query", runtime)
