@@ -36,9 +36,6 @@ class Filters:
     """Conditions every result must meet, whatever started the search. None yet: the photo
     library's metadata (date taken, camera, place, folder) will fill this."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class SearchRequest:
@@ -152,14 +149,6 @@ class SearchReport:
         if r.like is not None:
             return r.like
         return display_path(os.fspath(r.image)) if isinstance(r.image, (str, os.PathLike)) else "image"
-
-    def to_dict(self, max_tags: int | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"query": self.query, "hits": [h.to_dict(max_tags) for h in self.hits]}
-        if self.faces is not None:
-            out["faces"] = [{"bbox": list(b)} for b in self.faces]
-        if self.concept is not None:
-            out["concept"] = self.concept.to_dict()
-        return out
 
 
 # --- indexing ------------------------------------------------------------------------------------------
