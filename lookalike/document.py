@@ -87,6 +87,7 @@ class Result:
     chunk_kind: str | None = None
     bbox: tuple[int, int, int, int] | None = None
     match: MatchLevel | None = None  # same, near_duplicate, similar or weak (lookalike.relevance), on searches
+    photo: dict[str, Any] = field(default_factory=dict)  # what the camera recorded (PhotoMeta.shown)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Document:
     width: int | None = None
     height: int | None = None
     tags: list[tuple[str, float]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # what the camera recorded (lookalike.metadata)
     chunks: list[Chunk] = field(default_factory=list)
     blob: bytes | None = None  # the file's bytes while in flight
     error: str | None = None  # why this document was skipped
@@ -133,6 +135,7 @@ class Document:
         return dataclasses.replace(
             self,
             tags=list(self.tags),
+            meta=dict(self.meta),
             chunks=[dataclasses.replace(c, matches=list(c.matches)) for c in self.chunks],
             results=list(self.results),
             query_info=dict(self.query_info),

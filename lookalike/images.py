@@ -9,6 +9,7 @@ Anything that cannot be decoded raises :class:`BadInput` with a reason a person 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import warnings
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lookalike.errors import BadInput
@@ -34,8 +36,22 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning, modul
 # The ImageNet evaluation convention: resize the shorter side to 256/224 of the crop, then crop.
 RESIZE_RATIO = 256 / 224
 
+# Camera RAW files: indexed from the preview the camera embedded (rawpy, the ``raw`` extra).
+RAW_EXTENSIONS = frozenset(
+    ".dng .cr2 .cr3 .nef .nrw .arw .srf .sr2 .orf .rw2 .raf .pef .srw .3fr .iiq .x3f .kdc .mrw .erf .mos".split()
+)
 # What a folder scan picks up; anything else must be named explicitly (or matched with --glob).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = (
+    frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif"})
+    | RAW_EXTENSIONS
+)
+# What a user is told lookalike reads, when a file is none of it.
+READABLE = "JPEG, PNG, GIF, BMP, WebP, TIFF, HEIC, AVIF and camera RAW"
+NOT_AN_IMAGE = f"not an image lookalike can read ({READABLE})"
+RAW_EXTRA = "a camera RAW file: install the raw extra to index it (pip install 'lookalike[raw]')"
+
+# HEIC/HEIF through pillow-heif (AVIF is Pillow's own); registered once, for every decode and thumbnail.
+pillow_heif.register_heif_opener()
 
 # (x - 127) / 128 for every uint8 value, so normalising is one table lookup.
 _NORMALISE_LUT = ((np.arange(256, dtype=np.float32) - 127.0) / 128.0).astype(np.float32)
@@ -53,21 +69,82 @@ class DecodedImage:
     format: str | None
 
 
-def _open(source: ImageSource) -> Image.Image:
+def is_raw_name(name: str | os.PathLike | None) -> bool:
+    return name is not None and os.path.splitext(os.fspath(name))[1].lower() in RAW_EXTENSIONS
+
+
+def _open_raw(data: bytes) -> Image.Image:
+    """A camera RAW file's embedded preview (most cameras store a full-size JPEG), decoded."""
+    try:
+        import rawpy
+    except ImportError as e:
+        raise BadInput(RAW_EXTRA, "raw needs extra") from e
+    try:
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            thumb = raw.extract_thumb()
+    except rawpy.LibRawNoThumbnailError as e:
+        raise BadInput("a camera RAW file without an embedded preview to index", "raw without preview") from e
+    except (rawpy.LibRawError, OSError, ValueError) as e:
+        raise BadInput(NOT_AN_IMAGE, "not an image") from e
+    if thumb.format == rawpy.ThumbFormat.JPEG:
+        return Image.open(io.BytesIO(bytes(thumb.data)))
+    return Image.fromarray(np.asarray(thumb.data))
+
+
+def _read_bytes(source: ImageSource) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).read_bytes()
+    assert hasattr(source, "read")
+    source.seek(0)
+    return source.read()
+
+
+def _open(source: ImageSource, name: str | os.PathLike | None = None) -> Image.Image:
+    """``source`` opened by Pillow (HEIC and AVIF included), or a RAW file's preview by rawpy: by
+    its name's extension where it has one (RAW files are often TIFFs that Pillow would misread),
+    else when Pillow knows nothing of its bytes."""
     if isinstance(source, Image.Image):
         return source
+    if isinstance(source, (str, os.PathLike)) and name is None:
+        name = source
+    try:
+        if is_raw_name(name):
+            if isinstance(source, (str, os.PathLike)):
+                _check_path(Path(source))
+            return _open_raw(_read_bytes(source))
+        return _open_pillow(source)
+    except UnidentifiedImageError:
+        if is_raw_name(name) or not _could_be_raw(source):
+            raise
+        return _open_raw(_read_bytes(source))
+
+
+def _could_be_raw(source: ImageSource) -> bool:
+    """Whether rawpy is worth a try on bytes Pillow refused: when it is installed (else Pillow's
+    refusal stands, since nothing says the file is RAW)."""
+    return importlib.util.find_spec("rawpy") is not None
+
+
+def _check_path(path: Path) -> None:
+    """A path that can be read as an image file: it exists, is no directory, and is not empty."""
+    if path.is_dir():
+        raise BadInput(f"{path} is a directory, not an image", "not a file")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as e:
+        raise BadInput(f"no such file: {path}", "missing file") from e
+    except OSError as e:
+        raise BadInput(f"cannot read {path}: {e.strerror or e}", "unreadable file") from e
+    if size == 0:
+        raise BadInput("empty file", "empty file")
+
+
+def _open_pillow(source: ImageSource) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.is_dir():
-            raise BadInput(f"{path} is a directory, not an image", "not a file")
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError as e:
-            raise BadInput(f"no such file: {path}", "missing file") from e
-        except OSError as e:
-            raise BadInput(f"cannot read {path}: {e.strerror or e}", "unreadable file") from e
-        if size == 0:
-            raise BadInput("empty file", "empty file")
+        _check_path(path)
         try:
             return Image.open(path)
         except PermissionError as e:
@@ -76,7 +153,7 @@ def _open(source: ImageSource) -> Image.Image:
         if len(source) == 0:
             raise BadInput("empty file", "empty file")
         return Image.open(io.BytesIO(source))
-    if hasattr(source, "read"):
+    if hasattr(source, "read") and not isinstance(source, Image.Image):
         return Image.open(source)
     raise BadInput(f"cannot read an image from a {type(source).__name__}", "wrong type")
 
@@ -106,14 +183,21 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(source: ImageSource, *, draft_size: int | None = 256, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+def decode(
+    source: ImageSource,
+    *,
+    draft_size: int | None = 256,
+    max_pixels: int = MAX_PIXELS,
+    name: str | os.PathLike | None = None,
+) -> DecodedImage:
     """Decode ``source`` into an RGB image.
 
     ``draft_size``: let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while keeping both sides at
-    least this long (``None`` decodes at full size).
+    least this long (``None`` decodes at full size). ``name``: the file's name, for bytes whose
+    extension says what they are (camera RAW).
     """
     try:
-        img = _open(source)
+        img = _open(source, name)
         fmt = img.format
         width, height = img.size
         if width <= 0 or height <= 0:
@@ -137,7 +221,7 @@ def decode(source: ImageSource, *, draft_size: int | None = 256, max_pixels: int
     except BadInput:
         raise
     except UnidentifiedImageError as e:
-        raise BadInput("not an image, or a format Pillow cannot read", "not an image") from e
+        raise BadInput(NOT_AN_IMAGE, "not an image") from e
     except Image.DecompressionBombError as e:
         raise BadInput(f"possible decompression bomb: {e}", "too many pixels") from e
     except OSError as e:

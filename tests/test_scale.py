@@ -138,6 +138,18 @@ def test_vectors_are_stored_as_float16_and_search_below_the_threshold_is_exact(t
             np.testing.assert_allclose(scores, np.take_along_axis(exact, order, 1), rtol=0, atol=1e-5)
 
 
+def undo_migration_4(conn: sqlite3.Connection) -> None:
+    """Take out what schema migration 4 (the photo metadata) added, as a store from before it."""
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql LIKE '%docs(%'").fetchall():
+        if name not in ("docs_content_hash",):
+            conn.execute(f"DROP INDEX {name}")
+    before = {"id", "uri", "size", "mtime_ns", "content_hash", "width", "height", "tags", "indexed_at"}
+    for column in [r[1] for r in conn.execute("PRAGMA table_info(docs)")]:
+        if column not in before:
+            conn.execute(f"ALTER TABLE docs DROP COLUMN {column}")
+    conn.execute("DROP TABLE cameras")
+
+
 def test_a_float32_store_is_converted_and_its_snapshots_rebuilt(tmp_path):
     """Schema migration 3: float32 vectors of an older lookalike become float16, in place."""
     path = tmp_path / "ws"
@@ -151,6 +163,7 @@ def test_a_float32_store_is_converted_and_its_snapshots_rebuilt(tmp_path):
         ws.commit(req)
     conn = sqlite3.connect(path / "docs.sqlite")  # as migration 2 left it: float32 blobs
     conn.execute("UPDATE chunks SET embedding = ?", (np.linspace(-1, 1, 8, dtype=np.float32).tobytes(),))
+    undo_migration_4(conn)
     conn.execute("PRAGMA user_version=2")
     conn.commit()
     conn.close()

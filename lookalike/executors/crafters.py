@@ -52,7 +52,7 @@ class ImageNormalizer(Executor):
                 doc.fail("no image bytes to decode (is ImageReader before ImageNormalizer?)", "no content")
                 continue
             try:
-                decoded = decode(doc.blob, draft_size=draft_size)
+                decoded = decode(doc.blob, draft_size=draft_size, name=doc.uri)
                 tensor = to_tensor(decoded.image, size)
             except BadInput as e:  # the bytes cannot be decoded: the file's own fault
                 doc.fail(str(e), e.reason, input_fault=True)

@@ -103,7 +103,7 @@ class FaceDetector(Executor):
             doc.fail("no image bytes to decode (is ImageReader before FaceDetector?)", "no content")
             return None
         try:
-            decoded = decode(doc.blob, draft_size=_draft_size(doc.blob, self.params.max_side))
+            decoded = decode(doc.blob, draft_size=_draft_size(doc.blob, self.params.max_side), name=doc.uri)
         except BadInput as e:  # the bytes cannot be decoded: the file's own fault
             doc.fail(str(e), e.reason, input_fault=True)
             return None
@@ -130,7 +130,7 @@ class FaceDetector(Executor):
         drafted = sx > 1 or sy > 1
         if drafted and doc.blob is not None and min(rect[2] for _, rect in faces) / sx < CHIP_FACE_WIDTH:
             try:
-                rgb, sx, sy = np.asarray(decode(doc.blob, draft_size=None).image), 1.0, 1.0
+                rgb, sx, sy = np.asarray(decode(doc.blob, draft_size=None, name=doc.uri).image), 1.0, 1.0
             except BadInput:
                 pass  # the reduced decode worked: a softer chip beats losing the face
         return self.model.chips(rgb, [_scaled(rect, 1 / sx, 1 / sy) for _, rect in faces])

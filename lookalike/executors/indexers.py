@@ -148,6 +148,7 @@ class DocIndexer(Executor):
                 if s is None:  # removed since the vector search: never return a dangling result
                     continue
                 r.uri, r.width, r.height, r.tags = s.uri, s.width, s.height, s.tags
+                r.photo = s.shown()
                 if r.chunk_id in chunks:
                     r.chunk_kind, r.bbox = chunks[r.chunk_id][1], chunks[r.chunk_id][2]
                 kept.append(r)

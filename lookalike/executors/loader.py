@@ -15,8 +15,9 @@ import stat
 
 from pydantic import Field
 
-from lookalike.document import Document
+from lookalike.document import Document, Request
 from lookalike.executors.base import Executor, requests
+from lookalike.metadata import read_metadata
 
 # What each non-regular file type is called in a skip message.
 FILE_TYPES = {
@@ -48,7 +49,8 @@ class ImageReader(Executor):
     params: Params
 
     @requests(on=["index", "search"])
-    def read(self, docs: list[Document]) -> None:
+    def read(self, docs: list[Document], request: Request | None = None) -> None:
+        """Read each document's bytes; on indexing, also what the camera recorded in its header."""
         limit = int(self.params.max_file_mb * 1024 * 1024)
         for doc in docs:
             if doc.chunks and all(c.embedding is not None for c in doc.chunks):
@@ -63,6 +65,8 @@ class ImageReader(Executor):
                 doc.content_hash = doc.content_hash or hashlib.sha256(doc.blob).hexdigest()
             else:
                 doc.fail("document has neither a file nor bytes", "no content")
+            if request is not None and request.kind == "index" and doc.blob is not None and doc.error is None:
+                doc.meta = read_metadata(doc.blob, doc.uri, doc.mtime_ns).to_dict()
 
     def _read_file(self, doc: Document, limit: int) -> None:
         assert doc.uri is not None

@@ -221,6 +221,8 @@ def _merge_doc(into: Document, other: Document) -> None:
             setattr(into, name, getattr(other, name))
     if not into.tags and other.tags:
         into.tags = other.tags
+    if not into.meta and other.meta:
+        into.meta = other.meta
     for key, value in other.query_info.items():
         into.query_info.setdefault(key, value)
     by_uid = {c.uid: i for i, c in enumerate(into.chunks)}

@@ -18,8 +18,10 @@ from typing import Protocol
 from lookalike.document import Document, Request
 from lookalike.errors import STORE_FAILURE, LookalikeError, StoreError, fatal_error
 from lookalike.library.flows import Flows
-from lookalike.library.planning import Plan, plan_index, scan
+from lookalike.library.planning import Plan, entry_problem, plan_index, scan
 from lookalike.library.types import IndexReport, IndexRequest
+from lookalike.metadata import read_metadata
+from lookalike.settings import default
 from lookalike.store.workspace import Workspace
 
 # Documents per delete request: a bound on one request's size.
@@ -151,6 +153,7 @@ class Indexer:
         plan = self.plan(request)
         self._bookkeeping(plan)
         run = IndexRun(self.workspace, plan, progress or Quiet())
+        self._read_old_headers(run.progress)
         run.progress.planned(len(plan.todo))
         runtime = self.flows.runtime("index")
         interrupted = True
@@ -191,6 +194,27 @@ class Indexer:
             store.touch(doc_id, mtime_ns, size)
         if plan.forget:
             store.forget_skips(plan.forget)
+
+    def _read_old_headers(self, progress: IndexProgress, batch: int = 500) -> None:
+        """The header fields (date taken, camera, place) of documents indexed before lookalike kept
+        them: read from their files' headers and stored, without encoding anything. A file that
+        cannot be read now is tried again by the next run."""
+        store, after, told = self.workspace.store, "", False
+        limit = float(default("LOOKALIKE_MAX_FILE_MB")) * 1024 * 1024
+        while stale := store.stale_metadata(after, batch):
+            if not told:
+                progress.note("reading the dates, cameras and places of photos indexed before they were kept")
+                told = True
+            found = []
+            for doc_id, path in stale:
+                try:
+                    if entry_problem(path) is None and os.path.getsize(path) <= limit:
+                        with open(path, "rb") as f:
+                            found.append((doc_id, read_metadata(f.read(), path, os.stat(f.fileno()).st_mtime_ns)))
+                except OSError:
+                    continue
+            store.update_metadata(found)
+            after = stale[-1][0]
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Remove the documents of these files, or of every file under these folders."""

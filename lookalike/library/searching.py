@@ -269,7 +269,7 @@ class Searcher:
         hits = store.search_labels(found.labels, top_k) if found is not None else store.search_tags(text, top_k)
         stored = store.get_docs(d for d, _, _ in hits)
         results = [
-            Result(doc_id, p, -1, s.uri, s.width, s.height, s.tags)
+            Result(doc_id, p, -1, s.uri, s.width, s.height, s.tags, photo=s.shown())
             for doc_id, _label, p in hits
             if (s := stored.get(doc_id)) is not None
         ]
@@ -289,6 +289,7 @@ def _hit(r: Result, metric: str | None) -> Hit:
         height=r.height,
         chunk=r.chunk_kind,
         bbox=r.bbox,
+        photo=r.photo,
     )
 
 

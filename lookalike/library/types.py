@@ -99,6 +99,7 @@ class Hit:
     height: int | None = None
     chunk: str | None = None
     bbox: Box | None = None
+    photo: dict[str, Any] = field(default_factory=dict)  # what the camera recorded (PhotoMeta.shown)
 
     @property
     def similarity(self) -> float | None:
@@ -113,6 +114,7 @@ class Hit:
             doc_fields(self.doc_id, self.path, self.width, self.height, list(self.tags), max_tags)
             | score_fields(self.score, self.metric)
             | {"chunk": self.chunk, "bbox": list(self.bbox) if self.bbox else None}
+            | self.photo
             | ({"match": self.match} if self.match is not None else {})
         )
 

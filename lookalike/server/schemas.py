@@ -96,7 +96,34 @@ class Tag(BaseModel):
     probability: float
 
 
-class DocSummary(BaseModel):
+class Gps(BaseModel):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class PhotoFields(BaseModel):
+    """What the camera recorded (EXIF), each null when the file does not say."""
+
+    taken_at: str | None = Field(
+        description="ISO 8601, local time, with the UTC offset where EXIF records one; else the file's mtime"
+    )
+    taken_from: str | None = Field(description="exif, or file (dated by its modification time)")
+    camera: str | None = Field(description="make and model, as people say them")
+    make: str | None
+    model: str | None
+    lens: str | None
+    focal_mm: float | None
+    exposure_s: float | None
+    f_number: float | None
+    iso: int | None
+    gps: Gps | None
+    orientation: int | None = Field(description="the EXIF orientation, 1-8")
+    format: str | None = Field(description="jpeg, png, gif, bmp, webp, tiff, heic, avif or raw")
+    folder: str | None = Field(description="the folder the file lies in")
+    metadata_notes: list[str] = Field(description="header fields present in the file but unreadable, and why")
+
+
+class DocSummary(PhotoFields):
     doc_id: str
     uri: str | None = Field(description="the file's path (bytes that are not UTF-8 shown as \\xNN)")
     name: str = Field(description="the file's name")

@@ -92,7 +92,7 @@ class Service:
 
     def describe(self, doc: StoredDoc) -> dict[str, Any]:
         """What the API says about a document: the shared fields, and where to fetch its pixels."""
-        return doc_fields(doc.id, doc.uri, doc.width, doc.height, doc.tags, MAX_TAGS) | urls(doc.id)
+        return doc_fields(doc.id, doc.uri, doc.width, doc.height, doc.tags, MAX_TAGS) | doc.shown() | urls(doc.id)
 
     def match(self, hit: Hit) -> dict[str, Any]:
         """A search result: the library's own fields, and where to fetch its pixels."""

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from lookalike.document import display_path
+from lookalike.metadata import METADATA_VERSION, PhotoMeta
 from lookalike.store.database import Database, decode_vector, in_batches, path_str
 
 # The docs table's columns, in the order rows are read and written.
 DOC_COLUMNS = "id, uri, size, mtime_ns, content_hash, width, height, tags, indexed_at"
+# What the camera recorded (lookalike.metadata), as stored beside them.
+META_COLUMNS = (
+    "taken_at, taken_offset, taken_from, lens, focal_mm, exposure_s, f_number, iso, lat, lon, orientation, format, "
+    "folder, meta_notes, meta_version"
+)
+# A document as read: its columns, its metadata and its camera (make, model).
+_SELECT = (
+    f"SELECT {', '.join('docs.' + c.strip() for c in DOC_COLUMNS.split(','))}, "
+    f"{', '.join('docs.' + c.strip() for c in META_COLUMNS.split(','))}, cameras.make, cameras.model "
+    "FROM docs LEFT JOIN cameras ON cameras.id = docs.camera_id"
+)
 
 BBox = tuple[int, int, int, int]
 
@@ -27,10 +41,22 @@ class StoredDoc:
     height: int | None
     tags: list[tuple[str, float]]
     indexed_at: float
+    meta: PhotoMeta = field(default_factory=PhotoMeta)
+    folder: str | None = None
+
+    def shown(self) -> dict[str, Any]:
+        """The photo's header fields as every front end shows them."""
+        return self.meta.shown(display_path(self.folder) if self.folder is not None else None)
 
     @classmethod
     def from_row(cls, row: tuple) -> StoredDoc:
-        """A row of ``SELECT {DOC_COLUMNS}``."""
+        """A row of ``_SELECT``: the document's columns, its metadata's and its camera's."""
+        (taken_at, offset, taken_from, lens, focal, exposure, f_number, iso, lat, lon, orientation, fmt) = row[9:21]
+        folder, notes, _version, make, model = row[21:26]
+        meta = PhotoMeta(
+            taken_at, offset, taken_from, make, model, lens, focal, exposure, f_number, iso, lat, lon, orientation,
+            fmt, json.loads(notes) if notes else [],
+        )  # fmt: skip
         return cls(
             id=row[0],
             uri=path_str(row[1]),
@@ -41,6 +67,8 @@ class StoredDoc:
             height=row[6],
             tags=[(str(label), float(p)) for label, p in json.loads(row[7])],
             indexed_at=row[8],
+            meta=meta,
+            folder=path_str(folder),
         )
 
 
@@ -55,17 +83,24 @@ class Documents:
     def get_docs(self, ids: Iterable[str]) -> dict[str, StoredDoc]:
         out: dict[str, StoredDoc] = {}
         for marks, part in in_batches(list(dict.fromkeys(ids))):
-            for row in self._db.reader.execute(f"SELECT {DOC_COLUMNS} FROM docs WHERE id IN ({marks})", part):
+            for row in self._db.reader.execute(f"{_SELECT} WHERE docs.id IN ({marks})", part):
                 out[row[0]] = StoredDoc.from_row(row)
         return out
 
     def iter_docs(self) -> Iterator[StoredDoc]:
-        for row in self._db.reader.execute(f"SELECT {DOC_COLUMNS} FROM docs ORDER BY uri"):
+        for row in self._db.reader.execute(f"{_SELECT} ORDER BY docs.uri"):
             yield StoredDoc.from_row(row)
 
     def docs_by_uri(self) -> dict[str, StoredDoc]:
         """Every document by path: for checks and small tools (planning never reads them all)."""
         return {d.uri: d for d in self.iter_docs() if d.uri is not None}
+
+    def stale_metadata(self, after: str, limit: int) -> list[tuple[str, str]]:
+        """(doc id, path) of up to ``limit`` documents, by id from past ``after``, whose header
+        fields are from an older lookalike (:data:`lookalike.metadata.METADATA_VERSION`)."""
+        sql = "SELECT id, uri FROM docs WHERE meta_version < ? AND uri IS NOT NULL AND id > ? ORDER BY id LIMIT ?"
+        rows = self._db.reader.execute(sql, (METADATA_VERSION, after, limit))
+        return [(d, path_str(u) or "") for d, u in rows]
 
     def search_labels(self, labels: list[str], limit: int = 50) -> list[tuple[str, str, float]]:
         """(doc id, its most probable of ``labels``, the summed probability of all of them) of docs

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from lookalike.errors import StoreError
+from lookalike.metadata import local_time
 from lookalike.store.database import Database, encode_vector
 
 # Schema changes are ordered steps from one version to the next, never edits of old steps.
@@ -78,12 +81,48 @@ MIGRATIONS: list[str] = [
     UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation';
     UPDATE meta SET value = (SELECT value FROM meta WHERE key = 'generation') WHERE key = 'log_floor';
     """,
+    # 4: what the camera recorded (lookalike.metadata), as indexed columns, so a filter is SQL.
+    # taken_at: local wall-clock time, ISO 8601; taken_from: "exif", or "file" (its mtime).
+    # folder: the file's parent folder, as bytes like uri. cameras: each (make, model) once.
+    # Existing rows are dated by their mtime here; meta_version 0 has the next index run read their
+    # headers (no re-encoding) for the rest.
+    """
+    CREATE TABLE cameras (id INTEGER PRIMARY KEY, make TEXT NOT NULL, model TEXT NOT NULL, UNIQUE (make, model));
+    ALTER TABLE docs ADD COLUMN taken_at TEXT;
+    ALTER TABLE docs ADD COLUMN taken_offset INTEGER;
+    ALTER TABLE docs ADD COLUMN taken_from TEXT;
+    ALTER TABLE docs ADD COLUMN camera_id INTEGER REFERENCES cameras(id);
+    ALTER TABLE docs ADD COLUMN lens TEXT;
+    ALTER TABLE docs ADD COLUMN focal_mm REAL;
+    ALTER TABLE docs ADD COLUMN exposure_s REAL;
+    ALTER TABLE docs ADD COLUMN f_number REAL;
+    ALTER TABLE docs ADD COLUMN iso INTEGER;
+    ALTER TABLE docs ADD COLUMN lat REAL;
+    ALTER TABLE docs ADD COLUMN lon REAL;
+    ALTER TABLE docs ADD COLUMN orientation INTEGER;
+    ALTER TABLE docs ADD COLUMN format TEXT;
+    ALTER TABLE docs ADD COLUMN folder BLOB;
+    ALTER TABLE docs ADD COLUMN meta_notes TEXT;
+    ALTER TABLE docs ADD COLUMN meta_version INTEGER NOT NULL DEFAULT 0;
+    UPDATE docs SET folder = lookalike_dirname(uri),
+        taken_at = lookalike_localtime(coalesce(mtime_ns, CAST(indexed_at * 1e9 AS INTEGER))), taken_from = 'file';
+    CREATE INDEX docs_taken ON docs(taken_at);
+    CREATE INDEX docs_indexed ON docs(indexed_at);
+    CREATE INDEX docs_size ON docs(size);
+    CREATE INDEX docs_camera ON docs(camera_id);
+    CREATE INDEX docs_folder ON docs(folder);
+    CREATE INDEX docs_lat ON docs(lat);
+    CREATE INDEX docs_format ON docs(format);
+    CREATE INDEX docs_meta_version ON docs(meta_version)
+    """,
 ]
 
 
 def migrate(db: Database) -> None:
     """Bring the store to the newest schema, one step per transaction (another process may be at it too)."""
     db.writer.create_function("lookalike_f16", 1, _f32_to_f16, deterministic=True)
+    db.writer.create_function("lookalike_dirname", 1, folder_of, deterministic=True)
+    db.writer.create_function("lookalike_localtime", 1, local_time, deterministic=True)
     while True:
         if db.writer.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS):
             return
@@ -101,6 +140,11 @@ def migrate(db: Database) -> None:
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={version + 1}")
+
+
+def folder_of(uri: bytes | str | None) -> bytes | None:
+    """The folder a stored path lies in, as stored (bytes)."""
+    return None if uri is None else os.path.dirname(os.fsencode(uri))
 
 
 def _f32_to_f16(blob: bytes | None) -> bytes | None:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.document import Chunk, Document, shard_for
-from lookalike.store.database import STORED_DTYPE, Database, in_batches, path_bytes
-from lookalike.store.documents import DOC_COLUMNS
+from lookalike.metadata import METADATA_VERSION, PhotoMeta, local_time
+from lookalike.store.database import STORED_DTYPE, Database, in_batches, path_bytes, path_str
+from lookalike.store.documents import DOC_COLUMNS, META_COLUMNS
+from lookalike.store.schema import folder_of
 from lookalike.store.vector_log import bump_generation, check_identity, log_vectors, write_identity
 
 
@@ -77,6 +79,18 @@ class Writes:
         with self._db.transaction() as conn:
             conn.execute("UPDATE docs SET mtime_ns=?, size=? WHERE id=?", (mtime_ns, size, doc_id))
 
+    def update_metadata(self, found: list[tuple[str, PhotoMeta]]) -> None:
+        """Store the header fields read again for documents indexed before they were kept (or
+        before a newer :data:`METADATA_VERSION`): no vector changes, so no generation bump."""
+        with self._db.transaction() as conn:
+            for doc_id, meta in found:
+                uri = conn.execute("SELECT uri FROM docs WHERE id=?", (doc_id,)).fetchone()
+                if uri is None:
+                    continue  # removed meanwhile
+                sets = ", ".join(f"{c.strip()}=?" for c in META_COLUMNS.split(","))
+                values = (*_meta_values(meta, path_str(uri[0])), _camera_id(conn, meta), doc_id)
+                conn.execute(f"UPDATE docs SET {sets}, camera_id=? WHERE id=?", values)
+
     def reassign_shards(self, shards: int, identity: str) -> None:
         """Move chunks to the shards a new shard count gives their documents (in SQL, without
         reading the documents out), and take the new identity in the same transaction."""
@@ -105,8 +119,10 @@ def _delete_docs(conn: sqlite3.Connection, doc_ids: list[str]) -> dict[int, list
 
 
 def _insert_doc(conn: sqlite3.Connection, doc: Document, now: float) -> None:
+    # A document from a flow without a loader (bytes handed in) is dated by its file, if any.
+    meta = PhotoMeta.from_dict(doc.meta) if doc.meta else PhotoMeta(local_time(doc.mtime_ns), taken_from="file")
     conn.execute(
-        f"INSERT INTO docs ({DOC_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+        f"INSERT INTO docs ({DOC_COLUMNS}, {META_COLUMNS}, camera_id) VALUES ({','.join('?' * 25)})",
         (
             doc.id,
             path_bytes(doc.uri) if doc.uri is not None else None,
@@ -117,11 +133,43 @@ def _insert_doc(conn: sqlite3.Connection, doc: Document, now: float) -> None:
             doc.height,
             json.dumps([[lab, round(p, 6)] for lab, p in doc.tags]),
             now,
+            *_meta_values(meta, doc.uri),
+            _camera_id(conn, meta),
         ),
     )
     conn.executemany(
         "INSERT INTO doc_tags (doc_id, label, probability) VALUES (?,?,?)", [(doc.id, lab, p) for lab, p in doc.tags]
     )
+
+
+def _meta_values(meta: PhotoMeta, uri: str | None) -> tuple:
+    """The values of META_COLUMNS for ``meta`` (a file at ``uri``)."""
+    return (
+        meta.taken_at,
+        meta.taken_offset,
+        meta.taken_from,
+        meta.lens,
+        meta.focal_mm,
+        meta.exposure_s,
+        meta.f_number,
+        meta.iso,
+        meta.lat,
+        meta.lon,
+        meta.orientation,
+        meta.format,
+        folder_of(uri),
+        json.dumps(meta.notes) if meta.notes else None,
+        METADATA_VERSION,
+    )
+
+
+def _camera_id(conn: sqlite3.Connection, meta: PhotoMeta) -> int | None:
+    """The cameras row of ``meta``'s make and model, made on first sight; None without either."""
+    if meta.make is None and meta.model is None:
+        return None
+    make, model = meta.make or "", meta.model or ""
+    conn.execute("INSERT OR IGNORE INTO cameras (make, model) VALUES (?, ?)", (make, model))
+    return int(conn.execute("SELECT id FROM cameras WHERE make=? AND model=?", (make, model)).fetchone()[0])
 
 
 def _insert_chunk(conn: sqlite3.Connection, doc_id: str, shard: int, chunk: Chunk) -> tuple[int, np.ndarray]:

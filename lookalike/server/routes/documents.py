@@ -23,6 +23,9 @@ from lookalike.server.thumbnails import thumbnail
 router = APIRouter(tags=["documents"])
 ServiceDep = Annotated[Service, Depends(service_of)]
 BINARY = {"schema": {"type": "string", "format": "binary"}}
+# What every browser shows as it is; any other image is served as a JPEG of VIEW_SIZE.
+BROWSER_FORMATS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".bmp"})
+VIEW_SIZE = 2048
 _UPLOAD_BODY = {
     "requestBody": {
         "content": {
@@ -85,9 +88,15 @@ def servable(library: Library, uri: str | None) -> Path:
     responses=errors_for(404, 422, 503, ok={"image/*": BINARY, "application/octet-stream": BINARY}),
 )
 async def get_image(doc_id: str, service: ServiceDep) -> FileResponse:
-    """The original file, as indexed (only from inside the indexed folders)."""
+    """The original file, as indexed (only from inside the indexed folders); a format browsers do
+    not show (HEIC, TIFF, camera RAW) comes as a JPEG of up to 2048 pixels a side, cached."""
     library, doc = service.stored(doc_id)
-    return FileResponse(servable(library, doc.uri), headers={"Cache-Control": "private, max-age=3600"})
+    path = servable(library, doc.uri)
+    if path.suffix.lower() in BROWSER_FORMATS:
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+    cache = library.workspace.path / "thumbnails"
+    shown = await run_in_threadpool(thumbnail, path, doc.id, doc.content_hash or "", VIEW_SIZE, cache)
+    return FileResponse(shown, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get(
