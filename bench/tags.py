@@ -1,12 +1,16 @@
-"""Tag-search precision on tuxpaint: WordNet roll-up against the old label substring match.
+"""Tag-search precision and recall on tuxpaint: the list a tag search returns, which ends where
+the model's probability for the word falls below ``TAG_FLOOR``.
 
     .venv/bin/python -m bench.tags [--workspace DIR] [--json]
 
 Indexes the 439 tuxpaint photos with the default flows (or reuses ``--workspace``), then, for each
-folder whose subject has a WordNet word above ImageNet classes, searches that word and reports:
-- R-precision: of the first R results (R = the folder's size), the fraction from that folder;
-- recall@50: the fraction of the folder's images among the first 50 results;
-- the same two for the old search (ImageNet labels containing the word, best tag first).
+folder whose subject has a WordNet word above ImageNet classes, searches that word (``top_k``
+1000: the whole list) and reports:
+- precision: the fraction of the photos returned that are from that folder;
+- recall: the fraction of the folder's photos that are returned;
+- ``total``: how many photos the search says have the tag (the list's length);
+- R-precision of the same words' ranking without the floor (the first R of every photo tagged
+  with any of the word's classes, R = the folder's size), as before the floor.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import lookalike
 from lookalike import datasets
 from lookalike.library import Options, SearchRequest
+from lookalike.models.wordnet import concept
 
 # word -> the tuxpaint folders (label prefixes) it should find
 QUERIES = {
@@ -36,9 +41,8 @@ QUERIES = {
 }
 
 
-def score(uris: list[str], relevant: set[str]) -> tuple[float, float]:
-    r = len(relevant)
-    return sum(u in relevant for u in uris[:r]) / r, sum(u in relevant for u in uris[:50]) / r
+def r_precision(uris: list[str], relevant: set[str]) -> float:
+    return sum(u in relevant for u in uris[: len(relevant)]) / len(relevant)
 
 
 def main() -> None:
@@ -58,35 +62,37 @@ def main() -> None:
                 relevant = {
                     str(p) for p in tux.images if any(str(p.relative_to(tux.root)).startswith(f + "/") for f in folders)
                 }
-                new = [h.path or "" for h in library.search(SearchRequest(tag=word, top_k=200)).hits]
-                # The old search, still the fallback for text that names no WordNet concept.
-                old = [d for d, _, _ in store.search_tags(word, 200)]
-                old_uris = [s.uri or "" for s in (store.get_docs(old).get(d) for d in old) if s]
-                (rp, r50), (orp, or50) = score(new, relevant), score(old_uris, relevant)
+                report = library.search(SearchRequest(tag=word, top_k=1000))
+                found = [h.path or "" for h in report.hits]
+                concept_of = concept(word)
+                assert concept_of is not None, word
+                unfloored, _ = store.search_labels(concept_of.labels, 1000)
+                ranked = [
+                    s.uri or ""
+                    for s in (store.get_docs(d for d, _, _ in unfloored).get(d) for d, _, _ in unfloored)
+                    if s
+                ]
+                hits = sum(u in relevant for u in found)
                 rows.append(
                     {
                         "word": word,
                         "images": len(relevant),
-                        "r_precision": round(rp, 3),
-                        "recall_at_50": round(r50, 3),
-                        "old_r_precision": round(orp, 3),
-                        "old_recall_at_50": round(or50, 3),
+                        "total": report.total,
+                        "precision": round(hits / len(found), 3) if found else None,
+                        "recall": round(hits / len(relevant), 3),
+                        "r_precision_without_floor": round(r_precision(ranked, relevant), 3),
                     }
                 )
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(f"{'word':20s} {'images':>6s} {'R-prec':>7s} {'rec@50':>7s} {'old R-prec':>10s} {'old rec@50':>10s}")
+    print(f"{'word':20s} {'images':>6s} {'found':>6s} {'precision':>9s} {'recall':>7s} {'R-prec, no floor':>16s}")
     for r in rows:
+        precision = f"{r['precision']:9.3f}" if r["precision"] is not None else f"{'-':>9s}"
         print(
-            f"{r['word']:20s} {r['images']:6d} {r['r_precision']:7.3f} {r['recall_at_50']:7.3f} "
-            f"{r['old_r_precision']:10.3f} {r['old_recall_at_50']:10.3f}"
+            f"{r['word']:20s} {r['images']:6d} {r['total']:6d} {precision} {r['recall']:7.3f} "
+            f"{r['r_precision_without_floor']:16.3f}"
         )
-    mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
-    print(
-        f"{'mean':20s} {'':6s} {mean('r_precision'):7.3f} {mean('recall_at_50'):7.3f} "
-        f"{mean('old_r_precision'):10.3f} {mean('old_recall_at_50'):10.3f}"
-    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from lookalike.document import Document, display_path
-from lookalike.errors import LookalikeError
+from lookalike.errors import BadInput, LookalikeError
+from lookalike.filters import Filters
+from lookalike.metadata import FORMAT_NAMES
+from lookalike.relevance import NEAR_DUPLICATE_FLOOR
 from lookalike.settings import SETTINGS, Options, markdown_table, parse_bytes, raw_value, setting
 
 if TYPE_CHECKING:
@@ -292,6 +295,86 @@ TagOpt = Annotated[
 FaceOpt = Annotated[
     int | None, typer.Option(min=0, help="Face workspaces: which face of the query (0 = largest, the default).")
 ]
+# --- filters: the same on every search and listing ---------------------------------------------------
+
+FILTERS_PANEL = "Filters (every result meets each one given)"
+
+
+class OrientationChoice(str, Enum):
+    landscape = "landscape"
+    portrait = "portrait"
+    square = "square"
+
+
+FormatChoice = Enum("FormatChoice", {name: name for name in FORMAT_NAMES}, type=str)  # type: ignore[misc]
+
+TakenAfterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--taken-after",
+        metavar="DATE",
+        help="Photos taken on or after this day (YYYY-MM-DD, their local date; without an EXIF date, their file's).",
+        rich_help_panel=FILTERS_PANEL,
+    ),
+]
+TakenBeforeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--taken-before", metavar="DATE", help="Photos taken on or before this day.", rich_help_panel=FILTERS_PANEL
+    ),
+]
+CameraOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Text in the camera's make or model, any case (iphone, 'canon eos').", rich_help_panel=FILTERS_PANEL
+    ),
+]
+NearOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="LAT,LON,KM", help="Within KM kilometres of a place (48.858,2.294,5).", rich_help_panel=FILTERS_PANEL
+    ),
+]
+FolderOpt = Annotated[
+    list[Path] | None,
+    typer.Option(help="In this folder or below it; repeat for several.", rich_help_panel=FILTERS_PANEL),
+]
+OrientationOpt = Annotated[
+    OrientationChoice | None,
+    typer.Option(help="Wider than high, higher than wide, or square.", rich_help_panel=FILTERS_PANEL),
+]
+FormatOpt = Annotated[
+    FormatChoice | None,
+    typer.Option("--format", help="The file's format.", rich_help_panel=FILTERS_PANEL),
+]
+
+
+def _filters(
+    taken_after: str | None,
+    taken_before: str | None,
+    camera: str | None,
+    near: str | None,
+    folder: list[Path] | None,
+    orientation: OrientationChoice | None,
+    fmt: Enum | None,
+) -> Filters:
+    """The filter flags as one :class:`Filters`; a bad value is a usage error naming its flag."""
+    given = {
+        "taken_after": taken_after,
+        "taken_before": taken_before,
+        "camera": camera,
+        "near": near,
+        "folder": [str(f) for f in folder] if folder else None,
+        "orientation": orientation.value if orientation else None,
+        "format": fmt.value if fmt else None,
+    }
+    try:
+        return Filters.from_dict({k: v for k, v in given.items() if v is not None})
+    except BadInput as e:
+        key = str(e).split(" ", 1)[0].split(".", 1)[0]
+        raise typer.BadParameter(str(e), param_hint=f"--{key.replace('_', '-')}") from None
+
+
 MinMatchOpt = Annotated[
     MinMatch | None,
     typer.Option(
@@ -318,9 +401,16 @@ def search(
     runtime: RuntimeOpt = None,
     ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
+    taken_after: TakenAfterOpt = None,
+    taken_before: TakenBeforeOpt = None,
+    camera: CameraOpt = None,
+    near: NearOpt = None,
+    folder: FolderOpt = None,
+    orientation: OrientationOpt = None,
+    fmt: FormatOpt = None,
 ) -> None:
     """Find the indexed images most like each query image (or like an indexed one, with --like), or
-    (with --tag) those tagged with a word.
+    (with --tag) those tagged with a word; with filters, the best among the photos they keep.
 
     Every result is labelled with its match level: same (the same picture, re-encoded or resized),
     near_duplicate (the same picture, edited), similar, or weak.
@@ -328,6 +418,7 @@ def search(
     from lookalike.library import SearchRequest
 
     _check_search_flags(images, like, tag, min_match=min_match, face=face, flow=flow)
+    filters = _filters(taken_after, taken_before, camera, near, folder, orientation, fmt)
     opts = options(
         workspace=workspace,
         top_k=k,
@@ -338,11 +429,14 @@ def search(
     )
     level = min_match.value if min_match else None
     if tag is not None:
-        requests = [SearchRequest(tag=tag)]
+        requests = [SearchRequest(tag=tag, filters=filters)]
     elif like is not None:
-        requests = [SearchRequest(like=like, min_match=level)]  # type: ignore[arg-type]
+        requests = [SearchRequest(like=like, min_match=level, filters=filters)]  # type: ignore[arg-type]
     else:
-        requests = [SearchRequest(image=str(i), face=face, min_match=level) for i in images or []]  # type: ignore[arg-type]
+        requests = [
+            SearchRequest(image=str(i), face=face, min_match=level, filters=filters)  # type: ignore[arg-type]
+            for i in images or []
+        ]
     with _open(opts, write=False) as library:
         reports = library.search_many(requests)
     if as_json:
@@ -381,12 +475,16 @@ def _print_search_json(reports: list[SearchReport]) -> None:
     for report in reports:
         entry: dict[str, Any] = {
             "query": report.query,
+            "weak": report.weak,
+            "total": report.total,
+            "total_exact": report.total_exact,
             "results": [_hit_dict(i + 1, h) for i, h in enumerate(report.hits)],
         }
         if report.request.tag is not None:
             entry = {
                 "tag": report.request.tag,
                 "concept": report.concept.to_dict() if report.concept else None,
+                "total": report.total,
                 "results": [_hit_dict(i + 1, h) | {"score": round(h.score, 4)} for i, h in enumerate(report.hits)],
             }
         payload.append(entry)
@@ -400,10 +498,17 @@ def _print_search_text(report: SearchReport, heading: bool) -> None:
         return
     if heading:
         out.print(f"[bold]{escape(report.query)}[/bold]")
+    if report.hits and report.weak:
+        out.print("[yellow]nothing indexed is really like it: even the best match is weak[/yellow]")
+    if report.total is not None and report.hits:
+        total = f"{report.total:,}" + ("" if report.total_exact else "+")
+        out.print(f"[dim]{total} at {request.min_match} or better; showing {len(report.hits):,}[/dim]")
     if not report.hits:
         out.print(
             f"no results at {request.min_match} or better"
             if request.min_match
+            else "no results: no indexed photo meets the filters"
+            if request.filters.active
             else "no results: the workspace is empty"
         )
     for i, hit in enumerate(report.hits, 1):
@@ -414,7 +519,13 @@ def _print_search_text(report: SearchReport, heading: bool) -> None:
             out.print(f"{i:3d}  distance {hit.distance:.3f}  {level} {path}  [dim]{box}[/dim]")
         else:
             tags = ", ".join(f"{t} {p:.0%}" for t, p in hit.tags[:3])
-            out.print(f"{i:3d}  {hit.score:.3f}  {level} {path}  [dim]{escape(tags)}[/dim]")
+            out.print(f"{i:3d}  {hit.score:.3f}  {level} {path}  [dim]{escape(_photo_line(hit.photo, tags))}[/dim]")
+
+
+def _photo_line(photo: dict[str, Any], tags: str) -> str:
+    """A result's day taken and camera, then its tags: the dim tail of a result's line."""
+    day = (photo.get("taken_at") or "")[:10] if photo.get("taken_from") == "exif" else ""
+    return " · ".join(p for p in (day, photo.get("camera") or "", tags) if p)
 
 
 def _print_tag_text(report: SearchReport) -> None:
@@ -423,9 +534,12 @@ def _print_tag_text(report: SearchReport) -> None:
         out.print(f"[dim]{escape(tag)}: {escape(', '.join(named.names[:4]))} ({named.classes} ImageNet classes)[/dim]")
     if not report.hits:
         out.print(f"no indexed image is tagged {escape(tag)!r}")
+    elif report.total is not None:
+        out.print(f"[dim]{report.total:,} photos tagged {escape(tag)!r}; showing {len(report.hits):,}[/dim]")
     for i, hit in enumerate(report.hits, 1):
         tags = ", ".join(f"{t} {p:.0%}" for t, p in hit.tags[:3])
-        out.print(f"{i:3d}  {hit.score:.3f}  {escape(display_path(hit.path or ''))}  [dim]{escape(tags)}[/dim]")
+        shown = escape(display_path(hit.path or ""))
+        out.print(f"{i:3d}  {hit.score:.3f}  {shown}  [dim]{escape(_photo_line(hit.photo, tags))}[/dim]")
 
 
 # --- info / remove -------------------------------------------------------------------------------
@@ -490,6 +604,58 @@ def _print_info(report: InfoReport) -> None:
     table.add_row("size on disk", _size(i.size_bytes))
     table.add_row("consistency", "ok" if not problems else "; ".join(problems))
     out.print(table)
+
+
+class SortChoice(str, Enum):
+    taken = "taken"
+    indexed = "indexed"
+    name = "name"
+    size = "size"
+
+
+@app.command("list")
+def list_command(
+    workspace: WorkspaceOpt = None,
+    sort: Annotated[
+        SortChoice, typer.Option(help="By date taken, date indexed, path (name) or file size.")
+    ] = SortChoice.taken,
+    desc: Annotated[bool, typer.Option("--desc", help="Newest, last or largest first.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Photos on this page.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="Start where the page that printed this cursor ended.")] = None,
+    as_json: JsonOpt = False,
+    taken_after: TakenAfterOpt = None,
+    taken_before: TakenBeforeOpt = None,
+    camera: CameraOpt = None,
+    near: NearOpt = None,
+    folder: FolderOpt = None,
+    orientation: OrientationOpt = None,
+    fmt: FormatOpt = None,
+) -> None:
+    """Browse the indexed photos, a page at a time: with filters, those they keep, and how many in all.
+
+    Example: lookalike list --camera iphone --taken-after 2024-06-01 --sort taken --desc
+    """
+    from lookalike.library import ListRequest
+
+    filters = _filters(taken_after, taken_before, camera, near, folder, orientation, fmt)
+    request = ListRequest(filters, sort.value, desc, limit, cursor)
+    with _open(options(workspace=workspace), write=False) as library:
+        report = library.list(request)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    table = Table("taken", "camera", "size", "path", box=None, header_style="dim")
+    for doc in report.docs:
+        meta = doc.meta
+        taken = (meta.taken_at or "").replace("T", " ")[:16] + ("" if meta.taken_from == "exif" else " (file)")
+        size = f"{doc.width}x{doc.height}" if doc.width else ""
+        table.add_row(taken, escape(meta.camera or ""), size, escape(display_path(doc.uri or doc.id)))
+    if report.docs:
+        out.print(table)
+    shown = f"{len(report.docs):,} of {report.total:,} photo{'s' if report.total != 1 else ''}"
+    out.print(
+        f"[dim]{shown}" + (f"; next page: --cursor {report.next_cursor}" if report.next_cursor else "") + "[/dim]"
+    )
 
 
 @app.command()
@@ -952,14 +1118,26 @@ def _print_eval(result: Any, data: dict[str, Any]) -> None:
 def dupes(
     workspace: WorkspaceOpt = None,
     threshold: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Cosine similarity from which two images are near duplicates.")
-    ] = 0.95,
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            show_default=False,
+            help="Cosine similarity from which two images are near duplicates [default: the floor search "
+            f"results are badged near_duplicate from: {NEAR_DUPLICATE_FLOOR:g}, higher in a collection of "
+            "near-identical frames]",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find groups of near-duplicate images, and exact copies (same bytes), in a workspace."""
+    """Find groups of near-duplicate images, and exact copies (same bytes), in a workspace.
+
+    Near duplicates are the same picture edited (resized, cropped, recoloured, mirrored): every file
+    of a group is at least the threshold from the first, the one to keep."""
     opts = options(workspace=workspace)
     with _open(opts, write=False) as library:
         found = library.dupes(threshold)
+    threshold = found.threshold
     if as_json:
         out.print_json(json.dumps({"workspace": str(opts.workspace), **found.to_dict()}))
         return

@@ -87,6 +87,7 @@ class Result:
     chunk_kind: str | None = None
     bbox: tuple[int, int, int, int] | None = None
     match: MatchLevel | None = None  # same, near_duplicate, similar or weak (lookalike.relevance), on searches
+    similarity: float | None = None  # cosine to the query itself, where the ranking score is another (expansion)
     photo: dict[str, Any] = field(default_factory=dict)  # what the camera recorded (PhotoMeta.shown)
 
 

@@ -7,7 +7,13 @@ shards. Each set of exact copies counts once among the near duplicates (its firs
 it), so a near-duplicate group lists each distinct image once.
 
 Within a group the file to keep comes first: the most pixels, then the largest file, then the
-oldest, then the path. Every other file carries its cosine similarity to that first one.
+oldest, then the path. Every other file carries its cosine similarity to that first one, and is at
+least ``threshold`` from it: a chain of look-alikes (A like B, B like C, A not like C) is split so
+that no group lists a file below the threshold it states.
+
+The threshold is by default the workspace's near-duplicate floor, the same one search results are
+badged ``near_duplicate`` from (:attr:`lookalike.relevance.Calibration.near_floor`): one meaning of
+"near duplicate" everywhere.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from lookalike.errors import ConfigError
 from lookalike.store.docstore import StoredDoc
 from lookalike.store.workspace import Workspace
 
-DEFAULT_THRESHOLD = 0.95
 # Queries per range search: bounds the result buffers FAISS allocates at once.
 _QUERY_BLOCK = 1024
 
@@ -120,7 +125,7 @@ def _sort_groups(groups: list[DupeGroup]) -> list[DupeGroup]:
     return sorted(groups, key=lambda g: (-len(g.files), -g.similarity, g.files[0].path))
 
 
-def find_duplicates(workspace: Workspace, threshold: float = DEFAULT_THRESHOLD) -> DupeReport:
+def find_duplicates(workspace: Workspace, threshold: float) -> DupeReport:
     """Exact and near-duplicate groups among the workspace's documents (see the module docstring)."""
     if not 0.0 < threshold <= 1.0:
         raise ConfigError(f"--threshold is a cosine similarity in (0, 1], got {threshold}")
@@ -163,13 +168,15 @@ def _near_groups(
         members.setdefault(joined.find(d), []).append(d)
     groups: list[DupeGroup] = []
     for ids in members.values():
-        if len(ids) < 2:
-            continue
-        ordered = sorted((docs[i] for i in ids), key=_keep_order)
-        first = vector_of[ordered[0].id]
-        sims = [1.0] + [float(np.dot(first, vector_of[d.id])) for d in ordered[1:]]
-        files = [_file(d, s) for d, s in zip(ordered, sims, strict=True)]
-        groups.append(DupeGroup(files, min(sims)))
+        remaining = sorted((docs[i] for i in ids), key=_keep_order)
+        while len(remaining) >= 2:  # the best file to keep, and what is within threshold of it
+            first = vector_of[remaining[0].id]
+            sims = [min(float(np.dot(first, vector_of[d.id])), 1.0) for d in remaining[1:]]
+            close = [(d, s) for d, s in zip(remaining[1:], sims, strict=True) if s >= threshold]
+            if close:
+                files = [_file(remaining[0], 1.0)] + [_file(d, s) for d, s in close]
+                groups.append(DupeGroup(files, min(s for _, s in close)))
+            remaining = [d for d, s in zip(remaining[1:], sims, strict=True) if s < threshold]
     return groups
 
 

@@ -32,8 +32,10 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from dng import make_dng
 from fastapi.testclient import TestClient
 from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
 
 import lookalike
 from lookalike import Options
@@ -378,6 +380,49 @@ def _upper(folder, photos):
     return _write(folder, "SHOUTING.JPG", _encode(_gradient(), "JPEG"))
 
 
+@index_case("heic", "odd but valid", size=(64, 48))
+def _heic(folder, photos):
+    return _write(folder, "iphone.heic", _encode(_gradient(), "HEIF"))
+
+
+@index_case("avif", "odd but valid", size=(64, 48))
+def _avif(folder, photos):
+    return _write(folder, "phone.avif", _encode(_gradient(), "AVIF"))
+
+
+@index_case("raw-dng", "odd but valid", size=(64, 48))
+def _dng(folder, photos):
+    return _write(folder, "camera.dng", make_dng(_encode(_gradient(), "JPEG")))
+
+
+@index_case("truncated-heic", "bytes", skipped=r"truncated|corrupt|not an image")
+def _truncated_heic(folder, photos):
+    data = _encode(_gradient(), "HEIF")
+    return _write(folder, "half.heic", data[: len(data) // 2])
+
+
+def _hostile_exif() -> bytes:
+    """EXIF a camera would never write: a GPS position of NaN (0/0), a 4-gigametre focal length, an
+    exposure over zero, orientation 99, a date of "yesterday" and a 10,000-character make."""
+    info = Image.Exif()
+    info[0x010F], info[0x0112] = "X" * 10_000, 99
+    sub = info.get_ifd(0x8769)
+    sub[0x9003], sub[0x920A], sub[0x829A] = "yesterday", IFDRational(4294967295, 1), IFDRational(1, 0)
+    gps = info.get_ifd(0x8825)
+    gps[1], gps[2], gps[3], gps[4] = (
+        "N",
+        (IFDRational(0, 0), IFDRational(0, 1), IFDRational(0, 1)),
+        "E",
+        (1.0, 0.0, 0.0),
+    )
+    return _encode(_gradient(), "JPEG", exif=info)
+
+
+@index_case("hostile-exif", "odd but valid", size=(64, 48))
+def _exif(folder, photos):
+    return _write(folder, "hostile-exif.jpg", _hostile_exif())
+
+
 # --- one index run over every case ---------------------------------------------------------------------
 
 
@@ -600,6 +645,27 @@ CLI_ERROR_CASES = [
         {"COLUMNS": "200"},
         2,
         r"give query images, --like PATH_OR_ID or --tag WORD, not IMAGES and --like",
+    ),
+    CliErrorCase(
+        "cli-filter-bad-date",
+        lambda run: ["list", "-w", str(run.workspace), "--taken-after", "2024-02-30"],
+        {"COLUMNS": "200"},
+        2,
+        r"--taken-after: taken_after must be a date \(YYYY-MM-DD\), not '2024-02-30'",
+    ),
+    CliErrorCase(
+        "cli-filter-latitude-out-of-range",
+        lambda run: ["search", run.path("coffee.jpg"), "-w", str(run.workspace), "--near", "95,2.3,10"],
+        {"COLUMNS": "200"},
+        2,
+        r"--near: near\.lat must be between -90 and 90, not 95\.0",
+    ),
+    CliErrorCase(
+        "cli-list-bad-cursor",
+        lambda run: ["list", "-w", str(run.workspace), "--cursor", "not-a-cursor"],
+        {},
+        BadInput.exit_code,
+        r"^error: cursor: not a cursor this listing gave \(pass next_cursor as it came\)$",
     ),
     CliErrorCase(
         "setting-not-a-number",
@@ -932,6 +998,55 @@ API_CASES = [
         413,
         "PayloadTooLarge",
         r"^the request body is over the 1 MB upload limit$",
+    ),
+    ApiCase(
+        "data-empty-string",
+        lambda c, q: c.post("/api/search", json={"data": [""]}),
+        422,
+        "ValidationError",
+        r"^data\.0: String should have at least 1 character$",
+    ),
+    ApiCase(
+        "filter-unknown-key",
+        lambda c, q: c.post("/api/search", json={"data": [q], "filters": {"colour": "red"}}),
+        422,
+        "ValidationError",
+        r"^filters\.colour: Extra inputs are not permitted$",
+    ),
+    ApiCase(
+        "filter-bad-date",
+        lambda c, q: c.get("/api/docs", params={"taken_after": "2024-02-30"}),
+        422,
+        "ValidationError",
+        r"^taken_after must be a date \(YYYY-MM-DD\), not '2024-02-30'$",
+    ),
+    ApiCase(
+        "filter-date-not-a-date",
+        lambda c, q: c.post("/api/search", json={"data": [q], "filters": {"taken_before": "last summer"}}),
+        422,
+        "ValidationError",
+        r"^filters\.taken_before: a date, YYYY-MM-DD$",
+    ),
+    ApiCase(
+        "filter-latitude-out-of-range",
+        lambda c, q: c.get("/api/docs", params={"near": "95,2.3,10"}),
+        422,
+        "ValidationError",
+        r"^near: LAT,LON,KM: a latitude from -90 to 90, a longitude from -180 to 180, kilometres from 0$",
+    ),
+    ApiCase(
+        "filter-gps-nan",
+        _json(b'{"doc_id": "x", "filters": {"near": {"lat": NaN, "lon": 2, "km": 1}}}'),
+        422,
+        "ValidationError",
+        r"^filters\.near\.lat: Input should be a finite number$",
+    ),
+    ApiCase(
+        "list-bad-cursor",
+        lambda c, q: c.get("/api/docs", params={"cursor": "not-a-cursor"}),
+        400,
+        "BadInput",
+        r"^cursor: not a cursor this listing gave \(pass next_cursor as it came\)$",
     ),
     ApiCase(
         "search-with-get",

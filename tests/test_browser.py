@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from conftest import REPO, copy_photos, free_port, group_photo, lookalike_cmd
 
@@ -181,9 +182,13 @@ def wait_results(pg, query_prefix: str, k: int = K) -> list[str]:
     return pg.eval_on_selector_all("#results > li", "lis => lis.map(li => li.dataset.docId)")
 
 
-def top_tag(server: str, doc_id: str) -> str:
-    doc = httpx.get(f"{server}/api/docs/{doc_id}", timeout=10).json()
-    return doc["tags"][0]["label"]
+def top_tag(server: str, doc_ids: list[str]) -> tuple[str, str]:
+    """(a photo, its top tag) among ``doc_ids`` whose top tag is sure enough to tag it (half the probability)."""
+    for doc_id in doc_ids:
+        doc = httpx.get(f"{server}/api/docs/{doc_id}", timeout=10).json()
+        if doc["tags"] and doc["tags"][0]["probability"] >= 0.5:
+            return doc_id, doc["tags"][0]["label"]
+    raise AssertionError(f"no photo among {doc_ids} is surely tagged")
 
 
 # --- tests -----------------------------------------------------------------------------------------
@@ -222,13 +227,14 @@ def test_upload_then_more_like_this_then_tag(page, server: str, photos: list[Pat
     assert page.url.endswith(f"#more={clicked}")
     screenshot(page, "more-like-this")
 
-    # a tag that one of these photos surely carries
-    tag = top_tag(server, more[0])
+    # a tag that one of these photos surely carries: the list holds only photos with it, and says how many
+    tagged_photo, tag = top_tag(server, more)
     page.fill("#tag", tag)
     page.press("#tag", "Enter")
     tagged = wait_results(page, f"tag:{tag}", k=1)
-    assert more[0] in tagged
+    assert tagged_photo in tagged
     assert tag in page.text_content("#query-label")
+    assert re.fullmatch(rf"{len(tagged)} results? tagged “{re.escape(tag)}” in \d+ ms", page.text_content("#status"))
     screenshot(page, "tag")
 
     # Back returns to the more-like-this results, from the URL alone
@@ -292,6 +298,18 @@ def test_phone_width(page, photos: list[Path]) -> None:
     # two columns of thumbnails side by side, each a usable size
     boxes = [page.locator("#results > li").nth(i).bounding_box() for i in range(2)]
     assert boxes[0]["y"] == boxes[1]["y"] and boxes[0]["width"] >= 140
+
+
+def test_a_photo_from_outside_the_collection_is_said_to_be_unlike_anything(page, tmp_path: Path) -> None:
+    """A grey square among birds, flowers, fruit, road signs and planets: the page says nothing here
+    is really like it, rather than letting its weak results pass for answers."""
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(grey)
+    page.set_input_files("#file", str(grey))
+    page.wait_for_selector('#results[data-state="done"][data-query^="file:"]', state="attached")
+    status = page.text_content("#status")
+    assert status.startswith("Nothing here is really like it: even the best match is weak."), status
+    screenshot(page, "weak", full_page=False)
 
 
 def test_keyboard(page, photos: list[Path]) -> None:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from lookalike.images import decode
+from lookalike.relevance import NEAR_DUPLICATE_FLOOR
 from lookalike.store.vectors import VectorShard
 
 from conftest import lookalike_cmd
@@ -78,7 +79,9 @@ def test_dupes_finds_an_injected_copy_and_an_exact_copy(tuxpaint, tmp_path):
     result = _dupes("-w", str(ws), "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["docs"] == len(names) + 2 and data["threshold"] == 0.95
+    # The threshold is the floor results are badged near_duplicate from (a collection this small has
+    # no background to raise it).
+    assert data["docs"] == len(names) + 2 and data["threshold"] == NEAR_DUPLICATE_FLOOR
     # Same pixels, size and mtime (copy2): the order falls back to the path.
     assert [g["paths"] for g in data["exact"]] == [[str(root / "backup" / exact.name), str(exact)]]
     assert data["exact"][0]["size"] == 2 and data["exact"][0]["bytes"] == exact.stat().st_size
@@ -86,7 +89,7 @@ def test_dupes_finds_an_injected_copy_and_an_exact_copy(tuxpaint, tmp_path):
     assert len(data["near"]) == 1, data["near"]
     group = data["near"][0]
     assert group["paths"] == [str(original), str(root / "holiday-copy.jpg")]
-    assert group["size"] == 2 and 0.95 <= group["similarity"] <= 1.0
+    assert group["size"] == 2 and NEAR_DUPLICATE_FLOOR <= group["similarity"] <= 1.0
     assert group["files"][0]["width"] == img.width and group["files"][1]["similarity"] == group["similarity"]
 
     text = _dupes("-w", str(ws))
@@ -101,3 +104,28 @@ def test_dupes_finds_an_injected_copy_and_an_exact_copy(tuxpaint, tmp_path):
     strict = json.loads(_dupes("-w", str(ws), "--json", "--threshold", "1").stdout)
     assert strict["near"] == [] and len(strict["exact"]) == 1
     assert _dupes("-w", str(tmp_path / "nowhere")).returncode == 4
+
+
+def test_a_chain_of_look_alikes_is_split_so_no_group_lists_a_file_below_its_threshold(tmp_path):
+    """A like B and B like C, but A not like C: A's group holds B only; C is no near duplicate of A."""
+    from lookalike.document import Chunk, Document, Request
+    from lookalike.dupes import find_duplicates
+    from lookalike.store.workspace import Workspace, WorkspaceLayout
+
+    a = np.array([1.0, 0, 0, 0], np.float32)
+    b = np.array([0.96, 0.28, 0, 0], np.float32)  # a.b = 0.96
+    c = np.array([0.85, 0.52, 0.08, 0], np.float32)
+    c /= np.linalg.norm(c)  # b.c > 0.95, a.c < 0.9
+    with Workspace.open(tmp_path / "ws", WorkspaceLayout(encoder="e", dim=4, shards=1)) as ws:
+        req = Request("index", [])
+        for name, vector, pixels in (("a", a, 300), ("b", b, 200), ("c", c, 100)):
+            doc = Document(id=name, uri=f"/photos/{name}.jpg", width=pixels, height=pixels, size=1, mtime_ns=1)
+            doc.chunks = [Chunk(kind="whole", embedding=vector)]
+            req.docs.append(doc)
+            req.staged.doc_ids.append(name)
+            req.staged.vectors[name] = (0, doc.chunks)
+        ws.commit(req)
+        assert float(b @ c) >= 0.95 and float(a @ c) < 0.9
+        found = find_duplicates(ws, 0.9)
+    assert [g.paths for g in found.near] == [["/photos/a.jpg", "/photos/b.jpg"]]
+    assert all(f.similarity >= 0.9 for g in found.near for f in g.files)

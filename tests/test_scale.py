@@ -139,7 +139,10 @@ def test_vectors_are_stored_as_float16_and_search_below_the_threshold_is_exact(t
 
 
 def undo_migration_4(conn: sqlite3.Connection) -> None:
-    """Take out what schema migration 4 (the photo metadata) added, as a store from before it."""
+    """Take out what schema migrations 4 (the photo metadata) and 5 (its indexes) added, as a store
+    from before them."""
+    conn.execute("DROP INDEX chunks_doc")
+    conn.execute("CREATE INDEX chunks_doc ON chunks(doc_id)")
     for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql LIKE '%docs(%'").fetchall():
         if name not in ("docs_content_hash",):
             conn.execute(f"DROP INDEX {name}")

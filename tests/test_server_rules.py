@@ -110,8 +110,13 @@ def test_an_unknown_min_match_is_refused_and_tag_words_are_suggested(client, cor
     body = {"data": [data_uri(photos[0])], "top_k": 12}
     r = client.post("/api/search", json=body | {"min_match": "close"})
     assert r.status_code == 422 and "min_match" in r.json()["error"]["message"], r.text
-    r = client.get("/api/tags", params={"prefix": "bi"})
-    assert r.status_code == 200 and r.json()["suggestions"][0] == {"word": "bird", "classes": 59}
+    # Suggestions are the words the collection holds, each with the photos a tag search finds (the
+    # tiny encoder is sure of no tag, so there may be none: test_quality checks them on the real model).
+    r = client.get("/api/tags", params={"prefix": "b"})
+    assert r.status_code == 200, r.text
+    for s in r.json()["suggestions"]:
+        found = client.get("/api/search/tags", params={"q": s["word"], "top_k": 1000}).json()["results"][0]
+        assert s["photos"] == found["total"] == len(found["matches"]) > 0, s
 
 
 def test_multipart_and_more_like_this(client, corpus):

@@ -93,7 +93,7 @@ def test_commit_makes_documents_and_vectors_searchable_together(tmp_path):
         scores, ids = ws.pods()[shard].search(_vec(30)[None], 1)
         assert ws.store.chunk_info([int(ids[0, 0])])[int(ids[0, 0])][0] == doc3
         assert scores[0, 0] == pytest.approx(1.0, abs=1e-3)  # stored as float16
-        assert ws.store.search_tags("tab")[0][1] == "tabby"
+        assert ws.store.search_tags("tab")[0][0][1] == "tabby"
 
 
 def test_vectors_without_an_accepted_document_are_never_stored(tmp_path):

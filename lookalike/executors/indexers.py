@@ -19,7 +19,9 @@ from pydantic import Field
 from lookalike.document import Document, Match, Request
 from lookalike.errors import STORE_FAILURE, LookalikeError, StoreError
 from lookalike.executors.base import Executor, requests
+from lookalike.filters import Filters
 from lookalike.settings import default
+from lookalike.store.filtering import KeptByFilter, KeptCache
 from lookalike.store.shard_index import ShardIndex
 from lookalike.store.workspace import Workspace
 
@@ -52,6 +54,7 @@ class VectorIndexer(Executor):
     def open(self) -> None:
         self.workspace = _workspace(self)
         self.index = self.workspace.open_shard(self.context.shard)
+        self._kept = KeptCache(self.workspace.store)  # what recent filters keep of this shard
         self._indexed = False  # took part in indexing: at close, the index is brought up to date
 
     @requests(on="index")
@@ -81,7 +84,11 @@ class VectorIndexer(Executor):
         queries = [(c, c.embedding) for d in docs for c in d.chunks if c.embedding is not None]
         if not queries:
             return
-        scores, ids = self.index.search(np.stack([e for _, e in queries]), k)
+        filters = request.parameters.get("filters")
+        kept = None
+        if filters:
+            kept = KeptByFilter(self.workspace.store, Filters.from_dict(filters), self.context.shard, self._kept)
+        scores, ids = self.index.search(np.stack([e for _, e in queries]), k, kept)
         found = {int(i) for i in ids.ravel() if i >= 0}
         info = self.workspace.store.chunk_info(found)
         for (chunk, _), row_scores, row_ids in zip(queries, scores, ids, strict=True):

@@ -22,10 +22,20 @@ from lookalike.errors import (
     NotFound,
     StoreError,
 )
+from lookalike.filters import Near
 from lookalike.library.core import Library, open
 from lookalike.library.indexing import IndexProgress
 from lookalike.library.inspecting import InfoReport
-from lookalike.library.types import Filters, Hit, IndexReport, IndexRequest, SearchReport, SearchRequest
+from lookalike.library.types import (
+    Filters,
+    Hit,
+    IndexReport,
+    IndexRequest,
+    ListReport,
+    ListRequest,
+    SearchReport,
+    SearchRequest,
+)
 from lookalike.settings import Options
 
 __all__ = [
@@ -41,8 +51,11 @@ __all__ = [
     "IndexRequest",
     "InfoReport",
     "Library",
+    "ListReport",
+    "ListRequest",
     "LookalikeError",
     "ModelError",
+    "Near",
     "NotFound",
     "Options",
     "SearchReport",

@@ -11,15 +11,16 @@ checked) by the first search that needs it. No model is loaded until a pod first
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterable
 
-from lookalike.dupes import DEFAULT_THRESHOLD, DupeReport
+from lookalike.dupes import DupeReport
 from lookalike.library.flows import Flows
 from lookalike.library.indexing import Indexer, IndexProgress
-from lookalike.library.inspecting import InfoReport, Inspector
+from lookalike.library.inspecting import InfoReport, Inspector, TagWord
 from lookalike.library.searching import Searcher
-from lookalike.library.types import IndexReport, IndexRequest, SearchReport, SearchRequest
+from lookalike.library.types import IndexReport, IndexRequest, ListReport, ListRequest, SearchReport, SearchRequest
 from lookalike.settings import Options
 from lookalike.store.docstore import StoredDoc
 from lookalike.store.workspace import Workspace, WorkspaceLayout
@@ -36,7 +37,7 @@ class Library:
         self.options, self.workspace, self.flows = options, workspace, flows
         self.indexer = Indexer(workspace, flows)
         self.searcher = Searcher(workspace, flows, options)
-        self.inspector = Inspector(workspace, flows)
+        self.inspector = Inspector(workspace, flows, self.searcher.levels)
 
     # --- use cases ----------------------------------------------------------------------------
 
@@ -61,10 +62,18 @@ class Library:
     def info(self, *, verify: bool = True, recall: bool = False) -> InfoReport:
         return self.inspector.info(verify=verify, recall=recall)
 
+    def list(self, request: ListRequest | None = None) -> ListReport:
+        """Browse: a page of the collection (every photo by date taken, without a request)."""
+        return self.inspector.list(request or ListRequest())
+
     def doc(self, doc_id: str) -> StoredDoc:
         return self.inspector.doc(doc_id)
 
-    def dupes(self, threshold: float = DEFAULT_THRESHOLD) -> DupeReport:
+    def tag_words(self, prefix: str, limit: int = 10) -> builtins.list[TagWord]:
+        """Tag words starting with ``prefix`` that the collection holds, with their photo counts."""
+        return self.inspector.tag_words(prefix, limit)
+
+    def dupes(self, threshold: float | None = None) -> DupeReport:
         return self.inspector.dupes(threshold)
 
     # --- closing ------------------------------------------------------------------------------

@@ -7,13 +7,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from lookalike.document import display_path
-from lookalike.dupes import DEFAULT_THRESHOLD, DupeReport, find_duplicates
+from lookalike.dupes import DupeReport, find_duplicates
 from lookalike.errors import NotFound
 from lookalike.library.flows import Flows
+from lookalike.library.levels import MatchLevels
+from lookalike.library.types import ListReport, ListRequest
+from lookalike.relevance import NEAR_DUPLICATE_FLOOR, TAG_FLOOR
 from lookalike.store.docstore import StoredDoc
 from lookalike.store.workspace import Workspace, WorkspaceInfo
 
 RECALL_QUERIES = 200  # held-out vectors per shard for `info --recall`
+SUGGESTION_CANDIDATES = 40  # WordNet words a prefix is checked against the collection for
+
+
+@dataclass(frozen=True)
+class TagWord:
+    """A tag word the collection holds: how many photos it tags, and how many ImageNet classes it covers."""
+
+    word: str
+    photos: int
+    classes: int
 
 
 @dataclass
@@ -48,8 +61,9 @@ class InfoReport:
 class Inspector:
     """Reads one workspace (and asks its running query pods, where a server has them)."""
 
-    def __init__(self, workspace: Workspace, flows: Flows):
-        self.workspace, self.flows = workspace, flows
+    def __init__(self, workspace: Workspace, flows: Flows, levels: MatchLevels):
+        self.workspace, self.flows, self.levels = workspace, flows, levels
+        self._word_counts: tuple[int, dict[str, int]] = (-1, {})  # (store generation, word -> photos)
 
     def info(self, *, verify: bool = True, recall: bool = False) -> InfoReport:
         """Documents, chunks, shards and their vector index (type, memory, recall@10 measured when
@@ -80,6 +94,32 @@ class Inspector:
         where = {"kind": choice.kind, "pods": runtime.placement() if runtime is not None else {}}
         return InfoReport(self.workspace.info(described), runtime=where)
 
+    def tag_words(self, prefix: str, limit: int = 10) -> list[TagWord]:
+        """Tag words starting with ``prefix`` that the collection holds: each with how many photos a
+        tag search for it finds (at :data:`~lookalike.relevance.TAG_FLOOR`), the most first. The
+        counts are kept until the next commit."""
+        from lookalike.models.wordnet import concept, suggest
+
+        store, out = self.workspace.store, []
+        generation = store.generation
+        if self._word_counts[0] != generation:
+            self._word_counts = (generation, {})
+        counts = self._word_counts[1]
+        for word, classes in suggest(prefix, SUGGESTION_CANDIDATES):
+            if word not in counts:
+                found = concept(word)
+                counts[word] = store.count_tagged(found.labels, TAG_FLOOR) if found is not None else 0
+            if counts[word]:
+                out.append(TagWord(word, counts[word], classes))
+        return sorted(out, key=lambda t: (-t.photos, t.word))[:limit]
+
+    def list(self, request: ListRequest) -> ListReport:
+        """A page of the photos the request's filters keep, in its order (see :class:`ListRequest`)."""
+        page = self.workspace.store.list_docs(
+            request.filters, request.sort, request.desc, request.limit, request.cursor
+        )
+        return ListReport(request, page.total, page.docs, page.next_cursor)
+
     def doc(self, doc_id: str) -> StoredDoc:
         """An indexed document, or NotFound."""
         doc = self.workspace.store.get_docs([doc_id]).get(doc_id)
@@ -87,6 +127,10 @@ class Inspector:
             raise NotFound(f"no indexed document {doc_id!r}")
         return doc
 
-    def dupes(self, threshold: float = DEFAULT_THRESHOLD) -> DupeReport:
-        """Groups of exact copies (the same bytes) and of near duplicates (see :mod:`lookalike.dupes`)."""
+    def dupes(self, threshold: float | None = None) -> DupeReport:
+        """Groups of exact copies (the same bytes) and of near duplicates (see :mod:`lookalike.dupes`),
+        by default from the floor search results are badged ``near_duplicate`` from."""
+        if threshold is None:
+            cal = self.levels.calibration()
+            threshold = cal.near_floor if cal is not None else NEAR_DUPLICATE_FLOOR
         return find_duplicates(self.workspace, threshold)

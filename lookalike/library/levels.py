@@ -7,7 +7,7 @@ import threading
 
 import lookalike.relevance as relevance
 from lookalike.document import Result
-from lookalike.relevance import Calibration, MatchLevel
+from lookalike.relevance import LEVELS, Calibration, MatchLevel
 from lookalike.store.workspace import Workspace
 
 
@@ -44,17 +44,25 @@ class MatchLevels:
             return cal
 
     def label(self, results: list[Result], cal: Calibration | None) -> None:
-        """Set each result's ``match`` level: from the calibration on cosine workspaces, from dlib's
-        distances on face workspaces, none otherwise."""
-        scores = [r.score for r in results]
+        """Set each result's ``match`` level: from the calibration on cosine workspaces (judged on
+        its similarity to the query), from dlib's distances on face workspaces, none otherwise.
+
+        Levels never rise down the list: a result ranked below another is labelled no better than
+        it, so a list cut at ``min_match`` is a prefix of the list, and a word means one thing."""
+        scores = [r.similarity if r.similarity is not None else r.score for r in results]
         if cal is not None:
             levels: list[MatchLevel] | None = cal.levels(scores)
         elif self.workspace.preset == "faces":
             levels = relevance.face_levels(scores)
         else:
             levels = None  # an L2 space of somebody's own encoder: nothing measured to say
+        worst = 0
         for n, r in enumerate(results):
-            r.match = levels[n] if levels is not None else None
+            if levels is None:
+                r.match = None
+                continue
+            worst = max(worst, LEVELS.index(levels[n]))
+            r.match = LEVELS[worst]
 
 
 def cut(results: list[Result], min_match: MatchLevel | None) -> list[Result]:

@@ -6,8 +6,9 @@ micro-batched into it (:mod:`lookalike.library.batching`), and each batch is the
 
 1. searched for enough results to expand with and to leave the query's own document out;
 2. expanded (alpha query expansion, :mod:`lookalike.descriptors`): each query whose best match is
-   not a copy searches again with its vector plus its nearest results', ranked by that second
-   search but scored by the cosine to the query itself;
+   not a copy searches again with its vector plus its nearest results'. That second search ranks
+   them, and its score is the one shown (so it never rises down the list); each keeps its cosine to
+   the query itself as ``similarity``, which its match level is judged on;
 3. cut: the query's own document left out, ``top_k`` kept, each result labelled with its match
    level (:mod:`lookalike.library.levels`) and the list cut at ``min_match``.
 
@@ -32,11 +33,13 @@ from lookalike.library.flows import Flows
 from lookalike.library.levels import MatchLevels, cut
 from lookalike.library.planning import entry_problem
 from lookalike.library.types import MAX_TOP_K, Concept, Hit, SearchReport, SearchRequest
-from lookalike.relevance import Calibration
+from lookalike.relevance import TAG_FLOOR, Calibration
 from lookalike.settings import Options
 from lookalike.store.workspace import Workspace
 
 _query_ids = itertools.count(1)
+# A search cut at min_match labels this many results (at least top_k) to say how many passed.
+COUNT_LIMIT = 200
 
 
 @dataclass
@@ -49,8 +52,13 @@ class _Query:
     exclude: str | None  # a document id to leave out of the results (the stored photo itself)
 
     @property
+    def window(self) -> int:
+        """Results labelled: ``top_k``, or with ``min_match`` enough to count how many pass the cut."""
+        return self.top_k if self.request.min_match is None else min(MAX_TOP_K, max(self.top_k, COUNT_LIMIT))
+
+    @property
     def fetch(self) -> int:
-        return self.top_k + (1 if self.exclude else 0)
+        return self.window + (1 if self.exclude else 0)
 
 
 class Searcher:
@@ -83,7 +91,7 @@ class Searcher:
         if request.tag is not None:
             return self._search_tag(request)
         query = self._query(request)
-        if request.face is not None:  # a chosen face is a request parameter: such a query runs alone
+        if request.face is not None or request.filters.active:  # request parameters: such a query runs alone
             return _raised(self._run([query]))[0]
         return self.batcher.call(query)
 
@@ -93,8 +101,8 @@ class Searcher:
         requests = list(requests)
         reports: dict[int, SearchReport] = {}
         queries = [(i, self._query(r)) for i, r in enumerate(requests) if r.tag is None]
-        for face in {q.request.face for _, q in queries}:  # the face is a request parameter
-            group = [(i, q) for i, q in queries if q.request.face == face]
+        for face, filters in {(q.request.face, q.request.filters) for _, q in queries}:  # request parameters
+            group = [(i, q) for i, q in queries if (q.request.face, q.request.filters) == (face, filters)]
             reports.update(zip((i for i, _ in group), _raised(self._run([q for _, q in group])), strict=True))
         for i, r in enumerate(requests):
             if r.tag is not None:
@@ -179,9 +187,11 @@ class Searcher:
         cal = self.levels.calibration()
         k = self.options.query_expansion if cal is not None else 0
         parameters: dict = {"top_k": min(MAX_TOP_K + 1, max(q.fetch for q in queries))}
-        face = queries[0].request.face
+        face, filters = queries[0].request.face, queries[0].request.filters
         if face is not None:
             parameters["face"] = face  # which face of the query image (face flows)
+        if filters.active:
+            parameters["filters"] = filters.to_dict()  # each shard searches only what they keep
         # Enough results to expand with, whatever top_k asks.
         first = dict(parameters, top_k=max(parameters["top_k"], k + 1))
         runtime = self.flows.runtime("query")
@@ -199,16 +209,26 @@ class Searcher:
     def _report(self, q: _Query, d: Document, cal: Calibration | None) -> SearchReport | LookalikeError:
         if d.error is not None:
             return BadInput(f"query {display_path(d.uri) if d.uri else 'image'}: {d.error}", d.error_reason)
-        results = [r for r in d.results if r.doc_id != q.exclude][: q.top_k]
+        results = [r for r in d.results if r.doc_id != q.exclude][: q.window]
+        if self.workspace.metric == "cosine":  # float16 vectors: a copy's cosine may read 1.00009
+            for r in results:
+                r.score = min(r.score, 1.0)
+                r.similarity = min(r.similarity if r.similarity is not None else r.score, 1.0)
         self.levels.label(results, cal)
-        results = cut(results, q.request.min_match)
+        kept = cut(results, q.request.min_match)
+        # Levels never rise down the list, so what passed is a prefix: every photo past the window
+        # fails too, unless the whole window passed.
+        counted = q.request.min_match is not None
+        exact = len(kept) < len(results) or len(results) < q.window
         faces = d.query_info.get("faces")
         return SearchReport(
             request=q.request,
-            hits=[_hit(r, self.workspace.metric) for r in results],
+            hits=[_hit(r, self.workspace.metric) for r in kept[: q.top_k]],
             metric=self.workspace.metric,  # type: ignore[arg-type]
             faces=[(b[0], b[1], b[2], b[3]) for b in faces] if faces is not None else None,
             vector=_query_vector(d),
+            total=len(kept) if counted else None,
+            total_exact=exact or not counted,
         )
 
     def _expand(
@@ -242,9 +262,8 @@ class Searcher:
             if found is None or found.error is not None:
                 continue  # the first search's results stand
             vecs = self._vectors([r.chunk_id for r in found.results])
-            for r in found.results:
-                if r.chunk_id in vecs:
-                    r.score = float(np.dot(vecs[r.chunk_id], query))
+            for r in found.results:  # ranked (and scored) by the expanded query; similar to the query by this
+                r.similarity = float(np.dot(vecs[r.chunk_id], query)) if r.chunk_id in vecs else None
             d.results = found.results
 
     def _vectors(self, chunk_ids: list[int]) -> dict[int, np.ndarray]:
@@ -259,14 +278,19 @@ class Searcher:
 
         A word WordNet places above ImageNet classes ("dog", "birds", "fruit") finds every class
         beneath it, each document scored by the summed probability of its tags among them. Any
-        other text matches inside the class labels ("retriev"), scored by the best such tag.
+        other text matches inside the class labels ("retriev"), scored by the best such tag. Only
+        documents scoring :data:`~lookalike.relevance.TAG_FLOOR` or more are tagged so: the list
+        ends where the tag's photos end, and ``total`` says how many there are.
         """
         from lookalike.models.wordnet import concept
 
         assert request.tag is not None
         text, top_k, store = request.tag.strip(), request.top_k or self.options.top_k, self.workspace.store
-        found = concept(text)
-        hits = store.search_labels(found.labels, top_k) if found is not None else store.search_tags(text, top_k)
+        found, filters = concept(text), request.filters
+        if found is not None:
+            hits, total = store.search_labels(found.labels, top_k, filters, TAG_FLOOR)
+        else:
+            hits, total = store.search_tags(text, top_k, filters, TAG_FLOOR)
         stored = store.get_docs(d for d, _, _ in hits)
         results = [
             Result(doc_id, p, -1, s.uri, s.width, s.height, s.tags, photo=s.shown())
@@ -274,7 +298,7 @@ class Searcher:
             if (s := stored.get(doc_id)) is not None
         ]
         named = None if found is None else Concept(found.word, tuple(found.names), len(found.classes))
-        return SearchReport(request, [_hit(r, None) for r in results], None, concept=named)
+        return SearchReport(request, [_hit(r, None) for r in results], None, concept=named, total=total)
 
 
 def _hit(r: Result, metric: str | None) -> Hit:
@@ -290,6 +314,7 @@ def _hit(r: Result, metric: str | None) -> Hit:
         chunk=r.chunk_kind,
         bbox=r.bbox,
         photo=r.photo,
+        raw_similarity=r.similarity,
     )
 
 

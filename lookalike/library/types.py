@@ -6,8 +6,10 @@ anything itself.
 
 A score has one meaning per metric, named here where it becomes data: on cosine workspaces
 ``similarity`` (higher is closer), on L2 (face) workspaces ``distance`` (lower is closer), and on
-a tag search the tag's ``probability``. ``score`` is always "higher is closer" (minus the distance
-on L2), so a ranking reads the same for all of them.
+a tag search the tag's ``probability``. ``score`` is what ranked the results, always "higher is
+closer" (minus the distance on L2), so it never rises down a list; on cosine workspaces it is the
+similarity, or where query expansion ranked the list the expanded query's, with ``similarity``
+still the cosine to the query itself.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import numpy as np
 
 from lookalike.document import display_path
 from lookalike.errors import BadInput
+from lookalike.filters import Filters
 from lookalike.relevance import LEVELS, MatchLevel
+from lookalike.store.documents import StoredDoc
 
 Box = tuple[int, int, int, int]  # x, y, w, h in the image's pixels
 Metric = Literal["cosine", "l2"]
@@ -29,12 +33,6 @@ MAX_TOP_K = 1000
 
 
 # --- searching ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Conditions every result must meet, whatever started the search. None yet: the photo
-    library's metadata (date taken, camera, place, folder) will fill this."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,8 @@ class SearchRequest:
 
     ``top_k`` (None: the options' ``top_k``) results come back, cut to ``min_match`` or better
     (image and stored-photo searches); ``face`` picks the query image's face on face workspaces
-    (0 is the largest).
+    (0 is the largest). ``filters``: only photos they keep, the true top ``top_k`` among them
+    (:mod:`lookalike.filters`).
     """
 
     image: str | os.PathLike | bytes | None = None
@@ -100,10 +99,15 @@ class Hit:
     chunk: str | None = None
     bbox: Box | None = None
     photo: dict[str, Any] = field(default_factory=dict)  # what the camera recorded (PhotoMeta.shown)
+    raw_similarity: float | None = None  # the cosine to the query, where the ranking score is another
 
     @property
     def similarity(self) -> float | None:
-        return self.score if self.metric == "cosine" else None
+        """The cosine similarity to the query itself (cosine workspaces): the score, unless query
+        expansion ranked the results, whose score then is the expanded query's."""
+        if self.metric != "cosine":
+            return None
+        return self.raw_similarity if self.raw_similarity is not None else self.score
 
     @property
     def distance(self) -> float | None:
@@ -112,7 +116,7 @@ class Hit:
     def to_dict(self, max_tags: int | None = None) -> dict[str, Any]:
         return (
             doc_fields(self.doc_id, self.path, self.width, self.height, list(self.tags), max_tags)
-            | score_fields(self.score, self.metric)
+            | score_fields(self.score, self.metric, self.similarity)
             | {"chunk": self.chunk, "bbox": list(self.bbox) if self.bbox else None}
             | self.photo
             | ({"match": self.match} if self.match is not None else {})
@@ -141,6 +145,18 @@ class SearchReport:
     faces: list[Box] | None = None  # face workspaces: every face found in the query image
     concept: Concept | None = None  # a tag search by a WordNet word
     vector: np.ndarray | None = field(default=None, repr=False)  # the query's own vector (not in JSON)
+    # How many photos the search found in all: those with the tag, or those that passed min_match
+    # (counted among the first COUNT_LIMIT; ``total_exact`` False: at least that many). None: a
+    # ranking of every photo, with no cut.
+    total: int | None = None
+    total_exact: bool = True
+
+    @property
+    def weak(self) -> bool:
+        """Nothing here is really like the query: its best result is ``weak`` (or there is none)."""
+        if self.request.tag is not None:
+            return False
+        return not self.hits or self.hits[0].match == "weak"
 
     @property
     def query(self) -> str:
@@ -151,6 +167,48 @@ class SearchReport:
         if r.like is not None:
             return r.like
         return display_path(os.fspath(r.image)) if isinstance(r.image, (str, os.PathLike)) else "image"
+
+
+# --- listing -------------------------------------------------------------------------------------------
+
+Sort = Literal["taken", "indexed", "name", "size"]
+SORTS: tuple[Sort, ...] = ("taken", "indexed", "name", "size")
+MAX_LIMIT = 1000  # documents a listing page holds at most
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """Browse the collection: the photos ``filters`` keep, ``limit`` a page, sorted by date taken,
+    date indexed, path (``name``) or file size, from a page's ``next_cursor`` on."""
+
+    filters: Filters = field(default_factory=Filters)
+    sort: Sort = "taken"
+    desc: bool = False
+    limit: int = 100
+    cursor: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise BadInput(f"sort must be one of {', '.join(SORTS)}, not {self.sort!r}", "bad request")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise BadInput(f"limit must be between 1 and {MAX_LIMIT}, got {self.limit}", "bad request")
+
+
+@dataclass
+class ListReport:
+    """One page of a listing: its documents, how many the filters keep in all, and the next page's cursor."""
+
+    request: ListRequest
+    total: int
+    docs: list[StoredDoc]
+    next_cursor: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "items": [stored_doc_fields(d) for d in self.docs],
+            "next_cursor": self.next_cursor,
+        }
 
 
 # --- indexing ------------------------------------------------------------------------------------------
@@ -220,14 +278,24 @@ class IndexReport:
 # --- shared fields ---------------------------------------------------------------------------------------
 
 
-def score_fields(score: float, metric: str | None) -> dict[str, float]:
-    """A score, named for its metric (None: a score that is no distance, such as a tag's probability)."""
+def score_fields(score: float, metric: str | None, similarity: float | None = None) -> dict[str, float]:
+    """A score, named for its metric (None: a score that is no distance, such as a tag's probability);
+    ``similarity``: the cosine to the query, when it is not the score itself."""
     score = round(float(score), 6)
     if metric is None:
         return {"score": score}
     if metric == "l2":
         return {"score": score, "distance": round(-score, 6) + 0.0}  # + 0.0: never "-0.0"
-    return {"score": score, "similarity": score}
+    return {"score": score, "similarity": round(float(similarity if similarity is not None else score), 6)}
+
+
+def stored_doc_fields(doc: StoredDoc, max_tags: int | None = None) -> dict[str, Any]:
+    """Everything said about an indexed document: its file, its pixels, its tags and its header."""
+    return (
+        doc_fields(doc.id, doc.uri, doc.width, doc.height, doc.tags, max_tags)
+        | doc.shown()
+        | {"size": doc.size, "content_hash": doc.content_hash, "indexed_at": doc.indexed_at}
+    )
 
 
 def doc_fields(

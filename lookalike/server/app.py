@@ -24,6 +24,7 @@ from lookalike.server.config import ServerConfig
 from lookalike.server.limits import BodyDeadline, BodyLimit
 from lookalike.server.middleware import ASGIApp, HostCheck, Metrics, SecurityHeaders
 from lookalike.server.routes import documents, health, page, search
+from lookalike.server.schemas import PATTERN_HINTS
 from lookalike.server.state import ApiError, Service, error_json
 from lookalike.version import __version__
 
@@ -95,6 +96,9 @@ async def _validation_error(request: Request, e: Exception) -> JSONResponse:
     first = errors[0]
     where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
     message = str(first["msg"]).removeprefix("Value error, ")
+    if first.get("type") == "string_pattern_mismatch":  # say what the field takes, not the regex
+        field = next((str(p) for p in reversed(first["loc"]) if isinstance(p, str)), "")
+        message = PATTERN_HINTS.get(field, message)
     return error_json(422, "ValidationError", f"{where}: {message}" if where else message)
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lookalike.errors import BadInput
+from lookalike.filters import KEYS, ORIENTATIONS, Filters, Orientation
 from lookalike.library.types import MAX_TOP_K
+from lookalike.metadata import FORMAT_NAMES
 from lookalike.relevance import LEVELS, MatchLevel
 from lookalike.settings import default
+
+FormatName = Literal["jpeg", "png", "gif", "bmp", "webp", "tiff", "heic", "avif", "raw"]
 
 TOP_K_HELP = f"results per query (default: the server's LOOKALIKE_TOP_K, {default('LOOKALIKE_TOP_K')} unless set)"
 
@@ -22,6 +28,70 @@ MIN_MATCH_HELP = (
 
 # Images in one search request: one encoder batch, and a bound on the work one request asks for.
 MAX_QUERY_IMAGES = 64
+
+# Text a filter takes: not blank.
+NOT_BLANK = r"\S"
+Path = Annotated[str, Field(min_length=1, max_length=4096, pattern=NOT_BLANK)]
+# A day as YYYY-MM-DD, nothing else (pydantic would take "0" as 1970-01-01); Filters checks the calendar.
+Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", json_schema_extra={"format": "date"})]
+# "LAT,LON,KM" in a query parameter or a multipart field: the ranges in the pattern, so the schema
+# says what the server accepts.
+NEAR_PATTERN = (
+    r"^\s*-?(90(\.0+)?|[1-8]?[0-9](\.[0-9]+)?)\s*,\s*-?(180(\.0+)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]+)?)\s*,"
+    r"\s*[0-9]+(\.[0-9]+)?\s*$"
+)
+FILTER_HELP = {
+    "taken_after": "photos taken on or after this day (their local date; without an EXIF date, their file's)",
+    "taken_before": "photos taken on or before this day",
+    "camera": "text in the camera's make or model, any case (iphone, canon eos)",
+    "near": "within km of a place",
+    "folder": "photos in this folder or below it (a list: any of them)",
+    "orientation": "landscape (wider than high), portrait (higher than wide) or square",
+    "format": "the file's format",
+}
+
+
+def _checked(filters: dict[str, Any]) -> Filters:
+    """The filters of a validated body; a day no calendar has (2024-02-30) is a 422 like any bad value."""
+    try:
+        return Filters.from_dict(filters)
+    except BadInput as e:
+        raise RequestValidationError([{"loc": ("filters",), "msg": str(e), "type": "value_error"}]) from None
+
+
+# What a field whose pattern a value misses takes, in words (a 422 says this instead of the regex).
+PATTERN_HINTS = {
+    "near": "LAT,LON,KM: a latitude from -90 to 90, a longitude from -180 to 180, kilometres from 0",
+    "taken_after": "a date, YYYY-MM-DD",
+    "taken_before": "a date, YYYY-MM-DD",
+    "camera": "text in a camera's make or model, not blank",
+    "folder": "a folder's path, not blank",
+}
+
+
+class NearBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    km: float = Field(ge=0, allow_inf_nan=False, description="the radius (great-circle distance)")
+
+
+class FilterBody(BaseModel):
+    """``filters`` of a search or listing: every result must meet each condition given."""
+
+    model_config = ConfigDict(extra="forbid")
+    taken_after: Day | None = Field(default=None, description=FILTER_HELP["taken_after"])
+    taken_before: Day | None = Field(default=None, description=FILTER_HELP["taken_before"])
+    camera: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=NOT_BLANK, description=FILTER_HELP["camera"]
+    )
+    near: NearBody | None = Field(default=None, description=FILTER_HELP["near"])
+    folder: Path | list[Path] | None = Field(default=None, description=FILTER_HELP["folder"])
+    orientation: Orientation | None = Field(default=None, description=FILTER_HELP["orientation"])
+    format: FormatName | None = Field(default=None, description=FILTER_HELP["format"])
+
+    def filters(self) -> Filters:
+        return _checked(self.model_dump(exclude_none=True, mode="json"))
 
 
 class SearchBody(BaseModel):
@@ -37,13 +107,14 @@ class SearchBody(BaseModel):
             ]
         },
     )
-    data: list[str] | None = Field(
+    data: list[Annotated[str, Field(min_length=1)]] | None = Field(
         default=None, min_length=1, max_length=MAX_QUERY_IMAGES, description="images as data URIs (or bare base64)"
     )
     doc_id: str | None = Field(default=None, description="more like this indexed image")
     top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K, description=TOP_K_HELP)
     face: int | None = Field(default=None, ge=0, description="which face of the query to use (face workspaces)")
     min_match: MatchLevel | None = Field(default=None, description=MIN_MATCH_HELP)
+    filters: FilterBody | None = Field(default=None, description="only photos that meet these conditions")
 
     @model_validator(mode="after")
     def _data_or_doc_id(self) -> SearchBody:
@@ -53,12 +124,23 @@ class SearchBody(BaseModel):
 
 
 class SearchForm(BaseModel):
-    """The fields of a multipart POST /api/search besides its ``file``."""
+    """The fields of a multipart POST /api/search besides its ``file``: the filters are fields of
+    their own, as in a GET's query (``near`` as ``LAT,LON,KM``, ``folder`` repeatable)."""
 
     model_config = ConfigDict(extra="forbid")
     top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
     face: int | None = Field(default=None, ge=0)
     min_match: MatchLevel | None = None
+    taken_after: Day | None = None
+    taken_before: Day | None = None
+    camera: str | None = Field(default=None, min_length=1, max_length=200, pattern=NOT_BLANK)
+    near: str | None = Field(default=None, pattern=NEAR_PATTERN)
+    folder: list[Path] | None = None
+    orientation: Orientation | None = None
+    format: FormatName | None = None
+
+    def filters(self) -> Filters:
+        return _checked(self.model_dump(exclude_none=True, mode="json", include=set(KEYS)))
 
 
 # A multipart search as OpenAPI says it (the file is read by Starlette, the rest by SearchForm).
@@ -69,6 +151,14 @@ SEARCH_FORM_SCHEMA = {
         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
         "face": {"type": "integer", "minimum": 0},
         "min_match": {"type": "string", "enum": list(LEVELS)},
+        "taken_after": {"type": "string", "format": "date", "description": FILTER_HELP["taken_after"]},
+        "taken_before": {"type": "string", "format": "date", "description": FILTER_HELP["taken_before"]},
+        "camera": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+        "near": {"type": "string", "pattern": NEAR_PATTERN, "description": "LAT,LON,KM: " + FILTER_HELP["near"]},
+        # One folder (repeat the field for several; an array here would read as one JSON-array field).
+        "folder": {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": NOT_BLANK},
+        "orientation": {"type": "string", "enum": list(ORIENTATIONS)},
+        "format": {"type": "string", "enum": list(FORMAT_NAMES)},
     },
     "required": ["file"],
 }
@@ -135,8 +225,14 @@ class DocSummary(PhotoFields):
 
 
 class Match(DocSummary):
-    score: float = Field(description="higher is closer: the similarity, or on face (L2) workspaces minus the distance")
-    similarity: float | None = Field(default=None, description="cosine similarity (image workspaces)")
+    score: float = Field(
+        description="what ranked the results, higher is closer, never rising down the list: on image workspaces "
+        "the similarity, or the expanded query's where query expansion ranked the list; on face (L2) workspaces "
+        "minus the distance"
+    )
+    similarity: float | None = Field(
+        default=None, ge=-1, le=1, description="cosine similarity to the query itself (image workspaces)"
+    )
     distance: float | None = Field(default=None, description="Euclidean distance, lower is closer (face workspaces)")
     chunk: str | None = Field(default=None, description="what matched: whole, mirror, face, ...")
     bbox: list[int] | None = Field(description="x, y, w, h of the matched region (a face), or null")
@@ -152,6 +248,12 @@ class Box(BaseModel):
 class QueryResult(BaseModel):
     matches: list[Match]
     faces: list[Box] | None = Field(default=None, description="the query's faces (face workspaces only)")
+    weak: bool = Field(description="nothing indexed is really like the query: its best match is weak, or none")
+    total: int | None = Field(
+        description="how many photos the search found in all: those with the tag, or those at min_match or "
+        "better; null for a plain similarity search (every photo is ranked)"
+    )
+    total_exact: bool = Field(description="false: total is a lower bound (only the first 200 were counted)")
 
 
 class SearchResponse(BaseModel):
@@ -162,6 +264,7 @@ class SearchResponse(BaseModel):
 
 class TagSuggestion(BaseModel):
     word: str = Field(description="a WordNet noun above (or naming) ImageNet classes")
+    photos: int = Field(description="how many photos of this collection a tag search for it finds")
     classes: int = Field(description="how many ImageNet classes it covers")
 
 
@@ -174,6 +277,14 @@ class DocDetail(DocSummary):
     size: int | None
     content_hash: str | None
     indexed_at: float | None
+
+
+class DocPage(BaseModel):
+    """A page of GET /api/docs."""
+
+    total: int = Field(description="how many photos the filters keep, in all")
+    items: list[DocDetail]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
 
 
 class ShardIndex(BaseModel):

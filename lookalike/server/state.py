@@ -15,7 +15,7 @@ from lookalike.document import display_path
 from lookalike.errors import LookalikeError
 from lookalike.library import Hit, Library
 from lookalike.library import open as open_library
-from lookalike.library.types import doc_fields
+from lookalike.library.types import stored_doc_fields
 from lookalike.server.config import ServerConfig, cross_site_reason
 from lookalike.store.docstore import StoredDoc
 
@@ -92,7 +92,7 @@ class Service:
 
     def describe(self, doc: StoredDoc) -> dict[str, Any]:
         """What the API says about a document: the shared fields, and where to fetch its pixels."""
-        return doc_fields(doc.id, doc.uri, doc.width, doc.height, doc.tags, MAX_TAGS) | doc.shown() | urls(doc.id)
+        return stored_doc_fields(doc, MAX_TAGS) | urls(doc.id)
 
     def match(self, hit: Hit) -> dict[str, Any]:
         """A search result: the library's own fields, and where to fetch its pixels."""

@@ -17,6 +17,7 @@ from typing import TypeVar
 import numpy as np
 
 from lookalike.errors import StoreError
+from lookalike.filters import km_between
 
 PAGE_SIZE = 16384
 # How vectors are stored: float16, 2 bytes a dimension (2,560 bytes for 1280-d).
@@ -48,6 +49,7 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA temp_store=MEMORY")  # planning's table of scanned files
+        conn.create_function("lookalike_km", 4, km_between, deterministic=True)  # the "near" filter
         return conn
 
     @contextmanager

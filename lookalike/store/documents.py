@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.document import display_path
+from lookalike.filters import Filters
 from lookalike.metadata import METADATA_VERSION, PhotoMeta
 from lookalike.store.database import Database, decode_vector, in_batches, path_str
 
@@ -20,12 +21,11 @@ META_COLUMNS = (
     "taken_at, taken_offset, taken_from, lens, focal_mm, exposure_s, f_number, iso, lat, lon, orientation, format, "
     "folder, meta_notes, meta_version"
 )
-# A document as read: its columns, its metadata and its camera (make, model).
-_SELECT = (
-    f"SELECT {', '.join('docs.' + c.strip() for c in DOC_COLUMNS.split(','))}, "
-    f"{', '.join('docs.' + c.strip() for c in META_COLUMNS.split(','))}, cameras.make, cameras.model "
-    "FROM docs LEFT JOIN cameras ON cameras.id = docs.camera_id"
+# A document as read (``FROM DOCS_JOINED``): its columns, its metadata and its camera (make, model).
+DOC_FIELDS = (
+    ", ".join(f"d.{c.strip()}" for c in f"{DOC_COLUMNS}, {META_COLUMNS}".split(",")) + ", cameras.make, cameras.model"
 )
+DOCS_JOINED = "docs d LEFT JOIN cameras ON cameras.id = d.camera_id"
 
 BBox = tuple[int, int, int, int]
 
@@ -50,7 +50,7 @@ class StoredDoc:
 
     @classmethod
     def from_row(cls, row: tuple) -> StoredDoc:
-        """A row of ``_SELECT``: the document's columns, its metadata's and its camera's."""
+        """A row of ``SELECT DOC_FIELDS``: the document's columns, its metadata's and its camera's."""
         (taken_at, offset, taken_from, lens, focal, exposure, f_number, iso, lat, lon, orientation, fmt) = row[9:21]
         folder, notes, _version, make, model = row[21:26]
         meta = PhotoMeta(
@@ -83,12 +83,12 @@ class Documents:
     def get_docs(self, ids: Iterable[str]) -> dict[str, StoredDoc]:
         out: dict[str, StoredDoc] = {}
         for marks, part in in_batches(list(dict.fromkeys(ids))):
-            for row in self._db.reader.execute(f"{_SELECT} WHERE docs.id IN ({marks})", part):
+            for row in self._db.reader.execute(f"SELECT {DOC_FIELDS} FROM {DOCS_JOINED} WHERE d.id IN ({marks})", part):
                 out[row[0]] = StoredDoc.from_row(row)
         return out
 
     def iter_docs(self) -> Iterator[StoredDoc]:
-        for row in self._db.reader.execute(f"{_SELECT} ORDER BY docs.uri"):
+        for row in self._db.reader.execute(f"SELECT {DOC_FIELDS} FROM {DOCS_JOINED} ORDER BY d.uri"):
             yield StoredDoc.from_row(row)
 
     def docs_by_uri(self) -> dict[str, StoredDoc]:
@@ -102,27 +102,42 @@ class Documents:
         rows = self._db.reader.execute(sql, (METADATA_VERSION, after, limit))
         return [(d, path_str(u) or "") for d, u in rows]
 
-    def search_labels(self, labels: list[str], limit: int = 50) -> list[tuple[str, str, float]]:
-        """(doc id, its most probable of ``labels``, the summed probability of all of them) of docs
-        tagged with any of ``labels``, the highest sum first."""
+    def search_labels(
+        self, labels: list[str], limit: int = 50, filters: Filters | None = None, floor: float = 0.0
+    ) -> tuple[list[tuple[str, str, float]], int]:
+        """(doc id, its most probable of ``labels``, the summed probability of all of them) of the
+        docs whose summed probability is at least ``floor``, the highest first, and how many there
+        are in all; only docs ``filters`` keep."""
         if not labels:
-            return []
+            return [], 0
         marks = ",".join("?" * len(labels))  # at most the 1000 ImageNet labels
-        sql = (
-            "SELECT doc_id, label, max(probability), sum(probability) AS p FROM doc_tags "
-            f"WHERE label IN ({marks}) GROUP BY doc_id ORDER BY p DESC, doc_id LIMIT ?"
-        )
-        rows = self._db.reader.execute(sql, (*labels, limit))
-        return [(d, lab, float(p)) for d, lab, _best, p in rows]
+        return self._tagged(f"t.label IN ({marks})", list(labels), "sum", limit, filters, floor)
 
-    def search_tags(self, text: str, limit: int = 50) -> list[tuple[str, str, float]]:
-        """(doc id, label, probability) of docs whose tags contain ``text``, most probable first."""
-        sql = (
-            "SELECT doc_id, label, max(probability) AS p FROM doc_tags WHERE label LIKE ? ESCAPE '!' "
-            "GROUP BY doc_id ORDER BY p DESC, doc_id LIMIT ?"
-        )
+    def search_tags(
+        self, text: str, limit: int = 50, filters: Filters | None = None, floor: float = 0.0
+    ) -> tuple[list[tuple[str, str, float]], int]:
+        """(doc id, label, probability) of docs with a tag containing ``text`` at ``floor`` or more,
+        most probable first, and how many there are in all; only docs ``filters`` keep."""
         pattern = "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
-        return [(d, lab, float(p)) for d, lab, p in self._db.reader.execute(sql, (pattern, limit))]
+        return self._tagged("t.label LIKE ? ESCAPE '!'", [pattern], "max", limit, filters, floor)
+
+    def _tagged(
+        self, match: str, args: list, combine: str, limit: int, filters: Filters | None, floor: float
+    ) -> tuple[list[tuple[str, str, float]], int]:
+        where, filter_args = (filters or Filters()).sql()
+        joined = "" if where == "1" else " JOIN docs d ON d.id = t.doc_id"
+        grouped = (
+            f"SELECT t.doc_id, t.label, max(t.probability), {combine}(t.probability) AS p FROM doc_tags t{joined} "
+            f"WHERE {match} AND {where} GROUP BY t.doc_id HAVING p >= ?"
+        )
+        params = [*args, *filter_args, floor]
+        total = int(self._db.reader.execute(f"SELECT count(*) FROM ({grouped})", params).fetchone()[0])
+        rows = self._db.reader.execute(f"{grouped} ORDER BY p DESC, t.doc_id LIMIT ?", [*params, limit])
+        return [(d, lab, float(p)) for d, lab, _best, p in rows], total
+
+    def count_tagged(self, labels: list[str], floor: float) -> int:
+        """How many docs the summed probability of ``labels`` reaches ``floor`` in (tag suggestions)."""
+        return self.search_labels(labels, 0, None, floor)[1]
 
 
 class Chunks:

@@ -115,6 +115,28 @@ MIGRATIONS: list[str] = [
     CREATE INDEX docs_format ON docs(format);
     CREATE INDEX docs_meta_version ON docs(meta_version)
     """,
+    # 5: a filter's chunks read from indexes alone (bench.filtered): each filter column's index
+    # carries the document id, and chunks(doc_id, shard) gives a document's chunk ids (its rowids)
+    # and shards without touching the rows, whose vectors would drag in a page each. A listing's
+    # pages follow (sort key, id), which the same indexes hold in order.
+    """
+    DROP INDEX docs_taken;
+    DROP INDEX docs_camera;
+    DROP INDEX docs_folder;
+    DROP INDEX docs_lat;
+    DROP INDEX docs_format;
+    DROP INDEX chunks_doc;
+    DROP INDEX docs_indexed;
+    DROP INDEX docs_size;
+    CREATE INDEX docs_indexed ON docs(indexed_at, id);
+    CREATE INDEX docs_size ON docs(size, id);
+    CREATE INDEX docs_taken ON docs(taken_at, id);
+    CREATE INDEX docs_camera ON docs(camera_id, id);
+    CREATE INDEX docs_folder ON docs(folder, id);
+    CREATE INDEX docs_lat ON docs(lat, lon, id);
+    CREATE INDEX docs_format ON docs(format, id);
+    CREATE INDEX chunks_doc ON chunks(doc_id, shard)
+    """,
 ]
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from lookalike.errors import StoreError
 from lookalike.store.docstore import DocStore
+from lookalike.store.filtered import Kept
 from lookalike.store.shard_builds import BackgroundBuild
 from lookalike.store.shard_source import ShardSource
 from lookalike.store.shard_spec import ShardSpec
@@ -227,11 +228,11 @@ class ShardIndex:
     def kind(self) -> str:
         return self.vectors.kind
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, kept: Kept | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` with exact scores (an ANN index re-ranks its candidates against the stored
-        vectors), after catching up with every process's commits."""
+        vectors), after catching up with every process's commits; ``kept``: among what a filter keeps."""
         self.sync()
-        return self.vectors.search(queries, k, self.spec.exact)
+        return self.vectors.search(queries, k, self.spec.exact, kept)
 
     def range_search(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every vector at least ``threshold`` from a query (exact scores), after catching up."""

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lookalike.store.vectors import ExactVectors, IndexBudget
+from lookalike.store.tuning import ExactVectors
+from lookalike.store.vectors import IndexBudget
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import numpy as np
 TARGET_RECALL = 0.98  # recall@10 that tuning aims for on its held-out sample (the promise is 0.95)
 TUNING_QUERIES = 300
 
+# Exact vectors for re-ranking: chunk ids -> (those still stored, their float32 vectors).
+ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # Every stored vector of a shard, in blocks of (chunk ids, float32 vectors).
 VectorBlocks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 # A shard's top-k search: (queries, k) -> (scores, chunk ids).
@@ -105,3 +107,23 @@ def training_sample(
         raise ValueError("no vectors to build an index from")
     held = rng.choice(len(kept_ids), min(queries, len(kept_ids)), replace=False)
     return np.ascontiguousarray(kept), kept_ids[held], np.ascontiguousarray(kept[held])
+
+
+def rerank(
+    queries: np.ndarray, candidates: np.ndarray, k: int, exact: ExactVectors, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-``k`` of each query's candidate ids, scored against the stored vectors."""
+    wanted = np.unique(candidates[candidates >= 0])
+    found, vectors = exact(wanted)
+    row = {int(c): i for i, c in enumerate(found)}
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for q in range(len(queries)):
+        mine = [c for c in dict.fromkeys(candidates[q].tolist()) if c in row]
+        if not mine:
+            continue
+        s = exact_scores(queries[q : q + 1], vectors[[row[c] for c in mine]], metric)[0]
+        order = np.lexsort((np.asarray(mine), -s))[:k]  # best first; ties by chunk id
+        scores[q, : len(order)] = s[order]
+        ids[q, : len(order)] = np.asarray(mine)[order]
+    return scores, ids

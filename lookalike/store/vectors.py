@@ -37,12 +37,14 @@ import faiss
 import numpy as np
 
 from lookalike.settings import default, parse_bytes
+from lookalike.store.filtered import Kept, filtered_search
 from lookalike.store.tuning import (
     TUNING_QUERIES,
+    ExactVectors,
     TopK,
     VectorBlocks,
-    exact_scores,
     held_out_recall,
+    rerank,
     training_sample,
     tune_nprobe,
 )
@@ -61,9 +63,6 @@ MIN_ANN_VECTORS = 2000  # fewer are always searched exactly (PQ's k-means alone 
 # less, each candidate being a SQLite read); PQ codes are coarser.
 RERANK = {"ivf-sq8": (20, 2), "ivf-pq": (100, 10)}
 PQ_CHOICES = (256, 160, 128, 80, 64, 40, 32, 20, 16, 10, 8)  # code bytes, largest (most accurate) first
-
-# Exact vectors for re-ranking: chunk ids -> (those still stored, their float32 vectors).
-ExactVectors = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def _default_memory() -> int:
@@ -301,14 +300,20 @@ class VectorShard:
 
     # --- searching -----------------------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int, exact: ExactVectors | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, exact: ExactVectors | None = None, kept: Kept | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` per query: (scores, chunk ids), padded with (-inf, -1) past the end.
 
         Exact for a flat shard. An ANN shard fetches more candidates and re-ranks them with
         ``exact`` (the stored vectors), so its scores are exact too; without ``exact`` it returns
-        the index's approximate scores."""
+        the index's approximate scores. ``kept``: only among the chunks a filter keeps
+        (:mod:`lookalike.store.filtered`)."""
         queries = _as_f32(np.atleast_2d(queries), self.dim)
         k = max(1, min(k, max(len(self), 1)))
+        if kept is not None:
+            breadth = max(k * RERANK[self.kind][1], RERANK[self.kind][0]) if self.kind != "flat" else k
+            return filtered_search(self, queries, k, exact, kept, breadth)
         if self.kind == "flat" or exact is None:
             return self._raw_search(queries, k)
         least, times = RERANK[self.kind]
@@ -316,9 +321,12 @@ class VectorShard:
         _, candidates = self._raw_search(queries, fetch)
         return rerank(queries, candidates, k, exact, self.metric)
 
-    def _raw_search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        params = None
-        if self.kind != "flat":
+    def _raw_search(
+        self, queries: np.ndarray, k: int, nprobe: int | None = None, params: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The index's own top-``k`` (approximate scores on an ANN shard); ``params``: FAISS's
+        search parameters (a selector), else the tuned ``nprobe``."""
+        if params is None and self.kind != "flat":
             params = _ivf_params(nprobe or self.info.nprobe)
         with self._lock.reading():
             scores, ids = self._index.search(queries, k, params=params)
@@ -453,23 +461,3 @@ class VectorShard:
         with self._lock.reading():
             faiss.write_index(self._index, path)
             return len(self)
-
-
-def rerank(
-    queries: np.ndarray, candidates: np.ndarray, k: int, exact: ExactVectors, metric: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """The exact top-``k`` of each query's candidate ids, scored against the stored vectors."""
-    wanted = np.unique(candidates[candidates >= 0])
-    found, vectors = exact(wanted)
-    row = {int(c): i for i, c in enumerate(found)}
-    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    ids = np.full((len(queries), k), -1, dtype=np.int64)
-    for q in range(len(queries)):
-        mine = [c for c in dict.fromkeys(candidates[q].tolist()) if c in row]
-        if not mine:
-            continue
-        s = exact_scores(queries[q : q + 1], vectors[[row[c] for c in mine]], metric)[0]
-        order = np.lexsort((np.asarray(mine), -s))[:k]  # best first; ties by chunk id
-        scores[q, : len(order)] = s[order]
-        ids[q, : len(order)] = np.asarray(mine)[order]
-    return scores, ids

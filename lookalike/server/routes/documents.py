@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
@@ -14,9 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from lookalike.document import Document, display_path
 from lookalike.errors import NotFound
 from lookalike.images import IMAGE_EXTENSIONS
-from lookalike.library import IndexReport, IndexRequest, Library
-from lookalike.server.routes import service_of
-from lookalike.server.schemas import Deleted, DocDetail, IndexResponse, Stats, errors_for
+from lookalike.library import IndexReport, IndexRequest, Library, ListRequest
+from lookalike.library.types import MAX_LIMIT, Sort
+from lookalike.server.routes import FiltersDep, service_of
+from lookalike.server.schemas import Deleted, DocDetail, DocPage, IndexResponse, Stats, errors_for
 from lookalike.server.state import ApiError, Service
 from lookalike.server.thumbnails import thumbnail
 
@@ -61,11 +62,33 @@ async def stats(service: ServiceDep) -> dict[str, Any]:
     return {"ready": True, "writable": config.writes_enabled} | report.to_dict() | {"batching": batching}
 
 
+@router.get("/api/docs", response_model=DocPage, responses=errors_for(422, 503))
+async def list_docs(
+    service: ServiceDep,
+    filters: FiltersDep,
+    sort: Annotated[Sort, Query(description="taken (date taken), indexed, name (the path) or size")] = "taken",
+    order: Annotated[Literal["asc", "desc"], Query(description="asc: oldest, first or smallest first")] = "asc",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="documents on this page")] = 100,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=512, description="a page's next_cursor")] = None,
+) -> dict[str, Any]:
+    """Browse the collection, a page at a time: the photos the filters keep, with how many there are
+    in all. Pages follow by cursor, so photos indexed meanwhile never shift a page; a cursor this
+    server did not give is a 400."""
+    library = service.ready()
+    request = ListRequest(filters, sort, order == "desc", limit, cursor)
+    report = await run_in_threadpool(library.list, request)
+    return {
+        "total": report.total,
+        "items": [service.describe(d) for d in report.docs],
+        "next_cursor": report.next_cursor,
+    }
+
+
 @router.get("/api/docs/{doc_id}", response_model=DocDetail, responses=errors_for(404, 422, 503))
 async def get_doc(doc_id: str, service: ServiceDep) -> dict[str, Any]:
-    """An indexed document: its file, size, content hash and tags."""
+    """An indexed document: its file, size, content hash, tags and what the camera recorded."""
     _, doc = service.stored(doc_id)
-    return service.describe(doc) | {"size": doc.size, "content_hash": doc.content_hash, "indexed_at": doc.indexed_at}
+    return service.describe(doc)
 
 
 def servable(library: Library, uri: str | None) -> Path:

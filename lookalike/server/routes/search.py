@@ -13,9 +13,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.errors import BadInput
+from lookalike.filters import Filters
 from lookalike.library import SearchReport, SearchRequest
 from lookalike.library.types import MAX_TOP_K
-from lookalike.server.routes import service_of
+from lookalike.server.routes import FiltersDep, service_of
 from lookalike.server.schemas import (
     SEARCH_FORM_SCHEMA,
     TOP_K_HELP,
@@ -53,8 +54,8 @@ def decode_data_uri(value: str, i: int) -> bytes:
         raise BadInput(f"data[{i}] is not valid base64", "bad data URI") from e
 
 
-async def _parse(request: Request) -> tuple[SearchBody, list[bytes]]:
-    """The search parameters and the query images (none for a doc_id search)."""
+async def _parse(request: Request) -> tuple[SearchBody, list[bytes], Filters]:
+    """The search parameters, the query images (none for a doc_id search) and the filters."""
     try:
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             form = await request.form()
@@ -62,12 +63,17 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes]]:
             if upload is None or isinstance(upload, str):
                 raise ApiError(422, "ValidationError", "file: a multipart search needs a 'file' field")
             # An empty field is not a number (422), as the schema says: leave a field out for its default.
-            given = {k: v for k, v in form.items() if k in ("top_k", "face", "min_match")}
+            twice = next((k for k in SearchForm.model_fields if k != "folder" and len(form.getlist(k)) > 1), None)
+            if twice is not None:
+                raise ApiError(422, "ValidationError", f"{twice}: give it once (only folder may be repeated)")
+            given: dict[str, Any] = {k: v for k, v in form.items() if k in SearchForm.model_fields and k != "folder"}
+            if form.getlist("folder"):
+                given["folder"] = form.getlist("folder")
             fields = SearchForm.model_validate(given)
             body = SearchBody.model_construct(
                 data=None, doc_id=None, top_k=fields.top_k, face=fields.face, min_match=fields.min_match
             )
-            return body, [await upload.read()]  # (SearchForm validated the fields)
+            return body, [await upload.read()], fields.filters()  # (SearchForm validated the fields)
         raw = await request.body()
         try:
             body = SearchBody.model_validate_json(raw)
@@ -77,22 +83,31 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes]]:
             raise
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from e
+    filters = body.filters.filters() if body.filters is not None else Filters()
     if body.doc_id is not None:  # more like an indexed image: any data is not looked at
-        return body, []
-    return body, [decode_data_uri(d, i) for i, d in enumerate(body.data or [])]
+        return body, [], filters
+    return body, [decode_data_uri(d, i) for i, d in enumerate(body.data or [])], filters
 
 
-def _requests(body: SearchBody, images: list[bytes]) -> list[SearchRequest]:
+def _requests(body: SearchBody, images: list[bytes], filters: Filters) -> list[SearchRequest]:
     """The library's requests for a search body (one per image, or one for a doc_id)."""
     if body.doc_id is not None and not images:  # (a multipart search always has its file)
-        return [SearchRequest(like=body.doc_id, top_k=body.top_k, min_match=body.min_match)]
-    return [SearchRequest(image=i, face=body.face, top_k=body.top_k, min_match=body.min_match) for i in images]
+        return [SearchRequest(like=body.doc_id, top_k=body.top_k, min_match=body.min_match, filters=filters)]
+    return [
+        SearchRequest(image=i, face=body.face, top_k=body.top_k, min_match=body.min_match, filters=filters)
+        for i in images
+    ]
 
 
 def _payload(service: Service, reports: list[SearchReport], top_k: int, start: float) -> dict[str, Any]:
     out = []
     for report in reports:
-        entry: dict[str, Any] = {"matches": [service.match(h) for h in report.hits]}
+        entry: dict[str, Any] = {
+            "matches": [service.match(h) for h in report.hits],
+            "weak": report.weak,
+            "total": report.total,
+            "total_exact": report.total_exact,
+        }
         if report.faces is not None:
             entry["faces"] = [{"bbox": list(b)} for b in report.faces]
         out.append(entry)
@@ -109,9 +124,9 @@ def _payload(service: Service, reports: list[SearchReport], top_k: int, start: f
 async def search(request: Request, service: ServiceDep) -> dict[str, Any]:
     """Images like the query: data URIs (jinabox style), an uploaded file, or an indexed doc_id."""
     start = time.perf_counter()
-    body, images = await _parse(request)
+    body, images, filters = await _parse(request)
     library = service.ready()
-    requests = _requests(body, images)
+    requests = _requests(body, images, filters)
     if len(requests) == 1:  # the common case: batched with other clients' searches
         reports = [await run_in_threadpool(library.search, requests[0])]
     else:  # several images in one request are a batch already
@@ -124,6 +139,7 @@ async def search(request: Request, service: ServiceDep) -> dict[str, Any]:
 )
 async def search_tags(
     service: ServiceDep,
+    filters: FiltersDep,
     q: str = Query(
         min_length=1,
         max_length=100,
@@ -136,17 +152,22 @@ async def search_tags(
     it (``bird``: all 59 bird classes), ranked by summed probability; other text matches inside labels."""
     start = time.perf_counter()
     library = service.ready()
-    report = await run_in_threadpool(library.search, SearchRequest(tag=q, top_k=top_k))
+    report = await run_in_threadpool(library.search, SearchRequest(tag=q, top_k=top_k, filters=filters))
     return _payload(service, [report], top_k or library.options.top_k, start)
 
 
-@router.get("/api/tags", response_model=TagSuggestions, responses=errors_for(422))
+@router.get("/api/tags", response_model=TagSuggestions, responses=errors_for(422, 503))
 async def suggest_tags(
-    prefix: str = Query(min_length=1, max_length=100, pattern=r"\S", description="the start of a word, e.g. bi"),
+    service: ServiceDep,
+    prefix: str = Query(min_length=1, max_length=100, pattern=r"\S", description="the start of a word, e.g. fl"),
     limit: int = Query(default=10, ge=1, le=50),
 ) -> dict[str, Any]:
-    """Tag words starting with ``prefix``: WordNet's words above ImageNet classes (bird, dog, fruit,
-    golden retriever), the broadest first, each with how many classes it covers."""
-    from lookalike.models.wordnet import suggest
-
-    return {"prefix": prefix, "suggestions": [{"word": w, "classes": n} for w, n in suggest(prefix, limit)]}
+    """Tag words starting with ``prefix`` that this collection holds (WordNet's words above ImageNet
+    classes: flower, bird, dog, golden retriever), each with how many photos a tag search for it
+    finds, the most first."""
+    library = service.ready()
+    words = await run_in_threadpool(library.tag_words, prefix, limit)
+    return {
+        "prefix": prefix,
+        "suggestions": [{"word": w.word, "photos": w.photos, "classes": w.classes} for w in words],
+    }

@@ -253,7 +253,13 @@ async function run(query, { push = false, keepFace = false } = {}) {
     const weak = (first.matches || []).filter((m) => m.match === "weak").length;
     const took = typeof answer.took_ms === "number" ? ` in ${Math.round(answer.took_ms)} ms` : "";
     const weakNote = weak && weak < n ? `, ${weak} of them weak` : "";
-    setBusy(false, n ? `${plural(n, "result")}${took}${weakNote}` : emptyMessage(query));
+    // How many there are in all: the photos with the tag, or those that passed a min_match cut.
+    const count = typeof first.total === "number" && first.total > n ? ` of ${first.total}${first.total_exact ? "" : "+"}` : "";
+    const tagged = query.kind === "tag" && typeof first.total === "number" ? ` tagged “${query.q}”` : "";
+    const summary = `${plural(n, "result")}${count}${tagged}${took}${weakNote}`;
+    // Nothing in the collection is really like the query: say so rather than let weak results pass as answers.
+    const weakAll = first.weak && n ? "Nothing here is really like it: even the best match is weak. " : "";
+    setBusy(false, n ? weakAll + summary : emptyMessage(query));
     ui.results.dataset.state = "done";
   } catch (e) {
     if (e.name === "AbortError" || seq !== state.seq) return;
@@ -474,7 +480,7 @@ function renderResults(matches, query) {
         el(
           "div",
           { className: "line" },
-          el("span", { className: "name", title: m.uri || name }, name),
+          el("span", { className: "name", title: [m.uri || name, photoLine(m)].filter(Boolean).join("\n") }, name),
           el(
             "a",
             { className: "open", href: m.image_url, target: "_blank", rel: "noopener", title: "Open the full image" },
@@ -505,6 +511,12 @@ function renderResults(matches, query) {
   ui.more.textContent = `Show ${weak} weaker match${weak === 1 ? "" : "es"}`;
 }
 
+// When and with what a photo was taken, as its header says (a file date is no "taken" date).
+function photoLine(m) {
+  const day = m.taken_from === "exif" && m.taken_at ? `taken ${m.taken_at.slice(0, 10)}` : "";
+  return [day, m.camera || ""].filter(Boolean).join(" · ");
+}
+
 const MATCH_NAME = { same: "same", near_duplicate: "near-duplicate", similar: "similar", weak: "weak" };
 const MATCH_HELP = {
   same: "the same picture (re-encoded or resized)",
@@ -518,7 +530,7 @@ ui.more.addEventListener("click", () => {
   ui.more.hidden = true;
 });
 
-// Tag suggestions: WordNet words (dog, bird, fruit...) as the box is typed in.
+// Tag suggestions: the words this collection holds (dog, bird, fruit...), with their photo counts, as the box is typed in.
 let suggestTimer = 0;
 let suggestSeq = 0;
 ui.tag.addEventListener("input", () => {
@@ -531,7 +543,7 @@ ui.tag.addEventListener("input", () => {
       const body = await api(`/api/tags?${new URLSearchParams({ prefix, limit: "8" })}`);
       if (seq !== suggestSeq) return;
       ui.tagList.replaceChildren(
-        ...body.suggestions.map((t) => el("option", { value: t.word, label: `${t.word} (${t.classes} classes)` })),
+        ...body.suggestions.map((t) => el("option", { value: t.word, label: `${t.word} (${plural(t.photos, "photo")})` })),
       );
     } catch {
       // suggestions are a convenience: a failed one leaves the box as it was
