@@ -120,7 +120,7 @@ def read_metadata(data: bytes, name: str | os.PathLike | None = None, mtime_ns: 
         with Image.open(io.BytesIO(data)) as img:
             pillows = img.format or ""
             meta.format = "raw" if is_raw_name(name) else FORMATS.get(pillows, pillows.lower() or None)
-            exif = img.getexif()
+            exif = _header_exif(img)
     except Exception:  # noqa: BLE001 - any header Pillow cannot parse: the decoder reports the file itself
         meta.format = "raw" if is_raw_name(name) else None
     if exif is not None:
@@ -128,6 +128,18 @@ def read_metadata(data: bytes, name: str | os.PathLike | None = None, mtime_ns: 
     if meta.taken_at is None and mtime_ns is not None:
         meta.taken_at, meta.taken_from = local_time(mtime_ns), "file"
     return meta
+
+
+def _header_exif(img: Image.Image) -> Image.Exif:
+    """The EXIF of an opened image, read from its header: Pillow's ``getexif`` decodes a whole PNG
+    to look past its pixels for an eXIf chunk, which cameras do not write."""
+    if img.format != "PNG":
+        return img.getexif()
+    exif = Image.Exif()
+    raw = img.info.get("exif")
+    if raw:
+        exif.load(raw)
+    return exif
 
 
 def local_time(ns: int | None) -> str | None:

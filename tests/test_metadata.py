@@ -203,3 +203,11 @@ def test_the_server_shows_a_heic_as_jpeg_with_its_metadata(indexed):
             r = client.get(url)
             assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
             assert Image.open(io.BytesIO(r.content)).size == (64, 64)
+
+
+def test_a_png_s_exif_is_read_from_its_header_without_decoding_it():
+    """Pillow writes eXIf before the pixels; reading it must not decode the image (a PNG's
+    getexif() would, to look past them), so a PNG whose pixels are cut off still gives its EXIF."""
+    data = encoded(quadrants(3).resize((400, 300)), "PNG", exif(make="Sony", model="ILCE-7M3", gps=None))
+    meta = read_metadata(data[: len(data) * 2 // 3], "cut.png", 0)
+    assert (meta.format, meta.camera, meta.taken_at) == ("png", "Sony ILCE-7M3", "2024-07-14T18:03:22")

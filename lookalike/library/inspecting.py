@@ -9,6 +9,7 @@ from typing import Any
 from lookalike.document import display_path
 from lookalike.dupes import DupeReport, find_duplicates
 from lookalike.errors import NotFound
+from lookalike.filters import Filters
 from lookalike.library.flows import Flows
 from lookalike.library.levels import MatchLevels
 from lookalike.library.types import ListReport, ListRequest
@@ -64,6 +65,7 @@ class Inspector:
     def __init__(self, workspace: Workspace, flows: Flows, levels: MatchLevels):
         self.workspace, self.flows, self.levels = workspace, flows, levels
         self._word_counts: tuple[int, dict[str, int]] = (-1, {})  # (store generation, word -> photos)
+        self._counts: tuple[int, dict[Filters, int]] = (-1, {})  # (store generation, filters -> documents)
 
     def info(self, *, verify: bool = True, recall: bool = False) -> InfoReport:
         """Documents, chunks, shards and their vector index (type, memory, recall@10 measured when
@@ -114,11 +116,25 @@ class Inspector:
         return sorted(out, key=lambda t: (-t.photos, t.word))[:limit]
 
     def list(self, request: ListRequest) -> ListReport:
-        """A page of the photos the request's filters keep, in its order (see :class:`ListRequest`)."""
-        page = self.workspace.store.list_docs(
-            request.filters, request.sort, request.desc, request.limit, request.cursor
-        )
+        """A page of the photos the request's filters keep, in its order (see :class:`ListRequest`).
+
+        How many a filter keeps is counted once a commit (the next pages reuse it), and decides how
+        the page is found: down the sort key's index while the filter keeps enough that a page comes
+        after a few rows, else through the filter's own index."""
+        store, filters = self.workspace.store, request.filters
+        total, everything = self._count(filters), self._count(Filters())
+        by_sort_index = total * total >= everything * request.limit
+        page = store.list_docs(filters, request.sort, request.desc, request.limit, request.cursor, total, by_sort_index)
         return ListReport(request, page.total, page.docs, page.next_cursor)
+
+    def _count(self, filters: Filters) -> int:
+        generation = self.workspace.store.generation
+        if self._counts[0] != generation:
+            self._counts = (generation, {})
+        counts = self._counts[1]
+        if filters not in counts:
+            counts[filters] = self.workspace.store.count_matching(filters)
+        return counts[filters]
 
     def doc(self, doc_id: str) -> StoredDoc:
         """An indexed document, or NotFound."""

@@ -11,7 +11,8 @@ filter). Two ways, chosen per search by what the filter turns out to keep:
    been a candidate too.
 2. **Pre-filter** (a selective filter, when too few candidates passed): the filter's chunks from
    the store (an index range scan), then
-   - on an ANN shard, up to ``EXACT_LIMIT`` of them scored exactly against their stored vectors;
+   - on an ANN shard, up to ``EXACT_LIMIT`` of them scored exactly against their stored vectors
+     (read once, and remembered while the filter's chunks are);
    - else the index searched with an ID selector (a bitmap of the kept ids): a flat index exactly,
      an IVF index probing ``nprobe / fraction kept`` cells (all of them for a selective filter),
      its candidates then re-ranked.
@@ -28,12 +29,16 @@ from typing import Any, Protocol
 import faiss
 import numpy as np
 
-from lookalike.store.tuning import ExactVectors, rerank
+from lookalike.store.tuning import ExactVectors, exact_scores, rerank
 
 FETCH_FACTOR = 4  # post-filter candidates, first, times what the search needs ...
 MAX_FETCH = 1024  # ... and at most this many, asked as the share kept says, before pre-filtering
 PROBE_MARGIN = 4  # a selective filter's IVF search probes this many times the cells its fraction asks
-EXACT_LIMIT = 1024  # kept chunks an ANN shard scores exactly from the store (bench.filtered: cheaper than a probe)
+# Kept chunks an ANN shard scores exactly against their stored vectors, which a shard pod remembers
+# with the ids (42 MB at 8,192 of 1280-d; a matrix product of a millisecond or two); more are found
+# by an IVF probe of the codes with an ID selector (bench.filtered: 24 ms a shard of 500,000 with
+# its snapshot memory-mapped, where scoring 5,000 remembered vectors takes about 1 ms).
+EXACT_LIMIT = 8192
 
 
 class Kept(Protocol):
@@ -45,6 +50,14 @@ class Kept(Protocol):
 
     def all(self) -> np.ndarray:
         """Every chunk id of this shard the filter keeps."""
+        ...
+
+    def known(self) -> int | None:
+        """How many chunks the filter keeps, if that is known without asking the store."""
+        ...
+
+    def vectors(self, exact: ExactVectors) -> tuple[np.ndarray, np.ndarray]:
+        """Those chunks' stored vectors, read with ``exact`` (or remembered): (ids, vectors)."""
         ...
 
 
@@ -74,6 +87,9 @@ def filtered_search(
         return _empty(len(queries), k)
     ann = shard.kind != "flat" and exact is not None
     need = breadth if ann else k
+    known = kept.known()
+    if known is not None and known * MAX_FETCH < need * n:  # remembered as too few to post-filter
+        return _prefiltered(shard, queries, k, exact, kept, need)
     fetch = min(n, FETCH_FACTOR * need)
     passes: dict[int, bool] = {}  # chunk id -> kept
     while True:
@@ -91,7 +107,7 @@ def filtered_search(
         rate = sum(passes.values()) / max(len(passes), 1)
         wider = min(n, MAX_FETCH, max(2 * fetch, math.ceil(1.5 * need / rate) if rate else 0))
         if rate == 0 or need / rate > MAX_FETCH or wider <= fetch:
-            return _prefiltered(shard, queries, k, exact, kept.all(), need)  # too selective to post-filter
+            return _prefiltered(shard, queries, k, exact, kept, need)  # too selective to post-filter
         fetch = wider
 
 
@@ -110,12 +126,14 @@ def _picked(
 
 
 def _prefiltered(
-    shard: Shard, queries: np.ndarray, k: int, exact: ExactVectors | None, allowed: np.ndarray, need: int
+    shard: Shard, queries: np.ndarray, k: int, exact: ExactVectors | None, kept: Kept, need: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    allowed = kept.all()
     if len(allowed) == 0:
         return _empty(len(queries), k)
     if shard.kind != "flat" and exact is not None and len(allowed) <= EXACT_LIMIT:
-        return _rerank(queries, np.broadcast_to(allowed, (len(queries), len(allowed))), k, exact, shard.metric)
+        ids, vectors = kept.vectors(exact)  # the stored vectors, remembered with the ids where they can be
+        return _top_of(queries, ids, vectors, k, shard.metric)
     bits = np.zeros(int(allowed.max()) + 1, dtype=bool)
     bits[allowed] = True
     bitmap = np.packbits(bits, bitorder="little")
@@ -143,6 +161,20 @@ def _rerank(
 ) -> tuple[np.ndarray, np.ndarray]:
     assert exact is not None
     return rerank(queries, np.asarray(candidates), k, exact, metric)
+
+
+def _top_of(
+    queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top ``k`` of ``vectors`` (chunk ``ids``) for each query."""
+    scores, out = _empty(len(queries), k)
+    if not len(ids):
+        return scores, out
+    s = exact_scores(queries, vectors, metric)
+    for q in range(len(queries)):
+        order = np.lexsort((ids, -s[q]))[:k]  # best first; ties by chunk id
+        scores[q, : len(order)], out[q, : len(order)] = s[q, order], ids[order]
+    return scores, out
 
 
 def _top(rows: list[list[tuple[float, int]]], k: int) -> tuple[np.ndarray, np.ndarray]:

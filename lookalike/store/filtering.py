@@ -21,6 +21,7 @@ from lookalike.errors import BadInput
 from lookalike.filters import Filters
 from lookalike.store.database import Database, in_batches
 from lookalike.store.documents import DOC_FIELDS, DOCS_JOINED, StoredDoc
+from lookalike.store.tuning import ExactVectors
 
 Sort = Literal["taken", "indexed", "name", "size"]
 SORT_COLUMNS: dict[str, str] = {"taken": "d.taken_at", "indexed": "d.indexed_at", "name": "d.uri", "size": "d.size"}
@@ -43,6 +44,10 @@ class KeptByFilter:
             return chunk_ids[(at < len(known)) & (known[np.minimum(at, len(known) - 1)] == chunk_ids)]
         return self.store.chunks_matching(chunk_ids, self.filters)
 
+    def known(self) -> int | None:
+        ids = self.cache.lookup(self.filters) if self.cache is not None else None
+        return None if ids is None else len(ids)
+
     def all(self) -> np.ndarray:
         known = self.cache.lookup(self.filters) if self.cache is not None else None
         if known is None:
@@ -51,34 +56,71 @@ class KeptByFilter:
                 self.cache.remember(self.filters, known)
         return known
 
+    def vectors(self, exact: ExactVectors) -> tuple[np.ndarray, np.ndarray]:
+        remembered = self.cache.vectors(self.filters) if self.cache is not None else None
+        if remembered is not None:
+            return remembered
+        ids, vectors = exact(self.all())
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.cache is not None:
+            self.cache.remember_vectors(self.filters, ids, vectors)
+        return ids, vectors
+
 
 class KeptCache:
     """The chunks filters keep in one shard, remembered while the store's generation stands: a
     selective filter's chunks are read from SQL once, then each further search within it (paging,
     "more like this" in the same filtered view) looks them up in memory. ``size`` filters are kept,
-    the least recently used dropped first."""
+    the least recently used dropped first; a few thousand kept chunks' vectors are kept too, within
+    ``vector_bytes``."""
 
-    def __init__(self, store: VectorLogLike, size: int = 8):
-        self.store, self.size = store, size
-        self._entries: OrderedDict[Filters, tuple[int, np.ndarray]] = OrderedDict()
+    def __init__(self, store: VectorLogLike, size: int = 8, vector_bytes: int = 192 << 20):
+        self.store, self.size, self.vector_bytes = store, size, vector_bytes
+        # filters -> (generation, kept chunk ids, (ids, vectors) once read)
+        self._entries: OrderedDict[Filters, tuple[int, np.ndarray, tuple[np.ndarray, np.ndarray] | None]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
-    def lookup(self, filters: Filters) -> np.ndarray | None:
+    def _entry(self, filters: Filters) -> tuple[int, np.ndarray, tuple[np.ndarray, np.ndarray] | None] | None:
         generation = self.store.generation
         with self._lock:
             entry = self._entries.get(filters)
             if entry is None or entry[0] != generation:
                 return None
             self._entries.move_to_end(filters)
-            return entry[1]
+            return entry
+
+    def lookup(self, filters: Filters) -> np.ndarray | None:
+        entry = self._entry(filters)
+        return entry[1] if entry is not None else None
+
+    def vectors(self, filters: Filters) -> tuple[np.ndarray, np.ndarray] | None:
+        entry = self._entry(filters)
+        return entry[2] if entry is not None else None
 
     def remember(self, filters: Filters, ids: np.ndarray) -> None:
         generation = self.store.generation
         with self._lock:
-            self._entries[filters] = (generation, ids)
+            self._entries[filters] = (generation, ids, None)
             self._entries.move_to_end(filters)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
+
+    def remember_vectors(self, filters: Filters, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Keep a filter's vectors too, within ``vector_bytes`` in all (the least recent let go first)."""
+        with self._lock:
+            entry = self._entries.get(filters)
+            if entry is None or vectors.nbytes > self.vector_bytes:
+                return
+            self._entries[filters] = (entry[0], entry[1], (ids, vectors))
+            held = sum(e[2][1].nbytes for e in self._entries.values() if e[2] is not None)
+            for key, (generation, kept, pair) in list(self._entries.items()):
+                if held <= self.vector_bytes:
+                    break
+                if pair is not None and key != filters:
+                    self._entries[key] = (generation, kept, None)
+                    held -= pair[1].nbytes
 
 
 class VectorLogLike(Protocol):
@@ -109,7 +151,8 @@ class Filtering:
         where, args = filters.sql()
         kept: list[int] = []
         for marks, part in in_batches([int(i) for i in chunk_ids]):
-            sql = f"SELECT c.id FROM chunks c JOIN docs d ON d.id = c.doc_id WHERE c.id IN ({marks}) AND {where}"
+            # The candidates first, by their ids (CROSS JOIN keeps that order), however many the filter keeps.
+            sql = f"SELECT c.id FROM chunks c CROSS JOIN docs d ON d.id = c.doc_id WHERE c.id IN ({marks}) AND {where}"
             kept.extend(r[0] for r in self._db.reader.execute(sql, [*part, *args]))
         return np.asarray(kept, dtype=np.int64)
 
@@ -123,13 +166,26 @@ class Filtering:
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def list_docs(
-        self, filters: Filters, sort: Sort = "taken", desc: bool = False, limit: int = 100, cursor: str | None = None
+        self,
+        filters: Filters,
+        sort: Sort = "taken",
+        desc: bool = False,
+        limit: int = 100,
+        cursor: str | None = None,
+        total: int | None = None,
+        by_sort_index: bool = True,
     ) -> Page:
         """The documents ``filters`` keep, ``limit`` at a time in ``sort`` order (the document id
-        breaks ties), from ``cursor`` (a page's ``next_cursor``) on."""
+        breaks ties), from ``cursor`` (a page's ``next_cursor``) on; ``total``: how many they keep,
+        if the caller knows. ``by_sort_index``: walk the sort key's index and test each document
+        (a broad filter fills a page after a few rows), else find the kept documents by the
+        filter's own index and sort them (a selective one keeps few)."""
         column = SORT_COLUMNS[sort]
         where, args = filters.sql()
-        total = int(self._db.reader.execute(f"SELECT count(*) FROM docs d WHERE {where}", args).fetchone()[0])
+        if total is None:
+            total = self.count_matching(filters)
+        if by_sort_index and where != "1":
+            where = where.replace("d.", "+d.")  # "+": SQLite leaves the filter's indexes aside
         after: list[Any] = []
         if cursor is not None:
             key, doc_id = _decode_cursor(cursor, sort, desc)
