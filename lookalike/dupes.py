@@ -170,8 +170,8 @@ def _near_groups(
     for ids in members.values():
         remaining = sorted((docs[i] for i in ids), key=_keep_order)
         while len(remaining) >= 2:  # the best file to keep, and what is within threshold of it
-            first = vector_of[remaining[0].id]
-            sims = [min(float(np.dot(first, vector_of[d.id])), 1.0) for d in remaining[1:]]
+            rest = np.stack([vector_of[d.id] for d in remaining[1:]])
+            sims = np.minimum(rest @ vector_of[remaining[0].id], 1.0).tolist()
             close = [(d, s) for d, s in zip(remaining[1:], sims, strict=True) if s >= threshold]
             if close:
                 files = [_file(remaining[0], 1.0)] + [_file(d, s) for d, s in close]

@@ -28,6 +28,7 @@ Orientation = Literal["landscape", "portrait", "square"]
 ORIENTATIONS: tuple[Orientation, ...] = ("landscape", "portrait", "square")
 KEYS = ("taken_after", "taken_before", "camera", "near", "folder", "orientation", "format")
 EARTH_KM = 6371.0088  # the mean Earth radius
+MAX_FOLDERS = 100  # folders one filter names (each is an index range in its SQL)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class Filters:
             )
         if self.format is not None and self.format not in FORMAT_NAMES:
             raise BadInput(f"format must be one of {', '.join(FORMAT_NAMES)}, not {self.format!r}", "bad filter")
+        if len(self.folders) > MAX_FOLDERS:
+            raise BadInput(f"folder: at most {MAX_FOLDERS} folders, not {len(self.folders)}", "bad filter")
         folders = tuple(_folder(f) for f in self.folders)
         object.__setattr__(self, "folders", folders)
 
@@ -195,7 +198,7 @@ class Filters:
         if self.taken_after:
             where.append("d.taken_at >= ?")
             args.append(self.taken_after.isoformat())
-        if self.taken_before:
+        if self.taken_before and self.taken_before < date.max:  # (date.max: every day there is)
             where.append("d.taken_at < ?")
             args.append((self.taken_before + timedelta(days=1)).isoformat())
         if self.camera is not None:

@@ -121,10 +121,20 @@ def _open(source: ImageSource, name: str | os.PathLike | None = None) -> Image.I
         return _open_raw(_read_bytes(source))
 
 
+# How camera RAW files begin: TIFF (DNG, CR2, NEF, ARW, PEF ...), Canon CR3, Fujifilm RAF, Olympus
+# ORF, Panasonic RW2, Sigma X3F.
+RAW_MAGIC = (b"II*\x00", b"MM\x00*", b"FUJIFILMCCD-RAW", b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FOVb")
+
+
 def _could_be_raw(source: ImageSource) -> bool:
-    """Whether rawpy is worth a try on bytes Pillow refused: when it is installed (else Pillow's
-    refusal stands, since nothing says the file is RAW)."""
-    return importlib.util.find_spec("rawpy") is not None
+    """Whether rawpy is worth a try on bytes Pillow refused: they begin as a RAW file does (nothing
+    else is handed to LibRaw), and rawpy is installed (else Pillow's refusal stands)."""
+    head = bytes(source[:16]) if isinstance(source, (bytes, bytearray, memoryview)) else b""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            head = f.read(16)
+    is_raw = head.startswith(RAW_MAGIC) or head[4:12] == b"ftypcrx "
+    return is_raw and importlib.util.find_spec("rawpy") is not None
 
 
 def _check_path(path: Path) -> None:

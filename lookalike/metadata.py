@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 
@@ -110,19 +110,25 @@ class PhotoMeta:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def read_metadata(data: bytes, name: str | os.PathLike | None = None, mtime_ns: int | None = None) -> PhotoMeta:
-    """The header fields of an image file's bytes. Never raises: what cannot be read stays empty."""
+def read_metadata(
+    data: bytes | BinaryIO, name: str | os.PathLike | None = None, mtime_ns: int | None = None
+) -> PhotoMeta:
+    """The header fields of an image file (its bytes, or the file open for reading: then only the
+    header is read). Never raises: what cannot be read stays empty."""
     from lookalike.images import is_raw_name
 
-    meta = PhotoMeta()
+    meta = PhotoMeta(format="raw" if is_raw_name(name) else None)
     exif = None
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data) as img:
             pillows = img.format or ""
-            meta.format = "raw" if is_raw_name(name) else FORMATS.get(pillows, pillows.lower() or None)
-            exif = _header_exif(img)
+            meta.format = meta.format or FORMATS.get(pillows, pillows.lower() or None)
+            try:
+                exif = _header_exif(img)
+            except Exception as e:  # noqa: BLE001 - a broken EXIF block: the rest of the header stands
+                meta.notes.append(f"EXIF unreadable ({type(e).__name__})")
     except Exception:  # noqa: BLE001 - any header Pillow cannot parse: the decoder reports the file itself
-        meta.format = "raw" if is_raw_name(name) else None
+        pass
     if exif is not None:
         _read_exif(exif, meta)
     if meta.taken_at is None and mtime_ns is not None:
@@ -278,8 +284,12 @@ def _degrees(value: Any, ref: Any, refs: str, limit: float) -> float | None:
     parts = [float(v[0] / v[1]) if isinstance(v, tuple) else float(v) for v in value]
     if len(parts) != 3:
         raise ValueError(f"{len(parts)} parts, not degrees, minutes and seconds")
+    if not all(math.isfinite(p) for p in parts) or not 0 <= parts[0] <= limit or not 0 <= parts[1] < 60:
+        raise ValueError(f"{parts!r} is no position (degrees 0-{limit:g}, minutes 0-60)")
+    if not 0 <= parts[2] < 60:
+        raise ValueError(f"{parts!r} is no position (seconds 0-60)")
     degrees = parts[0] + parts[1] / 60 + parts[2] / 3600
-    if not math.isfinite(degrees) or degrees > limit:
+    if degrees > limit:
         raise ValueError(f"{degrees!r} degrees is out of range")
     side = _text(ref) or refs[0]
     if side.upper() not in refs:

@@ -158,6 +158,38 @@ def test_listing_pages_through_the_whole_collection_in_date_order(collection):
     assert canon.total == 20 and canon.next_cursor is None and len(canon.docs) == 20
 
 
+def test_documents_without_a_sort_key_are_listed_once_either_way(tmp_path):
+    """A document with no size (nothing read it) sorts first ascending and last descending, and the
+    cursor pages past it: every document once, in both orders."""
+    from lookalike.document import Chunk, Document, Request
+    from lookalike.store.workspace import Workspace, WorkspaceLayout
+
+    with Workspace.open(tmp_path / "ws", WorkspaceLayout(encoder="e", dim=4, shards=1)) as ws:
+        req = Request("index", [])
+        for i in range(9):
+            doc = Document(id=f"d{i}", uri=f"/p/{i}.jpg", size=None if i % 3 == 0 else i, mtime_ns=1)
+            doc.chunks = [Chunk(kind="whole", embedding=np.eye(4, dtype=np.float32)[i % 4])]
+            req.docs.append(doc)
+            req.staged.doc_ids.append(doc.id)
+            req.staged.vectors[doc.id] = (0, doc.chunks)
+        ws.commit(req)
+        for desc in (False, True):
+            seen, cursor = [], None
+            while True:
+                page = ws.store.list_docs(Filters(), "size", desc, 2, cursor)
+                seen += [d.id for d in page.docs]
+                if (cursor := page.next_cursor) is None:
+                    break
+            assert sorted(seen) == [f"d{i}" for i in range(9)], (desc, seen)
+            nulls = [d for d in seen if int(d[1:]) % 3 == 0]
+            assert seen[-len(nulls) :] == sorted(nulls, reverse=True) if desc else seen[: len(nulls)] == sorted(nulls)
+
+
+def test_the_last_day_there_is_keeps_everything(collection):
+    library, root, photos = collection
+    assert library.list(ListRequest(Filters(taken_before=date.max))).total == 60
+
+
 def test_a_page_stays_put_while_others_index(collection, tmp_path):
     """Keyset paging: a photo indexed between two pages neither shifts the second nor shows twice."""
     library, root, photos = collection

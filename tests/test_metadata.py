@@ -146,6 +146,13 @@ def test_hostile_exif_indexes_with_the_field_empty_and_a_note(tmp_path):
     notes = " | ".join(meta.notes)
     for field in ("orientation", "focal_mm", "exposure_s", "taken_at", "gps"):
         assert field in notes, notes
+    # Minutes past 60 make no position, whatever the degrees (Pillow writes no negative rationals;
+    # the reader refuses those by the same range check).
+    info = Image.Exif()
+    g = info.get_ifd(_GPS_IFD)
+    g[1], g[2], g[3], g[4] = "S", (IFDRational(10, 1), IFDRational(75, 1), IFDRational(0, 1)), "E", (1.0, 0.0, 0.0)
+    meta = read_metadata(encoded(quadrants(9), "JPEG", info), "z.jpg")
+    assert (meta.lat, meta.lon) == (None, None) and "no position" in " ".join(meta.notes)
     # A huge text field is cut, a GPS of 0,0 is no position.
     meta = read_metadata(encoded(quadrants(9), "JPEG", exif(make="X" * 10_000, gps=(0.0, 0.0))), "y.jpg")
     assert len(meta.make or "") == 120 and meta.lat is None and "no fix" in " ".join(meta.notes)
@@ -184,11 +191,15 @@ def test_an_older_workspace_gains_the_metadata_from_headers_alone(library_folder
     with lookalike.open(options) as library:
         docs = by_name(library)
         assert docs["eiffel.jpg"]["taken_from"] == "file" and docs["eiffel.jpg"]["camera"] is None
+        canon = SearchRequest(image=library_folder / "scan.png", top_k=10, filters=lookalike.Filters(camera="canon"))
+        assert library.search(canon).hits == []  # (the shards remember that the filter keeps nothing)
         report = library.index([library_folder])
         assert report.encoded == 0 and report.unchanged == 5
         docs = by_name(library)
         assert docs["eiffel.jpg"]["taken_at"] == "2024-07-14T18:03:22+02:00"
         assert docs["IMG_0001.dng"]["camera"] == "Canon EOS R5" and docs["rome.avif"]["format"] == "avif"
+        # What the shards remembered of the filter is gone with the headers read: the DNG is found.
+        assert [os.path.basename(h.path) for h in library.search(canon).hits] == ["IMG_0001.dng"]
 
 
 def test_the_server_shows_a_heic_as_jpeg_with_its_metadata(indexed):

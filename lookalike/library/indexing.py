@@ -209,8 +209,8 @@ class Indexer:
             for doc_id, path in stale:
                 try:
                     if entry_problem(path) is None and os.path.getsize(path) <= limit:
-                        with open(path, "rb") as f:
-                            found.append((doc_id, read_metadata(f.read(), path, os.stat(f.fileno()).st_mtime_ns)))
+                        with open(path, "rb") as f:  # Pillow reads the header from it, not the file
+                            found.append((doc_id, read_metadata(f, path, os.stat(f.fileno()).st_mtime_ns)))
                 except OSError:
                     continue
             store.update_metadata(found)

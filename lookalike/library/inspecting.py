@@ -19,6 +19,7 @@ from lookalike.store.workspace import Workspace, WorkspaceInfo
 
 RECALL_QUERIES = 200  # held-out vectors per shard for `info --recall`
 SUGGESTION_CANDIDATES = 40  # WordNet words a prefix is checked against the collection for
+COUNTS_KEPT = 256  # listing totals kept until the next commit (the oldest goes first)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ class Inspector:
             self._counts = (generation, {})
         counts = self._counts[1]
         if filters not in counts:
+            if len(counts) >= COUNTS_KEPT:  # a bound on what many different filters can make it hold
+                counts.pop(next(iter(counts)))
             counts[filters] = self.workspace.store.count_matching(filters)
         return counts[filters]
 

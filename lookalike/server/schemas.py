@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lookalike.errors import BadInput
-from lookalike.filters import KEYS, ORIENTATIONS, Filters, Orientation
+from lookalike.filters import KEYS, MAX_FOLDERS, ORIENTATIONS, Filters, Orientation
 from lookalike.library.types import MAX_TOP_K
 from lookalike.metadata import FORMAT_NAMES
 from lookalike.relevance import LEVELS, MatchLevel
@@ -86,7 +86,9 @@ class FilterBody(BaseModel):
         default=None, min_length=1, max_length=200, pattern=NOT_BLANK, description=FILTER_HELP["camera"]
     )
     near: NearBody | None = Field(default=None, description=FILTER_HELP["near"])
-    folder: Path | list[Path] | None = Field(default=None, description=FILTER_HELP["folder"])
+    folder: Path | Annotated[list[Path], Field(max_length=MAX_FOLDERS)] | None = Field(
+        default=None, description=FILTER_HELP["folder"]
+    )
     orientation: Orientation | None = Field(default=None, description=FILTER_HELP["orientation"])
     format: FormatName | None = Field(default=None, description=FILTER_HELP["format"])
 
@@ -135,7 +137,7 @@ class SearchForm(BaseModel):
     taken_before: Day | None = None
     camera: str | None = Field(default=None, min_length=1, max_length=200, pattern=NOT_BLANK)
     near: str | None = Field(default=None, pattern=NEAR_PATTERN)
-    folder: list[Path] | None = None
+    folder: list[Path] | None = Field(default=None, max_length=MAX_FOLDERS)
     orientation: Orientation | None = None
     format: FormatName | None = None
 
@@ -197,7 +199,9 @@ class PhotoFields(BaseModel):
     taken_at: str | None = Field(
         description="ISO 8601, local time, with the UTC offset where EXIF records one; else the file's mtime"
     )
-    taken_from: str | None = Field(description="exif, or file (dated by its modification time)")
+    taken_from: str | None = Field(
+        description="exif, or file (dated by its modification time), or indexed (no date at all: when it was indexed)"
+    )
     camera: str | None = Field(description="make and model, as people say them")
     make: str | None
     model: str | None

@@ -51,9 +51,10 @@ class KeptByFilter:
     def all(self) -> np.ndarray:
         known = self.cache.lookup(self.filters) if self.cache is not None else None
         if known is None:
+            generation = self.cache.store.generation if self.cache is not None else -1  # before the read
             known = np.sort(self.store.chunks_kept(self.filters, self.shard))
             if self.cache is not None:
-                self.cache.remember(self.filters, known)
+                self.cache.remember(self.filters, known, generation)
         return known
 
     def vectors(self, exact: ExactVectors) -> tuple[np.ndarray, np.ndarray]:
@@ -99,8 +100,9 @@ class KeptCache:
         entry = self._entry(filters)
         return entry[2] if entry is not None else None
 
-    def remember(self, filters: Filters, ids: np.ndarray) -> None:
-        generation = self.store.generation
+    def remember(self, filters: Filters, ids: np.ndarray, generation: int) -> None:
+        """Remember ``ids`` as read at ``generation`` (taken before the read: a commit in between
+        leaves them under the older generation, so the next lookup reads again)."""
         with self._lock:
             self._entries[filters] = (generation, ids, None)
             self._entries.move_to_end(filters)
@@ -189,8 +191,8 @@ class Filtering:
         after: list[Any] = []
         if cursor is not None:
             key, doc_id = _decode_cursor(cursor, sort, desc)
-            where += f" AND ({column}, d.id) {'<' if desc else '>'} (?, ?)"
-            after = [key, doc_id]
+            where += f" AND ({_after(column, key, desc)})"
+            after = [doc_id] if key is None else [key, doc_id]
         order = "DESC" if desc else "ASC"
         sql = (
             f"SELECT {DOC_FIELDS}, {column} FROM {DOCS_JOINED} "
@@ -201,6 +203,16 @@ class Filtering:
         last = rows[limit - 1] if len(rows) > limit else None
         next_cursor = _encode_cursor(sort, desc, last[-1], last[0]) if last is not None else None
         return Page(total, docs, next_cursor)
+
+
+def _after(column: str, key: Any, desc: bool) -> str:
+    """The rows past (``key``, id) in ``column`` order, where SQLite puts NULL keys first ascending
+    and last descending (a file without a date or size is still listed, once)."""
+    if key is None:
+        return f"{column} IS NULL AND d.id < ?" if desc else f"({column} IS NULL AND d.id > ?) OR {column} IS NOT NULL"
+    if desc:
+        return f"({column}, d.id) < (?, ?) OR {column} IS NULL"
+    return f"({column}, d.id) > (?, ?)"
 
 
 def _encode_cursor(sort: str, desc: bool, key: Any, doc_id: str) -> str:
@@ -218,7 +230,7 @@ def _decode_cursor(cursor: str, sort: str, desc: bool) -> tuple[Any, str]:
             value = bytes.fromhex(value["b"])
     except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
         raise bad from None
-    if not isinstance(doc_id, str) or not isinstance(value, (str, int, float, bytes)):
+    if not isinstance(doc_id, str) or not (value is None or isinstance(value, (str, int, float, bytes))):
         raise bad
     if (c_sort, c_desc) != (sort, desc):
         raise BadInput(

@@ -81,8 +81,12 @@ class Writes:
 
     def update_metadata(self, found: list[tuple[str, PhotoMeta]]) -> None:
         """Store the header fields read again for documents indexed before they were kept (or
-        before a newer :data:`METADATA_VERSION`): no vector changes, so no generation bump."""
+        before a newer :data:`METADATA_VERSION`). No vector changes, but the generation moves on, so
+        whatever remembers what a filter keeps (the shards, listing totals) reads it afresh."""
+        if not found:
+            return
         with self._db.transaction() as conn:
+            bump_generation(conn)
             for doc_id, meta in found:
                 uri = conn.execute("SELECT uri FROM docs WHERE id=?", (doc_id,)).fetchone()
                 if uri is None:
@@ -121,6 +125,8 @@ def _delete_docs(conn: sqlite3.Connection, doc_ids: list[str]) -> dict[int, list
 def _insert_doc(conn: sqlite3.Connection, doc: Document, now: float) -> None:
     # A document from a flow without a loader (bytes handed in) is dated by its file, if any.
     meta = PhotoMeta.from_dict(doc.meta) if doc.meta else PhotoMeta(local_time(doc.mtime_ns), taken_from="file")
+    if meta.taken_at is None:  # no date and no usable mtime: dated by its indexing, so it sorts somewhere
+        meta.taken_at, meta.taken_from = local_time(int(now * 1e9)), "indexed"
     conn.execute(
         f"INSERT INTO docs ({DOC_COLUMNS}, {META_COLUMNS}, camera_id) VALUES ({','.join('?' * 25)})",
         (

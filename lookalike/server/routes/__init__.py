@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 
 from lookalike.errors import BadInput
-from lookalike.filters import Filters, Orientation
+from lookalike.filters import MAX_FOLDERS, Filters, Orientation
 from lookalike.server.schemas import FILTER_HELP, NEAR_PATTERN, NOT_BLANK, Day, FormatName, Path
 from lookalike.server.state import ApiError, Service
 
@@ -24,7 +24,9 @@ async def filters_of(
         str | None, Query(min_length=1, max_length=200, pattern=NOT_BLANK, description=FILTER_HELP["camera"])
     ] = None,
     near: Annotated[str | None, Query(pattern=NEAR_PATTERN, description="LAT,LON,KM: " + FILTER_HELP["near"])] = None,
-    folder: Annotated[list[Path] | None, Query(description=FILTER_HELP["folder"] + " (repeat for several)")] = None,
+    folder: Annotated[
+        list[Path] | None, Query(max_length=MAX_FOLDERS, description=FILTER_HELP["folder"] + " (repeat for several)")
+    ] = None,
     orientation: Annotated[Orientation | None, Query(description=FILTER_HELP["orientation"])] = None,
     format: Annotated[FormatName | None, Query(description=FILTER_HELP["format"])] = None,
 ) -> Filters:
