@@ -326,7 +326,9 @@ TakenBeforeOpt = Annotated[
 CameraOpt = Annotated[
     str | None,
     typer.Option(
-        help="Text in the camera's make or model, any case (iphone, 'canon eos').", rich_help_panel=FILTERS_PANEL
+        metavar="TEXT",
+        help="Text in the camera's make or model, any case (iphone, 'canon eos').",
+        rich_help_panel=FILTERS_PANEL,
     ),
 ]
 NearOpt = Annotated[
@@ -337,7 +339,7 @@ NearOpt = Annotated[
 ]
 FolderOpt = Annotated[
     list[Path] | None,
-    typer.Option(help="In this folder or below it; repeat for several.", rich_help_panel=FILTERS_PANEL),
+    typer.Option(metavar="PATH", help="In this folder or below it; repeat for several.", rich_help_panel=FILTERS_PANEL),
 ]
 OrientationOpt = Annotated[
     OrientationChoice | None,
