@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,8 +27,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 import lookalike
-from lookalike import datasets
-from lookalike.library import Options, SearchRequest
+from bench.tuxpaint import indexed_tuxpaint
+from lookalike.library import SearchRequest
 
 FLOORS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.95)
 SAMPLE = 80
@@ -63,13 +62,8 @@ def main() -> None:
     ap.add_argument("--workspace", help="an index of the tuxpaint photos to reuse (default: a temporary one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    tux = datasets.fetch("tuxpaint")
-    with tempfile.TemporaryDirectory() as tmp:
-        ws = Path(args.workspace or Path(tmp) / "ws")
-        with lookalike.open(Options.from_env(workspace=ws)) as library:
-            library.index([tux.root])
-        with lookalike.open(Options.from_env(workspace=ws), write=False) as library:
-            result = measure(library, tux.root)
+    with indexed_tuxpaint(args.workspace) as (library, tux):
+        result = measure(library, tux.root)
     if args.json:
         print(json.dumps(result, indent=1))
         return

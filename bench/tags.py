@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
-import lookalike
-from lookalike import datasets
-from lookalike.library import Options, SearchRequest
+from bench.tuxpaint import indexed_tuxpaint
+from lookalike.library import SearchRequest
 from lookalike.models.wordnet import concept
 
 # word -> the tuxpaint folders (label prefixes) it should find
@@ -50,39 +47,31 @@ def main() -> None:
     ap.add_argument("--workspace", help="an index of the tuxpaint photos to reuse (default: a temporary one)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    tux = datasets.fetch("tuxpaint")
-    with tempfile.TemporaryDirectory() as tmp:
-        ws = Path(args.workspace or Path(tmp) / "ws")
-        with lookalike.open(Options.from_env(workspace=ws)) as library:
-            library.index([tux.root])
-        rows = []
-        with lookalike.open(Options.from_env(workspace=ws), write=False) as library:
-            store = library.workspace.store
-            for word, folders in QUERIES.items():
-                relevant = {
-                    str(p) for p in tux.images if any(str(p.relative_to(tux.root)).startswith(f + "/") for f in folders)
+    rows = []
+    with indexed_tuxpaint(args.workspace) as (library, tux):
+        store = library.workspace.store
+        for word, folders in QUERIES.items():
+            relevant = {
+                str(p) for p in tux.images if any(str(p.relative_to(tux.root)).startswith(f + "/") for f in folders)
+            }
+            report = library.search(SearchRequest(tag=word, top_k=1000))
+            found = [h.path or "" for h in report.hits]
+            concept_of = concept(word)
+            assert concept_of is not None, word
+            unfloored, _ = store.search_labels(concept_of.labels, 1000)
+            stored = store.get_docs(d for d, _, _ in unfloored)
+            ranked = [stored[d].uri or "" for d, _, _ in unfloored if d in stored]
+            hits = sum(u in relevant for u in found)
+            rows.append(
+                {
+                    "word": word,
+                    "images": len(relevant),
+                    "total": report.total,
+                    "precision": round(hits / len(found), 3) if found else None,
+                    "recall": round(hits / len(relevant), 3),
+                    "r_precision_without_floor": round(r_precision(ranked, relevant), 3),
                 }
-                report = library.search(SearchRequest(tag=word, top_k=1000))
-                found = [h.path or "" for h in report.hits]
-                concept_of = concept(word)
-                assert concept_of is not None, word
-                unfloored, _ = store.search_labels(concept_of.labels, 1000)
-                ranked = [
-                    s.uri or ""
-                    for s in (store.get_docs(d for d, _, _ in unfloored).get(d) for d, _, _ in unfloored)
-                    if s
-                ]
-                hits = sum(u in relevant for u in found)
-                rows.append(
-                    {
-                        "word": word,
-                        "images": len(relevant),
-                        "total": report.total,
-                        "precision": round(hits / len(found), 3) if found else None,
-                        "recall": round(hits / len(relevant), 3),
-                        "r_precision_without_floor": round(r_precision(ranked, relevant), 3),
-                    }
-                )
+            )
     if args.json:
         print(json.dumps(rows, indent=1))
         return
