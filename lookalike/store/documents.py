@@ -131,9 +131,12 @@ class Documents:
             f"WHERE {match} AND {where} GROUP BY t.doc_id HAVING p >= ?"
         )
         params = [*args, *filter_args, floor]
-        total = int(self._db.reader.execute(f"SELECT count(*) FROM ({grouped})", params).fetchone()[0])
-        rows = self._db.reader.execute(f"{grouped} ORDER BY p DESC, t.doc_id LIMIT ?", [*params, limit])
-        return [(d, lab, float(p)) for d, lab, _best, p in rows], total
+        if limit <= 0:  # only the count (tag suggestions)
+            return [], int(self._db.reader.execute(f"SELECT count(*) FROM ({grouped})", params).fetchone()[0])
+        # One grouping for the page and the total: the count rides along as a window over every group.
+        sql = f"SELECT *, count(*) OVER () FROM ({grouped}) ORDER BY 4 DESC, 1 LIMIT ?"
+        rows = self._db.reader.execute(sql, [*params, limit]).fetchall()
+        return [(d, lab, float(p)) for d, lab, _best, p, _ in rows], int(rows[0][-1]) if rows else 0
 
     def count_tagged(self, labels: list[str], floor: float) -> int:
         """How many docs the summed probability of ``labels`` reaches ``floor`` in (tag suggestions)."""
