@@ -368,3 +368,13 @@ def test_a_filter_remembered_by_the_shards_sees_a_photo_indexed_since(collection
         new.unlink()
         library.index([root])
     assert library.search(SearchRequest(image=query, top_k=10, filters=filters)).hits == []
+
+
+def test_the_api_names_the_formats_the_reader_gives():
+    """The API's format names are a Literal for the schema; they must be the reader's own list."""
+    from typing import get_args
+
+    from lookalike.metadata import FORMAT_NAMES
+    from lookalike.server.schemas import FormatName
+
+    assert get_args(FormatName) == FORMAT_NAMES
