@@ -31,7 +31,10 @@ from lookalike.relevance import NEAR_DUPLICATE_FLOOR
 from lookalike.settings import SETTINGS, Options, markdown_table, parse_bytes, raw_value, setting
 
 if TYPE_CHECKING:
+    from lookalike.dupes import DupeReport
     from lookalike.library import Hit, IndexReport, InfoReport, Library, SearchReport
+    from lookalike.library.moving import MoveReport
+    from lookalike.store.moves import MoveBatch
 
 app = typer.Typer(
     name="lookalike",
@@ -268,6 +271,8 @@ def _print_index_report(report: IndexReport, faces: bool, as_json: bool) -> None
     if report.without_vectors:
         what = "no face found" if faces else "nothing to embed"
         out.print(f"{report.without_vectors} of them indexed without vectors ({what})")
+    if report.set_aside:
+        out.print(f"{report.set_aside} files left out: moved as duplicates (`lookalike dupes --undo` puts them back)")
     if report.skipped:
         out.print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in report.skipped.items()), markup=False)
 
@@ -729,12 +734,20 @@ def flow_show(
 # --- serve ---------------------------------------------------------------------------------------
 
 
-def _serve(opts: Options, host: str, *, read_only: bool = False, allowed_hosts: list[str] | None = None) -> None:
+def _serve(
+    opts: Options,
+    host: str,
+    *,
+    read_only: bool = False,
+    allowed_hosts: list[str] | None = None,
+    trash: Path | None = None,
+) -> None:
     import uvicorn
 
     from lookalike.server.app import ServerConfig, create_app
 
-    config = ServerConfig(opts, host=host, read_only=read_only, allowed_hosts=tuple(allowed_hosts or ()))
+    hosts = tuple(allowed_hosts or ())
+    config = ServerConfig(opts, host=host, read_only=read_only, allowed_hosts=hosts, trash=trash)
     if not config.writes_enabled and not read_only:
         err.print("note: listening beyond loopback without LOOKALIKE_TOKEN: upload and delete are disabled")
     where = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -763,6 +776,16 @@ def serve(
             "the only names answered.",
         ),
     ] = None,
+    trash: Annotated[
+        Path | None,
+        typer.Option(
+            "--trash",
+            metavar="DIR",
+            show_default=False,
+            help="The folder the page's 'move duplicates' may use besides the indexed folders (a folder a "
+            "request names is taken inside it) [default: WORKSPACE/trash].",
+        ),
+    ] = None,
     index_memory: IndexMemoryOpt = None,
     index_latency_ms: IndexLatencyOpt = None,
     runtime: RuntimeOpt = None,
@@ -785,7 +808,7 @@ def serve(
         runtime=runtime,
         ray_address=ray_address,
     )
-    _serve(opts, host, read_only=read_only, allowed_hosts=allowed_host)
+    _serve(opts, host, read_only=read_only, allowed_hosts=allowed_host, trash=trash.absolute() if trash else None)
 
 
 # --- executor serve ------------------------------------------------------------------------------
@@ -1130,25 +1153,72 @@ def dupes(
             "near-identical frames]",
         ),
     ] = None,
+    move_to: Annotated[
+        str | None,
+        typer.Option(
+            "--move-to",
+            metavar="FOLDER",
+            help="Move every file but the one to keep of each group into FOLDER, and out of the index: a "
+            "folder inside the indexed folders, or a name inside the workspace's trash folder "
+            "(WORKSPACE/trash). Never deletes, never overwrites; logged, and --undo puts them back.",
+        ),
+    ] = None,
+    undo: Annotated[
+        bool,
+        typer.Option("--undo", help="Put the files of a move back where they were, and index them again."),
+    ] = False,
+    batch: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="BATCH", show_default=False, help="With --undo: the batch to undo (default: the latest)."
+        ),
+    ] = None,
+    moves: Annotated[bool, typer.Option("--moves", help="List the moves made, by batch.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Find groups of near-duplicate images, and exact copies (same bytes), in a workspace.
 
     Near duplicates are the same picture edited (resized, cropped, recoloured, mirrored): every file
-    of a group is at least the threshold from the first, the one to keep."""
+    of a group is at least the threshold from the first, the one to keep (the most pixels, then the
+    most camera metadata, then the oldest). Frames of a burst (the same camera, another moment) are
+    not duplicates. --move-to moves the others out of the way; --undo brings a move back."""
+    chosen = [
+        flag for flag, given in (("--move-to", move_to is not None), ("--undo", undo), ("--moves", moves)) if given
+    ]
+    if len(chosen) > 1:
+        raise typer.BadParameter(f"give one of --move-to, --undo and --moves, not {' and '.join(chosen)}")
+    if batch is not None and not undo:
+        raise typer.BadParameter("a BATCH is only for --undo", param_hint="BATCH")
     opts = options(workspace=workspace)
-    with _open(opts, write=False) as library:
-        found = library.dupes(threshold)
-    threshold = found.threshold
-    if as_json:
-        out.print_json(json.dumps({"workspace": str(opts.workspace), **found.to_dict()}))
+    if undo or moves:
+        with _open(opts, write=undo) as library:
+            if undo:
+                _print_undo(library.undo_move(batch), as_json)
+            else:
+                _print_moves(library.moves(), as_json)
         return
+    with _open(opts, write=move_to is not None) as library:
+        found = library.dupes(threshold)
+        others = [f.doc_id for g in found.groups for f in g.others]
+        moved = library.move(others, move_to) if move_to is not None and others else None
+    if as_json:
+        extra = {"move": moved.to_dict()} if moved is not None else {}
+        out.print_json(json.dumps({"workspace": str(opts.workspace), **found.to_dict(), **extra}))
+        return
+    _print_dupes(found, opts)
+    if move_to is not None:
+        _print_moved(moved)
+
+
+def _print_dupes(found: DupeReport, opts: Options) -> None:
     plural = lambda n, word: f"{n} {word}{'s' if n != 1 else ''}"  # noqa: E731
     out.print(
         f"{plural(len(found.exact), 'group')} of exact copies ({plural(found.redundant_exact, 'redundant file')}), "
-        f"{plural(len(found.near), 'group')} of near duplicates (similarity >= {threshold:g}) "
+        f"{plural(len(found.near), 'group')} of near duplicates (similarity >= {found.threshold:g}) "
         f"among {found.docs} images in {shown(opts.workspace)}"
     )
+    if found.distinct_shots:
+        out.print(f"{plural(found.distinct_shots, 'pair')} of look-alikes left out: distinct shots of a burst")
     if found.exact:
         out.print("\n[bold]exact copies[/bold] (same bytes; the first is the one to keep)")
         for n, g in enumerate(found.exact, 1):
@@ -1156,7 +1226,7 @@ def dupes(
             for i, f in enumerate(g.files):
                 out.print(f"  {'keep' if i == 0 else '    '}  {display_path(f.path)}", markup=False)
     if found.near:
-        out.print("\n[bold]near duplicates[/bold] (the first has the most pixels; similarity to it)")
+        out.print("\n[bold]near duplicates[/bold] (the first is the one to keep; similarity to it)")
         for n, g in enumerate(found.near, 1):
             out.print(f"group {n}: {len(g.files)} images, similarity >= {g.similarity:.3f}")
             for i, f in enumerate(g.files):
@@ -1164,6 +1234,39 @@ def dupes(
                 out.print(
                     f"  {'keep ' if i == 0 else f'{f.similarity:.3f}'}  {display_path(f.path)}  ({size})", markup=False
                 )
+
+
+def _print_moved(moved: MoveReport | None) -> None:
+    if moved is None:
+        out.print("\nnothing to move")
+        return
+    out.print(f"\nmoved {len(moved.moves)} files out of the index (batch {moved.batch}):")
+    for m in moved.moves:
+        out.print(f"  {display_path(m.source)} -> {display_path(m.target)}", markup=False)
+    out.print(f"undo with: lookalike dupes --undo {moved.batch}", markup=False)
+
+
+def _print_undo(report: MoveReport, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(report.to_dict() | {"index": report.index.to_dict() if report.index else None}))
+        return
+    out.print(f"put back {len(report.moves)} files of batch {report.batch}:")
+    for m in report.moves:
+        out.print(f"  {display_path(m.source)} -> {display_path(m.target)}", markup=False)
+    if report.index is not None:
+        out.print(f"indexed again: {report.index.indexed}; workspace holds {report.index.docs} images")
+
+
+def _print_moves(batches: list[MoveBatch], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps({"batches": [b.to_dict() for b in batches]}))
+        return
+    if not batches:
+        out.print("no files were moved")
+    for b in batches:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(b.at))
+        state = "undone" if not b.open else f"{len(b.moves) - len(b.undone)} away"
+        out.print(f"{b.batch}  {when}  {len(b.moves)} files moved, {state}")
 
 
 # --- entry point ---------------------------------------------------------------------------------

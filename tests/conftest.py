@@ -225,3 +225,22 @@ def quadrants(seed: int, side: int = 64) -> Image.Image:
         for x in (0, half):
             arr[y : y + half, x : x + half] = rng.integers(0, 256, 3)
     return Image.fromarray(arr)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium through Playwright, once a module (tests/browsing.py has the helpers)."""
+    from browsing import CHROMIUM, CHROMIUM_ARGS, need
+
+    if not CHROMIUM.exists():
+        need(f"{CHROMIUM} is missing")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need("the playwright package is not installed")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -668,6 +668,20 @@ CLI_ERROR_CASES = [
         r"^error: cursor: not a cursor this listing gave \(pass next_cursor as it came\)$",
     ),
     CliErrorCase(
+        "dupes-undo-unknown-batch",
+        lambda run: ["dupes", "-w", str(run.workspace), "--undo", "20240101-000000-beef"],
+        {},
+        NotFound.exit_code,
+        r"^error: no move batch '20240101-000000-beef' \(`lookalike dupes --moves` lists them\)$",
+    ),
+    CliErrorCase(
+        "dupes-batch-without-undo",
+        lambda run: ["dupes", "-w", str(run.workspace), "20240101-000000-beef"],
+        {"COLUMNS": "200"},
+        2,
+        r"Invalid value for BATCH: a BATCH is only for --undo",
+    ),
+    CliErrorCase(
         "setting-not-a-number",
         lambda run: ["search", run.path("coffee.jpg"), "-w", str(run.workspace)],
         {"LOOKALIKE_TOP_K": "lots"},
@@ -771,7 +785,36 @@ def _search(request: dict[str, Any]) -> Callable[[Path], object]:
     return call
 
 
+def _move(doc_ids: list[str] | None, folder: str) -> Callable[[Path], object]:
+    """Library.move of ``doc_ids`` (None: the first indexed document) into ``folder``."""
+
+    def call(ws: Path) -> object:
+        with lookalike.open(Options(workspace=ws)) as library:
+            ids = doc_ids if doc_ids is not None else [next(library.workspace.store.iter_docs()).id]
+            return library.move(ids, folder)
+
+    return call
+
+
+def _undo(ws: Path) -> object:
+    with lookalike.open(Options(workspace=ws)) as library:
+        return library.undo_move()
+
+
 PYTHON_CASES = [
+    PythonCase("move-no-documents", _move([], "dupes"), BadInput, r"^name at least one document to move$"),
+    PythonCase(
+        "move-outside-the-folders",
+        _move(None, "/"),
+        BadInput,
+        r"^/ is outside the indexed folders and the trash folder .*/trash: move files only within them$",
+    ),
+    PythonCase(
+        "move-traversal", _move(None, "../../etc"), BadInput, r"^\.\./\.\./etc: a destination may not climb out"
+    ),
+    PythonCase(
+        "undo-nothing-moved", _undo, NotFound, r"^nothing to undo: no files were moved, or every move was undone$"
+    ),
     PythonCase("request-with-no-query", _search({}), BadInput, r"^a search needs exactly one of image, like and tag$"),
     PythonCase(
         "request-with-two-queries",
@@ -1047,6 +1090,62 @@ API_CASES = [
         400,
         "BadInput",
         r"^cursor: not a cursor this listing gave \(pass next_cursor as it came\)$",
+    ),
+    ApiCase(
+        "timeline-bad-filter",
+        lambda c, q: c.get("/api/timeline", params={"orientation": "diagonal"}),
+        422,
+        "ValidationError",
+        r"^orientation: Input should be 'landscape', 'portrait' or 'square'$",
+    ),
+    ApiCase(
+        "folders-unknown-parent",
+        lambda c, q: c.get("/api/folders", params={"parent": "/no/such/folder"}),
+        404,
+        "NotFound",
+        r"^no indexed photo lies in the folder '/no/such/folder'$",
+    ),
+    ApiCase(
+        "thumbnail-foreign-etag",
+        lambda c, q: c.get("/api/docs/" + "0" * 16 + "/thumbnail", headers={"If-None-Match": '"anything"'}),
+        404,
+        "NotFound",
+        _NO_DOC,
+    ),
+    ApiCase(
+        "dupes-threshold-out-of-range",
+        lambda c, q: c.get("/api/dupes", params={"threshold": 2}),
+        422,
+        "ValidationError",
+        r"^threshold: Input should be less than or equal to 1$",
+    ),
+    ApiCase(
+        "move-no-doc-ids",
+        lambda c, q: c.post("/api/dupes/move", json={"doc_ids": [], "folder": "dupes"}),
+        422,
+        "ValidationError",
+        r"^doc_ids: List should have at least 1 item",
+    ),
+    ApiCase(
+        "move-blank-folder",
+        lambda c, q: c.post("/api/dupes/move", json={"doc_ids": ["0" * 16], "folder": " "}),
+        422,
+        "ValidationError",
+        r"^folder: a folder's path, not blank$",
+    ),
+    ApiCase(
+        "move-unknown-key",
+        lambda c, q: c.post("/api/dupes/move", json={"doc_ids": ["0" * 16], "folder": "x", "overwrite": True}),
+        422,
+        "ValidationError",
+        r"^overwrite: Extra inputs are not permitted$",
+    ),
+    ApiCase(
+        "remove-too-many-ids",
+        lambda c, q: c.post("/api/remove", json={"doc_ids": ["0" * 16] * 1001}),
+        422,
+        "ValidationError",
+        r"^doc_ids: List should have at most 1000 items",
     ),
     ApiCase(
         "search-with-get",

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,44 +21,16 @@ from typing import Any
 
 import httpx
 import pytest
+from browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, serving, wait_js
 from PIL import Image
 
-from conftest import REPO, copy_photos, free_port, group_photo, lookalike_cmd
+from conftest import copy_photos, group_photo, lookalike_cmd
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"]
-ARTIFACTS = REPO / "test-artifacts"
 # Five visually distinct classes, six photos each: a full first screen of results, small to index.
 CLASSES = ["animals/birds", "plants/flowers", "food/fruit", "town/roadsigns", "space/planets"]
 K = 8  # thumbnails that must really load before a result set counts as shown
-READY_WAIT_S = 120  # model conversion on a cold cache takes seconds; far less than this
-TIMEOUT_MS = 30_000
-
-
-def _need(what: str) -> None:
-    """Skip when the browser is missing on a developer machine, but fail in CI, which must run this."""
-    message = f"{what}; the browser tests need it (apt-get install chromium; pip install playwright)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _need(f"{CHROMIUM} is missing")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("the playwright package is not installed")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,42 +45,6 @@ def photos(photo_root: Path) -> list[Path]:
     return sorted(p for p in photo_root.rglob("*") if p.is_file())
 
 
-@contextmanager
-def _serving(ws: Path) -> Iterator[str]:
-    """`lookalike serve` on a free loopback port; the base URL once /readyz says 200."""
-    port = free_port()
-    log = (ws.parent / f"serve-{port}.log").open("w+")
-    proc = subprocess.Popen(
-        [*lookalike_cmd(), "serve", "-w", str(ws), "--port", str(port), "--host", "127.0.0.1"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_WAIT_S
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"lookalike serve exited with {proc.returncode}:\n{log.read()}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"lookalike serve was not ready within {READY_WAIT_S}s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def server(photo_root: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`lookalike index` then `lookalike serve`."""
@@ -119,7 +53,7 @@ def server(photo_root: Path, model_dir: Path, tmp_path_factory: pytest.TempPathF
         [*lookalike_cmd(), "index", str(photo_root), "-w", str(ws)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    with _serving(ws) as base:
+    with serving(ws) as base:
         yield base
 
 
@@ -153,16 +87,6 @@ def page(browser, server: str) -> Iterator[Any]:
 def screenshot(pg, name: str, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=full_page)
-
-
-def wait_js(pg, expression: str, arg=None, timeout_s: float = TIMEOUT_MS / 1000) -> None:
-    """Poll a JavaScript predicate from here until it holds. Not Playwright's wait_for_function: its
-    polling compiles the predicate inside the page, which the page's CSP (no eval) rightly refuses."""
-    deadline = time.monotonic() + timeout_s
-    while not pg.evaluate(expression, arg):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s:.0f}s: {expression}")
-        time.sleep(0.05)
 
 
 def wait_results(pg, query_prefix: str, k: int = K) -> list[str]:
@@ -217,10 +141,15 @@ def test_upload_then_more_like_this_then_tag(page, server: str, photos: list[Pat
     assert re.fullmatch(rf"{len(first)} results in \d+ ms, {weak} of them weak", page.text_content("#status"))
     screenshot(page, "upload")
 
-    # more like the second result: the clicked photo is excluded, its name shows as the query
+    # a result opens the viewer; "More like this" there searches by it: the photo itself is
+    # excluded, its name shows as the query
     clicked = first[1]
     clicked_name = page.text_content("#results > li:nth-child(2) .name")
     page.click("#results > li:nth-child(2) .thumb")
+    page.wait_for_selector("#viewer[open]")
+    assert page.text_content("#viewer-title") == clicked_name
+    original = page.get_attribute("#viewer-original", "href")
+    page.click("#viewer-more")
     more = wait_results(page, f"doc:{clicked}")
     assert clicked not in more and more != first
     assert clicked_name in page.text_content("#query-label")
@@ -241,21 +170,21 @@ def test_upload_then_more_like_this_then_tag(page, server: str, photos: list[Pat
     page.go_back()
     assert wait_results(page, f"doc:{clicked}") == more
 
-    # the full-size link serves the original
-    href = page.get_attribute("#results > li:first-child a.open", "href")
-    assert httpx.get(server + href, timeout=10).status_code == 200
+    # the viewer's link serves the original
+    assert httpx.get(server + original, timeout=10).status_code == 200
 
 
 def test_top_k_and_empty_tag(page) -> None:
-    page.select_option("#topk", "8")
     page.fill("#tag", "no-such-imagenet-label")
     page.press("#tag", "Enter")
     page.wait_for_selector('#results[data-state="done"]', state="attached")
     assert page.eval_on_selector_all("#results > li", "lis => lis.length") == 0
     assert "No photos tagged" in page.text_content("#status")
-    # the choice of top_k applies to the next search (and is remembered)
+    # the number of results is chosen beside a search, applies at once and is remembered
+    page.select_option("#topk", "16")
     page.reload()
-    assert page.input_value("#topk") == "8"
+    page.wait_for_selector('#results[data-state="done"]', state="attached")
+    assert page.input_value("#topk") == "16"
 
 
 def test_paste_and_drop(page, photos: list[Path]) -> None:
@@ -314,14 +243,14 @@ def test_a_photo_from_outside_the_collection_is_said_to_be_unlike_anything(page,
 
 def test_keyboard(page, photos: list[Path]) -> None:
     """Tab reaches the chooser and the tag box, both named; Enter opens the chooser and runs a result."""
-    chooser = page.get_by_role("button", name="Choose a photo")
+    chooser = page.get_by_role("button", name="Search by a photo")
     tag_box = page.get_by_role("combobox", name="Tag")  # a search box with suggestions
     assert chooser.count() == 1 and tag_box.count() == 1
     reached = []
-    for _ in range(8):
+    for _ in range(10):
         page.keyboard.press("Tab")
         reached.append(page.evaluate("document.activeElement.id"))
-    assert "pick" in reached and "tag" in reached and "topk" in reached
+    assert "pick" in reached and "tag" in reached and "add" in reached
     assert reached.index("pick") < reached.index("tag")
 
     page.focus("#pick")
@@ -330,18 +259,27 @@ def test_keyboard(page, photos: list[Path]) -> None:
     chosen.value.set_files(str(photos[0]))
     first = wait_results(page, "file:")
 
-    # results are buttons named after their photo, reachable and run by the keyboard
+    # results are links named after their photo; Enter opens the viewer, whose actions the keyboard
+    # reaches; focus lands on the new results, and comes back to the result the viewer closed on
     thumb = page.locator("#results > li:nth-child(2) .thumb")
     name = page.text_content("#results > li:nth-child(2) .name")
-    assert page.get_by_role("button", name=f"More like {name}").count() >= 1
+    assert page.get_by_role("link", name=name).count() >= 1
     assert thumb.locator("img").get_attribute("alt") == name
     thumb.focus()
     page.keyboard.press("Enter")
+    page.wait_for_selector("#viewer[open]")
+    page.focus("#viewer-more")
+    page.keyboard.press("Enter")
     more = wait_results(page, f"doc:{first[1]}")
     assert first[1] not in more
-    page.focus("#results > li:first-child .thumb")
-    page.keyboard.press("Space")
-    wait_results(page, f"doc:{more[0]}")
+    wait_js(page, "() => document.activeElement.classList.contains('thumb')")
+    at = more.index(page.evaluate("document.activeElement.closest('li').dataset.docId"))
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#viewer[open]")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Escape")
+    wait_js(page, "() => !document.getElementById('viewer').open")
+    assert page.evaluate("document.activeElement.closest('li').dataset.docId") == more[at + 1]
 
 
 def test_face_workspace_draws_the_matched_faces_and_lets_the_query_pick_one(browser, people, tmp_path) -> None:
@@ -362,13 +300,13 @@ def test_face_workspace_draws_the_matched_faces_and_lets_the_query_pick_one(brow
     assert done.returncode == 0, done.stderr
     query = group_photo(people, tmp_path / "group.jpg")
 
-    with _serving(ws) as base:
+    with serving(ws) as base:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         pg = context.new_page()
         pg.set_default_timeout(TIMEOUT_MS)
         pg.goto(base)
         wait_js(pg, "() => document.body.classList.contains('face-workspace')")
-        pg.set_input_files("input[type=file]", str(query))
+        pg.set_input_files("#file", str(query))
         first = wait_results(pg, "file:", k=3)
         boxes = pg.eval_on_selector_all(
             "#results > li", "lis => lis.map(li => li.querySelectorAll('.thumb .box').length)"

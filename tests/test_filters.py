@@ -378,3 +378,63 @@ def test_the_api_names_the_formats_the_reader_gives():
     from lookalike.server.schemas import FormatName
 
     assert get_args(FormatName) == FORMAT_NAMES
+
+
+# --- browsing: the timeline, the folder tree, the facets --------------------------------------------
+
+
+def test_the_timeline_counts_each_month_the_filters_keep(collection):
+    library, _, photos = collection
+    canon = [p for p in photos if p["make"] == "Canon"]
+    for filters, kept in ((Filters(), photos), (Filters(camera="canon"), canon)):
+        expected: dict[str, int] = {}
+        for p in kept:
+            month = p["day"].strftime("%Y-%m")
+            expected[month] = expected.get(month, 0) + 1
+        months = library.timeline(filters)
+        assert [(m.month, m.photos) for m in months] == sorted(expected.items(), reverse=True)
+        # each month's photos are what a listing within that month's days finds
+        first = months[0]
+        end = date(int(first.month[:4]), int(first.month[5:]) % 12 + 1, 1) if first.month[5:] != "12" else None
+        within = Filters(
+            camera=filters.camera,
+            taken_after=date.fromisoformat(first.month + "-01"),
+            taken_before=date.fromordinal(end.toordinal() - 1) if end else date(int(first.month[:4]), 12, 31),
+        )
+        assert library.list(ListRequest(within, limit=100)).total == first.photos
+
+
+def test_the_folder_tree_counts_photos_down_each_branch(collection):
+    library, root, photos = collection
+    tops = library.folders()
+    assert [(f.path, f.photos) for f in tops] == [(str(root), len(photos))]
+    below = {f.path: (f.photos, f.folders) for f in library.folders(str(root))}
+    for n in range(4):
+        branch = str(root / f"f{n}")
+        in_branch = [p for p in photos if p["path"].startswith(branch + "/")]
+        deep = any("/deep/" in p["path"] for p in in_branch)
+        assert below[branch] == (len(in_branch), 1 if deep else 0)
+    deep = library.folders(str(root / "f0"))
+    assert [f.path for f in deep] == [str(root / "f0" / "deep")]
+    with pytest.raises(lookalike.NotFound, match="no indexed photo lies in the folder"):
+        library.folders(str(root / "nowhere"))
+
+
+def test_the_api_offers_the_timeline_folders_and_facets(collection):
+    library, root, photos = collection
+    with TestClient(create_app(ServerConfig(library.options)), base_url="http://127.0.0.1") as client:
+        client_ready(client)
+        r = client.get("/api/timeline", params={"camera": "pixel"})
+        assert r.status_code == 200, r.text
+        pixel = [p for p in photos if p["make"] == "Google"]
+        assert r.json()["total"] == len(pixel) == sum(m["photos"] for m in r.json()["months"])
+        facets = client.get("/api/facets").json()
+        assert facets["photos"] == len(photos)
+        assert {c["name"]: c["photos"] for c in facets["cameras"]} == {
+            f"{make} {model}": sum(1 for p in photos if p["model"] == model) for make, model in CAMERAS
+        }
+        assert facets["formats"] == [{"format": "jpeg", "photos": len(photos)}]
+        r = client.get("/api/folders", params={"parent": str(root)})
+        assert sorted(f["path"] for f in r.json()["folders"]) == [str(root / f"f{n}") for n in range(4)]
+        r = client.get("/api/folders", params={"parent": str(root / "nowhere")})
+        assert r.status_code == 404 and "no indexed photo" in r.json()["error"]["message"]

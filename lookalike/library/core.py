@@ -16,20 +16,24 @@ import os
 from collections.abc import Iterable
 
 from lookalike.dupes import DupeReport
+from lookalike.filters import Filters
+from lookalike.library.browsing import Browser, Facets, FolderCount, MonthCount
 from lookalike.library.flows import Flows
 from lookalike.library.indexing import Indexer, IndexProgress
 from lookalike.library.inspecting import InfoReport, Inspector, TagWord
+from lookalike.library.moving import Mover, MoveReport
 from lookalike.library.searching import Searcher
 from lookalike.library.types import IndexReport, IndexRequest, ListReport, ListRequest, SearchReport, SearchRequest
 from lookalike.settings import Options
 from lookalike.store.docstore import StoredDoc
+from lookalike.store.moves import MoveBatch
 from lookalike.store.workspace import Workspace, WorkspaceLayout
 
 
 class Library:
     """A workspace with its flows. Open with :func:`open`; close (or use ``with``) when done.
 
-    Its use cases are :attr:`indexer`, :attr:`searcher` and :attr:`inspector`; the methods here
+    Its use cases are :attr:`indexer`, :attr:`searcher`, :attr:`inspector` and :attr:`browser`; the methods here
     are their entry points.
     """
 
@@ -38,6 +42,8 @@ class Library:
         self.indexer = Indexer(workspace, flows)
         self.searcher = Searcher(workspace, flows, options)
         self.inspector = Inspector(workspace, flows, self.searcher.levels)
+        self.mover = Mover(workspace, self.indexer)
+        self.browser = Browser(workspace)
 
     # --- use cases ----------------------------------------------------------------------------
 
@@ -69,12 +75,40 @@ class Library:
     def doc(self, doc_id: str) -> StoredDoc:
         return self.inspector.doc(doc_id)
 
+    def timeline(self, filters: Filters | None = None) -> builtins.list[MonthCount]:
+        """Months holding photos the filters keep (by local date taken), the latest first, with counts."""
+        return self.browser.timeline(filters or Filters())
+
+    def folders(self, parent: str | None = None) -> builtins.list[FolderCount]:
+        """The folders below ``parent`` (without one: the indexed folders) that hold photos, counted."""
+        return self.browser.folders(parent)
+
+    def facets(self) -> Facets:
+        """The cameras, formats and folders the collection holds, each with its photos."""
+        return self.browser.facets()
+
     def tag_words(self, prefix: str, limit: int = 10) -> builtins.list[TagWord]:
         """Tag words starting with ``prefix`` that the collection holds, with their photo counts."""
         return self.inspector.tag_words(prefix, limit)
 
     def dupes(self, threshold: float | None = None) -> DupeReport:
         return self.inspector.dupes(threshold)
+
+    def move(
+        self, doc_ids: Iterable[str], folder: str, trash: str | os.PathLike | None = None, *, background: bool = False
+    ) -> MoveReport:
+        """Move documents' files into ``folder`` (inside the indexed folders, or relative to the trash
+        folder, ``<workspace>/trash`` unless ``trash`` names another) and take them out of the index;
+        logged, never overwriting, undone by :meth:`undo_move` (see :mod:`lookalike.library.moving`)."""
+        return self.mover.move(doc_ids, folder, trash, background=background)
+
+    def undo_move(self, batch: str | None = None, *, background: bool = False) -> MoveReport:
+        """Put a batch of moved files back (by default the latest not yet undone) and index them again."""
+        return self.mover.undo(batch, background=background)
+
+    def moves(self) -> builtins.list[MoveBatch]:
+        """The move log's batches, oldest first."""
+        return self.mover.moves()
 
     # --- closing ------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from lookalike.library.planning import Plan, entry_problem, plan_index, scan
 from lookalike.library.types import IndexReport, IndexRequest
 from lookalike.metadata import read_metadata
 from lookalike.settings import default
+from lookalike.store.moves import MoveLog
 from lookalike.store.workspace import Workspace
 
 # Documents per delete request: a bound on one request's size.
@@ -67,7 +68,9 @@ class IndexRun:
 
     def __init__(self, workspace: Workspace, plan: Plan, progress: IndexProgress):
         self.workspace, self.progress = workspace, progress
-        self.report = IndexReport(scanned=plan.scanned, unchanged=plan.unchanged, workspace=str(workspace.path))
+        self.report = IndexReport(
+            scanned=plan.scanned, unchanged=plan.unchanged, set_aside=plan.set_aside, workspace=str(workspace.path)
+        )
         self.status = {Document.from_path(f.path).id: f.status for f in plan.todo}
         self.skipped: Counter[str] = Counter()
         self.fatal: list[Document] = []
@@ -139,7 +142,8 @@ class Indexer:
 
     def plan(self, request: IndexRequest) -> Plan:
         """What indexing ``request.paths`` has to do (nothing is written)."""
-        found = scan(request.paths, request.glob, exclude=[self.workspace.path])
+        set_aside = MoveLog(self.workspace.path).set_aside()
+        found = scan(request.paths, request.glob, exclude=[self.workspace.path], set_aside=set_aside)
         return plan_index(
             self.workspace.store, found, glob=request.glob, limit=request.limit, retry_skipped=request.retry_skipped
         )

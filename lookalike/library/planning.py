@@ -43,6 +43,7 @@ class Scan:
     files: list[str]  # regular files to consider, sorted
     roots: list[str]  # the paths asked for, absolute
     unusable: list[Unusable]
+    set_aside: int = 0  # files left out: moved there by `lookalike dupes --move-to`
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Plan:
     still_bad: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, message)
     forget: list[str] = field(default_factory=list)  # remembered bad files that are gone
     unusable: list[Unusable] = field(default_factory=list)  # never opened: not regular files, ...
+    set_aside: int = 0  # files the scan left out: moved as duplicates (the workspace's move log)
 
     @property
     def scanned(self) -> int:
@@ -109,8 +111,9 @@ def _unreadable(unusable: dict[str, Unusable], top: str, e: OSError) -> None:
 class _Walk:
     """The files and unusable entries found under the paths asked for."""
 
-    def __init__(self, glob: str | None, excluded: set[str]):
-        self.glob, self.excluded = glob, excluded
+    def __init__(self, glob: str | None, excluded: set[str], set_aside: set[str]):
+        self.glob, self.excluded, self.set_aside = glob, excluded, set_aside
+        self.left_out = 0
         self.files: set[str] = set()
         self.unusable: dict[str, Unusable] = {}
 
@@ -137,7 +140,9 @@ class _Walk:
             dirnames[:] = keep
             for name in filenames:
                 full = os.path.join(dirpath, name)
-                if not name.startswith(".") and self.wanted(full, root, name):
+                if full in self.set_aside:
+                    self.left_out += 1
+                elif not name.startswith(".") and self.wanted(full, root, name):
                     self.consider(full)
 
     def wanted(self, full: str, root: str, name: str) -> bool:
@@ -146,14 +151,21 @@ class _Walk:
         return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def scan(paths: Iterable[str | os.PathLike], glob: str | None = None, exclude: Iterable[Path] = ()) -> Scan:
+def scan(
+    paths: Iterable[str | os.PathLike],
+    glob: str | None = None,
+    exclude: Iterable[Path] = (),
+    set_aside: Iterable[str] = (),
+) -> Scan:
     """The image files under ``paths``, and the entries that cannot be used, with why.
 
     Directories are walked recursively without following symlinked folders (no loops), skipping
-    hidden ones and ``exclude`` (the workspace). Without ``glob``, files are chosen by extension;
-    with it, by matching their name or path. A path named directly is always considered.
+    hidden ones, ``exclude`` (the workspace) and the files ``set_aside`` (moved out of the collection
+    as duplicates: an undo, not the next index run, brings them back). Without ``glob``, files are
+    chosen by extension; with it, by matching their name or path. A path named directly is always
+    considered.
     """
-    walk = _Walk(glob, {os.path.abspath(e) for e in exclude})
+    walk = _Walk(glob, {os.path.abspath(e) for e in exclude}, set(set_aside))
     roots: list[str] = []
     for p in paths:
         path = os.path.abspath(os.fspath(p))
@@ -164,7 +176,7 @@ def scan(paths: Iterable[str | os.PathLike], glob: str | None = None, exclude: I
             walk.folder(path)
         else:
             walk.consider(path)
-    return Scan(sorted(walk.files), roots, sorted(walk.unusable.values(), key=lambda u: u.path))
+    return Scan(sorted(walk.files), roots, sorted(walk.unusable.values(), key=lambda u: u.path), walk.left_out)
 
 
 def plan_index(
@@ -182,7 +194,7 @@ def plan_index(
     at, and nothing is removed.
     """
     files = found.files[:limit] if limit is not None else found.files
-    plan = Plan(found.roots, unusable=list(found.unusable))
+    plan = Plan(found.roots, unusable=list(found.unusable), set_aside=found.set_aside)
     stats = []
     for path in files:
         try:

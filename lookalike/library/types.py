@@ -249,6 +249,7 @@ class IndexReport:
     updated: int = 0  # changed files re-encoded
     unchanged: int = 0
     removed: int = 0
+    set_aside: int = 0  # files left out because `lookalike dupes --move-to` moved them there
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
     encoded: int = 0  # images run through the model

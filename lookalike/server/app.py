@@ -23,7 +23,7 @@ from lookalike.errors import LookalikeError
 from lookalike.server.config import ServerConfig
 from lookalike.server.limits import BodyDeadline, BodyLimit
 from lookalike.server.middleware import ASGIApp, HostCheck, Metrics, SecurityHeaders
-from lookalike.server.routes import documents, health, page, search
+from lookalike.server.routes import apidocs, browse, documents, dupes, health, page, search
 from lookalike.server.schemas import PATTERN_HINTS
 from lookalike.server.state import ApiError, Service, error_json
 from lookalike.version import __version__
@@ -54,14 +54,19 @@ def create_app(config: ServerConfig) -> FastAPI:
         description="Neural image search over a folder of photos.",
         version=__version__,
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their assets from a CDN: routes/apidocs.py serves them offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     for handler_of, handler in _ERROR_HANDLERS.items():
         app.add_exception_handler(handler_of, handler)
-    routers = (health.router, search.router, documents.router, page.router)
+    routers = (health.router, search.router, documents.router, browse.router, dupes.router, page.router)
     for router in routers:
         app.include_router(router)
     app.state.api_routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    app.include_router(apidocs.router)
+    app.mount(apidocs.ASSETS, StaticFiles(directory=apidocs.ASSETS_DIR), name="docs-assets")
     if page.STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     # The last added is the outermost: metrics see every response, the upload limit's 413s, the

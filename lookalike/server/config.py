@@ -22,6 +22,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     read_only: bool = False  # no writes: the workspace lock stays free for `lookalike index`
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback's (--allowed-host)
+    # Where duplicates may be moved besides the indexed folders (--trash); None: <workspace>/trash.
+    # Set when the server starts, never by a request: a request names a folder inside it or them.
+    trash: Path | None = None
 
     @property
     def workspace(self) -> Path:

@@ -291,6 +291,51 @@ class DocPage(BaseModel):
     next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
 
 
+class MonthPhotos(BaseModel):
+    month: str = Field(description="YYYY-MM, of the local date taken")
+    photos: int
+
+
+class Timeline(BaseModel):
+    """GET /api/timeline."""
+
+    total: int = Field(description="how many photos the filters keep, in all")
+    months: list[MonthPhotos] = Field(description="the latest first; months without photos are left out")
+
+
+class FolderPhotos(BaseModel):
+    path: str = Field(description="the folder, as the folder filter takes it")
+    name: str = Field(description="the folder, as shown")
+    photos: int = Field(description="photos in it and every folder below it")
+    folders: int = Field(description="folders directly below it that hold photos")
+
+
+class Folders(BaseModel):
+    """GET /api/folders."""
+
+    parent: str | None
+    folders: list[FolderPhotos]
+
+
+class CameraPhotos(BaseModel):
+    name: str = Field(description="make and model")
+    photos: int
+
+
+class FormatPhotos(BaseModel):
+    format: str
+    photos: int
+
+
+class Facets(BaseModel):
+    """GET /api/facets: what the filters can choose from."""
+
+    photos: int = Field(description="photos in the collection")
+    cameras: list[CameraPhotos]
+    formats: list[FormatPhotos]
+    folders: list[FolderPhotos] = Field(description="the indexed folders")
+
+
 class ShardIndex(BaseModel):
     shard: int
     type: str = Field(description="flat (exact), ivf-sq8 or ivf-pq")
@@ -394,3 +439,89 @@ def errors_for(*statuses: int, ok: dict[str, Any] | None = None) -> dict[int | s
     for status in sorted({400, *statuses}):
         out[status] = {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
     return out
+
+
+# --- duplicates to review ------------------------------------------------------------------------------
+
+# Documents one request may move or remove: a page's selection, and a bound on one request's work.
+MAX_DOC_IDS = 1000
+DocIds = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1, max_length=MAX_DOC_IDS)
+]
+
+
+class MoveBody(BaseModel):
+    """JSON body of POST /api/dupes/move."""
+
+    model_config = ConfigDict(extra="forbid")
+    doc_ids: DocIds = Field(description="the documents whose files to move")
+    folder: Path = Field(
+        description="a folder inside the indexed folders, or a name inside the server's trash folder "
+        "(lookalike serve --trash); links are resolved, and must stay inside them"
+    )
+
+
+class UndoBody(BaseModel):
+    """JSON body of POST /api/dupes/undo."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch: str | None = Field(
+        default=None, min_length=1, max_length=64, description="the batch to put back (default: the latest)"
+    )
+
+
+class RemoveBody(BaseModel):
+    """JSON body of POST /api/remove."""
+
+    model_config = ConfigDict(extra="forbid")
+    doc_ids: DocIds = Field(description="the documents to take out of the index")
+
+
+class DupeFileInfo(BaseModel):
+    doc_id: str
+    path: str = Field(description="the file's path (bytes that are not UTF-8 shown as \\xNN)")
+    name: str = Field(description="the file's name")
+    width: int | None
+    height: int | None
+    bytes: int | None = Field(description="the file's size")
+    similarity: float = Field(description="cosine similarity to the group's first file (1 for the first)")
+    taken: str | None = Field(description="the date taken (ISO 8601), else the file's modification time")
+    thumbnail_url: str
+    image_url: str
+
+
+class DupeGroupInfo(BaseModel):
+    kind: Literal["exact", "near"] = Field(description="exact: the same bytes; near: the same picture edited")
+    similarity: float = Field(description="the lowest similarity of any file to the first")
+    keep: str = Field(description="the suggested keeper's doc_id: the most pixels, then metadata, then the oldest")
+    files: list[DupeFileInfo] = Field(description="the keeper first")
+
+
+class DupesResponse(BaseModel):
+    """GET /api/dupes."""
+
+    threshold: float = Field(description="the cosine similarity from which images are near duplicates")
+    docs: int = Field(description="documents in the workspace")
+    distinct_shots: int = Field(description="look-alike pairs left out as distinct shots (a burst's frames)")
+    groups: list[DupeGroupInfo] = Field(description="exact copies first, then near duplicates, the largest first")
+
+
+class MovedFile(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    doc_id: str
+    source: str = Field(alias="from", description="where the file was")
+    target: str = Field(alias="to", description="where it is now")
+
+
+class MoveResponse(BaseModel):
+    """A batch of moves: POST /api/dupes/move, or what POST /api/dupes/undo put back."""
+
+    batch: str = Field(description="the batch id, for POST /api/dupes/undo or `lookalike dupes --undo`")
+    undo: bool = Field(description="true: these moves put a batch back")
+    moved: int
+    moves: list[MovedFile]
+
+
+class RemovedMany(BaseModel):
+    removed: int
+    doc_ids: list[str]

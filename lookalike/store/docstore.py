@@ -9,7 +9,7 @@ live with their concern:
 - ``documents``: documents (with tags) and chunks; ``embeddings``: the stored vectors;
 - ``vector_log``: generations, the log shard indexes replay, the identity of the vectors;
 - ``scan``: planning against a scan, files remembered as bad, indexed roots;
-- ``filtering``: what a filter keeps, and listings by page;
+- ``filtering``: what a filter keeps, and listings by page; ``facets``: counts to browse by;
 - ``writes``: commits, re-sharding, resets; ``schema``: the migrations.
 """
 
@@ -22,6 +22,7 @@ from lookalike.errors import StoreError
 from lookalike.store.database import Database
 from lookalike.store.documents import Chunks, Documents, StoredDoc
 from lookalike.store.embeddings import Embeddings
+from lookalike.store.facets import Facets
 from lookalike.store.filtering import Filtering
 from lookalike.store.scan import ChangedFile, Roots, ScanQueries, Skips
 from lookalike.store.schema import migrate
@@ -32,7 +33,7 @@ from lookalike.store.writes import VectorChange, Writes
 __all__ = ["ChangedFile", "DocStore", "LoggedChange", "StoreState", "StoredDoc", "VectorChange"]
 
 
-class DocStore(Documents, Chunks, Embeddings, Filtering, VectorLog, ScanQueries, Skips, Roots, Writes):
+class DocStore(Documents, Chunks, Embeddings, Filtering, Facets, VectorLog, ScanQueries, Skips, Roots, Writes):
     """SQLite in WAL mode: one writer connection behind a lock, one reader connection per thread."""
 
     def __init__(self, path: Path):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.document import Document, display_path
@@ -128,17 +128,20 @@ async def get_image(doc_id: str, service: ServiceDep) -> FileResponse:
     responses=errors_for(404, 422, 503, ok={"image/jpeg": BINARY}),
 )
 async def get_thumbnail(
-    doc_id: str, service: ServiceDep, size: int = Query(default=256, ge=16, le=1024)
-) -> FileResponse:
-    """A JPEG at most ``size`` pixels on its longer side, cached in the workspace."""
+    doc_id: str, request: Request, service: ServiceDep, size: int = Query(default=256, ge=16, le=1024)
+) -> Response:
+    """A JPEG at most ``size`` pixels on its longer side (its aspect ratio kept), cached in the
+    workspace. Its ETag is the file's content hash and the size: a browser revisiting it is
+    answered 304 without the file being read or a thumbnail made."""
     library, doc = service.stored(doc_id)
+    etag = '"' + hashlib.sha1(f"{doc.content_hash}:{size}".encode()).hexdigest()[:16] + '"'
+    headers = {"Cache-Control": "private, max-age=3600", "ETag": etag}
+    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers=headers)
     path = servable(library, doc.uri)
     cache = library.workspace.path / "thumbnails"
     thumb = await run_in_threadpool(thumbnail, path, doc.id, doc.content_hash or "", size, cache)
-    etag = hashlib.sha1(f"{doc.content_hash}:{size}".encode()).hexdigest()[:16]
-    return FileResponse(
-        thumb, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400", "ETag": etag}
-    )
+    return FileResponse(thumb, media_type="image/jpeg", headers=headers)
 
 
 def upload_name(data: bytes, filename: str | None) -> str:
@@ -207,10 +210,17 @@ async def delete_doc(doc_id: str, request: Request, service: ServiceDep) -> dict
     def run() -> int:
         with service.index_lock:
             removed = library.indexer.delete_ids([doc.id], background=True)
-        uploads = Path(os.path.abspath(library.workspace.uploads))
-        if doc.uri and Path(doc.uri).parent == uploads:  # an uploaded copy is ours to delete
-            Path(doc.uri).unlink(missing_ok=True)
+        delete_uploaded(library, [doc.uri])
         return removed
 
     removed = await run_in_threadpool(run)
     return {"removed": removed, "doc_id": doc_id}
+
+
+def delete_uploaded(library: Library, uris: list[str | None]) -> None:
+    """Delete the server's own copies of uploaded images (files of ``uploads/``), once they are out
+    of the index; any other file stays where it is."""
+    uploads = Path(os.path.abspath(library.workspace.uploads))
+    for uri in uris:
+        if uri and Path(uri).parent == uploads:
+            Path(uri).unlink(missing_ok=True)

@@ -31,12 +31,35 @@ from lookalike.server.state import ApiError, Service
 router = APIRouter(tags=["search"])
 ServiceDep = Annotated[Service, Depends(service_of)]
 
+
+def inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with each ``$ref`` to its ``$defs`` replaced by the definition (the models are not recursive).
+
+    Inside an operation a ``"#/$defs/..."`` points at the root of the OpenAPI document, which has none: ReDoc
+    refuses the whole page over it ("Invalid reference token: $defs").
+    """
+    defs = schema.get("$defs", {})
+
+    def resolved(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return resolved({**defs[ref.removeprefix("#/$defs/")], **rest})
+            return {k: resolved(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [resolved(v) for v in node]
+        return node
+
+    return resolved(schema)
+
+
 # The body is JSON (SearchBody) or multipart (SearchForm): one endpoint, as jinabox posts JSON and
 # the page posts a file, so FastAPI cannot pick the parser from the signature; pydantic validates both.
 _REQUEST_BODY = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": SearchBody.model_json_schema()},
+            "application/json": {"schema": inline_defs(SearchBody.model_json_schema())},
             "multipart/form-data": {"schema": SEARCH_FORM_SCHEMA},
         },
         "required": True,

@@ -1,101 +1,37 @@
-// The lookalike web page: query by a dropped, pasted or chosen photo, by a tag, or by a result
-// ("more like this"). Plain DOM, no framework, no network beyond this server. Every string from
-// the server goes into the page as text (textContent, attributes), never as HTML.
+// The lookalike page: a photo library around the search. It opens on the collection (a timeline
+// of every photo, newest first); a photo opens in the viewer; a search (by a photo, "more like
+// this" or a tag) lists results; Duplicates lists groups to review. Filters apply to all of them.
+// Plain ES modules, one per view, no framework and no network beyond this server.
+//
+// Where the page is lives in the URL's hash, so any state can be bookmarked and Back undoes a step:
+//   #                     the library          #view=dupes        duplicates to review
+//   #more=ID / #dupes=ID  more like a photo / its duplicates      #tag=bird   a tag search
+//   #photo=ID             the viewer, over whichever view is below it
+//   and the filters' own fields (taken_after=2024-01-01&camera=iphone&...) beside any of them.
 
-const $ = (id) => document.getElementById(id);
-
-const ui = {
-  stats: $("stats"),
-  workspace: $("workspace"),
-  pick: $("pick"),
-  file: $("file"),
-  tagForm: $("tag-form"),
-  tag: $("tag"),
-  tagList: $("tag-suggestions"),
-  more: $("more"),
-  topk: $("topk"),
-  query: $("query"),
-  queryImg: $("query-img"),
-  queryBoxes: $("query-boxes"),
-  queryLabel: $("query-label"),
-  faces: $("faces"),
-  status: $("status"),
-  error: $("error"),
-  empty: $("empty"),
-  results: $("results"),
-  overlay: $("drop-overlay"),
-};
+import { BrowseGrid } from "./grid.js";
+import { DupesView } from "./dupes.js";
+import { FILTER_KEYS, FilterPanel } from "./filters.js";
+import { SearchView } from "./search.js";
+import { $, api, el, monthName, plural, sleep } from "./util.js";
+import { Viewer } from "./viewer.js";
 
 const TOPK_KEY = "lookalike.top_k";
-// How often to ask /readyz while the model loads: often enough to feel live, rare enough to be free.
 const READY_POLL_MS = 1000;
 
 const state = {
   stats: null,
-  query: null, // {kind: "file", file, upload} | {kind: "doc", docId, meta} | {kind: "tag", q}
-  face: null, // index into the query's faces, for face workspaces
-  controller: null, // aborts the search in flight when a new one starts
-  seq: 0,
-  previewUrl: null,
+  view: null, // "browse" | "search" | "dupes"
+  key: null, // what the shown view was loaded for
   uploads: new Map(), // history entry -> File, so Back can re-run an upload
   uploadSeq: 0,
+  viewerPushed: false, // the viewer's entry is ours: closing it goes Back
+  list: null, // what the viewer walks
+  opener: null, // where focus returns when the viewer closes
+  kept: null, // photos the filters keep
 };
 
-// --- helpers ---------------------------------------------------------------------------------
-
-/** Build an element: el("a", {href: u, className: "x"}, "text", child). Strings become text nodes. */
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "className" || key === "textContent" || key === "title") node[key] = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key === "style") Object.assign(node.style, value);
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(typeof child === "string" ? document.createTextNode(child) : child);
-  }
-  return node;
-}
-
-class ApiError extends Error {
-  constructor(type, message, status) {
-    super(message);
-    this.type = type;
-    this.status = status;
-  }
-}
-
-/** fetch + JSON; a non-2xx answer throws ApiError with the server's {"error": {type, message}}. */
-async function api(path, options = {}) {
-  let response;
-  try {
-    response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
-  } catch (e) {
-    if (e.name === "AbortError") throw e;
-    throw new ApiError("NetworkError", "Cannot reach the lookalike server.", 0);
-  }
-  let body = null;
-  try {
-    body = await response.json();
-  } catch {
-    body = null;
-  }
-  if (!response.ok) {
-    const err = body && body.error;
-    throw new ApiError(
-      (err && err.type) || "HTTPError",
-      (err && err.message) || `The server answered ${response.status} ${response.statusText}.`,
-      response.status,
-    );
-  }
-  if (body === null) throw new ApiError("HTTPError", "The server's answer was not JSON.", response.status);
-  return body;
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// --- the server ----------------------------------------------------------------------------------
 
 /** Resolve once /readyz answers 200. A server that failed to load says why; show it and keep asking. */
 async function waitReady() {
@@ -103,14 +39,14 @@ async function waitReady() {
     try {
       const r = await fetch("/readyz", { cache: "no-store" });
       if (r.ok) {
-        ui.error.hidden = true;
+        $("error").hidden = true;
         return;
       }
       const err = ((await r.json().catch(() => null)) || {}).error;
       if (err && err.type !== "NotReady") {
-        setBusy(false, "");
+        busy(false, "");
         showError(`The server could not load: ${err.message}`);
-        ui.stats.textContent = "Not ready";
+        $("stats").textContent = "Not ready";
       }
     } catch {
       // the server may be restarting: keep asking
@@ -118,25 +54,6 @@ async function waitReady() {
     await sleep(delay);
   }
 }
-
-const plural = (n, one, many = one + "s") => `${n.toLocaleString()} ${n === 1 ? one : many}`;
-const pct = (p) => (p >= 0.995 ? "100%" : p < 0.01 ? "<1%" : `${Math.round(p * 100)}%`);
-const fileName = (m) => m.name || (m.uri || m.doc_id).split(/[\\/]/).pop();
-
-/** The same thumbnail at twice the size, for high-density screens ("" when the URL has no size). */
-function hiDpi(url) {
-  const u = new URL(url, location.href);
-  const size = Number(u.searchParams.get("size"));
-  if (!size) return "";
-  u.searchParams.set("size", String(size * 2));
-  return `${url} 1x, ${u.pathname}${u.search} 2x`;
-}
-
-function topK() {
-  return Number(ui.topk.value) || 16;
-}
-
-// --- stats -----------------------------------------------------------------------------------
 
 async function loadStats() {
   try {
@@ -148,8 +65,8 @@ async function loadStats() {
       return loadStats();
     }
   } catch (e) {
-    ui.stats.textContent = "Server unreachable";
-    ui.workspace.textContent = e.message;
+    $("stats").textContent = "Server unreachable";
+    $("workspace").textContent = e.message;
   }
 }
 
@@ -157,7 +74,7 @@ function renderStats() {
   const s = state.stats;
   if (!s) return;
   const known = typeof s.docs === "number"; // a server still loading knows only its workspace
-  ui.stats.textContent = s.ready ? (known ? plural(s.docs, "photo") : "") : "Loading the model…";
+  $("stats").textContent = s.ready ? (known ? plural(s.docs, "photo") : "") : "Loading the model…";
   const shards = Object.keys(s.shards || {}).length;
   const parts = [
     s.workspace,
@@ -166,383 +83,483 @@ function renderStats() {
     s.preset && s.preset !== "default" ? `${s.preset} preset` : null,
     s.writable === false ? "read-only" : null,
   ].filter(Boolean);
-  ui.workspace.textContent = parts.join(" · ");
-  ui.workspace.title = s.workspace || "";
+  $("workspace").textContent = parts.join(" · ");
+  $("workspace").title = s.workspace || "";
   document.body.classList.toggle("face-workspace", Boolean(s.faces));
+  document.body.classList.toggle("read-only", s.writable === false);
 }
 
-// --- queries ---------------------------------------------------------------------------------
+// --- status, errors and the undo toast ----------------------------------------------------------
 
-function searchFile(file, { push = true } = {}) {
+function busy(on, message) {
+  $("status").textContent = message;
+  $("status").classList.toggle("busy", on);
+  if (on) $("error").hidden = true;
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+}
+
+/** A line about what an action did, with Undo when it can be undone. */
+function notify(message, undo = null, isError = false) {
+  if (isError) return showError(message);
+  $("error").hidden = true;
+  $("toast-text").textContent = message;
+  const button = $("toast-undo");
+  button.hidden = !undo;
+  button.onclick = undo
+    ? async () => {
+        button.hidden = true;
+        await undo();
+      }
+    : null;
+  $("toast").hidden = false;
+}
+
+function countLine(kept) {
+  const all = state.stats && typeof state.stats.docs === "number" ? state.stats.docs : kept;
+  $("count").textContent = typeof kept === "number" ? FilterPanel.countText(kept, all) : "";
+}
+
+// --- where the page is: the URL's hash ------------------------------------------------------------
+
+const hashParams = () => new URLSearchParams(location.hash.slice(1));
+
+/** Go to a state: `changes` set (or, null, delete) hash keys; filters are kept unless changed. */
+function go(changes, { replace = false, entry = history.state || {} } = {}) {
+  const params = hashParams();
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === null || value === undefined || value === "") params.delete(key);
+    else params.set(key, value);
+  }
+  const hash = params.toString();
+  const url = location.pathname + location.search + (hash ? `#${hash}` : "");
+  if (replace) history.replaceState(entry, "", url || "/");
+  else history.pushState(entry, "", url || "/");
+  route(history.state);
+}
+
+const VIEW_KEYS = { more: null, dupes: null, tag: null, view: null, upload: null, photo: null };
+
+function viewOf(params, entry) {
+  if (params.get("view") === "dupes") return "dupes";
+  if (params.has("more") || params.has("dupes") || params.has("tag")) return "search";
+  if (params.has("upload") && entry && state.uploads.has(entry.upload)) return "search";
+  return "browse";
+}
+
+function queryOf(params, entry) {
+  if (params.has("more")) return { kind: "doc", docId: params.get("more") };
+  if (params.has("dupes")) return { kind: "doc", docId: params.get("dupes"), minMatch: "near_duplicate" };
+  if (params.has("tag")) return { kind: "tag", q: params.get("tag") };
+  const file = entry && state.uploads.get(entry.upload);
+  return file ? { kind: "file", file, upload: entry.upload } : null;
+}
+
+/** Bring the page in line with the URL: the view, its query and filters, and the viewer. */
+async function route(entry) {
+  const params = hashParams();
+  filters.set(params);
+  const view = viewOf(params, entry);
+  const filterKey = filters.params.toString();
+  const query = view === "search" ? queryOf(params, entry) : null;
+  const key = `${view}|${filterKey}|${query ? queryKeyOf(query) : ""}`;
+  const photo = params.get("photo");
+  if (!photo && viewer.open) {
+    state.viewerPushed = false;
+    viewer.close();
+  }
+  showView(view);
+  if (key !== state.key) {
+    state.key = key;
+    await loadView(view, query);
+    if (state.focusView) focusView(view);
+  }
+  if (photo) await openViewer(photo);
+}
+
+/** After an action in the viewer led elsewhere (more like this, duplicates, a place), the keyboard
+ *  goes on from the first thing of the new view rather than from the page's top. */
+function focusView(view) {
+  state.focusView = false;
+  const first =
+    view === "search" ? document.querySelector("#results li:not(.weak) .thumb, #results .thumb")
+    : view === "browse" ? grid.tiles.get(0) || document.querySelector("#grid .tile")
+    : document.querySelector("#dupes-list button");
+  (first || $("main")).focus();
+}
+
+const queryKeyOf = (q) => (q.kind === "file" ? `file:${q.upload}` : q.kind === "tag" ? `tag:${q.q}` : `${q.minMatch || "doc"}:${q.docId}`);
+
+function showView(view) {
+  state.view = view;
+  document.body.dataset.view = view;
+  $("browse").hidden = view !== "browse";
+  $("search-view").hidden = view !== "search";
+  $("dupes-view").hidden = view !== "dupes";
+  $("select-toggle").hidden = view !== "browse";
+  $("nav-library").toggleAttribute("aria-current", view !== "dupes");
+  if (view === "dupes") $("nav-library").removeAttribute("aria-current");
+  else $("nav-library").setAttribute("aria-current", "page");
+  if (view === "dupes") $("nav-dupes").setAttribute("aria-current", "page");
+  else $("nav-dupes").removeAttribute("aria-current");
+  grid.active = view === "browse";
+  if (view !== "browse") setSelecting(false);
+  if (view !== "search") search.clear();
+  if (view === "browse") document.title = "lookalike";
+}
+
+async function loadView(view, query) {
+  $("error").hidden = true;
+  if (view === "browse") return loadBrowse();
+  if (view === "dupes") {
+    document.title = "lookalike · duplicates";
+    busy(false, "");
+    countLine(null);
+    return dupes.load();
+  }
+  if (!query) return;
+  if (query.kind === "tag") $("tag").value = query.q;
+  else $("tag").value = "";
+  state.list = search;
+  keptCount().then((n) => countLine(n), () => countLine(null));
+  await search.run(query, filters.params, topK());
+}
+
+async function loadBrowse() {
+  busy(true, "Loading the library…");
+  try {
+    const timeline = await grid.load(filters.params);
+    if (!timeline) return;
+    state.list = grid;
+    state.kept = timeline.total;
+    renderTimeline(timeline.months);
+    countLine(timeline.total);
+    if (typeof state.refocus === "number") {
+      const at = Math.min(state.refocus, timeline.total - 1);
+      state.refocus = null;
+      if (at >= 0) grid.focus(at);
+    }
+    const empty = timeline.total === 0;
+    $("library-empty").hidden = !empty || filters.active;
+    busy(false, empty && filters.active ? "No photo meets these filters." : "");
+  } catch (e) {
+    if (e.type === "NotReady") {
+      busy(true, "The model is loading…");
+      await waitReady();
+      return loadBrowse();
+    }
+    busy(false, "");
+    showError(e.message);
+  }
+}
+
+async function keptCount() {
+  if (!filters.active) return state.stats ? state.stats.docs : null;
+  return (await api(`/api/timeline?${filters.params}`)).total;
+}
+
+function renderTimeline(months) {
+  const bar = $("timeline");
+  const buttons = [];
+  let year = null;
+  for (const m of months) {
+    const y = m.month.slice(0, 4);
+    const label = y !== year ? monthName(m.month, true) : monthName(m.month, true).slice(0, 3);
+    year = y;
+    buttons.push(
+      el(
+        "button",
+        { type: "button", tabindex: "-1", dataset: { month: m.month }, "aria-label": `${monthName(m.month)}, ${plural(m.photos, "photo")}` },
+        label,
+      ),
+    );
+  }
+  bar.replaceChildren(...buttons);
+  bar.hidden = months.length < 2;
+  if (buttons.length) buttons[0].tabIndex = 0;
+}
+
+// The jump list is one stop for Tab (the current month); the arrow keys move along it.
+$("timeline").addEventListener("keydown", (e) => {
+  const buttons = [...$("timeline").querySelectorAll("button")];
+  const at = buttons.indexOf(document.activeElement);
+  const to = { ArrowRight: at + 1, ArrowLeft: at - 1, Home: 0, End: buttons.length - 1 }[e.key];
+  if (at < 0 || to === undefined || !buttons[to]) return;
+  e.preventDefault();
+  buttons[to].focus();
+});
+
+$("timeline").addEventListener("click", (e) => {
+  const button = e.target.closest("[data-month]");
+  if (!button) return;
+  grid.scrollToMonth(button.dataset.month);
+  grid.focusIndex = grid.starts[grid.sections.findIndex((s) => s.month === button.dataset.month)];
+});
+
+function onMonth(month) {
+  const bar = $("timeline");
+  for (const b of bar.querySelectorAll("[aria-current]")) b.removeAttribute("aria-current");
+  const button = bar.querySelector(`[data-month="${month}"]`);
+  if (!button) return;
+  button.setAttribute("aria-current", "true");
+  if (!bar.contains(document.activeElement)) for (const b of bar.children) b.tabIndex = b === button ? 0 : -1;
+  // Keep the current month in the strip's view, without scrolling the page.
+  const left = button.offsetLeft - bar.clientWidth / 2 + button.offsetWidth / 2;
+  bar.scrollLeft = Math.max(0, left);
+}
+
+// --- the viewer -----------------------------------------------------------------------------------
+
+async function openViewer(docId) {
+  const list = state.list;
+  let index = list ? (list === grid ? grid.indexOf(docId) : search.matches.findIndex((m) => m.doc_id === docId)) : -1;
+  if (index >= 0) return viewer.show(list, index);
+  // Bookmarked, or no longer in the list: the photo alone.
+  try {
+    const doc = await api(`/api/docs/${encodeURIComponent(docId)}`);
+    const single = { total: 1, item: async () => doc };
+    state.list = single;
+    await viewer.show(single, 0, doc);
+  } catch (e) {
+    showError(e.message);
+    go({ photo: null }, { replace: true });
+  }
+}
+
+function openFromList(list, index) {
+  state.list = list;
+  state.opener = index;
+  list.item(index).then((item) => {
+    if (!item) return;
+    state.viewerPushed = true;
+    go({ photo: item.doc_id });
+  });
+}
+
+/** Leave the viewer for another view (more like this, duplicates, a place). */
+function leave(changes) {
+  state.leaving = true;
+  state.viewerPushed = false; // the new view replaces the viewer's entry: Back returns to the photo
+  go({ ...VIEW_KEYS, ...changes }, { replace: false });
+}
+
+const viewer = new Viewer({
+  more: (item) => leave({ more: item.doc_id }),
+  dupes: (item) => leave({ dupes: item.doc_id }),
+  near: (item) => {
+    state.leaving = true;
+    filters.near(item.gps); // routes to the library with the place filter
+  },
+  remove: async (item) => {
+    try {
+      await api(`/api/docs/${encodeURIComponent(item.doc_id)}`, { method: "DELETE" });
+      notify(`Took ${item.name || "the photo"} out of the index; the file is where it was.`);
+      state.key = null; // reload the view below
+      state.refocus = viewer.index; // then the keyboard goes on from the photo that took its place
+      await loadStats();
+      viewer.close();
+    } catch (e) {
+      showError(e.message);
+    }
+  },
+  moved: (index, item) => {
+    state.opener = index;
+    history.replaceState(history.state, "", `#${withParam("photo", item.doc_id)}`);
+  },
+  closed: (index) => {
+    const params = hashParams();
+    if (params.has("photo")) {
+      // Closed by Esc or the close button: the URL follows (Back, when the viewer's entry is ours).
+      if (state.viewerPushed) {
+        state.viewerPushed = false;
+        history.back();
+      } else go({ photo: null }, { replace: true });
+    }
+    if (state.leaving) {
+      // An action led to another view: its first item gets the focus once it is shown.
+      state.leaving = false;
+      state.focusView = true;
+      return;
+    }
+    // Focus goes back to the photo the viewer ended on, in the list below.
+    const list = state.list;
+    if (state.key === null) return; // the view reloads, and focuses state.refocus
+    if (list === grid) grid.focus(index);
+    else if (list === search) search.focus(index);
+  },
+});
+
+function withParam(key, value) {
+  const params = hashParams();
+  params.set(key, value);
+  return params.toString();
+}
+
+// --- views ------------------------------------------------------------------------------------------
+
+const grid = new BrowseGrid($("grid"), {
+  onOpen: (index) => openFromList(grid, index),
+  onMonth,
+  onSelect: (selected) => {
+    $("selection-count").textContent = selected.size ? `${plural(selected.size, "photo")} selected` : "Nothing selected";
+    $("remove-selected").disabled = !selected.size;
+  },
+});
+
+const search = new SearchView({
+  open: (index) => openFromList(search, index),
+  busy,
+  error: showError,
+  ready: waitReady,
+  stats: () => state.stats,
+  rerun: () => {
+    const query = search.query;
+    if (query) search.run(query, filters.params, topK(), { keepFace: true });
+  },
+});
+
+const dupes = new DupesView(notify);
+
+const filters = new FilterPanel((params) => {
+  const changes = {};
+  for (const key of FILTER_KEYS) changes[key] = params.get(key);
+  // A place chosen from the viewer browses the photos there; any other filter keeps the view.
+  if (params.get("near") && viewer.open) Object.assign(changes, VIEW_KEYS);
+  go(changes);
+});
+
+function topK() {
+  return Number($("topk").value) || 32;
+}
+
+// --- queries ----------------------------------------------------------------------------------------
+
+function searchFile(file) {
   if (!file) return;
   const upload = ++state.uploadSeq;
   state.uploads.set(upload, file);
   // Keep only the last few uploads for Back; photos can be large.
   for (const key of state.uploads.keys()) if (state.uploads.size > 5) state.uploads.delete(key);
-  run({ kind: "file", file, upload }, { push });
+  go({ ...VIEW_KEYS, upload: String(upload) }, { entry: { upload } });
 }
 
-function searchDoc(docId, meta = null, { push = true } = {}) {
-  run({ kind: "doc", docId, meta }, { push });
-}
-
-function searchTag(q, { push = true } = {}) {
+function searchTag(q) {
   q = q.trim();
-  if (!q) return;
-  run({ kind: "tag", q }, { push });
+  if (q) go({ ...VIEW_KEYS, tag: q });
 }
 
-function hashFor(query) {
-  if (query.kind === "doc") return `#more=${encodeURIComponent(query.docId)}`;
-  if (query.kind === "tag") return `#tag=${encodeURIComponent(query.q)}`;
-  return "";
-}
+// --- adding and removing photos ----------------------------------------------------------------------
 
-function requestFor(query, signal) {
-  const k = topK();
-  const face = state.face;
-  if (query.kind === "tag") {
-    const params = new URLSearchParams({ q: query.q, top_k: String(k) });
-    return api(`/api/search/tags?${params}`, { signal });
+async function addFiles(files) {
+  const images = Array.from(files);
+  if (!images.length) return;
+  const form = new FormData();
+  for (const f of images) form.append("files", f, f.name || "pasted-image");
+  busy(true, `Adding ${plural(images.length, "photo")} to the library…`);
+  try {
+    const report = await api("/api/index", { method: "POST", body: form });
+    const failed = (report.files || []).filter((f) => f.error);
+    const added = images.length - failed.length;
+    busy(false, "");
+    const why = failed.length ? ` ${plural(failed.length, "file")} could not be added: ${failed.map((f) => `${f.name}: ${f.error}`).join("; ")}` : "";
+    notify(`Added ${plural(added, "photo")} to the library.${why}`);
+    await loadStats();
+    state.key = null;
+    await route(history.state);
+  } catch (e) {
+    busy(false, "");
+    showError(e.message);
   }
-  if (query.kind === "doc") {
-    const body = { doc_id: query.docId, top_k: k };
-    if (face !== null) body.face = face;
-    return api("/api/search", {
+}
+
+function setSelecting(on) {
+  if (grid.selecting === on) return;
+  grid.setSelecting(on);
+  $("select-toggle").setAttribute("aria-pressed", String(on));
+  $("selection").hidden = !on;
+  $("selection-count").textContent = "Nothing selected";
+  $("remove-selected").disabled = true;
+}
+
+$("select-toggle").addEventListener("click", () => {
+  setSelecting(!grid.selecting);
+  if (grid.selecting) grid.focus(grid.focusIndex);
+});
+$("select-done").addEventListener("click", () => {
+  setSelecting(false);
+  $("select-toggle").focus();
+});
+$("remove-selected").addEventListener("click", async () => {
+  const ids = [...grid.selected];
+  if (!ids.length) return;
+  try {
+    const done = await api("/api/remove", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify(body),
-      signal,
+      body: JSON.stringify({ doc_ids: ids }),
     });
-  }
-  const form = new FormData();
-  form.append("file", query.file, query.file.name || "pasted-image");
-  form.append("top_k", String(k));
-  if (face !== null) form.append("face", String(face));
-  return api("/api/search", { method: "POST", body: form, signal });
-}
-
-async function run(query, { push = false, keepFace = false } = {}) {
-  if (!keepFace) state.face = null;
-  const isNew = state.query !== query;
-  state.query = query;
-  if (push) {
-    const url = location.pathname + location.search + hashFor(query);
-    const entry = query.kind === "file" ? { upload: query.upload } : {};
-    history.pushState(entry, "", url || "/");
-  }
-  if (isNew) renderQuery(query);
-  if (query.kind === "tag") {
-    if (ui.tag.value.trim() !== query.q) ui.tag.value = query.q;
-  } else ui.tag.value = "";
-
-  if (state.controller) state.controller.abort();
-  const controller = new AbortController();
-  state.controller = controller;
-  const seq = ++state.seq;
-
-  setBusy(true, "Searching…");
-  ui.results.dataset.query = queryKey(query);
-  try {
-    const answer = await requestFor(query, controller.signal);
-    if (seq !== state.seq) return;
-    const first = (answer.results && answer.results[0]) || { matches: [] };
-    renderFaces(first.faces || []);
-    renderResults(first.matches || [], query);
-    const n = (first.matches || []).length;
-    const weak = (first.matches || []).filter((m) => m.match === "weak").length;
-    const took = typeof answer.took_ms === "number" ? ` in ${Math.round(answer.took_ms)} ms` : "";
-    const weakNote = weak && weak < n ? `, ${weak} of them weak` : "";
-    // How many there are in all: the photos with the tag, or those that passed a min_match cut.
-    const count = typeof first.total === "number" && first.total > n ? ` of ${first.total}${first.total_exact ? "" : "+"}` : "";
-    const tagged = query.kind === "tag" && typeof first.total === "number" ? ` tagged “${query.q}”` : "";
-    const summary = `${plural(n, "result")}${count}${tagged}${took}${weakNote}`;
-    // Nothing in the collection is really like the query: say so rather than let weak results pass as answers.
-    const weakAll = first.weak && n ? "Nothing here is really like it: even the best match is weak. " : "";
-    setBusy(false, n ? weakAll + summary : emptyMessage(query));
-    ui.results.dataset.state = "done";
+    notify(`Took ${plural(done.removed, "photo")} out of the index; the files are where they were.`);
+    setSelecting(false);
+    await loadStats();
+    state.key = null;
+    await route(history.state);
+    $("select-toggle").focus();
   } catch (e) {
-    if (e.name === "AbortError" || seq !== state.seq) return;
-    if (e.type === "NotReady") {
-      setBusy(true, "The model is loading; the search will run when it is ready…");
-      await waitReady();
-      if (seq !== state.seq) return;
-      state.query = null; // draw the query again: its preview may have failed while loading
-      run(query, { keepFace: true });
-      return;
-    }
-    setBusy(false, "");
     showError(e.message);
-    ui.results.replaceChildren(); // results of an earlier query would read as this one's
-    ui.more.hidden = true;
-    ui.results.dataset.state = "error";
   }
-}
-
-function queryKey(query) {
-  if (query.kind === "doc") return `doc:${query.docId}`;
-  if (query.kind === "tag") return `tag:${query.q}`;
-  return `file:${query.upload}`;
-}
-
-function emptyMessage(query) {
-  if (state.stats && state.stats.docs === 0) {
-    return "No matches: the workspace is empty. Index a folder with “lookalike index FOLDER”.";
-  }
-  if (query.kind === "tag") {
-    return `No photos tagged “${query.q}”. Tags are ImageNet labels and the WordNet words above them, such as daisy, dog, bird or vehicle.`;
-  }
-  return "No matches.";
-}
-
-function setBusy(busy, message) {
-  ui.status.textContent = message;
-  ui.status.classList.toggle("busy", busy);
-  ui.results.setAttribute("aria-busy", String(busy));
-  if (busy) {
-    ui.results.dataset.state = "loading";
-    ui.error.hidden = true;
-    ui.more.hidden = true; // the last search's "show more" is not this one's
-  }
-}
-
-function showError(message) {
-  ui.error.textContent = message;
-  ui.error.hidden = false;
-}
-
-// --- rendering -------------------------------------------------------------------------------
-
-function renderQuery(query) {
-  ui.empty.hidden = true;
-  ui.query.hidden = false;
-  ui.queryBoxes.replaceChildren();
-  ui.faces.hidden = true;
-  ui.faces.replaceChildren();
-  if (state.previewUrl) {
-    URL.revokeObjectURL(state.previewUrl);
-    state.previewUrl = null;
-  }
-  const img = ui.queryImg;
-  img.hidden = query.kind === "tag";
-  img.onerror = () => (img.hidden = true); // e.g. a file the browser cannot show (the server says why)
-  img.removeAttribute("src");
-  ui.query.classList.toggle("no-preview", query.kind === "tag");
-  if (query.kind === "file") {
-    state.previewUrl = URL.createObjectURL(query.file);
-    img.src = state.previewUrl;
-    img.alt = "Your photo";
-    const name = query.file.name || "pasted image";
-    ui.queryLabel.replaceChildren("Photos like ", el("strong", {}, name));
-    document.title = `lookalike · like ${name}`;
-  } else if (query.kind === "doc") {
-    const showMeta = (meta) => {
-      if (state.query !== query) return;
-      const name = fileName(meta);
-      img.src = meta.thumbnail_url;
-      img.alt = name;
-      ui.queryLabel.replaceChildren("More like ", el("strong", { title: meta.uri || "" }, name));
-      document.title = `lookalike · like ${name}`;
-    };
-    ui.queryLabel.replaceChildren("More like this photo");
-    if (query.meta) showMeta(query.meta);
-    else {
-      const id = encodeURIComponent(query.docId);
-      img.src = `/api/docs/${id}/thumbnail?size=256`;
-      img.alt = "The query photo";
-      api(`/api/docs/${id}`).then((meta) => {
-        query.meta = meta;
-        showMeta(meta);
-      }, () => {});
-    }
-  } else {
-    ui.queryLabel.replaceChildren("Photos tagged ", el("strong", {}, query.q));
-    document.title = `lookalike · ${query.q}`;
-  }
-}
-
-/** The object-position (0..1 on each axis) that keeps bbox's centre in view in a square cover crop. */
-function focusOn(bbox, width, height) {
-  const clamp = (v) => Math.min(1, Math.max(0, v));
-  return [clamp((bbox[0] + bbox[2] / 2) / width), clamp((bbox[1] + bbox[3] / 2) / height)];
-}
-
-/** Where bbox (x, y, w, h in original pixels) lies in a box showing the image with `fit`, in %.
- *  For "cover", `focus` is the crop's object-position (default: centred). */
-function boxStyle(bbox, width, height, fit, focus = [0.5, 0.5]) {
-  let scale = 1, ox = 0, oy = 0;
-  if (fit === "cover") {
-    // a square box showing the image with object-fit: cover, aligned at `focus`
-    scale = 1 / Math.min(width, height);
-    ox = (1 - width * scale) * focus[0];
-    oy = (1 - height * scale) * focus[1];
-    return {
-      left: `${(bbox[0] * scale + ox) * 100}%`,
-      top: `${(bbox[1] * scale + oy) * 100}%`,
-      width: `${bbox[2] * scale * 100}%`,
-      height: `${bbox[3] * scale * 100}%`,
-    };
-  }
-  // a box the image's own shape
-  return {
-    left: `${(bbox[0] / width) * 100}%`,
-    top: `${(bbox[1] / height) * 100}%`,
-    width: `${(bbox[2] / width) * 100}%`,
-    height: `${(bbox[3] / height) * 100}%`,
-  };
-}
-
-function renderFaces(faces) {
-  ui.queryBoxes.replaceChildren();
-  ui.faces.replaceChildren();
-  ui.faces.hidden = true;
-  if (!faces.length) return;
-  const query = state.query;
-  const draw = () => {
-    const meta = query.kind === "doc" ? query.meta : null;
-    const w = (meta && meta.width) || ui.queryImg.naturalWidth;
-    const h = (meta && meta.height) || ui.queryImg.naturalHeight;
-    if (!w || !h || state.query !== query) return;
-    ui.queryBoxes.replaceChildren(
-      ...faces.map((f, i) =>
-        el("span", {
-          className: "box" + (i === state.face ? " chosen" : ""),
-          style: boxStyle(f.bbox, w, h, "contain"),
-          dataset: { n: String(i + 1) },
-        }),
-      ),
-    );
-  };
-  if (ui.queryImg.complete && ui.queryImg.naturalWidth) draw();
-  else ui.queryImg.addEventListener("load", draw, { once: true });
-  if (faces.length < 2) return;
-  ui.faces.append(el("span", { className: "hint" }, "Search by one face:"));
-  faces.forEach((_, i) => {
-    const chosen = i === state.face;
-    const button = el(
-      "button",
-      { type: "button", "aria-pressed": String(chosen), title: chosen ? "Search by every face" : "" },
-      el("span", { className: "visually-hidden" }, "Face "),
-      String(i + 1),
-    );
-    button.addEventListener("click", () => {
-      state.face = chosen ? null : i; // pressing the chosen face again goes back to every face
-      run(state.query, { keepFace: true });
-    });
-    ui.faces.append(button);
-  });
-  ui.faces.hidden = false;
-}
-
-function renderResults(matches, query) {
-  const byTag = query.kind === "tag";
-  const showBoxes = Boolean(state.stats && state.stats.faces);
-  const items = matches.map((m, i) => {
-    const name = fileName(m);
-    const tags = (m.tags || []).slice(0, 3);
-    const tagText = tags.map((t) => `${t.label} ${pct(t.probability)}`).join(", ");
-    const img = el("img", {
-      src: m.thumbnail_url,
-      srcset: hiDpi(m.thumbnail_url),
-      alt: name,
-      loading: i < 16 ? "eager" : "lazy",
-      decoding: "async",
-      draggable: "true",
-    });
-    img.addEventListener("error", () => img.classList.add("broken"), { once: true });
-    img.addEventListener("dragstart", (e) => e.dataTransfer.setData("application/x-lookalike-doc", m.doc_id));
-    const thumb = el(
-      "button",
-      { type: "button", className: "thumb", "aria-describedby": `meta-${i}` },
-      el("span", { className: "visually-hidden" }, "More like "),
-      img,
-    );
-    if (showBoxes && Array.isArray(m.bbox) && m.width && m.height) {
-      // Crop the square thumbnail around the matched face, not the photo's centre.
-      const focus = focusOn(m.bbox, m.width, m.height);
-      img.style.objectPosition = `${focus[0] * 100}% ${focus[1] * 100}%`;
-      thumb.append(el("span", { className: "box", style: boxStyle(m.bbox, m.width, m.height, "cover", focus) }));
-    }
-    thumb.addEventListener("click", () => searchDoc(m.doc_id, m));
-    // Face workspaces rank by Euclidean distance (lower is closer; under 0.6: the same person).
-    const isDistance = typeof m.distance === "number";
-    const score = isDistance
-      ? `d ${m.distance.toFixed(3)}`
-      : typeof m.score !== "number" ? "" : byTag ? pct(m.score) : m.score.toFixed(3);
-    const level = m.match ? el("span", { className: `match match-${m.match}`, title: MATCH_HELP[m.match] }, MATCH_NAME[m.match]) : null;
-    return el(
-      "li",
-      { className: m.match === "weak" ? "card weak" : "card", dataset: { docId: m.doc_id, match: m.match || "" } },
-      thumb,
-      el(
-        "div",
-        { className: "meta", id: `meta-${i}` },
-        el(
-          "div",
-          { className: "line" },
-          el("span", { className: "name", title: [m.uri || name, photoLine(m)].filter(Boolean).join("\n") }, name),
-          el(
-            "a",
-            { className: "open", href: m.image_url, target: "_blank", rel: "noopener", title: "Open the full image" },
-            el("span", { className: "visually-hidden" }, `Open ${name}`),
-            el("span", { "aria-hidden": "true" }, "↗"),
-          ),
-        ),
-        el(
-          "div",
-          { className: "line small" },
-          el(
-            "span",
-            { className: "score", title: isDistance ? "face distance" : byTag ? "tag probability" : "similarity" },
-            score,
-          ),
-          ...(level ? [level] : []),
-          el("span", { className: "tags", title: tagText }, tagText),
-        ),
-      ),
-    );
-  });
-  // Weak matches wait behind "show more": below the collection's own bar for "similar".
-  const weak = matches.filter((m) => m.match === "weak").length;
-  const strong = matches.length - weak;
-  ui.results.classList.toggle("show-weak", strong === 0);
-  ui.results.replaceChildren(...items);
-  ui.more.hidden = weak === 0 || strong === 0;
-  ui.more.textContent = `Show ${weak} weaker match${weak === 1 ? "" : "es"}`;
-}
-
-// When and with what a photo was taken, as its header says (a file date is no "taken" date).
-function photoLine(m) {
-  const day = m.taken_from === "exif" && m.taken_at ? `taken ${m.taken_at.slice(0, 10)}` : "";
-  return [day, m.camera || ""].filter(Boolean).join(" · ");
-}
-
-const MATCH_NAME = { same: "same", near_duplicate: "near-duplicate", similar: "similar", weak: "weak" };
-const MATCH_HELP = {
-  same: "the same picture (re-encoded or resized)",
-  near_duplicate: "the same picture, edited (cropped, rotated, recoloured)",
-  similar: "alike, by this collection's standards",
-  weak: "only weakly alike: below this collection's bar for similar",
-};
-
-ui.more.addEventListener("click", () => {
-  ui.results.classList.add("show-weak");
-  ui.more.hidden = true;
 });
 
-// Tag suggestions: the words this collection holds (dog, bird, fruit...), with their photo counts, as the box is typed in.
+// --- input: chooser, drop, paste, tag, top_k, history ------------------------------------------
+
+$("pick").addEventListener("click", () => $("file").click());
+$("file").addEventListener("change", () => {
+  const file = $("file").files && $("file").files[0];
+  if (file) searchFile(file);
+  $("file").value = ""; // choosing the same file again still searches
+});
+$("add").addEventListener("click", () => $("add-file").click());
+$("add-file").addEventListener("change", () => {
+  addFiles($("add-file").files);
+  $("add-file").value = "";
+});
+
+$("tag-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  searchTag($("tag").value);
+});
+
+$("filters-toggle").addEventListener("click", () => {
+  const open = $("filters").hidden;
+  $("filters").hidden = !open;
+  $("filters-toggle").setAttribute("aria-expanded", String(open));
+  if (open) $("f-after").focus();
+});
+
+$("topk").addEventListener("change", () => {
+  try {
+    localStorage.setItem(TOPK_KEY, $("topk").value);
+  } catch {
+    // storage may be disabled; the choice then lasts for this page only
+  }
+  if (search.query) search.run(search.query, filters.params, topK(), { keepFace: true });
+});
+
+// Tag suggestions: the words this collection holds (dog, bird, fruit...), with their photo counts.
 let suggestTimer = 0;
 let suggestSeq = 0;
-ui.tag.addEventListener("input", () => {
+$("tag").addEventListener("input", () => {
   clearTimeout(suggestTimer);
-  const prefix = ui.tag.value.trim();
+  const prefix = $("tag").value.trim();
   const seq = ++suggestSeq; // a slow answer for an older prefix is dropped
-  if (!prefix) return ui.tagList.replaceChildren();
+  if (!prefix) return $("tag-suggestions").replaceChildren();
   suggestTimer = setTimeout(async () => {
     try {
       const body = await api(`/api/tags?${new URLSearchParams({ prefix, limit: "8" })}`);
       if (seq !== suggestSeq) return;
-      ui.tagList.replaceChildren(
+      $("tag-suggestions").replaceChildren(
         ...body.suggestions.map((t) => el("option", { value: t.word, label: `${t.word} (${plural(t.photos, "photo")})` })),
       );
     } catch {
@@ -551,56 +568,40 @@ ui.tag.addEventListener("input", () => {
   }, 120);
 });
 
-// --- input: chooser, drop, paste, tag, top_k, history ------------------------------------------
-
-ui.pick.addEventListener("click", () => ui.file.click());
-ui.file.addEventListener("change", () => {
-  const file = ui.file.files && ui.file.files[0];
-  if (file) searchFile(file);
-  ui.file.value = ""; // choosing the same file again still searches
-});
-
-ui.tagForm.addEventListener("submit", (e) => {
-  e.preventDefault();
-  searchTag(ui.tag.value);
-});
-
-ui.topk.addEventListener("change", () => {
-  try {
-    localStorage.setItem(TOPK_KEY, ui.topk.value);
-  } catch {
-    // storage may be disabled; the choice then lasts for this page only
-  }
-  if (state.query) run(state.query, { keepFace: true });
-});
-
+// Dropping files: two targets, so that "search by this photo" and "add to the library" never mix.
 let dragDepth = 0;
 const carriesFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types).some((t) => t === "Files");
+const overlay = $("drop-overlay");
 window.addEventListener("dragenter", (e) => {
   if (!carriesFiles(e)) return;
   dragDepth++;
-  ui.overlay.hidden = false;
+  overlay.hidden = false;
 });
 window.addEventListener("dragleave", (e) => {
   if (!carriesFiles(e)) return;
   dragDepth = Math.max(0, dragDepth - 1);
-  if (!dragDepth) ui.overlay.hidden = true;
+  if (!dragDepth) overlay.hidden = true;
 });
-window.addEventListener("dragover", (e) => e.preventDefault());
+window.addEventListener("dragover", (e) => {
+  e.preventDefault();
+  for (const t of overlay.querySelectorAll(".drop-target")) t.classList.toggle("over", t.contains(e.target));
+});
 window.addEventListener("drop", (e) => {
   e.preventDefault();
   dragDepth = 0;
-  ui.overlay.hidden = true;
+  overlay.hidden = true;
   const dt = e.dataTransfer;
   if (!dt) return;
+  const target = e.target instanceof Element ? e.target.closest("[data-drop]") : null;
+  if (target && target.dataset.drop === "add" && dt.files.length) return addFiles(dt.files);
   const file = Array.from(dt.files).find((f) => f.type.startsWith("image/")) || dt.files[0];
   if (file) return searchFile(file);
   // A thumbnail dragged from this page (or another lookalike tab): more like that document.
   const docId = dt.getData("application/x-lookalike-doc");
-  if (docId) return searchDoc(docId);
+  if (docId) return go({ ...VIEW_KEYS, more: docId });
   const url = dt.getData("text/uri-list") || dt.getData("text/plain");
   const m = /\/api\/docs\/([^/?#]+)\//.exec(url || "");
-  if (m) searchDoc(decodeURIComponent(m[1]));
+  if (m) go({ ...VIEW_KEYS, more: decodeURIComponent(m[1]) });
 });
 
 document.addEventListener("paste", (e) => {
@@ -613,45 +614,29 @@ document.addEventListener("paste", (e) => {
 
 // "/" jumps to the tag box, as on many search pages.
 document.addEventListener("keydown", (e) => {
-  if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.key !== "/" || e.ctrlKey || e.metaKey || e.altKey || viewer.open) return;
   const t = e.target;
   if (t instanceof HTMLInputElement || t instanceof HTMLSelectElement || t instanceof HTMLTextAreaElement) return;
   e.preventDefault();
-  ui.tag.focus();
-  ui.tag.select();
+  $("tag").focus();
+  $("tag").select();
 });
 
-function fromLocation(entry) {
-  const hash = new URLSearchParams(location.hash.slice(1));
-  if (hash.has("more")) return searchDoc(hash.get("more"), null, { push: false });
-  if (hash.has("tag")) return searchTag(hash.get("tag"), { push: false });
-  const file = entry && entry.upload && state.uploads.get(entry.upload);
-  if (file) return run({ kind: "file", file, upload: entry.upload }, { push: false });
-  // back to the start
-  if (state.controller) state.controller.abort();
-  state.seq++;
-  state.query = null;
-  ui.query.hidden = true;
-  ui.results.replaceChildren();
-  ui.more.hidden = true;
-  ui.results.dataset.state = "idle";
-  delete ui.results.dataset.query;
-  ui.empty.hidden = false;
-  ui.error.hidden = true;
-  setBusy(false, "");
-  document.title = "lookalike";
-}
-
-window.addEventListener("popstate", (e) => fromLocation(e.state));
+window.addEventListener("popstate", (e) => {
+  state.viewerPushed = false;
+  route(e.state);
+});
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") loadStats();
 });
 
 try {
   const saved = localStorage.getItem(TOPK_KEY);
-  if (saved && Array.from(ui.topk.options).some((o) => o.value === saved)) ui.topk.value = saved;
+  if (saved && Array.from($("topk").options).some((o) => o.value === saved)) $("topk").value = saved;
 } catch {
   // no storage: keep the default
 }
-loadStats();
-if (location.hash) fromLocation(history.state);
+
+await loadStats();
+filters.loadFacets();
+route(history.state);

@@ -1,0 +1,333 @@
+// Searching: by a dropped, pasted or chosen photo, by an indexed photo ("more like this"), or by a
+// tag; always within the filters. Results are a list of cards; a card opens the viewer, which
+// walks the results.
+
+import { $, api, el, fileName, MATCH_HELP, MATCH_NAME, pct, plural, thumbUrl, postJson } from "./util.js";
+
+export const SEARCH_STEPS = [16, 32, 64, 128, 256];
+
+/** The filters as a JSON body's `filters` (near is an object there). */
+function filterBody(params) {
+  const out = {};
+  for (const [key, value] of params) {
+    if (key === "near") {
+      const [lat, lon, km] = value.split(",").map(Number);
+      out.near = { lat, lon, km };
+    } else out[key] = value;
+  }
+  return out;
+}
+
+export class SearchView {
+  /** hooks: {open(index), busy(on, message), error(message), ready(), stats()} */
+  constructor(hooks) {
+    this.hooks = hooks;
+    this.results = $("results");
+    this.more = $("more");
+    this.matches = [];
+    this.query = null;
+    this.face = null;
+    this.controller = null;
+    this.seq = 0;
+    this.previewUrl = null;
+    this.more.addEventListener("click", () => {
+      this.results.classList.add("show-weak");
+      this.more.hidden = true;
+      const first = this.results.querySelector("li.weak .thumb");
+      if (first) first.focus();
+    });
+    this.results.addEventListener("click", (e) => {
+      const thumb = e.target.closest(".thumb");
+      if (!thumb) return;
+      e.preventDefault();
+      this.hooks.open(Number(thumb.closest("li").dataset.index));
+    });
+  }
+
+  get total() {
+    return this.matches.length;
+  }
+
+  async item(i) {
+    return this.matches[i] || null;
+  }
+
+  focus(i) {
+    const thumb = this.results.querySelector(`li[data-index="${i}"] .thumb`);
+    if (thumb) thumb.focus();
+  }
+
+  request(query, filters, topK, signal) {
+    const face = this.face;
+    if (query.kind === "tag") {
+      const params = new URLSearchParams(filters);
+      params.set("q", query.q);
+      params.set("top_k", String(topK));
+      return api(`/api/search/tags?${params}`, { signal });
+    }
+    if (query.kind === "doc") {
+      const body = { doc_id: query.docId, top_k: topK, filters: filterBody(filters) };
+      if (query.minMatch) body.min_match = query.minMatch;
+      if (face !== null) body.face = face;
+      return postJson("/api/search", body, { signal });
+    }
+    const form = new FormData();
+    form.append("file", query.file, query.file.name || "pasted-image");
+    form.append("top_k", String(topK));
+    for (const [key, value] of filters) form.append(key, value);
+    if (face !== null) form.append("face", String(face));
+    return api("/api/search", { method: "POST", body: form, signal });
+  }
+
+  /** Run a query; resolves when its results are shown (or it failed, or a newer one started). */
+  async run(query, filters, topK, { keepFace = false } = {}) {
+    if (!keepFace) this.face = null;
+    const isNew = this.query !== query;
+    this.query = query;
+    if (isNew) this.renderQuery(query);
+    if (this.controller) this.controller.abort();
+    const controller = new AbortController();
+    this.controller = controller;
+    const seq = ++this.seq;
+    this.results.dataset.query = queryKey(query);
+    this.results.dataset.state = "loading";
+    this.results.setAttribute("aria-busy", "true");
+    this.more.hidden = true;
+    this.hooks.busy(true, "Searching…");
+    try {
+      const answer = await this.request(query, filters, topK, controller.signal);
+      if (seq !== this.seq) return;
+      const first = (answer.results && answer.results[0]) || { matches: [] };
+      this.renderFaces(first.faces || []);
+      this.render(first.matches || [], query);
+      this.hooks.busy(false, this.summary(first, answer, query, filters));
+      this.results.dataset.state = "done";
+    } catch (e) {
+      if (e.name === "AbortError" || seq !== this.seq) return;
+      if (e.type === "NotReady") {
+        this.hooks.busy(true, "The model is loading; the search will run when it is ready…");
+        await this.hooks.ready();
+        if (seq !== this.seq) return;
+        this.query = null;
+        return this.run(query, filters, topK, { keepFace: true });
+      }
+      this.hooks.busy(false, "");
+      this.hooks.error(e.message);
+      this.matches = [];
+      this.results.replaceChildren(); // results of an earlier query would read as this one's
+      this.results.dataset.state = "error";
+    } finally {
+      if (seq === this.seq) this.results.setAttribute("aria-busy", "false");
+    }
+  }
+
+  summary(first, answer, query, filters) {
+    const matches = first.matches || [];
+    const n = matches.length;
+    const stats = this.hooks.stats();
+    if (!n) return emptyMessage(query, stats, filters);
+    const weak = matches.filter((m) => m.match === "weak").length;
+    const took = typeof answer.took_ms === "number" ? ` in ${Math.round(answer.took_ms)} ms` : "";
+    const weakNote = weak && weak < n ? `, ${weak} of them weak` : "";
+    // How many there are in all: the photos with the tag, or those that passed a min_match cut.
+    const count = typeof first.total === "number" && first.total > n ? ` of ${first.total}${first.total_exact ? "" : "+"}` : "";
+    const tagged = query.kind === "tag" && typeof first.total === "number" ? ` tagged “${query.q}”` : "";
+    const dupes = query.minMatch ? ` at least ${MATCH_NAME[query.minMatch]}` : "";
+    // Nothing in the collection is really like the query: say so rather than let weak results pass as answers.
+    const weakAll = first.weak && n ? "Nothing here is really like it: even the best match is weak. " : "";
+    return `${weakAll}${plural(n, "result")}${count}${tagged}${dupes}${took}${weakNote}`;
+  }
+
+  clear() {
+    if (this.controller) this.controller.abort();
+    this.seq++;
+    this.query = null;
+    this.matches = [];
+    this.results.replaceChildren();
+    this.results.dataset.state = "idle";
+    delete this.results.dataset.query;
+    this.more.hidden = true;
+    $("query").hidden = true;
+  }
+
+  renderQuery(query) {
+    $("query").hidden = false;
+    $("query-boxes").replaceChildren();
+    $("faces").hidden = true;
+    $("faces").replaceChildren();
+    if (this.previewUrl) {
+      URL.revokeObjectURL(this.previewUrl);
+      this.previewUrl = null;
+    }
+    const img = $("query-img"), label = $("query-label");
+    img.hidden = query.kind === "tag";
+    img.onerror = () => (img.hidden = true); // e.g. a file the browser cannot show (the server says why)
+    img.removeAttribute("src");
+    $("query").classList.toggle("no-preview", query.kind === "tag");
+    const what = query.minMatch ? "Duplicates of " : "More like ";
+    if (query.kind === "file") {
+      this.previewUrl = URL.createObjectURL(query.file);
+      img.src = this.previewUrl;
+      img.alt = "Your photo";
+      const name = query.file.name || "pasted image";
+      label.replaceChildren("Photos like ", el("strong", {}, name));
+      document.title = `lookalike · like ${name}`;
+    } else if (query.kind === "doc") {
+      const showMeta = (meta) => {
+        if (this.query !== query) return;
+        const name = fileName(meta);
+        img.src = thumbUrl(query.docId, 96);
+        img.alt = name;
+        label.replaceChildren(what, el("strong", { title: meta.uri || "" }, name));
+        document.title = `lookalike · ${what.trim().toLowerCase()} ${name}`;
+      };
+      label.replaceChildren(`${what}this photo`);
+      img.src = thumbUrl(query.docId, 96);
+      img.alt = "The query photo";
+      if (query.meta) showMeta(query.meta);
+      else {
+        api(`/api/docs/${encodeURIComponent(query.docId)}`).then((meta) => {
+          query.meta = meta;
+          showMeta(meta);
+        }, () => {});
+      }
+    } else {
+      label.replaceChildren("Photos tagged ", el("strong", {}, query.q));
+      document.title = `lookalike · ${query.q}`;
+    }
+  }
+
+  renderFaces(faces) {
+    const boxes = $("query-boxes"), chooser = $("faces"), img = $("query-img");
+    boxes.replaceChildren();
+    chooser.replaceChildren();
+    chooser.hidden = true;
+    if (!faces.length) return;
+    const query = this.query;
+    const draw = () => {
+      const meta = query.kind === "doc" ? query.meta : null;
+      const w = (meta && meta.width) || img.naturalWidth;
+      const h = (meta && meta.height) || img.naturalHeight;
+      if (!w || !h || this.query !== query) return;
+      boxes.replaceChildren(
+        ...faces.map((f, i) =>
+          el("span", { className: "box" + (i === this.face ? " chosen" : ""), style: shapeBox(f.bbox, w, h), dataset: { n: String(i + 1) } }),
+        ),
+      );
+    };
+    if (img.complete && img.naturalWidth) draw();
+    else img.addEventListener("load", draw, { once: true });
+    if (faces.length < 2) return;
+    chooser.append(el("span", { className: "hint" }, "Search by one face:"));
+    faces.forEach((_, i) => {
+      const chosen = i === this.face;
+      const button = el(
+        "button",
+        { type: "button", "aria-pressed": String(chosen), title: chosen ? "Search by every face" : "" },
+        el("span", { className: "visually-hidden" }, "Face "),
+        String(i + 1),
+      );
+      button.addEventListener("click", () => {
+        this.face = chosen ? null : i; // pressing the chosen face again goes back to every face
+        this.hooks.rerun();
+      });
+      chooser.append(button);
+    });
+    chooser.hidden = false;
+  }
+
+  render(matches, query) {
+    this.matches = matches;
+    const byTag = query.kind === "tag";
+    const items = matches.map((m, i) => card(m, i, byTag));
+    // Weak matches wait behind "show more": below the collection's own bar for "similar".
+    const weak = matches.filter((m) => m.match === "weak").length;
+    const strong = matches.length - weak;
+    this.results.classList.toggle("show-weak", strong === 0);
+    this.results.replaceChildren(...items);
+    this.more.hidden = weak === 0 || strong === 0;
+    this.more.textContent = `Show ${weak} weaker match${weak === 1 ? "" : "es"}`;
+  }
+}
+
+function card(m, i, byTag) {
+  const name = fileName(m);
+  const tags = (m.tags || []).slice(0, 3);
+  const tagText = tags.map((t) => `${t.label} ${pct(t.probability)}`).join(", ");
+  const img = el("img", { src: thumbUrl(m.doc_id, 200), alt: name, loading: i < 16 ? "eager" : "lazy", decoding: "async", draggable: "true" });
+  img.addEventListener("error", () => img.classList.add("broken"), { once: true });
+  img.addEventListener("dragstart", (e) => e.dataTransfer.setData("application/x-lookalike-doc", m.doc_id));
+  const thumb = el(
+    "a",
+    { className: "thumb", href: `#photo=${encodeURIComponent(m.doc_id)}`, "aria-describedby": `meta-${i}` },
+    img,
+  );
+  if (Array.isArray(m.bbox) && m.width && m.height) {
+    thumb.append(el("span", { className: "box", style: boxStyle(m.bbox, m.width, m.height) })); // the matched face
+  }
+  // Face workspaces rank by Euclidean distance (lower is closer; under 0.6: the same person).
+  const isDistance = typeof m.distance === "number";
+  const score = isDistance ? `d ${m.distance.toFixed(3)}` : typeof m.score !== "number" ? "" : byTag ? pct(m.score) : m.score.toFixed(3);
+  const level = m.match ? el("span", { className: `match match-${m.match}`, title: MATCH_HELP[m.match] }, MATCH_NAME[m.match]) : null;
+  return el(
+    "li",
+    { className: m.match === "weak" ? "card weak" : "card", dataset: { docId: m.doc_id, match: m.match || "", index: String(i) } },
+    thumb,
+    el(
+      "div",
+      { className: "meta", id: `meta-${i}` },
+      el("div", { className: "line" }, el("span", { className: "name", title: [m.uri || name, photoLine(m)].filter(Boolean).join("\n") }, name)),
+      el(
+        "div",
+        { className: "line small" },
+        el("span", { className: "score", title: isDistance ? "face distance" : byTag ? "tag probability" : "similarity" }, score),
+        level,
+        el("span", { className: "tags", title: tagText }, tagText),
+      ),
+    ),
+  );
+}
+
+/** Where bbox (x, y, w, h in original pixels) lies over the whole image shown contain-fit in a square, in %. */
+function boxStyle(bbox, width, height) {
+  const scale = 1 / Math.max(width, height);
+  const ox = (1 - width * scale) / 2, oy = (1 - height * scale) / 2;
+  return {
+    left: `${(bbox[0] * scale + ox) * 100}%`,
+    top: `${(bbox[1] * scale + oy) * 100}%`,
+    width: `${bbox[2] * scale * 100}%`,
+    height: `${bbox[3] * scale * 100}%`,
+  };
+}
+
+/** Where bbox lies over an image shown in a box of its own shape, in %. */
+function shapeBox(bbox, width, height) {
+  return {
+    left: `${(bbox[0] / width) * 100}%`,
+    top: `${(bbox[1] / height) * 100}%`,
+    width: `${(bbox[2] / width) * 100}%`,
+    height: `${(bbox[3] / height) * 100}%`,
+  };
+}
+
+// When and with what a photo was taken, as its header says (a file date is no "taken" date).
+function photoLine(m) {
+  const day = m.taken_from === "exif" && m.taken_at ? `taken ${m.taken_at.slice(0, 10)}` : "";
+  return [day, m.camera || ""].filter(Boolean).join(" · ");
+}
+
+export function queryKey(query) {
+  if (query.kind === "doc") return `${query.minMatch ? "dupes" : "doc"}:${query.docId}`;
+  if (query.kind === "tag") return `tag:${query.q}`;
+  return `file:${query.upload}`;
+}
+
+function emptyMessage(query, stats, filters) {
+  if (stats && stats.docs === 0) return "No matches: the library is empty. Add photos, or index a folder with “lookalike index FOLDER”.";
+  const within = [...filters.keys()].length ? " within the filters" : "";
+  if (query.minMatch) return `No duplicates of this photo${within}.`;
+  if (query.kind === "tag") {
+    return `No photos tagged “${query.q}”${within}. Tags are ImageNet labels and the WordNet words above them, such as daisy, dog, bird or vehicle.`;
+  }
+  return `No matches${within}.`;
+}
