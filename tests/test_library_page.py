@@ -310,6 +310,11 @@ def test_filters_apply_to_browsing_and_every_search_and_show_as_chips(page, serv
         d = httpx.get(f"{server}/api/docs/{doc_id}", timeout=10).json()
         assert d["height"] > d["width"], d
     assert page.text_content("#count") == f"{portrait} of {PHOTOS} photos"
+    # back in the library, the filters still hold
+    page.click("#back-to-library")
+    page.wait_for_selector("#grid .tile img")
+    assert page.evaluate("document.body.dataset.view") == "browse" and "orientation=portrait" in page.url
+    assert page.text_content("#count") == f"{portrait} of {PHOTOS} photos"
     # a folder from the list
     page.goto(server + "/")
     page.click("#filters-toggle")

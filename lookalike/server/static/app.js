@@ -526,6 +526,15 @@ $("add-file").addEventListener("change", () => {
   $("add-file").value = "";
 });
 
+// "Library" and "Back to the library" keep the filters; the name at the top starts afresh.
+for (const id of ["nav-library", "back-to-library"]) {
+  $(id).addEventListener("click", (e) => {
+    e.preventDefault();
+    go({ ...VIEW_KEYS });
+    $("main").focus();
+  });
+}
+
 $("tag-form").addEventListener("submit", (e) => {
   e.preventDefault();
   searchTag($("tag").value);
