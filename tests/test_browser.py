@@ -277,6 +277,7 @@ def test_keyboard(page, photos: list[Path]) -> None:
     page.keyboard.press("Enter")
     page.wait_for_selector("#viewer[open]")
     page.keyboard.press("ArrowRight")
+    wait_js(page, "id => location.hash.endsWith('photo=' + id)", more[at + 1])
     page.keyboard.press("Escape")
     wait_js(page, "() => !document.getElementById('viewer').open")
     assert page.evaluate("document.activeElement.closest('li').dataset.docId") == more[at + 1]

@@ -279,6 +279,43 @@ def test_move_then_undo_puts_the_files_back_byte_for_byte_and_indexes_them_again
             library.undo_move(report.batch)
 
 
+def test_a_folder_indexed_through_a_link_keeps_its_moved_files_out(tmp_path):
+    """~/Pictures -> /data/pics: the log holds where the files really went, the scan walks the
+    linked name; a moved file must stay out all the same."""
+    from lookalike import Options
+
+    from conftest import TINY_FLOWS, quadrants
+
+    real = tmp_path / "real"
+    real.mkdir()
+    for i in range(3):
+        quadrants(i).save(real / f"p{i}.png")
+    linked = tmp_path / "linked"
+    linked.symlink_to(real, target_is_directory=True)
+    with lookalike.open(Options(workspace=tmp_path / "ws", **TINY_FLOWS)) as library:
+        library.index([linked])
+        doc_id = _id(library, linked / "p0.png")
+        library.move([doc_id], str(linked / "_dupes"))
+        again = library.index([linked])
+        assert again.set_aside == 1 and again.indexed == 0
+        assert library.workspace.store.get_docs([doc_id]) == {}
+
+
+def test_a_move_log_line_cut_short_by_a_crash_loses_nothing_else(tmp_path):
+    library, root = _tiny_library(tmp_path)
+    with library:
+        first = library.move([_id(library, root / "a.png")], "one")
+        log = library.workspace.path / "moves.jsonl"
+        with open(log, "ab") as f:
+            f.write(b'{"op": "move", "batch": "cut')  # a crash mid-write
+        second = library.move([_id(library, root / "b.png")], "two")
+        third = library.move([_id(library, root / "c.png")], "three")
+        assert [b.batch for b in library.moves()] == [first.batch, second.batch, third.batch]
+        again = library.index([root])  # indexing goes on, and what moved stays out
+        assert again.indexed == 0 and again.unchanged == 1  # photos/sub/a.png
+        assert library.undo_move().batch == third.batch
+
+
 def test_a_relative_folder_is_inside_the_trash_and_a_name_taken_on_undo_is_kept(tmp_path):
     library, root = _tiny_library(tmp_path)
     with library:

@@ -369,12 +369,14 @@ def test_duplicates_are_reviewed_moved_aside_and_put_back(page, server: str, lib
     group.locator(".dupe-move").click()
     page.wait_for_selector("#toast-undo:not([hidden])")
     assert "Moved 1 file" in page.text_content("#toast-text")
+    wait_js(page, "n => document.getElementById('stats').textContent === n", f"{PHOTOS - 1} photos")
     assert not copy.exists()
     moved = [p for p in Path(httpx.get(f"{server}/api/stats", timeout=10).json()["workspace"]).rglob(copy.name)]
     assert len(moved) == 1 and moved[0].parent.name == "review" and moved[0].read_bytes() == data
     assert httpx.get(f"{server}/api/docs/{copy_id}", timeout=10).status_code == 404
     page.click("#toast-undo")
     wait_js(page, "() => document.getElementById('toast-text').textContent.startsWith('Put 1 file back')")
+    wait_js(page, "n => document.getElementById('stats').textContent === n", f"{PHOTOS} photos")
     assert copy.read_bytes() == data and not moved[0].exists()
     assert httpx.get(f"{server}/api/docs/{copy_id}", timeout=10).status_code == 200
     # a name that climbs out of the trash folder is refused, and nothing moves
@@ -390,23 +392,51 @@ def test_duplicates_are_reviewed_moved_aside_and_put_back(page, server: str, lib
 
 
 def test_photos_are_added_by_dropping_them_on_add_and_removed_by_selection(page, server: str, tmp_path) -> None:
-    new = tmp_path / "new-photo.png"
-    Image.radial_gradient("L").convert("RGB").resize((300, 200)).save(new)
+    new = [tmp_path / "new-photo.png", tmp_path / "newer-photo.png"]
+    Image.radial_gradient("L").convert("RGB").resize((300, 200)).save(new[0])
+    Image.linear_gradient("L").convert("RGB").resize((200, 300)).save(new[1])
     page.evaluate(
-        """([b64, name]) => {
-            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        """(files) => {
             const dt = new DataTransfer();
-            dt.items.add(new File([bytes], name, {type: 'image/png'}));
+            for (const [b64, name] of files) {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                dt.items.add(new File([bytes], name, {type: 'image/png'}));
+            }
             const target = document.getElementById('drop-add');
             document.getElementById('drop-overlay').hidden = false;
             target.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
         }""",
-        [base64.b64encode(new.read_bytes()).decode(), new.name],
+        [[base64.b64encode(p.read_bytes()).decode(), p.name] for p in new],
     )
-    wait_js(page, "() => document.getElementById('toast-text').textContent.startsWith('Added 1 photo')")
+    wait_js(page, "() => document.getElementById('toast-text').textContent.startsWith('Added 2 photos')")
+    wait_js(page, "n => document.getElementById('count').textContent === n", f"{PHOTOS + 2} photos")
+    newest = docs(server, sort="indexed", order="desc", limit=2)["items"]
+    assert all("uploads" in d["uri"] for d in newest)
+    added, other = newest
+
+    # one of them out of the index from a result's viewer: the keyboard goes on from the result
+    # that took its place
+    page.goto(f"{server}/#more={added['doc_id']}")
+    page.wait_for_selector('#results[data-state="done"]', state="attached")
+    first = page.eval_on_selector_all("#results > li", "lis => lis.map(li => li.dataset.docId)")
+    at = first.index(other["doc_id"])  # the other gradient is among the photos most like it
+    if page.is_visible("#more"):
+        page.click("#more")
+    page.click(f"#results > li:nth-child({at + 1}) .thumb")
+    page.wait_for_selector("#viewer[open]")
+    page.click("#viewer-remove")
+    assert page.text_content("#viewer-remove") == "Remove? Press again"
+    page.click("#viewer-remove")
+    wait_js(page, "() => !document.getElementById('viewer').open")
+    wait_js(
+        page,
+        "id => document.activeElement.closest('li') && document.activeElement.closest('li').dataset.docId === id",
+        first[at + 1],
+    )
+    assert httpx.get(f"{server}/api/docs/{other['doc_id']}", timeout=10).status_code == 404
+    page.click("#back-to-library")
     wait_js(page, "n => document.getElementById('count').textContent === n", f"{PHOTOS + 1} photos")
-    added = docs(server, sort="indexed", order="desc", limit=1)["items"][0]
-    assert added["name"].endswith(".png") and "uploads" in added["uri"]
+    wait_js(page, "() => document.activeElement.classList.contains('tile')")
 
     page.click("#select-toggle")
     page.wait_for_selector("#selection:not([hidden])")

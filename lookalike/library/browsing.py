@@ -7,6 +7,7 @@ a commit (the store's generation) and kept until the next.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,28 +60,34 @@ def folder_dict(folder: FolderCount) -> dict[str, Any]:
 
 
 class Browser:
-    """Counts to browse by, kept per commit."""
+    """Counts to browse by, kept per commit. Safe to call from a server's threads at once."""
 
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
+        self._lock = threading.Lock()
         self._generation = -1
         self._timelines: dict[Filters, list[MonthCount]] = {}
         self._folders: dict[str, int] | None = None
+        self._facets: Facets | None = None
 
     def _fresh(self) -> None:
+        """Forget what an earlier commit counted (under the lock)."""
         generation = self.workspace.store.generation
         if generation != self._generation:
-            self._generation, self._timelines, self._folders = generation, {}, None
+            self._generation, self._timelines, self._folders, self._facets = generation, {}, None, None
 
     def timeline(self, filters: Filters) -> list[MonthCount]:
         """Months the filters keep photos in, the latest first."""
-        self._fresh()
-        if filters not in self._timelines:
-            if len(self._timelines) >= TIMELINES_KEPT:
-                self._timelines.pop(next(iter(self._timelines)))
-            counts = self.workspace.store.month_counts(filters)
-            self._timelines[filters] = [MonthCount(m, n) for m, n in counts]
-        return self._timelines[filters]
+        with self._lock:
+            self._fresh()
+            months = self._timelines.get(filters)
+        if months is None:
+            months = [MonthCount(m, n) for m, n in self.workspace.store.month_counts(filters)]
+            with self._lock:
+                if len(self._timelines) >= TIMELINES_KEPT:
+                    self._timelines.pop(next(iter(self._timelines)), None)
+                self._timelines[filters] = months
+        return months
 
     def folders(self, parent: str | None = None) -> list[FolderCount]:
         """The folders directly below ``parent`` that hold photos (in them or below), or without a
@@ -104,19 +111,30 @@ class Browser:
 
     def facets(self) -> Facets:
         """Cameras, formats and top folders, each with its photos."""
-        store = self.workspace.store
-        return Facets(
-            photos=store.count_matching(Filters()),
-            cameras=store.camera_counts(),
-            formats=store.format_counts(),
-            roots=self.folders(),
-        )
+        with self._lock:
+            self._fresh()
+            facets = self._facets
+        if facets is None:
+            store = self.workspace.store
+            facets = Facets(
+                photos=store.count_matching(Filters()),
+                cameras=store.camera_counts(),
+                formats=store.format_counts(),
+                roots=self.folders(),
+            )
+            with self._lock:
+                self._facets = facets
+        return facets
 
     def _folder_counts(self) -> dict[str, int]:
-        self._fresh()
-        if self._folders is None:
-            self._folders = self.workspace.store.folder_counts()
-        return self._folders
+        with self._lock:
+            self._fresh()
+            direct = self._folders
+        if direct is None:
+            direct = self.workspace.store.folder_counts()
+            with self._lock:
+                self._folders = direct
+        return direct
 
 
 def _prefix(folder: str) -> str:

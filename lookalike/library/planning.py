@@ -127,6 +127,11 @@ class _Walk:
     def folder(self, root: str) -> None:
         """Walk ``root`` without following symlinked folders (no loops), skipping hidden ones and
         the excluded (the workspace)."""
+        aside = self.set_aside
+        real = os.path.realpath(root)
+        if aside and real != root:  # a root reached through a link: the log holds real paths
+            prefix = real.rstrip(os.sep) + os.sep
+            aside = aside | {os.path.join(root, p[len(prefix) :]) for p in aside if p.startswith(prefix)}
         for dirpath, dirnames, filenames in os.walk(root, onerror=functools.partial(_unreadable, self.unusable, root)):
             keep = []
             for d in sorted(dirnames):
@@ -140,7 +145,7 @@ class _Walk:
             dirnames[:] = keep
             for name in filenames:
                 full = os.path.join(dirpath, name)
-                if full in self.set_aside:
+                if full in aside:
                     self.left_out += 1
                 elif not name.startswith(".") and self.wanted(full, root, name):
                     self.consider(full)

@@ -2,7 +2,8 @@
 
 ``moves.jsonl`` in the workspace: one JSON line a file moved or put back, appended, never
 rewritten. A line is one ``write`` on a file opened for appending, flushed to disk before the next
-file moves, so a crash loses at most the line of the file in flight, and never garbles another.
+file moves, so a crash loses at most the line of the file in flight, and never garbles another: the
+next line starts on a line of its own, and a line cut short is skipped when the log is read.
 Every move of one request shares a batch id; an undo names the batch it puts back.
 
     {"op": "move", "batch": "20261207-153012-3f9a", "at": 1765..., "doc_id": "...",
@@ -85,8 +86,11 @@ class MoveLog:
         line |= {"from": move.source, "to": move.target, "size": move.size, "mtime_ns": move.mtime_ns}
         data = (json.dumps(line, ensure_ascii=True) + "\n").encode("ascii")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
             try:
+                end = os.fstat(fd).st_size
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    data = b"\n" + data  # a line cut short by a crash stays a line of its own
                 os.write(fd, data)  # O_APPEND: one write lands whole at the end, whoever else appends
                 os.fsync(fd)
             finally:
@@ -120,11 +124,14 @@ class MoveLog:
             return []
         except (OSError, UnicodeDecodeError) as e:
             raise StoreError(f"cannot read the move log {self.path}: {e}") from e
-        out, lines = [], text.splitlines()
-        for number, line in enumerate(lines, 1):
+        out = []
+        for line in text.splitlines():
+            # A line cut short by a crash mid-write (only ever the one in flight) is left out: the
+            # file it speaks of is where the move left it, only not in the log.
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except json.JSONDecodeError:
-                if number < len(lines):  # only the last line may be cut short (a crash mid-write)
-                    raise StoreError(f"the move log {self.path} is damaged at line {number}") from None
+                continue
+            if isinstance(entry, dict) and {"op", "batch", "at", "doc_id", "from", "to"} <= entry.keys():
+                out.append(entry)
         return out

@@ -27,8 +27,10 @@ const state = {
   uploadSeq: 0,
   viewerPushed: false, // the viewer's entry is ours: closing it goes Back
   list: null, // what the viewer walks
-  opener: null, // where focus returns when the viewer closes
-  kept: null, // photos the filters keep
+  routeSeq: 0, // the current route(); an older one that finishes late changes nothing
+  refocus: null, // {view, index}: where the keyboard goes once a view reloads after a removal
+  focusView: false, // focus the first item of the next view shown
+  leaving: false, // the viewer closes because one of its actions led to another view
 };
 
 // --- the server ----------------------------------------------------------------------------------
@@ -160,6 +162,9 @@ function queryOf(params, entry) {
 
 /** Bring the page in line with the URL: the view, its query and filters, and the viewer. */
 async function route(entry) {
+  // A newer route (the user moved on while this one waited for the server) wins: each step
+  // after a wait checks that it is still the current one.
+  const seq = ++state.routeSeq;
   const params = hashParams();
   filters.set(params);
   const view = viewOf(params, entry);
@@ -172,22 +177,26 @@ async function route(entry) {
     viewer.close();
   }
   showView(view);
+  if (state.refocus && state.refocus.view !== view) state.refocus = null;
   if (key !== state.key) {
     state.key = key;
-    await loadView(view, query);
-    if (state.focusView) focusView(view);
+    const shown = await loadView(view, query, seq);
+    if (seq !== state.routeSeq) return;
+    if (!shown) state.key = null; // it failed: the same request may be made again
+    else if (state.focusView) focusView(view);
   }
-  if (photo) await openViewer(photo);
+  if (photo) await openViewer(photo, seq);
 }
 
 /** After an action in the viewer led elsewhere (more like this, duplicates, a place), the keyboard
  *  goes on from the first thing of the new view rather than from the page's top. */
 function focusView(view) {
   state.focusView = false;
+  if (view === "browse" && grid.total) return grid.focus(0); // once its photo is fetched
   const first =
-    view === "search" ? document.querySelector("#results li:not(.weak) .thumb, #results .thumb")
-    : view === "browse" ? grid.tiles.get(0) || document.querySelector("#grid .tile")
-    : document.querySelector("#dupes-list button");
+    view === "search"
+      ? document.querySelector("#results li:not(.weak) .thumb, #results .thumb")
+      : document.querySelector("#dupes-list button");
   (first || $("main")).focus();
 }
 
@@ -211,48 +220,62 @@ function showView(view) {
   if (view === "browse") document.title = "lookalike";
 }
 
-async function loadView(view, query) {
+/** Show a view for its query; true once it is shown, false if it failed (or was overtaken). */
+async function loadView(view, query, seq) {
   $("error").hidden = true;
-  if (view === "browse") return loadBrowse();
+  if (view === "browse") return loadBrowse(seq);
   if (view === "dupes") {
     document.title = "lookalike · duplicates";
     busy(false, "");
     countLine(null);
     return dupes.load();
   }
-  if (!query) return;
+  if (!query) return true;
   if (query.kind === "tag") $("tag").value = query.q;
   else $("tag").value = "";
   state.list = search;
-  keptCount().then((n) => countLine(n), () => countLine(null));
-  await search.run(query, filters.params, topK());
+  keptCount().then(
+    (n) => seq === state.routeSeq && countLine(n),
+    () => seq === state.routeSeq && countLine(null),
+  );
+  const shown = await search.run(query, filters.params, topK());
+  if (shown && state.refocus && seq === state.routeSeq) {
+    const at = Math.min(state.refocus.index, search.total - 1);
+    state.refocus = null;
+    if (at >= 0) search.focus(at);
+    else $("main").focus();
+  }
+  return shown;
 }
 
-async function loadBrowse() {
+async function loadBrowse(seq) {
   busy(true, "Loading the library…");
   try {
     const timeline = await grid.load(filters.params);
-    if (!timeline) return;
+    if (!timeline || seq !== state.routeSeq) return false;
     state.list = grid;
-    state.kept = timeline.total;
     renderTimeline(timeline.months);
     countLine(timeline.total);
-    if (typeof state.refocus === "number") {
-      const at = Math.min(state.refocus, timeline.total - 1);
+    if (state.refocus) {
+      const at = Math.min(state.refocus.index, timeline.total - 1);
       state.refocus = null;
       if (at >= 0) grid.focus(at);
+      else $("main").focus();
     }
     const empty = timeline.total === 0;
     $("library-empty").hidden = !empty || filters.active;
     busy(false, empty && filters.active ? "No photo meets these filters." : "");
+    return true;
   } catch (e) {
+    if (seq !== state.routeSeq) return false;
     if (e.type === "NotReady") {
       busy(true, "The model is loading…");
       await waitReady();
-      return loadBrowse();
+      return loadBrowse(seq);
     }
     busy(false, "");
     showError(e.message);
+    return false;
   }
 }
 
@@ -313,13 +336,14 @@ function onMonth(month) {
 
 // --- the viewer -----------------------------------------------------------------------------------
 
-async function openViewer(docId) {
+async function openViewer(docId, seq) {
   const list = state.list;
-  let index = list ? (list === grid ? grid.indexOf(docId) : search.matches.findIndex((m) => m.doc_id === docId)) : -1;
+  const index = list ? (list === grid ? grid.indexOf(docId) : search.matches.findIndex((m) => m.doc_id === docId)) : -1;
   if (index >= 0) return viewer.show(list, index);
   // Bookmarked, or no longer in the list: the photo alone.
   try {
     const doc = await api(`/api/docs/${encodeURIComponent(docId)}`);
+    if (seq !== state.routeSeq) return;
     const single = { total: 1, item: async () => doc };
     state.list = single;
     await viewer.show(single, 0, doc);
@@ -331,7 +355,6 @@ async function openViewer(docId) {
 
 function openFromList(list, index) {
   state.list = list;
-  state.opener = index;
   list.item(index).then((item) => {
     if (!item) return;
     state.viewerPushed = true;
@@ -351,14 +374,17 @@ const viewer = new Viewer({
   dupes: (item) => leave({ dupes: item.doc_id }),
   near: (item) => {
     state.leaving = true;
-    filters.near(item.gps); // routes to the library with the place filter
+    // The library, with the place filter (routed by the filters' change; the same place again
+    // changes no filter, so go there directly).
+    if (!filters.near(item.gps)) go({ ...VIEW_KEYS });
   },
   remove: async (item) => {
     try {
       await api(`/api/docs/${encodeURIComponent(item.doc_id)}`, { method: "DELETE" });
       notify(`Took ${item.name || "the photo"} out of the index; the file is where it was.`);
       state.key = null; // reload the view below
-      state.refocus = viewer.index; // then the keyboard goes on from the photo that took its place
+      // Then the keyboard goes on from the photo that took its place, in the list it was in.
+      state.refocus = { view: state.view, index: viewer.index };
       await loadStats();
       viewer.close();
     } catch (e) {
@@ -366,7 +392,6 @@ const viewer = new Viewer({
     }
   },
   moved: (index, item) => {
-    state.opener = index;
     history.replaceState(history.state, "", `#${withParam("photo", item.doc_id)}`);
   },
   closed: (index) => {
@@ -421,7 +446,15 @@ const search = new SearchView({
   },
 });
 
-const dupes = new DupesView(notify);
+const dupes = new DupesView({
+  notify,
+  // Files left the index or came back: the counts and the filters' choices follow.
+  changed: () => {
+    loadStats();
+    filters.loadFacets();
+  },
+  failed: () => (state.key = null),
+});
 
 const filters = new FilterPanel((params) => {
   const changes = {};
@@ -530,8 +563,8 @@ $("add-file").addEventListener("change", () => {
 for (const id of ["nav-library", "back-to-library"]) {
   $(id).addEventListener("click", (e) => {
     e.preventDefault();
+    state.focusView = true; // the first photo, once the library is shown
     go({ ...VIEW_KEYS });
-    $("main").focus();
   });
 }
 

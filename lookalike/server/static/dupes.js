@@ -6,9 +6,12 @@
 import { $, api, el, fileName, plural, postJson, sizeText, thumbUrl } from "./util.js";
 
 export class DupesView {
-  /** notify(message, undo): a line for the status, with an Undo action when a move can be undone. */
-  constructor(notify) {
+  /** hooks: notify(message, undo, isError): a line for the status, with Undo when a move can be
+   *  undone; changed(): photos left the index or came back; failed(): the groups could not be had. */
+  constructor({ notify, changed, failed }) {
     this.notify = notify;
+    this.changed = changed;
+    this.failed = failed;
     this.root = $("dupes-list");
     this.summary = $("dupes-summary");
     this.groups = [];
@@ -22,9 +25,12 @@ export class DupesView {
       const found = await api("/api/dupes");
       this.groups = found.groups;
       this.render(found);
+      return true;
     } catch (e) {
       this.summary.textContent = "";
       this.notify(e.message, null, true);
+      this.failed();
+      return false;
     } finally {
       this.root.setAttribute("aria-busy", "false");
     }
@@ -37,6 +43,9 @@ export class DupesView {
         `${plural(redundant, "photo")} could go. The suggested photo to keep has the most pixels, then the most ` +
         "camera details, then is the oldest; choose another if you like."
       : `No duplicates among ${plural(found.docs, "photo")}.`;
+    if (this.groups.length && document.body.classList.contains("read-only")) {
+      this.summary.textContent += " This server is read-only: it shows the groups, and `lookalike dupes` acts on them.";
+    }
     this.root.replaceChildren(...this.groups.map((g, n) => this.group(g, n)));
   }
 
@@ -102,10 +111,11 @@ export class DupesView {
       } else {
         const folder = button.parentElement.querySelector(".dupe-folder").value.trim();
         const batch = await postJson("/api/dupes/move", { doc_ids: ids, folder });
-        const moved = batch.moves || batch.moved || [];
+        const moved = batch.moves;
         const to = moved.length ? moved[0].to.replace(/\/[^/]*$/, "") : folder;
-        this.notify(`Moved ${plural(moved.length, "file")} to ${to}.`, () => this.undo(batch.batch || batch.id));
+        this.notify(`Moved ${plural(moved.length, "file")} to ${to}.`, () => this.undo(batch.batch));
       }
+      this.changed();
       await this.load();
       const next = this.root.querySelector(`[data-group="${Math.min(n, this.groups.length - 1)}"] button`);
       (next || $("nav-dupes")).focus();
@@ -118,9 +128,10 @@ export class DupesView {
   async undo(batch) {
     try {
       const done = await postJson("/api/dupes/undo", batch ? { batch } : {});
-      const back = done.moves || done.moved || [];
+      const back = done.moves;
       this.notify(`Put ${plural(back.length, "file")} back where they were, and indexed them again.`);
-      await this.load();
+      this.changed();
+      if (!this.root.closest("[hidden]")) await this.load();
     } catch (err) {
       this.notify(err.message, null, true);
     }

@@ -55,12 +55,16 @@ export class FilterPanel {
       option.hidden = !have.has(option.value) && option.value !== this.params.get("format");
       option.textContent = `${option.value.toUpperCase()}${have.has(option.value) ? ` (${have.get(option.value)})` : ""}`;
     }
+    this.foldersFor = null; // the counts may have changed: list the folders again
     this.fillFolders();
   }
 
   /** The folder list: the chosen folder's parent chain, the folder, and the folders below it. */
   async fillFolders() {
     const chosen = this.params.get("folder");
+    const key = `${chosen}|${Boolean(this.facets)}`;
+    if (key === this.foldersFor) return; // already listed (or being listed) for this folder
+    this.foldersFor = key;
     let below = this.facets ? this.facets.folders : [];
     if (chosen) {
       try {
@@ -68,6 +72,7 @@ export class FilterPanel {
       } catch {
         below = [];
       }
+      if (key !== this.foldersFor) return; // another folder was chosen meanwhile
     }
     const options = [el("option", { value: "" }, "Every folder")];
     if (chosen) {
@@ -103,6 +108,7 @@ export class FilterPanel {
     this.toForm();
     this.renderChips();
     if (changed && !same) this.onChange(next);
+    return !same;
   }
 
   toForm() {
@@ -146,11 +152,12 @@ export class FilterPanel {
     this.chips.hidden = !chips.length;
   }
 
-  /** Photos near a photo's own position (a radius of 1 km to start with). */
+  /** Photos near a photo's own position (a radius of 1 km to start with); false if that filter
+   *  was already the one in effect. */
   near(gps, km = 1) {
     const next = new URLSearchParams(this.params);
     next.set("near", `${gps.lat.toFixed(6)},${gps.lon.toFixed(6)},${km}`);
-    this.set(next, true);
+    return this.set(next, true);
   }
 
   get active() {

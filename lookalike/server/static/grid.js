@@ -10,6 +10,7 @@ const GAP = 4;
 const HEAD = 48; // a month's heading
 const PAGE = 240; // photos fetched at a time (the server allows up to 1000)
 const MARGIN = 1.0; // viewports rendered above and below the visible one
+const RETRY_MS = 2000; // a page of photos that failed is asked for again after this
 const SETTLE_MS = 120; // after flying past, what is on screen is fetched once the page stays this long
 
 /** Take a tile out of the page, cancelling its image's download if it is still under way. */
@@ -52,7 +53,7 @@ export class BrowseGrid {
     if (gen !== this.gen) return null;
     this.filters = filters;
     this.sections = timeline.months.map((m) => ({
-      month: m.month, photos: m.photos, items: [], cursor: null, done: false, loading: false, top: 0, height: 0,
+      month: m.month, photos: m.photos, items: [], cursor: null, done: false, pending: null, top: 0, height: 0,
     }));
     let start = 0;
     this.starts = this.sections.map((s) => ((start += s.photos), start - s.photos));
@@ -148,7 +149,7 @@ export class BrowseGrid {
       const first = Math.max(0, Math.floor((y0 - s.top - HEAD) / step));
       const last = Math.min(s.rows - 1, Math.floor((y1 - s.top - HEAD) / step));
       const end = Math.min(s.photos, (last + 1) * this.cols);
-      if (!fast) this.fetchUpTo(s, end);
+      if (!fast) this.want(s, end);
       for (let k = first * this.cols; k < Math.min(end, s.items.length); k++) wantTiles.add(this.starts[n] + k);
     }
     for (const [month, node] of this.heads) {
@@ -256,9 +257,22 @@ export class BrowseGrid {
   }
 
   /** Fetch section s's photos until it holds `count` of them (a page at a time, in order). */
-  async fetchUpTo(s, count) {
-    if (s.loading || s.done || s.items.length >= count) return;
-    s.loading = true;
+  /** Fetch section s's photos until it holds `count` of them, a page at a time, in order: resolves
+   *  when it does (or the section is complete), rejects when a page fails. One fetch a section at a
+   *  time; a caller arriving meanwhile waits for that one. */
+  fetchUpTo(s, count) {
+    if (s.done || s.items.length >= count) return Promise.resolve();
+    if (!s.pending) {
+      const gen = this.gen;
+      s.pending = this.fetchPage(s, count).finally(() => {
+        if (gen === this.gen) s.pending = null;
+      });
+    }
+    const gen = this.gen;
+    return s.pending.then(() => (gen === this.gen && s.items.length < count ? this.fetchUpTo(s, count) : undefined));
+  }
+
+  async fetchPage(s, count) {
     const gen = this.gen;
     const params = new URLSearchParams(this.filters);
     const start = `${s.month}-01`, end = monthEnd(s.month);
@@ -269,32 +283,38 @@ export class BrowseGrid {
     params.set("order", "desc");
     params.set("limit", String(Math.min(1000, Math.max(PAGE, count - s.items.length))));
     if (s.cursor) params.set("cursor", s.cursor);
-    try {
-      const page = await api(`/api/docs?${params}`);
-      if (gen !== this.gen) return;
-      s.items.push(...page.items);
-      s.cursor = page.next_cursor;
-      s.done = !page.next_cursor || s.items.length >= s.photos;
-    } catch {
-      if (gen === this.gen) setTimeout(() => this.schedule(), 2000); // try again in a while
-    } finally {
-      if (gen === this.gen) s.loading = false;
-    }
-    if (gen === this.gen) {
-      this.schedule();
-      if (s.items.length < count) this.fetchUpTo(s, count);
-    }
+    const page = await api(`/api/docs?${params}`);
+    if (gen !== this.gen) return;
+    s.items.push(...page.items);
+    s.cursor = page.next_cursor;
+    s.done = !page.next_cursor || s.items.length >= s.photos;
+    this.schedule();
   }
 
-  /** The photo at global index i, fetched if need be (for the viewer's previous and next). */
+  /** Fetch for the rows on screen: one page at a time (its arrival draws the grid again, which
+   *  asks for the next); a page that fails is asked for again a while later. */
+  want(s, count) {
+    if (s.pending || s.done || s.items.length >= count) return;
+    const gen = this.gen;
+    s.pending = this.fetchPage(s, count)
+      .catch(() => setTimeout(() => this.schedule(), RETRY_MS))
+      .finally(() => {
+        if (gen === this.gen) s.pending = null;
+      });
+  }
+
+  /** The photo at global index i, fetched if need be (for the viewer's previous and next); null if
+   *  it cannot be had (a page failed, or the grid was laid out anew meanwhile). */
   async item(i) {
     if (i < 0 || i >= this.total) return null;
+    const gen = this.gen;
     const [s, k] = this.locate(i);
-    for (let tries = 0; s.items.length <= k && !s.done && tries < 20; tries++) {
-      if (s.loading) await new Promise((r) => setTimeout(r, 50));
-      else await this.fetchUpTo(s, k + 1);
+    try {
+      await this.fetchUpTo(s, k + 1);
+    } catch {
+      return null;
     }
-    return s.items[k] || null;
+    return gen === this.gen ? s.items[k] || null : null;
   }
 
   indexOf(docId) {

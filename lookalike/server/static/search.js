@@ -79,7 +79,7 @@ export class SearchView {
     return api("/api/search", { method: "POST", body: form, signal });
   }
 
-  /** Run a query; resolves when its results are shown (or it failed, or a newer one started). */
+  /** Run a query: true once its results are shown; false if it failed or a newer one started. */
   async run(query, filters, topK, { keepFace = false } = {}) {
     if (!keepFace) this.face = null;
     const isNew = this.query !== query;
@@ -96,18 +96,19 @@ export class SearchView {
     this.hooks.busy(true, "Searching…");
     try {
       const answer = await this.request(query, filters, topK, controller.signal);
-      if (seq !== this.seq) return;
+      if (seq !== this.seq) return false;
       const first = (answer.results && answer.results[0]) || { matches: [] };
       this.renderFaces(first.faces || []);
       this.render(first.matches || [], query);
       this.hooks.busy(false, this.summary(first, answer, query, filters));
       this.results.dataset.state = "done";
+      return true;
     } catch (e) {
-      if (e.name === "AbortError" || seq !== this.seq) return;
+      if (e.name === "AbortError" || seq !== this.seq) return false;
       if (e.type === "NotReady") {
         this.hooks.busy(true, "The model is loading; the search will run when it is ready…");
         await this.hooks.ready();
-        if (seq !== this.seq) return;
+        if (seq !== this.seq) return false;
         this.query = null;
         return this.run(query, filters, topK, { keepFace: true });
       }
@@ -116,6 +117,7 @@ export class SearchView {
       this.matches = [];
       this.results.replaceChildren(); // results of an earlier query would read as this one's
       this.results.dataset.state = "error";
+      return false;
     } finally {
       if (seq === this.seq) this.results.setAttribute("aria-busy", "false");
     }

@@ -40,18 +40,23 @@ export class Viewer {
 
   /** Show photo `index` of `list` (an object with total and async item(i)); `item` if known. */
   async show(list, index, item = null) {
-    this.list = list;
-    this.index = index;
     const seq = ++this.seq;
     item = item || (await list.item(index));
-    if (seq !== this.seq) return;
-    if (!this.dialog.open) {
-      this.opener = document.activeElement;
-      this.dialog.showModal();
+    if (seq !== this.seq) return false;
+    if (!item && this.dialog.open && this.item) {
+      // Stepping to a photo that could not be fetched: stay on this one, and say so.
+      this.position.textContent = "Could not load the next photo: try again";
+      return false;
     }
+    this.list = list;
+    this.index = index;
+    if (!this.dialog.open) this.dialog.showModal();
     if (!item) {
+      this.item = null;
+      this.img.removeAttribute("src");
+      this.info.replaceChildren();
       this.title.textContent = "This photo is no longer in the index.";
-      return;
+      return false;
     }
     this.item = item;
     this.stage.classList.remove("zoomed");
@@ -71,6 +76,7 @@ export class Viewer {
     remove.dataset.confirm = "";
     remove.textContent = "Remove from index";
     this.renderInfo(item);
+    return true;
   }
 
   renderInfo(m) {
@@ -109,8 +115,7 @@ export class Viewer {
     if (!this.list) return;
     const next = this.index + delta;
     if (next < 0 || next >= this.list.total) return;
-    await this.show(this.list, next);
-    this.actions.moved(this.index, this.item);
+    if (await this.show(this.list, next)) this.actions.moved(this.index, this.item);
   }
 
   zoom() {
@@ -126,7 +131,7 @@ export class Viewer {
       button.textContent = "Remove? Press again";
       return;
     }
-    await this.actions.remove(this.item);
+    if (this.item) await this.actions.remove(this.item);
   }
 
   onKey(e) {
