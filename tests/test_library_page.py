@@ -364,7 +364,14 @@ def test_duplicates_are_reviewed_moved_aside_and_put_back(page, server: str, lib
     assert [original_id, copy_id] in groups, groups  # the larger original is suggested to keep, first
     group = page.locator(".dupe-group", has=page.locator(f".dupe-file[data-id='{copy_id}']"))
     assert group.locator(f"input[value='{original_id}']").is_checked()
-    shot(page, "dupes-desktop", full_page=True)
+    group.scroll_into_view_if_needed()
+    wait_js(
+        page,
+        "id => [...document.querySelector(`.dupe-file[data-id='${id}']`).closest('.dupe-group')"
+        ".querySelectorAll('img')].every(i => i.complete && i.naturalWidth)",
+        copy_id,
+    )
+    shot(page, "dupes-desktop")
     group.locator(".dupe-folder").fill("review")
     group.locator(".dupe-move").click()
     page.wait_for_selector("#toast-undo:not([hidden])")
