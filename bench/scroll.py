@@ -143,11 +143,19 @@ def link(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def commit(ws: Workspace, vectors: np.ndarray, start: int, photos: Path, srcs: list[SourcePhoto], taken: list[str]):
+def commit(
+    ws: Workspace,
+    vectors: np.ndarray,
+    start: int,
+    photos: Path,
+    srcs: list[SourcePhoto],
+    taken: list[str],
+    folders: int = FOLDERS,
+):
     req = Request("index", [])
     for n, v in enumerate(vectors, start):
         src = srcs[n % len(srcs)]
-        path = photos / f"f{n % FOLDERS:04d}" / f"{n:07d}{src.path.suffix}"
+        path = photos / f"f{n % folders:05d}" / f"{n:07d}{src.path.suffix}"
         link(src.path, path)
         make, model = CAMERAS[n % len(CAMERAS)]
         meta = {"make": make, "model": model, "taken_at": taken[n], "taken_from": "exif", "format": src.format}
@@ -161,13 +169,14 @@ def commit(ws: Workspace, vectors: np.ndarray, start: int, photos: Path, srcs: l
     ws.commit(req)
 
 
-def build(workdir: Path, n_docs: int) -> Path:
-    """The workspace of ``n_docs`` documents in ``workdir/ws`` (see the module); its path."""
+def build(workdir: Path, n_docs: int, folders: int = FOLDERS) -> Path:
+    """The workspace of ``n_docs`` documents in ``workdir/ws`` (see the module), their files in
+    ``folders`` folders; its path."""
     path, photos = workdir / "ws", workdir / "photos"
     for old in (path, photos):
         shutil.rmtree(old, ignore_errors=True)
-    for f in range(FOLDERS):
-        (photos / f"f{f:04d}").mkdir(parents=True)
+    for f in range(folders):
+        (photos / f"f{f:05d}").mkdir(parents=True)
     srcs, taken = sources(), taken_times(n_docs)
     with open_library(path, index_latency_ms=LOOSE, index_memory=64 << 30) as library:
         library.index([fetch("tuxpaint").root])
@@ -177,7 +186,7 @@ def build(workdir: Path, n_docs: int) -> Path:
         gen, done, start = RealisticVectors(bases, seed=1), len(bases), time.perf_counter()
         while done < n_docs:
             block = gen.sample(min(BLOCK, n_docs - done))
-            commit(ws, block, done, photos, srcs, taken)
+            commit(ws, block, done, photos, srcs, taken, folders)
             done += len(block)
             if done % 20_000 < BLOCK:
                 log(f"  committed {done:,} documents ({done / (time.perf_counter() - start):,.0f}/s)")

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from lookalike.library import Hit, IndexReport, InfoReport, Library, SearchReport
     from lookalike.library.moving import MoveReport
     from lookalike.store.moves import MoveBatch
+    from lookalike.watch import WatchBatch
 
 app = typer.Typer(
     name="lookalike",
@@ -264,7 +265,7 @@ def _print_index_report(report: IndexReport, faces: bool, as_json: bool) -> None
         return
     out.print(
         f"{report.indexed} indexed, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{report.removed} removed, {report.skipped_total} skipped "
+        f"{report.removed} removed, {report.moved} moved, {report.skipped_total} skipped "
         f"in {report.seconds:.1f}s ({report.files_per_second:.1f} files/s); "
         f"workspace {shown(report.workspace)} holds {report.docs} images"
     )
@@ -677,6 +678,88 @@ def remove(
     with _open(opts, write=True) as library:
         n = library.remove(paths)
     out.print(f"removed {n} image{'s' if n != 1 else ''} from {shown(opts.workspace)}")
+
+
+# --- watch ---------------------------------------------------------------------------------------
+
+
+class _WatchStopped(BaseException):
+    """A stop signal that came while an index run was in flight: it abandons the run (the index is
+    crash-consistent; the next start's reconcile scan finishes the job)."""
+
+
+@app.command()
+def watch(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Folders to watch (default: the workspace's indexed folders).")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    glob: Annotated[
+        str | None, typer.Option(help="Only files matching this pattern, e.g. '*.jpg' or 'birds/*'.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Documents per request.")] = 16,
+    settle: Annotated[float | None, setting_option("LOOKALIKE_WATCH_SETTLE", min=0, max=3600)] = None,
+    poll: Annotated[float | None, setting_option("LOOKALIKE_WATCH_POLL", min=0.1, max=86_400)] = None,
+    reconcile: Annotated[float | None, setting_option("LOOKALIKE_WATCH_RECONCILE", min=0, max=1e7)] = None,
+    max_watches: Annotated[int | None, setting_option("LOOKALIKE_WATCH_MAX_DIRS", min=1)] = None,
+    runtime: RuntimeOpt = None,
+    ray_address: RayAddressOpt = None,
+) -> None:
+    """Keep the index equal to folders until stopped: new and changed photos are indexed once they
+    have settled, deleted ones removed; one line per batch. SIGTERM or Ctrl-C stops it."""
+    import threading
+
+    from lookalike.watch import Watcher, WatchRequest
+
+    opts = options(
+        workspace=workspace,
+        watch_settle=settle,
+        watch_poll=poll,
+        watch_reconcile=reconcile,
+        watch_max_dirs=max_watches,
+        runtime=runtime,
+        ray_address=ray_address,
+    )
+    request = WatchRequest(tuple(map(str, paths or ())), glob, batch_size)
+    stop = threading.Event()
+    with _open(opts, write=True) as library:
+        watcher = Watcher(library, request, _WatchLines())
+
+        def stopping(signum: int, frame: object) -> None:
+            if watcher.busy or stop.is_set():
+                raise _WatchStopped
+            stop.set()
+
+        signal.signal(signal.SIGTERM, stopping)
+        signal.signal(signal.SIGINT, stopping)
+        try:
+            watcher.run(stop)
+        except _WatchStopped:
+            err.print("stopped: the index run in flight was abandoned; the next start finishes it")
+            return
+    err.print("stopped")
+
+
+class _WatchLines:
+    """The watcher's progress, one line per index run (stdout) and its notes (stderr)."""
+
+    def started(self, roots: list[str]) -> None:
+        err.print(f"watching {', '.join(shown(r) for r in roots)} (SIGTERM or Ctrl-C stops)")
+
+    def batch(self, batch: WatchBatch) -> None:
+        r = batch.report
+        for path, message in r.skipped_files:
+            err.print(f"skipped {shown(path)}: {escape(message)}")
+        when = time.strftime("%H:%M:%S")
+        out.print(
+            f"{when} {batch.kind} of {batch.paths} path{'s' if batch.paths != 1 else ''}: {r.indexed} added, "
+            f"{r.updated} updated, {batch.moved} moved, {r.removed} removed, {r.skipped_total} skipped "
+            f"({batch.seconds:.1f}s; workspace holds {r.docs} images)"
+        )
+        sys.stdout.flush()
+
+    def note(self, message: str) -> None:
+        err.print(f"note: {message}", markup=False)
 
 
 # --- flow show -----------------------------------------------------------------------------------

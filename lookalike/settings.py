@@ -178,6 +178,49 @@ SETTINGS: tuple[Setting, ...] = (
         "the container engine for pods with uses: docker://IMAGE (an executable name or path)",
         "container_engine",
     ),
+    Setting(
+        "LOOKALIKE_WATCH_SETTLE",
+        "--settle",
+        "2",
+        "`watch`: seconds a file's size and mtime must stay unchanged before it is indexed (a copy in progress waits)",
+        "watch_settle",
+        "float",
+        0,
+        3600,
+    ),
+    Setting(
+        "LOOKALIKE_WATCH_POLL",
+        "--poll",
+        "unset",
+        "`watch`: poll the folders every this many seconds instead of using file events "
+        "(unset: events, and polling every 10 s only where events cannot be trusted or run out)",
+        "watch_poll",
+        "float",
+        0.1,
+        86_400,
+    ),
+    Setting(
+        "LOOKALIKE_WATCH_RECONCILE",
+        "--reconcile",
+        "600",
+        "`watch`: seconds between reconcile scans of the watched folders, catching what events missed "
+        "(one also runs at start; 0 turns the periodic ones off)",
+        "watch_reconcile",
+        "float",
+        0,
+        1e7,
+    ),
+    Setting(
+        "LOOKALIKE_WATCH_MAX_DIRS",
+        "--max-watches",
+        "unset",
+        "`watch`: most folders to watch with file events; beyond it, or when the system's inotify watches "
+        "run out, the watcher polls (unset: as many as the system allows)",
+        "watch_max_dirs",
+        "int",
+        1,
+        1e9,
+    ),
     Setting("LOOKALIKE_DEBUG", None, "unset", "set to 1 to print tracebacks of unexpected errors", "debug", "bool"),
 )
 
@@ -282,6 +325,10 @@ class Options:
     ray_address: str | None = None
     executor_with: str | None = None
     container_engine: str | None = None
+    watch_settle: float = _table_default("LOOKALIKE_WATCH_SETTLE")
+    watch_poll: float | None = None  # None: file events (polling only where they fail)
+    watch_reconcile: float = _table_default("LOOKALIKE_WATCH_RECONCILE")
+    watch_max_dirs: int | None = None  # None: as many as the system allows
     debug: bool = False
     # Flags without a variable: the flows a workspace is indexed and searched with (a file, or
     # None: the workspace's remembered flow, else the built-in one) and a preset of built-in flows.

@@ -702,6 +702,41 @@ CLI_ERROR_CASES = [
         ConfigError.exit_code,
         r"^error: LOOKALIKE_INDEX_MEMORY='plenty' is not a size such as 2GB or 512MB$",
     ),
+    CliErrorCase(
+        "watch-poll-zero",
+        lambda run: ["watch", "-w", str(run.workspace), "--poll", "0"],
+        {"COLUMNS": "200"},
+        2,
+        r"Invalid value for '--poll': Input should be greater than or equal to 0\.1",
+    ),
+    CliErrorCase(
+        "watch-settle-negative",
+        lambda run: ["watch", "-w", str(run.workspace), "--settle", "-1"],
+        {"COLUMNS": "200"},
+        2,
+        r"Invalid value for '--settle': Input should be greater than or equal to 0",
+    ),
+    CliErrorCase(
+        "watch-max-watches-zero",
+        lambda run: ["watch", "-w", str(run.workspace), "--max-watches", "0"],
+        {"COLUMNS": "200"},
+        2,
+        r"Invalid value for '--max-watches': Input should be greater than or equal to 1",
+    ),
+    CliErrorCase(
+        "watch-setting-not-a-number",
+        lambda run: ["watch", "-w", str(run.workspace)],
+        {"LOOKALIKE_WATCH_SETTLE": "soon"},
+        ConfigError.exit_code,
+        r"^error: LOOKALIKE_WATCH_SETTLE='soon' is not a number$",
+    ),
+    CliErrorCase(
+        "watch-not-a-folder",
+        lambda run: ["watch", str(run.workspace.parent / "no-such-folder"), "-w", str(run.workspace)],
+        {},
+        NotFound.exit_code,
+        r"^error: no such folder to watch: .*/no-such-folder$",
+    ),
 ]
 
 

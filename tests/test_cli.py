@@ -43,7 +43,7 @@ def indexed(tuxpaint, tmp_path_factory):
 
 def test_index_prints_a_summary_and_each_skip(indexed):
     root, photos, done = indexed
-    assert f"{len(photos)} indexed, 0 updated, 0 unchanged, 0 removed, 1 skipped" in done.stdout
+    assert f"{len(photos)} indexed, 0 updated, 0 unchanged, 0 removed, 0 moved, 1 skipped" in done.stdout
     assert "skipped: 1 truncated image" in done.stdout
     assert f"skipped {root / 'photos' / 'broken.png'}: truncated image" in done.stderr
     assert "Traceback" not in done.stderr

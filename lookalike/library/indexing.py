@@ -1,7 +1,8 @@
 """Indexing: folders into the workspace, incrementally, and files out of it.
 
 An index run plans (:mod:`lookalike.library.planning`), does the plan's bookkeeping (the roots,
-re-stamped files, forgotten bad files), removes the documents of files that are gone, and sends
+re-stamped files, forgotten bad files), follows renamed and moved files to their new paths (their
+vectors kept, nothing encoded), removes the documents of files that are gone, and sends
 the new and changed files through the index flow in batches. One bad file never ends the run: it is
 reported and counted. A store error (a full disk, say), a pod that died or a model that cannot
 load ends it, once what was done is committed; running it again finishes the job.
@@ -18,7 +19,7 @@ from typing import Protocol
 from lookalike.document import Document, Request
 from lookalike.errors import STORE_FAILURE, LookalikeError, StoreError, fatal_error
 from lookalike.library.flows import Flows
-from lookalike.library.planning import Plan, entry_problem, plan_index, scan
+from lookalike.library.planning import Plan, PlannedFile, entry_problem, plan_index, scan
 from lookalike.library.types import IndexReport, IndexRequest
 from lookalike.metadata import read_metadata
 from lookalike.settings import default
@@ -156,7 +157,9 @@ class Indexer:
         start = time.perf_counter()
         plan = self.plan(request)
         self._bookkeeping(plan)
+        moved = self._follow_moves(plan)
         run = IndexRun(self.workspace, plan, progress or Quiet())
+        run.report.moved = moved
         self._read_old_headers(run.progress)
         run.progress.planned(len(plan.todo))
         runtime = self.flows.runtime("index")
@@ -198,6 +201,20 @@ class Indexer:
             store.touch(doc_id, mtime_ns, size)
         if plan.forget:
             store.forget_skips(plan.forget)
+
+    def _follow_moves(self, plan: Plan) -> int:
+        """Move the documents of renamed and moved files to their new paths (nothing is encoded);
+        how many. A move another process got in first at (the document removed, or the new path
+        indexed) falls back to the plain way: the new file is encoded, the old document removed."""
+        done = self.workspace.store.relocate(plan.relocate)
+        if len(done) < len(plan.relocate):
+            kept = set(done)
+            for move in plan.relocate:
+                if move not in kept:
+                    plan.removed.append(move.doc_id)
+                    plan.todo.append(PlannedFile(move.path, "new", move.size, move.mtime_ns))
+        plan.relocate = done
+        return len(done)
 
     def _read_old_headers(self, progress: IndexProgress, batch: int = 500) -> None:
         """The header fields (date taken, camera, place) of documents indexed before lookalike kept

@@ -1,9 +1,10 @@
 """What indexing has to do: the image files under some folders, met with the doc store.
 
 Planning only reads. Files whose size and mtime are unchanged are not looked at; files whose bytes
-are unchanged (their digest says so) are only to be re-stamped; new and changed files are to be
-encoded; documents whose files are gone are to be removed. The plan says so as data, and the
-indexer (:mod:`lookalike.library.indexing`) does it.
+are unchanged (their digest says so) are only to be re-stamped; a new file with the bytes of a
+document whose file is gone is that document, renamed or moved, and is to be followed there; other
+new and changed files are to be encoded; documents whose files are gone are to be removed. The
+plan says so as data, and the indexer (:mod:`lookalike.library.indexing`) does it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from lookalike.document import display_path
 from lookalike.errors import NotFound
 from lookalike.executors.loader import file_type
 from lookalike.images import IMAGE_EXTENSIONS
-from lookalike.store.docstore import DocStore
+from lookalike.store.docstore import DocStore, Relocation
 from lookalike.store.workspace import within
 
 FileStatus = Literal["new", "updated"]
+# NAS and OS metadata folders: thumbnails and trash that are not the user's photos (never scanned,
+# like hidden folders; `lookalike watch` ignores their events too).
+IGNORED_FOLDERS = frozenset(
+    {"@eaDir", "#recycle", "#snapshot", "@Recycle", "$RECYCLE.BIN", "System Volume Information", "lost+found"}
+)
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Plan:
     roots: list[str]  # the folders and files asked for, absolute (the workspace remembers them)
     todo: list[PlannedFile] = field(default_factory=list)  # to encode
     removed: list[str] = field(default_factory=list)  # doc ids whose files are gone
+    relocate: list[Relocation] = field(default_factory=list)  # gone documents found at a new path
     unchanged: int = 0
     restamp: list[tuple[str, int, int]] = field(default_factory=list)  # (doc id, mtime_ns, size): same bytes
     still_bad: list[tuple[str, str, str]] = field(default_factory=list)  # (path, reason, message)
@@ -70,7 +77,7 @@ class Plan:
 
     @property
     def scanned(self) -> int:
-        return len(self.todo) + self.unchanged + len(self.still_bad) + len(self.unusable)
+        return len(self.todo) + len(self.relocate) + self.unchanged + len(self.still_bad) + len(self.unusable)
 
 
 def entry_problem(path: str) -> Unusable | None:
@@ -125,8 +132,8 @@ class _Walk:
             self.unusable[full] = problem
 
     def folder(self, root: str) -> None:
-        """Walk ``root`` without following symlinked folders (no loops), skipping hidden ones and
-        the excluded (the workspace)."""
+        """Walk ``root`` without following symlinked folders (no loops), skipping hidden ones, NAS
+        metadata ones (@eaDir, #recycle, ...) and the excluded (the workspace)."""
         aside = self.set_aside
         real = os.path.realpath(root)
         if aside and real != root:  # a root reached through a link: the log holds real paths
@@ -136,7 +143,7 @@ class _Walk:
             keep = []
             for d in sorted(dirnames):
                 full = os.path.join(dirpath, d)
-                if d.startswith(".") or full in self.excluded:
+                if d.startswith(".") or d in IGNORED_FOLDERS or full in self.excluded:
                     continue
                 if os.path.islink(full):  # os.walk does not descend into it; say so
                     self.consider(full)
@@ -227,7 +234,36 @@ def plan_index(
             roots = found.roots
             plan.removed = [d for d, uri in store.unscanned_docs(roots) if matches(uri, roots, glob)]
             plan.forget = [u for u in store.unscanned_skips(roots) if matches(u, roots, glob)]
+            _pair_moves(store, plan)
     return plan
+
+
+def _pair_moves(store: DocStore, plan: Plan) -> None:
+    """Follow renamed and moved files: a new file with the size and digest of a document whose file
+    is gone is that document at a new path (relocated, not encoded; not removed). One gone document
+    pairs with one new file at most, so a copy beside a file that stayed is a new document.
+
+    Only the gone documents' sizes are looked at; a new file is read (its digest) only when its size
+    is one of theirs. A run with nothing removed pays nothing.
+    """
+    if not plan.removed or not any(f.status == "new" for f in plan.todo):
+        return
+    by_size: dict[int, list[tuple[str, str]]] = {}
+    for doc_id, (size, content_hash) in store.content_keys(plan.removed).items():
+        by_size.setdefault(size, []).append((doc_id, content_hash))
+    paired: set[str] = set()
+    todo = []
+    for f in plan.todo:
+        gone = by_size.get(f.size, []) if f.status == "new" else []
+        digest = _sha256(f.path) if gone else None
+        match = next((d for d, h in gone if h == digest and d not in paired), None) if digest else None
+        if match is None:
+            todo.append(f)
+            continue
+        paired.add(match)
+        plan.relocate.append(Relocation(match, f.path, f.size, f.mtime_ns))
+    plan.todo = todo
+    plan.removed = [d for d in plan.removed if d not in paired]
 
 
 def _sha256(path: str) -> str | None:

@@ -217,7 +217,7 @@ class ListReport:
 @dataclass(frozen=True)
 class IndexRequest:
     """Index these files and folders incrementally: new and changed files are encoded, unchanged
-    ones skipped, deleted ones removed.
+    ones skipped, deleted ones removed, renamed and moved ones followed (not encoded again).
 
     ``glob`` picks files by name or relative path; ``limit`` indexes at most that many files (and
     removes nothing); ``batch_size`` documents go through the flow together; ``retry_skipped``
@@ -249,6 +249,7 @@ class IndexReport:
     updated: int = 0  # changed files re-encoded
     unchanged: int = 0
     removed: int = 0
+    moved: int = 0  # renamed or moved files followed to their new paths (same bytes: nothing encoded)
     set_aside: int = 0  # files left out because `lookalike dupes --move-to` moved them there
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, message)

@@ -393,6 +393,7 @@ class IndexResponse(BaseModel):
     updated: int
     unchanged: int
     removed: int
+    moved: int = Field(0, description="renamed or moved files followed to their new paths, not encoded again")
     skipped: dict[str, int] = Field(description="files not indexed, by reason")
     skipped_files: list[SkippedFile]
     skipped_total: int

@@ -10,7 +10,8 @@ live with their concern:
 - ``vector_log``: generations, the log shard indexes replay, the identity of the vectors;
 - ``scan``: planning against a scan, files remembered as bad, indexed roots;
 - ``filtering``: what a filter keeps, and listings by page; ``facets``: counts to browse by;
-- ``writes``: commits, re-sharding, resets; ``schema``: the migrations.
+- ``writes``: commits, re-sharding, resets; ``relocations``: documents followed to moved files;
+- ``schema``: the migrations.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from lookalike.store.documents import Chunks, Documents, StoredDoc
 from lookalike.store.embeddings import Embeddings
 from lookalike.store.facets import Facets
 from lookalike.store.filtering import Filtering
+from lookalike.store.relocations import Relocation, Relocations
 from lookalike.store.scan import ChangedFile, Roots, ScanQueries, Skips
 from lookalike.store.schema import migrate
 from lookalike.store.vector_log import LoggedChange, StoreState, VectorLog
 from lookalike.store.writes import VectorChange, Writes
 
 # Where callers found them before the doc store was split by concern.
-__all__ = ["ChangedFile", "DocStore", "LoggedChange", "StoreState", "StoredDoc", "VectorChange"]
+__all__ = ["ChangedFile", "DocStore", "LoggedChange", "Relocation", "StoreState", "StoredDoc", "VectorChange"]
 
 
-class DocStore(Documents, Chunks, Embeddings, Filtering, Facets, VectorLog, ScanQueries, Skips, Roots, Writes):
+class DocStore(
+    Documents, Chunks, Embeddings, Filtering, Facets, VectorLog, ScanQueries, Skips, Roots, Writes, Relocations
+):
     """SQLite in WAL mode: one writer connection behind a lock, one reader connection per thread."""
 
     def __init__(self, path: Path):

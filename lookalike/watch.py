@@ -1,0 +1,430 @@
+"""Watching folders: file events (or polls) turned into the same incremental index runs, in settled batches.
+
+A :class:`Watcher` keeps a workspace's index equal to some folders until it is told to stop. File
+events (watchdog: inotify on Linux) only say *where* to look; what to do is decided by the same
+incremental plan `lookalike index` runs (:mod:`lookalike.library.planning`), over the files that
+changed and the folders that lost files. So an event that is missed, doubled or out of order costs
+at most a look, and the periodic reconcile scan (one also runs at start, which is how a restart
+after ``kill -9`` catches up) repairs whatever events never said.
+
+- **Never half a file.** A changed path is indexed only once its size and mtime have stayed the
+  same for the settle time; a batch goes only when every change it knows of has settled (bursts are
+  debounced into one batch), so a file renamed from one folder into another reaches one index run
+  with both its old and new places, and the run can pair them.
+- **Polling where events fail.** Folders on network or FUSE filesystems are polled; so is
+  everything when ``--poll`` is given, or when the folders outnumber the watches allowed
+  (``--max-watches``) or the system's inotify watches run out (said once, with the sysctl).
+- **One watcher a workspace.** A lock file in the workspace, held while the watcher runs.
+
+Library code: it reports through :class:`WatchProgress`, and never prints.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+from lookalike.errors import BadInput, NotFound, StoreError
+from lookalike.images import IMAGE_EXTENSIONS
+from lookalike.library.planning import IGNORED_FOLDERS, glob_matches
+from lookalike.library.types import IndexReport, IndexRequest
+from lookalike.store.locks import try_exclusive
+from lookalike.store.workspace import within
+
+if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
+    from lookalike.library import Library
+
+# Where events cannot be trusted or ran out, and --poll was not given: a poll every 10 s is one
+# stat per file per 10 s (cheap at 100k files), and a photo still appears within seconds.
+FALLBACK_POLL_S = 10.0
+# How often pending changes are looked at (one stat each): well under a settle time.
+TICK_S = 0.2
+# A batch waits for every change it knows of to settle, but not for ever: after this long, the
+# settled ones go without the slow ones (a download that takes an hour must not hold up the rest).
+MAX_HOLD_S = 20.0
+WATCH_LOCK = "watch.lock"
+# Filesystems whose file events miss other machines' writes, or that have none (FUSE may).
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "davfs", "afs", "ceph", "glusterfs", "lustre", "fuse", "sshfs"}
+)
+# Names a file has while it is still being written (browsers, rsync, editors).
+TEMPORARY_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", "~")
+SYSCTL_HINT = "raise the system's limit with: sudo sysctl fs.inotify.max_user_watches=524288"
+
+
+@dataclass(frozen=True)
+class WatchRequest:
+    """Watch these folders (none: the workspace's indexed folders); ``glob`` and ``batch_size`` as
+    for :class:`IndexRequest`. The settle time, polling, reconcile interval and watch limit are
+    the options' ``watch_*`` settings."""
+
+    paths: tuple[str, ...] = ()
+    glob: str | None = None
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", tuple(os.path.abspath(os.fspath(p)) for p in self.paths))
+        if self.batch_size < 1:
+            raise BadInput(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class WatchBatch:
+    """One index run the watcher made: a batch of settled changes, or a reconcile scan."""
+
+    kind: Literal["batch", "reconcile"]
+    paths: int  # files and folders the run was given
+    report: IndexReport
+    seconds: float
+
+    @property
+    def moved(self) -> int:
+        return self.report.moved  # files followed to new paths by content hash, not encoded again
+
+
+class WatchProgress(Protocol):
+    """What a caller of :meth:`Watcher.run` implements to tell people what happens."""
+
+    def batch(self, batch: WatchBatch) -> None:
+        """An index run finished."""
+
+    def started(self, roots: list[str]) -> None:
+        """The watcher holds the workspace's watch lock and watches ``roots``."""
+
+    def note(self, message: str) -> None:
+        """Something worth telling once (polling instead of events, and why)."""
+
+
+def ignored(path: str, root: str) -> bool:
+    """Is ``path`` (under ``root``) never to be indexed: hidden, a NAS metadata folder's, or a
+    temporary name?"""
+    rel = os.path.relpath(path, root)
+    parts = [] if rel == "." else rel.split(os.sep)
+    if any(p.startswith(".") or p in IGNORED_FOLDERS for p in parts):
+        return True
+    return bool(parts) and parts[-1].endswith(TEMPORARY_SUFFIXES)
+
+
+def network_filesystem(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the network or FUSE filesystem ``path`` lies on, or None (a local one, or unknown)."""
+    try:
+        lines = Path(mountinfo).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    real, best, kind = os.path.realpath(path), "", None
+    for line in lines:
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        fstype = line.split(" - ", 1)[1].split()[0]
+        if within(real, point) and len(point) >= len(best):
+            best, kind = point, fstype
+    if kind is None:
+        return None
+    return kind if kind in NETWORK_FILESYSTEMS or kind.split(".")[0] in NETWORK_FILESYSTEMS else None
+
+
+def count_folders(roots: Iterable[str], limit: int) -> int:
+    """Folders under ``roots`` (each root one), counted up to ``limit + 1``: the watches events need."""
+    n = 0
+    for root in roots:
+        for _, dirnames, _ in os.walk(root):
+            n += 1
+            if n > limit:
+                return n
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in IGNORED_FOLDERS]
+    return n
+
+
+@dataclass
+class _Pending:
+    signature: tuple[int, int] | None  # (size, mtime_ns) when last looked at
+    since: float  # when it last changed
+    folder: bool = False
+
+
+@dataclass
+class Changes:
+    """The paths that changed and have not been indexed yet, shared by the event threads and the
+    watcher's loop. A path is *settled* once its size and mtime have stayed the same for ``settle``
+    seconds (a path that is gone, once no event has named it for as long)."""
+
+    settle: float
+    touched: dict[str, _Pending] = field(default_factory=dict)
+    gone: dict[str, float] = field(default_factory=dict)  # path -> when last named
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, path: str, now: float, folder: bool = False) -> None:
+        with self.lock:
+            self.gone.pop(path, None)
+            old = self.touched.get(path)
+            self.touched[path] = _Pending(old.signature if old else None, now, folder)
+
+    def remove(self, path: str, now: float) -> None:
+        with self.lock:
+            self.touched.pop(path, None)
+            self.gone[path] = now
+
+    def __len__(self) -> int:
+        return len(self.touched) + len(self.gone)
+
+    def _look(self, now: float) -> list[str]:
+        """Stat every touched path; those that have settled. (Under the lock.)"""
+        settled = []
+        for path, p in list(self.touched.items()):
+            try:
+                st = os.stat(path)
+            except OSError:
+                del self.touched[path]
+                self.gone[path] = now
+                continue
+            sig = (st.st_size, st.st_mtime_ns)
+            if sig != p.signature:
+                p.signature, p.since = sig, now
+            elif now - p.since >= self.settle:
+                settled.append(path)
+        return settled
+
+    def quiet(self, now: float) -> bool:
+        """Has every change known settled?"""
+        with self.lock:
+            settled = self._look(now)
+            return len(settled) == len(self.touched) and all(now - t >= self.settle for t in self.gone.values())
+
+    def take(self, now: float) -> tuple[list[str], list[str]]:
+        """The settled changes to index now, taken out: (touched paths, paths gone). Nothing until
+        every change known has settled, unless one has waited MAX_HOLD_S: then the settled ones
+        whose folders hold nothing unsettled."""
+        with self.lock:
+            settled = set(self._look(now))
+            gone = {p for p, t in self.gone.items() if now - t >= self.settle}
+            if not settled and not gone:
+                return [], []
+            if len(settled) < len(self.touched) or len(gone) < len(self.gone):
+                held = [now - p.since for p in self.touched.values()] + [now - t for t in self.gone.values()]
+                if max(held) < MAX_HOLD_S:
+                    return [], []
+                busy = [p for p in self.touched if p not in settled]
+                gone = {g for g in gone if not any(within(b, os.path.dirname(g)) for b in busy)}
+                settled = {s for s in settled if not (self.touched[s].folder and any(within(b, s) for b in busy))}
+            for p in settled:
+                del self.touched[p]
+            for p in gone:
+                del self.gone[p]
+            return sorted(settled), sorted(gone)
+
+
+class Watcher:
+    """Keeps one workspace's index equal to some folders, until :meth:`run`'s ``stop`` is set."""
+
+    def __init__(self, library: Library, request: WatchRequest, progress: WatchProgress):
+        self.library, self.request, self.progress = library, request, progress
+        opts = library.options
+        self.settle, self.reconcile_s = opts.watch_settle, opts.watch_reconcile
+        self.changes = Changes(self.settle)
+        self.roots = self._roots()
+        self.busy = False  # an index run is in flight
+        self._observers: list[BaseObserver] = []
+        self._events: BaseObserver | None = None  # the one using file events, while it works
+        self._told: set[str] = set()
+
+    def _roots(self) -> list[str]:
+        ws = os.path.abspath(self.library.workspace.path)
+        if self.request.paths:
+            for p in self.request.paths:
+                if not os.path.isdir(p):
+                    raise NotFound(f"no such folder to watch: {p}")
+            return list(self.request.paths)
+        roots = [r for r in self.library.workspace.roots if os.path.isdir(r) and not within(r, ws)]
+        if not roots:
+            raise BadInput("nothing to watch: name folders, or index some into this workspace first")
+        return roots
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch until ``stop`` is set: a reconcile scan first (once the first events had time to
+        come), then a batch each time changes settle, and a reconcile scan every interval."""
+        ws = Path(self.library.workspace.path)
+        with try_exclusive(ws, WATCH_LOCK) as ours:
+            if not ours:
+                raise StoreError(f"workspace {ws} is already watched by another `lookalike watch` or `serve --watch`")
+            self._observe()
+            self.progress.started(self.roots)
+            try:
+                self._loop(stop)
+            finally:
+                for obs in self._observers:
+                    obs.stop()
+                for obs in self._observers:
+                    obs.join(timeout=5)
+
+    def _loop(self, stop: threading.Event) -> None:
+        # The first reconcile waits until a file being written has had time to say so.
+        polls = [o.timeout for o in self._observers if o is not self._events]
+        next_reconcile: float | None = time.monotonic() + max([self.settle, *(p + TICK_S for p in polls)])
+        while not stop.is_set():
+            now = time.monotonic()
+            if next_reconcile is not None and now >= next_reconcile and self.changes.quiet(now):
+                roots = [r for r in self.roots if os.path.isdir(r)]  # an unmounted drive keeps its photos
+                if roots:
+                    self._index(roots, "reconcile")
+                next_reconcile = time.monotonic() + self.reconcile_s if self.reconcile_s > 0 else None
+                continue
+            touched, gone = self.changes.take(now)
+            if touched or gone:
+                self._index(self._batch_paths(touched, gone), "batch")
+            self._check_events()
+            stop.wait(TICK_S)
+
+    def _batch_paths(self, touched: list[str], gone: list[str]) -> list[str]:
+        """What an index run is given for these changes: the files and folders touched, and for each
+        path gone the nearest folder above it that still exists (a scan of it removes what is
+        gone, and finds where it went), never above its watched folder."""
+        paths = set(touched)
+        for path in gone:
+            root = self._root_of(path)
+            folder = os.path.dirname(path)
+            while root is not None and within(folder, root) and not os.path.isdir(folder):
+                folder = os.path.dirname(folder)
+            if root is not None and within(folder, root):
+                paths.add(folder)
+        kept: list[str] = []
+        for p in sorted(paths, key=lambda p: (p.count(os.sep), p)):
+            if not any(within(p, k) for k in kept):
+                kept.append(p)
+        return sorted(kept)
+
+    def _index(self, paths: list[str], kind: Literal["batch", "reconcile"]) -> None:
+        start = time.monotonic()
+        self.busy = True
+        try:
+            report = self.library.index(
+                IndexRequest(tuple(paths), self.request.glob, batch_size=self.request.batch_size)
+            )
+        except NotFound:
+            # Something went between the look and the scan: look again at what is left.
+            now = time.monotonic()
+            for p in paths:
+                (self.changes.add if os.path.exists(p) else self.changes.remove)(p, now)
+            return
+        finally:
+            self.busy = False
+        self.progress.batch(WatchBatch(kind, len(paths), report, time.monotonic() - start))
+
+    # --- events -------------------------------------------------------------------------------------
+
+    def _root_of(self, path: str) -> str | None:
+        return next((r for r in self.roots if within(path, r)), None)
+
+    def _wanted(self, path: str, folder: bool) -> bool:
+        root = self._root_of(path)
+        if root is None or ignored(path, root) or within(path, os.path.abspath(self.library.workspace.path)):
+            return False
+        if folder:
+            return True
+        if self.request.glob is not None:
+            return glob_matches(path, root, self.request.glob)
+        return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+    def event(self, kind: str, path: str, folder: bool, dest: str | None = None) -> None:
+        """Take in one file event (called from the observers' threads)."""
+        now = time.monotonic()
+        if kind == "moved":
+            if self._wanted(path, folder):
+                self.changes.remove(path, now)
+            if dest is not None and self._wanted(dest, folder):
+                self.changes.add(dest, now, folder)
+        elif kind == "deleted":
+            if self._wanted(path, folder):
+                self.changes.remove(path, now)
+        elif kind in ("created", "modified", "closed") and not (folder and kind != "created"):
+            if self._wanted(path, folder):
+                self.changes.add(path, now, folder)
+
+    def _observe(self) -> None:
+        """Start the observers: events where they can be trusted and suffice, polling elsewhere."""
+        from watchdog.observers import Observer
+
+        poll = self.library.options.watch_poll
+        polled = list(self.roots) if poll is not None else []
+        evented = [] if poll is not None else list(self.roots)
+        for root in list(evented):
+            fs = network_filesystem(root)
+            if fs is not None:
+                self._note(f"{root} is on a network filesystem ({fs}): its file events cannot be trusted; polling it")
+                evented.remove(root)
+                polled.append(root)
+        limit = self.library.options.watch_max_dirs
+        if evented and limit is not None and (n := count_folders(evented, limit)) > limit:
+            self._out_of_watches(f"more than the {limit} folders --max-watches allows ({n} or more)")
+            polled, evented = polled + evented, []
+        if evented:
+            events = Observer()
+            for root in evented:
+                events.schedule(_Handler(self), root, recursive=True)
+            try:
+                events.start()
+                self._events = events
+                self._observers.append(events)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EMFILE):
+                    raise StoreError(f"cannot watch {', '.join(evented)}: {e.strerror or e}") from e
+                self._out_of_watches("the system's inotify watches ran out")
+                polled += evented
+        if polled:
+            self._poll(polled, poll)
+
+    def _poll(self, roots: list[str], interval: float | None) -> None:
+        from watchdog.observers.polling import PollingObserver
+
+        poller = PollingObserver(timeout=interval or FALLBACK_POLL_S)
+        for root in roots:
+            poller.schedule(_Handler(self), root, recursive=True)
+        poller.start()
+        self._observers.append(poller)
+
+    def _out_of_watches(self, why: str) -> None:
+        self._note(
+            f"file events cannot watch every folder: {why}; polling every {FALLBACK_POLL_S:g}s instead "
+            f"({SYSCTL_HINT}, or set LOOKALIKE_WATCH_MAX_DIRS / --max-watches)"
+        )
+
+    def _check_events(self) -> None:
+        """File events that stopped (watches ran out for a new folder): poll instead, and say so once."""
+        events = self._events
+        if events is not None and not all(e.is_alive() for e in events.emitters):
+            self._events = None
+            self._out_of_watches("the system's inotify watches ran out")
+            events.stop()
+            self._poll(self.roots, self.library.options.watch_poll)
+            self.changes.add(self.roots[0], time.monotonic(), folder=True)  # what was missed meanwhile
+
+    def _note(self, message: str) -> None:
+        if message not in self._told:
+            self._told.add(message)
+            self.progress.note(message)
+
+
+class _Handler(FileSystemEventHandler):
+    """watchdog's callbacks, handed to the watcher as (kind, path, folder, dest)."""
+
+    def __init__(self, watcher: Watcher):
+        super().__init__()
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        dest = os.fsdecode(event.dest_path) if event.dest_path else None
+        kind = "closed" if event.event_type == "closed" else event.event_type
+        self.watcher.event(kind, os.fsdecode(event.src_path), event.is_directory, dest)

@@ -1,0 +1,240 @@
+"""`lookalike watch` as users run it: a real process, real files, real events (and polls).
+
+The tiny py_modules encoder (conftest.TINY_FLOWS) keeps the model beside the point; every wait is
+bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import lookalike
+from lookalike.library import ListRequest
+from lookalike.settings import Options
+from lookalike.watch import Changes, count_folders, ignored, network_filesystem
+
+from conftest import TINY_FLOWS, lookalike_cmd, quadrants
+
+# Every wait is bounded by this: a batch takes a settle time (1 s here) plus an index run.
+WAIT_S = 30.0
+
+
+def _png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    quadrants(seed).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _docs(ws: Path) -> dict[str, int]:
+    """The indexed files and their stored sizes, read as another process's reader sees them."""
+    with lookalike.open(Options(workspace=ws), write=False) as library:
+        return {d.uri: d.size for d in library.list(ListRequest(limit=1000)).docs if d.uri is not None}
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "first.png").write_bytes(_png(0))
+    return folder
+
+
+@pytest.fixture
+def ws(tmp_path: Path, photos: Path) -> Path:
+    """A workspace indexed from ``photos`` with the tiny flows (remembered for the watcher)."""
+    ws = tmp_path / "ws"
+    flows = ["--flow", str(TINY_FLOWS["index_flow"]), "--query-flow", str(TINY_FLOWS["query_flow"])]
+    done = subprocess.run(
+        [*lookalike_cmd(), "index", str(photos), "-w", str(ws), *flows], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return ws
+
+
+class Watch:
+    """A running `lookalike watch`, its output in files (no pipe to fill)."""
+
+    def __init__(self, ws: Path, *args: str, tmp: Path):
+        self.out, self.err = tmp / f"watch-{time.monotonic_ns()}.out", tmp / f"watch-{time.monotonic_ns()}.err"
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [*lookalike_cmd(), "watch", "-w", str(ws), "--settle", "1", *args], stdout=out, stderr=err
+            )
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def wait_for(self, text: str, stream: str = "stdout") -> None:
+        _until(lambda: text in (self.stdout() if stream == "stdout" else self.stderr()), f"{text!r} in {stream}")
+
+    def stop(self) -> float:
+        start = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("SIGTERM did not stop the watcher within 15 s") from None
+        return time.monotonic() - start
+
+
+@pytest.fixture
+def watching(ws: Path, tmp_path: Path) -> Iterator[Callable[..., Watch]]:
+    started: list[Watch] = []
+
+    def start(*args: str) -> Watch:
+        w = Watch(ws, *args, tmp=tmp_path)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def _copy_in(folder: Path, n: int, start: int = 100) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        path = folder / f"p{start + i}.png"
+        path.write_bytes(_png(start + i))
+        names.append(str(path))
+    return names
+
+
+def _events_then_changes(ws: Path, photos: Path, w: Watch) -> None:
+    """Copies, a slow write, a delete and a folder rename, each found in the index."""
+    w.wait_for("reconcile of")
+    added = _copy_in(photos / "new", 20)
+    _until(lambda: set(added) <= set(_docs(ws)), "20 copied photos indexed")
+
+    slow = photos / "slow.png"
+    data = _png(999)
+    with slow.open("wb") as f:
+        for part in range(3):  # three parts over about 3 s: each looks settled for a moment, never for 1 s
+            f.write(data[part * len(data) // 3 : (part + 1) * len(data) // 3])
+            f.flush()
+            time.sleep(0.9)
+    _until(lambda: _docs(ws).get(str(slow)) == len(data), "the slow file indexed whole")
+
+    for path in added[:5]:
+        os.unlink(path)
+    _until(lambda: not set(added[:5]) & set(_docs(ws)), "5 deleted photos removed")
+
+    (photos / "new").rename(photos / "renamed")
+    moved = {p.replace(f"{os.sep}new{os.sep}", f"{os.sep}renamed{os.sep}") for p in added[5:]}
+    _until(lambda: moved <= set(_docs(ws)) and not set(added) & set(_docs(ws)), "the renamed folder's photos")
+    assert "skipped" not in w.stderr()  # the slow file was never remembered as bad
+
+
+def test_watch_follows_copies_slow_writes_deletes_and_renames(ws, photos, watching):
+    w = watching()
+    _events_then_changes(ws, photos, w)
+    assert w.stop() < 15
+    assert w.proc.returncode == 0, w.stderr()
+    assert "polling" not in w.stderr()
+    lines = [line for line in w.stdout().splitlines() if " batch of " in line]
+    assert lines and all(" added, " in line and " removed, " in line for line in lines)
+
+
+def test_polling_does_the_same_without_events(ws, photos, watching):
+    w = watching("--poll", "1")
+    _events_then_changes(ws, photos, w)
+    assert w.stop() < 15 and w.proc.returncode == 0
+
+
+def test_a_watch_limit_reached_falls_back_to_polling_and_says_so_once(ws, photos, watching):
+    for name in ("a", "b", "c"):
+        (photos / name).mkdir()
+    w = watching("--max-watches", "1")
+    w.wait_for("reconcile of")
+    added = _copy_in(photos / "b", 3)
+    _until(lambda: set(added) <= set(_docs(ws)), "photos found by polling")
+    w.stop()
+    assert w.stderr().count("fs.inotify.max_user_watches") == 1, w.stderr()
+    assert "polling every" in w.stderr()
+
+
+def test_kill_9_then_restart_catches_up_and_duplicates_nothing(ws, photos, watching):
+    w = watching()
+    w.wait_for("reconcile of")
+    first = _copy_in(photos, 3)
+    _until(lambda: set(first) <= set(_docs(ws)), "photos indexed before the kill")
+    w.proc.kill()
+    w.proc.wait()
+    later = _copy_in(photos, 2, start=200)
+    again = watching()
+    _until(lambda: set(later) <= set(_docs(ws)), "a photo added while no watcher ran")
+    docs = _docs(ws)
+    assert len(docs) == 1 + 3 + 2  # the first photo, then five: nothing twice
+    assert again.stop() < 15 and again.proc.returncode == 0
+
+
+def test_a_second_watcher_on_the_workspace_refuses(ws, watching):
+    first = watching()
+    first.wait_for("watching", "stderr")
+    second = subprocess.run([*lookalike_cmd(), "watch", "-w", str(ws)], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 4, second.stderr  # StoreError's
+    assert second.stderr.strip().splitlines() == [
+        f"error: workspace {ws} is already watched by another `lookalike watch` or `serve --watch`"
+    ]
+    assert first.proc.poll() is None
+
+
+def test_ignored_names_folders_and_mount_types(tmp_path):
+    root = str(tmp_path)
+    for name in ("a.jpg.part", "b.crdownload", "c.tmp", "d.jpg~", ".e.jpg", "@eaDir/f.jpg", ".thumbnails/g.png"):
+        assert ignored(os.path.join(root, name), root), name
+    assert not ignored(os.path.join(root, "sub", "photo.jpg"), root)
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        "40 22 0:50 / /mnt/nas rw - nfs4 nas:/photos rw\n"
+        "41 22 0:51 / /mnt/ssh rw - fuse.sshfs me@host:/ rw\n"
+    )
+    assert network_filesystem("/mnt/nas/2024", str(mountinfo)) == "nfs4"
+    assert network_filesystem("/mnt/ssh", str(mountinfo)) == "fuse.sshfs"
+    assert network_filesystem("/home/me", str(mountinfo)) is None
+    for name in ("a", "b/c", "@eaDir"):
+        (tmp_path / "tree" / name).mkdir(parents=True)
+    assert count_folders([str(tmp_path / "tree")], 100) == 4  # tree, a, b, b/c
+    assert count_folders([str(tmp_path / "tree")], 1) == 2  # stops once over the limit
+
+
+def test_changes_settle_before_they_are_taken(tmp_path):
+    path = tmp_path / "x.png"
+    path.write_bytes(b"1")
+    changes = Changes(settle=1.0)
+    changes.add(str(path), 0.0)
+    assert changes.take(0.0) == ([], [])  # first look
+    path.write_bytes(b"12")
+    assert changes.take(0.9) == ([], [])  # it changed: settling starts again
+    assert changes.take(1.5) == ([], [])
+    assert changes.take(2.0) == ([str(path)], [])
+    changes.remove(str(tmp_path / "gone.png"), 3.0)
+    assert changes.take(3.5) == ([], [])
+    assert changes.take(4.0) == ([], [str(tmp_path / "gone.png")])
