@@ -824,13 +824,14 @@ def _serve(
     read_only: bool = False,
     allowed_hosts: list[str] | None = None,
     trash: Path | None = None,
+    watch: bool = False,
 ) -> None:
     import uvicorn
 
     from lookalike.server.app import ServerConfig, create_app
 
     hosts = tuple(allowed_hosts or ())
-    config = ServerConfig(opts, host=host, read_only=read_only, allowed_hosts=hosts, trash=trash)
+    config = ServerConfig(opts, host=host, read_only=read_only, allowed_hosts=hosts, trash=trash, watch=watch)
     if not config.writes_enabled and not read_only:
         err.print("note: listening beyond loopback without LOOKALIKE_TOKEN: upload and delete are disabled")
     where = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -869,6 +870,14 @@ def serve(
             "request names is taken inside it) [default: WORKSPACE/trash].",
         ),
     ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Keep the index equal to the indexed folders, as `lookalike watch` does (its settle time, "
+            "polling, reconcile interval and watch limit come from the same settings: `lookalike settings`).",
+        ),
+    ] = False,
     index_memory: IndexMemoryOpt = None,
     index_latency_ms: IndexLatencyOpt = None,
     runtime: RuntimeOpt = None,
@@ -891,7 +900,16 @@ def serve(
         runtime=runtime,
         ray_address=ray_address,
     )
-    _serve(opts, host, read_only=read_only, allowed_hosts=allowed_host, trash=trash.absolute() if trash else None)
+    if watch and read_only:
+        raise BadInput("--watch indexes what changes: it cannot go with --read-only")
+    _serve(
+        opts,
+        host,
+        read_only=read_only,
+        allowed_hosts=allowed_host,
+        trash=trash.absolute() if trash else None,
+        watch=watch,
+    )
 
 
 # --- executor serve ------------------------------------------------------------------------------

@@ -21,11 +21,14 @@ Library code: it reports through :class:`WatchProgress`, and never prints.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import gc
 import os
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -71,6 +74,7 @@ class WatchRequest:
     paths: tuple[str, ...] = ()
     glob: str | None = None
     batch_size: int = 16
+    background: bool = False  # a server's: searches go on from the old vector index while a new one builds
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", tuple(os.path.abspath(os.fspath(p)) for p in self.paths))
@@ -90,6 +94,17 @@ class WatchBatch:
     @property
     def moved(self) -> int:
         return self.report.moved  # files followed to new paths by content hash, not encoded again
+
+
+class _Observer(Protocol):
+    """A thread that turns changes into the watcher's events: watchdog's, or :class:`FolderPoller`."""
+
+    @property
+    def timeout(self) -> float: ...
+
+    def stop(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
 
 
 class WatchProgress(Protocol):
@@ -228,14 +243,22 @@ class Changes:
 class Watcher:
     """Keeps one workspace's index equal to some folders, until :meth:`run`'s ``stop`` is set."""
 
-    def __init__(self, library: Library, request: WatchRequest, progress: WatchProgress):
+    def __init__(
+        self,
+        library: Library,
+        request: WatchRequest,
+        progress: WatchProgress,
+        lock: AbstractContextManager[object] | None = None,
+    ):
+        """``lock``: held around each index run (a server's, so that uploads and deletes take turns with it)."""
         self.library, self.request, self.progress = library, request, progress
+        self.lock = lock if lock is not None else nullcontext()
         opts = library.options
         self.settle, self.reconcile_s = opts.watch_settle, opts.watch_reconcile
         self.changes = Changes(self.settle)
         self.roots = self._roots()
         self.busy = False  # an index run is in flight
-        self._observers: list[BaseObserver] = []
+        self._observers: list[_Observer] = []
         self._events: BaseObserver | None = None  # the one using file events, while it works
         self._told: set[str] = set()
 
@@ -309,10 +332,12 @@ class Watcher:
     def _index(self, paths: list[str], kind: Literal["batch", "reconcile"]) -> None:
         start = time.monotonic()
         self.busy = True
+        request = IndexRequest(
+            tuple(paths), self.request.glob, batch_size=self.request.batch_size, background=self.request.background
+        )
         try:
-            report = self.library.index(
-                IndexRequest(tuple(paths), self.request.glob, batch_size=self.request.batch_size)
-            )
+            with self.lock:
+                report = self.library.index(request)
         except NotFound:
             # Something went between the look and the scan: look again at what is left.
             now = time.monotonic()
@@ -321,6 +346,7 @@ class Watcher:
             return
         finally:
             self.busy = False
+            _release_memory()
         self.progress.batch(WatchBatch(kind, len(paths), report, time.monotonic() - start))
 
     # --- events -------------------------------------------------------------------------------------
@@ -387,11 +413,7 @@ class Watcher:
             self._poll(polled, poll)
 
     def _poll(self, roots: list[str], interval: float | None) -> None:
-        from watchdog.observers.polling import PollingObserver
-
-        poller = PollingObserver(timeout=interval or FALLBACK_POLL_S)
-        for root in roots:
-            poller.schedule(_Handler(self), root, recursive=True)
+        poller = FolderPoller(self, roots, interval or FALLBACK_POLL_S)
         poller.start()
         self._observers.append(poller)
 
@@ -415,6 +437,89 @@ class Watcher:
         if message not in self._told:
             self._told.add(message)
             self.progress.note(message)
+
+
+def _release_memory() -> None:
+    """Hand what an index run used back to the system before the watcher idles: its flow's objects
+    hold cycles (collected), and glibc keeps freed heap unless asked (a reconcile of 100,000 files
+    otherwise leaves the process hundreds of MB larger for as long as it runs)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to ask
+
+
+class FolderPoller(threading.Thread):
+    """Polling that keeps one number a folder (its mtime), not a stat of every file (watchdog's
+    poller keeps a snapshot of each file's stat: hundreds of bytes a file, too much for 100,000).
+
+    A folder whose mtime moved (a file or folder was created, deleted or renamed in it) goes to the
+    watcher as changed, so that the next batch scans it (finding what is new, what is gone and what
+    moved), and its files written since the last look go too, to be followed until they settle.
+    A file rewritten in place moves no folder's mtime: the reconcile scan finds it."""
+
+    SLACK_NS = 2_000_000_000  # clocks and filesystems round mtimes: look this far back
+
+    def __init__(self, watcher: Watcher, roots: list[str], interval: float):
+        super().__init__(name="watch-poll", daemon=True)
+        self.watcher, self.roots, self.timeout = watcher, roots, interval
+        self.folders: dict[str, int] = {}  # folder -> mtime_ns when last looked at
+        self._stop_event = threading.Event()
+        self._looked_ns = time.time_ns()
+
+    def run(self) -> None:
+        for root in self.roots:
+            self._add_tree(root)
+        while not self._stop_event.wait(self.timeout):
+            self.poll()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def poll(self) -> None:
+        """Look at every known folder's mtime once."""
+        since, self._looked_ns = self._looked_ns - self.SLACK_NS, time.time_ns()
+        for folder, mtime in list(self.folders.items()):
+            try:
+                now = os.stat(folder).st_mtime_ns
+            except OSError:  # gone (or unmounted): what it held goes with it
+                for f in [f for f in self.folders if within(f, folder)]:
+                    del self.folders[f]
+                self.watcher.event("deleted", folder, True)
+                continue
+            if now != mtime:
+                self.folders[folder] = now
+                self._changed(folder, since)
+
+    def _changed(self, folder: str, since_ns: int) -> None:
+        self.watcher.event("created", folder, True)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.path not in self.folders and self._add_tree(entry.path):
+                        self.watcher.event("created", entry.path, True)
+                elif entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime_ns >= since_ns:
+                    self.watcher.event("modified", entry.path, False)
+            except OSError:
+                continue  # gone meanwhile: the folder's scan sees to it
+
+    def _add_tree(self, top: str) -> bool:
+        """Remember ``top`` and the folders below it (not hidden, not NAS metadata); False if ignored."""
+        root = self.watcher._root_of(top)
+        if root is None or (top != root and ignored(top, root)):
+            return False
+        for dirpath, dirnames, _ in os.walk(top):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in IGNORED_FOLDERS]
+            try:
+                self.folders[dirpath] = os.stat(dirpath).st_mtime_ns
+            except OSError:
+                continue
+        return True
 
 
 class _Handler(FileSystemEventHandler):

@@ -238,3 +238,38 @@ def test_changes_settle_before_they_are_taken(tmp_path):
     changes.remove(str(tmp_path / "gone.png"), 3.0)
     assert changes.take(3.5) == ([], [])
     assert changes.take(4.0) == ([], [str(tmp_path / "gone.png")])
+
+
+def test_serve_watch_indexes_what_lands_in_the_folders_while_it_serves(ws: Path, photos: Path, tmp_path: Path):
+    """`lookalike serve --watch`: the watcher runs inside the server, and the API sees its work."""
+    import httpx
+
+    from conftest import free_port, wait_until_ready
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    env = {**os.environ, "LOOKALIKE_WATCH_SETTLE": "1"}
+    cmd = [*lookalike_cmd(), "serve", "--watch", "-w", str(ws), "--port", str(port), "--host", "127.0.0.1"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, proc)
+        for n in range(1, 6):
+            (photos / f"served-{n}.png").write_bytes(_png(100 + n))
+        docs = lambda: httpx.get(f"{base}/api/stats", timeout=5).json()["docs"]  # noqa: E731
+        _until(lambda: docs() == 6, "the five new photos are served")
+        (photos / "served-1.png").unlink()
+        _until(lambda: docs() == 5, "a deleted photo leaves the index")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, 128 + signal.SIGTERM)  # uvicorn's graceful stop says which signal
+        log.close()
+    text = (tmp_path / "serve.log").read_text()
+    assert "watching" in text and "added" in text, text
+
+
+def test_serve_watch_refuses_read_only(ws: Path):
+    done = subprocess.run(
+        [*lookalike_cmd(), "serve", "--watch", "--read-only", "-w", str(ws)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 5 and "--watch indexes what changes: it cannot go with --read-only" in done.stderr

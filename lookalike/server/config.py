@@ -25,6 +25,7 @@ class ServerConfig:
     # Where duplicates may be moved besides the indexed folders (--trash); None: <workspace>/trash.
     # Set when the server starts, never by a request: a request names a folder inside it or them.
     trash: Path | None = None
+    watch: bool = False  # keep the index equal to the indexed folders (`serve --watch`)
 
     @property
     def workspace(self) -> Path:

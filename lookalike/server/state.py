@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -18,6 +19,13 @@ from lookalike.library import open as open_library
 from lookalike.library.types import stored_doc_fields
 from lookalike.server.config import ServerConfig, cross_site_reason
 from lookalike.store.docstore import StoredDoc
+
+if TYPE_CHECKING:
+    from lookalike.watch import WatchBatch
+
+# `serve --watch` reports each index run on stderr, beside the server's own lines (uvicorn logs only
+# warnings there, so the watcher has a logger of its own).
+log = logging.getLogger("lookalike.serve.watch")
 
 MAX_TAGS = 5  # tags per document in API answers: what the page shows
 
@@ -42,6 +50,8 @@ class Service:
         self.library: Library | None = None
         self.load_error: LookalikeError | None = None
         self.index_lock = threading.Lock()
+        self.watching: threading.Thread | None = None
+        self.watch_stop = threading.Event()
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "lookalike_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
@@ -75,11 +85,41 @@ class Service:
                 pass  # the warm-up's error is the one to report
             return
         self.library = library
+        if self.config.watch:
+            self._start_watching(library)
+
+    def _start_watching(self, library: Library) -> None:
+        """`serve --watch`: the watcher of `lookalike watch`, in a thread, taking turns with uploads
+        and deletes (the index lock). Its lines go to the server's log; if it fails (another watcher
+        holds the workspace), the server goes on serving and says why."""
+        from lookalike.watch import Watcher, WatchRequest
+
+        if not log.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            log.propagate = False
+        watcher = Watcher(library, WatchRequest(background=True), _WatchLog(), lock=self.index_lock)
+        self.watch_stop = threading.Event()
+
+        def run() -> None:
+            try:
+                watcher.run(self.watch_stop)
+            except LookalikeError as e:
+                log.error("not watching: %s", e)
+
+        self.watching = threading.Thread(target=run, name="watch", daemon=True)
+        self.watching.start()
 
     def close(self) -> None:
         # Forgotten first: a lifespan can start again on the same app (a test client entered twice),
         # and until it has loaded anew, requests must get 503, not a closed database or a stopped batcher.
         library, self.library = self.library, None
+        if self.watching is not None:
+            self.watch_stop.set()
+            self.watching.join(timeout=60)  # an index run in flight finishes first
+            self.watching = None
         if library is not None:
             library.close()
 
@@ -143,3 +183,21 @@ class _WorkspaceCollector:
 
 def urls(doc_id: str) -> dict[str, str]:
     return {"thumbnail_url": f"/api/docs/{doc_id}/thumbnail?size=256", "image_url": f"/api/docs/{doc_id}/image"}
+
+
+class _WatchLog:
+    """`serve --watch`'s progress: one log line per index run, and its notes."""
+
+    def started(self, roots: list[str]) -> None:
+        log.info("watching %s", ", ".join(display_path(r) for r in roots))
+
+    def batch(self, batch: WatchBatch) -> None:
+        r = batch.report
+        counts = (r.indexed, r.updated, batch.moved, r.removed, r.skipped_total)
+        log.info(
+            "watch %s of %d paths: %d added, %d updated, %d moved, %d removed, %d skipped (%.1fs; %d images)",
+            batch.kind, batch.paths, *counts, batch.seconds, r.docs,
+        )  # fmt: skip
+
+    def note(self, message: str) -> None:
+        log.warning("%s", message)
