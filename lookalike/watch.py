@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
-from lookalike.errors import BadInput, NotFound, StoreError
+from lookalike.errors import BadInput, LookalikeError, NotFound, StoreError
 from lookalike.images import IMAGE_EXTENSIONS
 from lookalike.library.planning import IGNORED_FOLDERS, glob_matches
 from lookalike.library.types import IndexReport, IndexRequest
@@ -55,6 +55,7 @@ TICK_S = 0.2
 # A batch waits for every change it knows of to settle, but not for ever: after this long, the
 # settled ones go without the slow ones (a download that takes an hour must not hold up the rest).
 MAX_HOLD_S = 20.0
+RETRY_S = 30.0  # after an index run failed, the reconcile scan that tries again waits this long
 WATCH_LOCK = "watch.lock"
 # Filesystems whose file events miss other machines' writes, or that have none (FUSE may).
 NETWORK_FILESYSTEMS = frozenset(
@@ -258,6 +259,7 @@ class Watcher:
         self.changes = Changes(self.settle)
         self.roots = self._roots()
         self.busy = False  # an index run is in flight
+        self.failed = False  # the last index run failed: a reconcile scan comes a while later
         self._observers: list[_Observer] = []
         self._events: BaseObserver | None = None  # the one using file events, while it works
         self._told: set[str] = set()
@@ -299,6 +301,9 @@ class Watcher:
         next_reconcile: float | None = time.monotonic() + max([self.settle, *(p + TICK_S for p in polls)])
         while not stop.is_set():
             now = time.monotonic()
+            if self.failed:  # what failed is tried again soon, not at once
+                self.failed = False
+                next_reconcile = now + max(self.settle, RETRY_S)
             if next_reconcile is not None and now >= next_reconcile and self.changes.quiet(now):
                 roots = [r for r in self.roots if os.path.isdir(r)]  # an unmounted drive keeps its photos
                 if roots:
@@ -343,6 +348,12 @@ class Watcher:
             now = time.monotonic()
             for p in paths:
                 (self.changes.add if os.path.exists(p) else self.changes.remove)(p, now)
+            return
+        except LookalikeError as e:
+            # The store or the flow failed (a full disk, a model that would not load): nothing
+            # committed is lost; the watcher goes on, and the next reconcile scan tries again.
+            self._note(f"an index run failed: {e}; the next reconcile scan tries again")
+            self.failed = True
             return
         finally:
             self.busy = False
@@ -428,7 +439,14 @@ class Watcher:
         events = self._events
         if events is not None and not all(e.is_alive() for e in events.emitters):
             self._events = None
-            self._out_of_watches("the system's inotify watches ran out")
+            gone = [r for r in self.roots if not os.path.isdir(r)]
+            if gone:  # its events end with it: poll, which sees it come back
+                self._note(
+                    f"{', '.join(gone)} went away (unmounted?): its photos stay indexed, and the folders "
+                    f"are polled every {FALLBACK_POLL_S:g}s until it is back"
+                )
+            else:
+                self._out_of_watches("the system's inotify watches ran out")
             events.stop()
             self._poll(self.roots, self.library.options.watch_poll)
             self.changes.add(self.roots[0], time.monotonic(), folder=True)  # what was missed meanwhile
@@ -478,8 +496,12 @@ class FolderPoller(threading.Thread):
         self._stop_event.set()
 
     def poll(self) -> None:
-        """Look at every known folder's mtime once."""
+        """Look at every known folder's mtime once, and for watched folders that went away (an
+        unmounted drive) coming back: then the whole of it goes to the next batch."""
         since, self._looked_ns = self._looked_ns - self.SLACK_NS, time.time_ns()
+        for root in self.roots:
+            if root not in self.folders and os.path.isdir(root) and self._add_tree(root):
+                self.watcher.event("created", root, True)
         for folder, mtime in list(self.folders.items()):
             try:
                 now = os.stat(folder).st_mtime_ns

@@ -273,3 +273,22 @@ def test_serve_watch_refuses_read_only(ws: Path):
         [*lookalike_cmd(), "serve", "--watch", "--read-only", "-w", str(ws)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 5 and "--watch indexes what changes: it cannot go with --read-only" in done.stderr
+
+
+@pytest.mark.parametrize("mode", [["--poll", "1"], []], ids=["poll", "events"])
+def test_a_watched_folder_that_goes_away_keeps_its_photos_and_is_followed_when_it_is_back(
+    ws: Path, photos: Path, watching, mode: list[str]
+):
+    """An unmounted drive: its photos stay indexed while it is gone, and what it brings back is indexed."""
+    w = watching(str(photos), *mode)
+    w.wait_for("reconcile of")
+    first = str(photos / "first.png")
+    away = photos.with_name("away")
+    photos.rename(away)
+    time.sleep(3)  # a few polls, and a settle time
+    assert first in _docs(ws), "the photos of a folder that went away stay indexed"
+    (away / "while-away.png").write_bytes(_png(55))
+    away.rename(photos)
+    _until(lambda: str(photos / "while-away.png") in _docs(ws), "the folder is followed when it is back")
+    assert set(_docs(ws)) == {first, str(photos / "while-away.png")}
+    assert w.proc.poll() is None, w.stderr()
