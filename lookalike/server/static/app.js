@@ -192,6 +192,9 @@ async function route(entry) {
  *  goes on from the first thing of the new view rather than from the page's top. */
 function focusView(view) {
   state.focusView = false;
+  // Unless the user has already moved on (to a control still shown) while the view loaded.
+  const at = document.activeElement;
+  if (at && at !== document.body && at !== $("main") && at.offsetParent !== null) return;
   if (view === "browse" && grid.total) return grid.focus(0); // once its photo is fetched
   const first =
     view === "search"
@@ -365,6 +368,7 @@ function openFromList(list, index) {
 /** Leave the viewer for another view (more like this, duplicates, a place). */
 function leave(changes) {
   state.leaving = true;
+  state.focusView = true; // the new view's first item, once it is shown
   state.viewerPushed = false; // the new view replaces the viewer's entry: Back returns to the photo
   go({ ...VIEW_KEYS, ...changes }, { replace: false });
 }
@@ -374,6 +378,7 @@ const viewer = new Viewer({
   dupes: (item) => leave({ dupes: item.doc_id }),
   near: (item) => {
     state.leaving = true;
+    state.focusView = true;
     // The library, with the place filter (routed by the filters' change; the same place again
     // changes no filter, so go there directly).
     if (!filters.near(item.gps)) go({ ...VIEW_KEYS });
@@ -404,9 +409,8 @@ const viewer = new Viewer({
       } else go({ photo: null }, { replace: true });
     }
     if (state.leaving) {
-      // An action led to another view: its first item gets the focus once it is shown.
+      // An action led to another view: its first item gets the focus once it is shown (focusView).
       state.leaving = false;
-      state.focusView = true;
       return;
     }
     // Focus goes back to the photo the viewer ended on, in the list below.
