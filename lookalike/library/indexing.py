@@ -162,6 +162,10 @@ class Indexer:
         run.report.moved = moved
         self._read_old_headers(run.progress)
         run.progress.planned(len(plan.todo))
+        if not plan.todo and not plan.removed:
+            # Nothing to encode or remove (a rescan of unchanged folders, a watcher's reconcile):
+            # no flow is started, so no model is loaded and no shard reads its vectors.
+            return run.finish(start)
         runtime = self.flows.runtime("index")
         interrupted = True
         try:

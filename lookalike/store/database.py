@@ -49,6 +49,9 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA temp_store=MEMORY")  # planning's table of scanned files
+        # ... whose pages go back when its rows are deleted: an in-memory database otherwise keeps
+        # every page it ever had (about 180 bytes a scanned file, for as long as the process runs).
+        conn.execute("PRAGMA temp.auto_vacuum=FULL")
         conn.create_function("lookalike_km", 4, km_between, deterministic=True)  # the "near" filter
         return conn
 
@@ -92,6 +95,13 @@ class Database:
             with self._write_lock:
                 self._readers.append(conn)
         return conn
+
+    def shrink(self) -> None:
+        """Give back the page caches of the writer and this thread's reader (a long-lived process
+        after a big scan). Nothing is lost: pages are read again when needed."""
+        with self._write_lock:
+            self.writer.execute("PRAGMA shrink_memory")
+        self.reader.execute("PRAGMA shrink_memory")
 
     def close(self) -> None:
         self._closed = True

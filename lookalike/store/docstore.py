@@ -20,7 +20,7 @@ import sqlite3
 from pathlib import Path
 
 from lookalike.errors import StoreError
-from lookalike.store.database import Database
+from lookalike.store.database import Database, store_error
 from lookalike.store.documents import Chunks, Documents, StoredDoc
 from lookalike.store.embeddings import Embeddings
 from lookalike.store.facets import Facets
@@ -47,6 +47,13 @@ class DocStore(
             migrate(self._db)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the doc store {path}: {e}") from e
+
+    def release_memory(self) -> None:
+        """Give back what this thread's reads and the writer cache (see :meth:`Database.shrink`)."""
+        try:
+            self._db.shrink()
+        except sqlite3.Error as e:
+            raise store_error(self.path, "read", e) from e
 
     def close(self) -> None:
         self._db.close()
