@@ -35,6 +35,10 @@ IGNORED_FOLDERS = frozenset(
 )
 
 
+# Why an entry that is there could not be read: its documents stay (see :func:`plan_index`).
+UNREADABLE = frozenset({"unreadable folder", "unreadable file"})
+
+
 @dataclass
 class Unusable:
     """A directory entry that is never opened as an image, and why (reported as a skip)."""
@@ -231,11 +235,23 @@ def plan_index(
             else:
                 plan.todo.append(PlannedFile(f.path, "updated", f.size, f.mtime_ns))
         if limit is None:
-            roots = found.roots
-            plan.removed = [d for d, uri in store.unscanned_docs(roots) if matches(uri, roots, glob)]
+            roots, held = found.roots, _unreadable_now(found.unusable)
+            plan.removed = [
+                d for d, uri in store.unscanned_docs(roots) if matches(uri, roots, glob) and not _under(uri, held)
+            ]
             plan.forget = [u for u in store.unscanned_skips(roots) if matches(u, roots, glob)]
             _pair_moves(store, plan)
     return plan
+
+
+def _unreadable_now(unusable: list[Unusable]) -> list[str]:
+    """The folders and files the scan could not read that are still there (a permission taken
+    away, a failing disk): their documents are kept, not removed as gone, until they can be read."""
+    return [u.path for u in unusable if u.reason in UNREADABLE and os.path.lexists(u.path)]
+
+
+def _under(path: str, tops: list[str]) -> bool:
+    return any(within(path, t) for t in tops)
 
 
 def _pair_moves(store: DocStore, plan: Plan) -> None:
