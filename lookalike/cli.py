@@ -707,7 +707,6 @@ def watch(
 ) -> None:
     """Keep the index equal to folders until stopped: new and changed photos are indexed once they
     have settled, deleted ones removed; one line per batch. SIGTERM or Ctrl-C stops it."""
-    import threading
 
     from lookalike.watch import Watcher, WatchRequest
 
@@ -721,19 +720,18 @@ def watch(
         ray_address=ray_address,
     )
     request = WatchRequest(tuple(map(str, paths or ())), glob, batch_size)
-    stop = threading.Event()
     with _open(opts, write=True) as library:
         watcher = Watcher(library, request, _WatchLines())
 
         def stopping(signum: int, frame: object) -> None:
-            if watcher.busy or stop.is_set():
+            if watcher.busy or watcher.stopping:
                 raise _WatchStopped
-            stop.set()
+            watcher.stop()
 
         signal.signal(signal.SIGTERM, stopping)
         signal.signal(signal.SIGINT, stopping)
         try:
-            watcher.run(stop)
+            watcher.run()
         except _WatchStopped:
             err.print("stopped: the index run in flight was abandoned; the next start finishes it")
             return
@@ -750,12 +748,7 @@ class _WatchLines:
         r = batch.report
         for path, message in r.skipped_files:
             err.print(f"skipped {shown(path)}: {escape(message)}")
-        when = time.strftime("%H:%M:%S")
-        out.print(
-            f"{when} {batch.kind} of {batch.paths} path{'s' if batch.paths != 1 else ''}: {r.indexed} added, "
-            f"{r.updated} updated, {batch.moved} moved, {r.removed} removed, {r.skipped_total} skipped "
-            f"({batch.seconds:.1f}s; workspace holds {r.docs} images)"
-        )
+        out.print(f"{time.strftime('%H:%M:%S')} {batch.summary()}", markup=False)
         sys.stdout.flush()
 
     def note(self, message: str) -> None:

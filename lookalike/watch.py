@@ -1,7 +1,7 @@
 """Watching folders: file events (or polls) turned into the same incremental index runs, in settled batches.
 
 A :class:`Watcher` keeps a workspace's index equal to some folders until it is told to stop. File
-events (watchdog: inotify on Linux) only say *where* to look; what to do is decided by the same
+events (watchfiles, through Rust's notify: inotify on Linux) only say *where* to look; what to do is decided by the same
 incremental plan `lookalike index` runs (:mod:`lookalike.library.planning`), over the files that
 changed and the folders that lost files. So an event that is missed, doubled or out of order costs
 at most a look, and the periodic reconcile scan (one also runs at start, which is how a restart
@@ -25,6 +25,7 @@ import ctypes
 import errno
 import gc
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchfiles import Change
 
 from lookalike.errors import BadInput, LookalikeError, NotFound, StoreError
 from lookalike.images import IMAGE_EXTENSIONS
@@ -43,19 +44,19 @@ from lookalike.store.locks import try_exclusive
 from lookalike.store.workspace import within
 
 if TYPE_CHECKING:
-    from watchdog.observers.api import BaseObserver
-
     from lookalike.library import Library
 
 # Where events cannot be trusted or ran out, and --poll was not given: a poll every 10 s is one
 # stat per file per 10 s (cheap at 100k files), and a photo still appears within seconds.
 FALLBACK_POLL_S = 10.0
-# How often pending changes are looked at (one stat each): well under a settle time.
+# How often pending changes are looked at (one stat each): well under a settle time. With none
+# pending, the watcher sleeps until a change comes, or IDLE_TICK_S (a stop is seen within it).
 TICK_S = 0.2
+IDLE_TICK_S = 1.0
 # A batch waits for every change it knows of to settle, but not for ever: after this long, the
 # settled ones go without the slow ones (a download that takes an hour must not hold up the rest).
 MAX_HOLD_S = 20.0
-RETRY_S = 30.0  # after an index run failed, the reconcile scan that tries again waits this long
+RETRY_S = 30.0  # after an index run failed, the reconcile scan that tries again waits this long (or less)
 WATCH_LOCK = "watch.lock"
 # Filesystems whose file events miss other machines' writes, or that have none (FUSE may).
 NETWORK_FILESYSTEMS = frozenset(
@@ -64,6 +65,10 @@ NETWORK_FILESYSTEMS = frozenset(
 # Names a file has while it is still being written (browsers, rsync, editors).
 TEMPORARY_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", "~")
 SYSCTL_HINT = "raise the system's limit with: sudo sysctl fs.inotify.max_user_watches=524288"
+# File events are gathered for this long once one comes (watchfiles' debounce and step): the
+# settle time that follows is what keeps half-written files out, this only groups the events. The
+# events thread also wakes each step to see whether to stop: twice a second keeps idle CPU down.
+EVENTS_DEBOUNCE_MS, EVENTS_STEP_MS = 500, 500
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,18 @@ class WatchBatch:
     def moved(self) -> int:
         return self.report.moved  # files followed to new paths by content hash, not encoded again
 
+    def summary(self) -> str:
+        """One line for a log: "batch of 3 paths: 2 added, 0 updated, 1 moved, ... (0.4s; workspace holds N images)"."""
+        r, n = self.report, self.paths
+        return (
+            f"{self.kind} of {n} path{'s' if n != 1 else ''}: {r.indexed} added, {r.updated} updated, "
+            f"{self.moved} moved, {r.removed} removed, {r.skipped_total} skipped "
+            f"({self.seconds:.1f}s; workspace holds {r.docs} images)"
+        )
+
 
 class _Observer(Protocol):
-    """A thread that turns changes into the watcher's events: watchdog's, or :class:`FolderPoller`."""
+    """A thread that turns changes into the watcher's events: :class:`FileEvents` or :class:`FolderPoller`."""
 
     @property
     def timeout(self) -> float: ...
@@ -180,17 +194,20 @@ class Changes:
     touched: dict[str, _Pending] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)  # path -> when last named
     lock: threading.Lock = field(default_factory=threading.Lock)
+    arrived: threading.Event = field(default_factory=threading.Event)  # set by each change
 
     def add(self, path: str, now: float, folder: bool = False) -> None:
         with self.lock:
             self.gone.pop(path, None)
             old = self.touched.get(path)
             self.touched[path] = _Pending(old.signature if old else None, now, folder)
+        self.arrived.set()
 
     def remove(self, path: str, now: float) -> None:
         with self.lock:
             self.touched.pop(path, None)
             self.gone[path] = now
+        self.arrived.set()
 
     def __len__(self) -> int:
         return len(self.touched) + len(self.gone)
@@ -242,7 +259,7 @@ class Changes:
 
 
 class Watcher:
-    """Keeps one workspace's index equal to some folders, until :meth:`run`'s ``stop`` is set."""
+    """Keeps one workspace's index equal to some folders, from :meth:`run` until :meth:`stop`."""
 
     def __init__(
         self,
@@ -259,10 +276,12 @@ class Watcher:
         self.changes = Changes(self.settle)
         self.roots = self._roots()
         self.busy = False  # an index run is in flight
-        self.failed = False  # the last index run failed: a reconcile scan comes a while later
+        self.failed = False  # an index run just failed: a reconcile scan comes a while later
+        self.failing = False  # the last index run failed (said once, until one works again)
         self._observers: list[_Observer] = []
-        self._events: BaseObserver | None = None  # the one using file events, while it works
+        self._events: FileEvents | None = None  # the one using file events, while it works
         self._told: set[str] = set()
+        self._stop = threading.Event()
 
     def _roots(self) -> list[str]:
         ws = os.path.abspath(self.library.workspace.path)
@@ -278,8 +297,18 @@ class Watcher:
 
     # --- running ----------------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        """Watch until ``stop`` is set: a reconcile scan first (once the first events had time to
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return soon (safe from a signal handler or another thread): after the
+        index run in flight, if any."""
+        self._stop.set()
+        self.changes.arrived.set()
+
+    def run(self) -> None:
+        """Watch until :meth:`stop`: a reconcile scan first (once the first events had time to
         come), then a batch each time changes settle, and a reconcile scan every interval."""
         ws = Path(self.library.workspace.path)
         with try_exclusive(ws, WATCH_LOCK) as ours:
@@ -288,7 +317,7 @@ class Watcher:
             self._observe()
             self.progress.started(self.roots)
             try:
-                self._loop(stop)
+                self._loop(self._stop)
             finally:
                 for obs in self._observers:
                     obs.stop()
@@ -303,7 +332,8 @@ class Watcher:
             now = time.monotonic()
             if self.failed:  # what failed is tried again soon, not at once
                 self.failed = False
-                next_reconcile = now + max(self.settle, RETRY_S)
+                wait = min(RETRY_S, self.reconcile_s) if self.reconcile_s > 0 else RETRY_S
+                next_reconcile = now + max(self.settle, wait)
             if next_reconcile is not None and now >= next_reconcile and self.changes.quiet(now):
                 roots = [r for r in self.roots if os.path.isdir(r)]  # an unmounted drive keeps its photos
                 if roots:
@@ -314,7 +344,11 @@ class Watcher:
             if touched or gone:
                 self._index(self._batch_paths(touched, gone), "batch")
             self._check_events()
-            stop.wait(TICK_S)
+            if len(self.changes):
+                stop.wait(TICK_S)
+            else:
+                self.changes.arrived.wait(IDLE_TICK_S)
+            self.changes.arrived.clear()
 
     def _batch_paths(self, touched: list[str], gone: list[str]) -> list[str]:
         """What an index run is given for these changes: the files and folders touched, and for each
@@ -351,13 +385,18 @@ class Watcher:
             return
         except LookalikeError as e:
             # The store or the flow failed (a full disk, a model that would not load): nothing
-            # committed is lost; the watcher goes on, and the next reconcile scan tries again.
-            self._note(f"an index run failed: {e}; the next reconcile scan tries again")
-            self.failed = True
+            # committed is lost; the watcher goes on, and a reconcile scan soon tries again. Said
+            # when it starts failing, not at every retry.
+            if not self.failing:
+                self.progress.note(f"an index run failed: {e}; a reconcile scan tries again shortly")
+            self.failed = self.failing = True
             return
         finally:
             self.busy = False
-            _release_memory()
+            self._release_memory()
+        if self.failing:
+            self.failing = False
+            self.progress.note("index runs work again")
         self.progress.batch(WatchBatch(kind, len(paths), report, time.monotonic() - start))
 
     # --- events -------------------------------------------------------------------------------------
@@ -375,25 +414,19 @@ class Watcher:
             return glob_matches(path, root, self.request.glob)
         return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
-    def event(self, kind: str, path: str, folder: bool, dest: str | None = None) -> None:
-        """Take in one file event (called from the observers' threads)."""
+    def event(self, kind: Literal["created", "modified", "deleted"], path: str, folder: bool) -> None:
+        """Take in one change (called from the observers' threads). A rename is its old path
+        deleted and its new one created: the batch that scans both pairs them by content hash."""
         now = time.monotonic()
-        if kind == "moved":
-            if self._wanted(path, folder):
-                self.changes.remove(path, now)
-            if dest is not None and self._wanted(dest, folder):
-                self.changes.add(dest, now, folder)
-        elif kind == "deleted":
-            if self._wanted(path, folder):
-                self.changes.remove(path, now)
-        elif kind in ("created", "modified", "closed") and not (folder and kind != "created"):
-            if self._wanted(path, folder):
-                self.changes.add(path, now, folder)
+        if not self._wanted(path, folder):
+            return
+        if kind == "deleted":  # a file or a folder (what it was is not known once it is gone)
+            self.changes.remove(path, now)
+        elif kind == "created" or not folder:  # a folder's own change: its entries' events say what
+            self.changes.add(path, now, folder)
 
     def _observe(self) -> None:
         """Start the observers: events where they can be trusted and suffice, polling elsewhere."""
-        from watchdog.observers import Observer
-
         poll = self.library.options.watch_poll
         polled = list(self.roots) if poll is not None else []
         evented = [] if poll is not None else list(self.roots)
@@ -408,18 +441,15 @@ class Watcher:
             self._out_of_watches(f"more than the {limit} folders --max-watches allows ({n} or more)")
             polled, evented = polled + evented, []
         if evented:
-            events = Observer()
-            for root in evented:
-                events.schedule(_Handler(self), root, recursive=True)
             try:
+                events = FileEvents(self, evented)
+            except OSError as e:  # the inotify watches ran out (ENOSPC), or another refusal
+                self._out_of_watches(_events_failure(e))
+                polled += evented
+            else:
                 events.start()
                 self._events = events
                 self._observers.append(events)
-            except OSError as e:
-                if e.errno not in (errno.ENOSPC, errno.EMFILE):
-                    raise StoreError(f"cannot watch {', '.join(evented)}: {e.strerror or e}") from e
-                self._out_of_watches("the system's inotify watches ran out")
-                polled += evented
         if polled:
             self._poll(polled, poll)
 
@@ -435,32 +465,47 @@ class Watcher:
         )
 
     def _check_events(self) -> None:
-        """File events that stopped (watches ran out for a new folder): poll instead, and say so once."""
+        """File events that stopped (watches ran out for a new folder) or lost their folder (an
+        unmounted drive: its events end with it): poll instead, which sees it come back; say so once."""
         events = self._events
-        if events is not None and not all(e.is_alive() for e in events.emitters):
-            self._events = None
-            gone = [r for r in self.roots if not os.path.isdir(r)]
-            if gone:  # its events end with it: poll, which sees it come back
-                self._note(
-                    f"{', '.join(gone)} went away (unmounted?): its photos stay indexed, and the folders "
-                    f"are polled every {FALLBACK_POLL_S:g}s until it is back"
-                )
-            else:
-                self._out_of_watches("the system's inotify watches ran out")
-            events.stop()
-            self._poll(self.roots, self.library.options.watch_poll)
-            self.changes.add(self.roots[0], time.monotonic(), folder=True)  # what was missed meanwhile
+        if events is None:
+            return
+        gone = [r for r in events.roots if not os.path.isdir(r)]
+        if not gone and events.is_alive():
+            return
+        self._events = None
+        if gone:
+            self._note(
+                f"{', '.join(gone)} went away (unmounted?): its photos stay indexed, and the folders "
+                f"are polled every {FALLBACK_POLL_S:g}s until it is back"
+            )
+        else:
+            self._out_of_watches(_events_failure(events.error))
+        events.stop()
+        self._poll(self.roots, self.library.options.watch_poll)
+        for root in events.roots:  # what was missed meanwhile
+            if os.path.isdir(root):
+                self.changes.add(root, time.monotonic(), folder=True)
 
     def _note(self, message: str) -> None:
         if message not in self._told:
             self._told.add(message)
             self.progress.note(message)
 
+    def _release_memory(self) -> None:
+        """Hand what an index run used back to the system before the watcher idles: its flow's
+        objects hold cycles (collected), SQLite keeps its page caches, and glibc keeps freed heap
+        unless asked (a reconcile of 100,000 files otherwise leaves the process hundreds of MB
+        larger for as long as it runs)."""
+        try:
+            self.library.workspace.store.release_memory()
+        except StoreError:
+            pass  # the next index run says what is wrong with the store
+        _release_heap()
 
-def _release_memory() -> None:
-    """Hand what an index run used back to the system before the watcher idles: its flow's objects
-    hold cycles (collected), and glibc keeps freed heap unless asked (a reconcile of 100,000 files
-    otherwise leaves the process hundreds of MB larger for as long as it runs)."""
+
+def _release_heap() -> None:
+    """Collect cycles, and ask glibc to return the heap it keeps free."""
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
@@ -469,8 +514,8 @@ def _release_memory() -> None:
 
 
 class FolderPoller(threading.Thread):
-    """Polling that keeps one number a folder (its mtime), not a stat of every file (watchdog's
-    poller keeps a snapshot of each file's stat: hundreds of bytes a file, too much for 100,000).
+    """Polling that keeps one number a folder (its mtime), not a stat of every file (the pollers of
+    watchdog and of notify keep each file's: hundreds of bytes a file, too much for 100,000).
 
     A folder whose mtime moved (a file or folder was created, deleted or renamed in it) goes to the
     watcher as changed, so that the next batch scans it (finding what is new, what is gone and what
@@ -544,14 +589,53 @@ class FolderPoller(threading.Thread):
         return True
 
 
-class _Handler(FileSystemEventHandler):
-    """watchdog's callbacks, handed to the watcher as (kind, path, folder, dest)."""
+class FileEvents(threading.Thread):
+    """File events (watchfiles' Rust notify: inotify on Linux, one watch a folder, added as folders
+    are made), handed to the watcher. Each changed path is classified by what is on disk when its
+    events arrive, not by their order (a file deleted and made again in one group is there)."""
 
-    def __init__(self, watcher: Watcher):
-        super().__init__()
-        self.watcher = watcher
+    timeout = 0.0  # not a poll
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        dest = os.fsdecode(event.dest_path) if event.dest_path else None
-        kind = "closed" if event.event_type == "closed" else event.event_type
-        self.watcher.event(kind, os.fsdecode(event.src_path), event.is_directory, dest)
+    def __init__(self, watcher: Watcher, roots: list[str]):
+        """Watch ``roots`` (every folder below them): raises OSError if the system refuses."""
+        from watchfiles._rust_notify import RustNotify
+
+        super().__init__(name="watch-events", daemon=True)
+        self.watcher, self.roots = watcher, roots
+        self.error: BaseException | None = None  # why the events ended, if they did
+        self._stop_event = threading.Event()
+        # Folders that cannot be read are the scan's to report; their events are not needed.
+        self._notify = RustNotify(roots, False, False, 0, True, True)
+
+    def run(self) -> None:
+        try:
+            while True:
+                got = self._notify.watch(EVENTS_DEBOUNCE_MS, EVENTS_STEP_MS, 0, self._stop_event)
+                if got == "stop":
+                    return
+                if isinstance(got, set):
+                    for change, path in sorted(got, key=lambda c: c[1]):
+                        self._hand_over(change, path)
+        except Exception as e:  # noqa: BLE001 - whatever ended the events, the watcher polls instead
+            self.error = e
+        finally:
+            self._notify.close()
+
+    def _hand_over(self, change: int, path: str) -> None:
+        try:
+            folder = stat.S_ISDIR(os.stat(path, follow_symlinks=False).st_mode)
+        except OSError:
+            self.watcher.event("deleted", path, True)
+            return
+        self.watcher.event("modified" if change == Change.modified else "created", path, folder)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def _events_failure(e: BaseException | None) -> str:
+    """Why file events could not watch every folder, in words."""
+    text = str(e or "")
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EMFILE)) or "MaxFilesWatch" in text:
+        return "the system's inotify watches ran out"
+    return f"file events failed ({text or type(e).__name__})"

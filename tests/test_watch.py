@@ -292,3 +292,81 @@ def test_a_watched_folder_that_goes_away_keeps_its_photos_and_is_followed_when_i
     _until(lambda: str(photos / "while-away.png") in _docs(ws), "the folder is followed when it is back")
     assert set(_docs(ws)) == {first, str(photos / "while-away.png")}
     assert w.proc.poll() is None, w.stderr()
+
+
+def test_a_failed_index_run_is_retried_and_loses_nothing(ws: Path, photos: Path, watching):
+    """The disk stops taking writes (the watcher's file size limit, lowered from outside, fails
+    them as a full disk would): the watcher says so once, keeps running, and once writes work
+    again a reconcile scan indexes what failed, each photo once."""
+    import resource
+
+    w = watching("--reconcile", "2")
+    w.wait_for("reconcile of")
+    resource.prlimit(w.proc.pid, resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+    added = _copy_in(photos, 3)
+    w.wait_for("an index run failed", "stderr")
+    assert "cannot commit" in w.stderr() and not set(added) & set(_docs(ws))
+    time.sleep(3)  # a retry that fails too is not said again
+    assert w.stderr().count("an index run failed") == 1 and w.proc.poll() is None
+    resource.prlimit(w.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    _until(lambda: set(added) <= set(_docs(ws)), "the photos that failed are indexed by the retry")
+    w.wait_for("index runs work again", "stderr")
+    assert len(_docs(ws)) == 1 + 3
+    assert w.stop() < 15 and w.proc.returncode == 0, w.stderr()
+
+
+def _unprivileged() -> list[str]:
+    """The command prefix that runs a process without the right to read what it may not (root
+    reads every folder whatever its mode): setpriv to nobody when this is root."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_a_folder_that_cannot_be_read_keeps_its_photos_until_it_can(tmp_path_factory):
+    """Its permission taken away, a watched folder's photos stay indexed (a scan that cannot list
+    it says so, and does not take it for gone); given back, nothing is encoded again."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="lookalike-perm-"))  # not under root's private tmp
+    try:
+        photos, ws = base / "photos", base / "ws"
+        _copy_in(photos / "open", 2)
+        locked = _copy_in(photos / "locked", 2)
+        subprocess.run(["chown", "-R", "65534:65534", str(base)], check=True)
+        base.chmod(0o755)
+        env = {**os.environ, "HOME": str(base)}
+        flows = ["--flow", str(TINY_FLOWS["index_flow"]), "--query-flow", str(TINY_FLOWS["query_flow"])]
+        cmd = [*_unprivileged(), *lookalike_cmd()]
+        done = subprocess.run(
+            [*cmd, "index", str(photos), "-w", str(ws), *flows], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        out = (base / "watch.out").open("wb")
+        err = (base / "watch.err").open("wb")
+        watch = [*cmd, "watch", "-w", str(ws), "--settle", "1", "--reconcile", "1"]
+        proc = subprocess.Popen(watch, stdout=out, stderr=err, env=env)
+        reconciles = lambda: (base / "watch.out").read_text().count("reconcile of")  # noqa: E731
+        try:
+            _until(lambda: reconciles() >= 1, "the start-up reconcile")
+            (photos / "locked").chmod(0)
+            seen = reconciles()
+            _until(lambda: reconciles() >= seen + 2, "two reconcile scans of the locked folder")
+            assert "cannot list folder: Permission denied" in (base / "watch.err").read_text()
+            assert set(locked) <= set(_docs(ws)), "the locked folder's photos stay indexed"
+            (photos / "locked").chmod(0o755)
+            new = _copy_in(photos / "locked", 1, start=300)
+            _until(lambda: set(new) <= set(_docs(ws)), "a photo added once the folder can be read")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+            out.close()
+            err.close()
+        assert len(_docs(ws)) == 5
+        text = (base / "watch.out").read_text()
+        assert " 0 removed" in text and " 1 removed" not in text and " 2 removed" not in text, text
+        assert all(" 0 updated" in line for line in text.splitlines() if "reconcile of" in line), text
+    finally:
+        (base / "photos" / "locked").chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)

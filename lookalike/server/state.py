@@ -21,7 +21,7 @@ from lookalike.server.config import ServerConfig, cross_site_reason
 from lookalike.store.docstore import StoredDoc
 
 if TYPE_CHECKING:
-    from lookalike.watch import WatchBatch
+    from lookalike.watch import WatchBatch, Watcher
 
 # `serve --watch` reports each index run on stderr, beside the server's own lines (uvicorn logs only
 # warnings there, so the watcher has a logger of its own).
@@ -50,8 +50,8 @@ class Service:
         self.library: Library | None = None
         self.load_error: LookalikeError | None = None
         self.index_lock = threading.Lock()
-        self.watching: threading.Thread | None = None
-        self.watch_stop = threading.Event()
+        self.watching: threading.Thread | None = None  # `serve --watch`: the watcher's thread
+        self.watcher: Watcher | None = None
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "lookalike_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
@@ -100,12 +100,11 @@ class Service:
             log.addHandler(handler)
             log.setLevel(logging.INFO)
             log.propagate = False
-        watcher = Watcher(library, WatchRequest(background=True), _WatchLog(), lock=self.index_lock)
-        self.watch_stop = threading.Event()
+        watcher = self.watcher = Watcher(library, WatchRequest(background=True), _WatchLog(), lock=self.index_lock)
 
         def run() -> None:
             try:
-                watcher.run(self.watch_stop)
+                watcher.run()
             except LookalikeError as e:
                 log.error("not watching: %s", e)
 
@@ -116,8 +115,8 @@ class Service:
         # Forgotten first: a lifespan can start again on the same app (a test client entered twice),
         # and until it has loaded anew, requests must get 503, not a closed database or a stopped batcher.
         library, self.library = self.library, None
-        if self.watching is not None:
-            self.watch_stop.set()
+        if self.watching is not None and self.watcher is not None:
+            self.watcher.stop()
             self.watching.join(timeout=60)  # an index run in flight finishes first
             self.watching = None
         if library is not None:
@@ -192,12 +191,7 @@ class _WatchLog:
         log.info("watching %s", ", ".join(display_path(r) for r in roots))
 
     def batch(self, batch: WatchBatch) -> None:
-        r = batch.report
-        counts = (r.indexed, r.updated, batch.moved, r.removed, r.skipped_total)
-        log.info(
-            "watch %s of %d paths: %d added, %d updated, %d moved, %d removed, %d skipped (%.1fs; %d images)",
-            batch.kind, batch.paths, *counts, batch.seconds, r.docs,
-        )  # fmt: skip
+        log.info("watch %s", batch.summary())
 
     def note(self, message: str) -> None:
         log.warning("%s", message)
