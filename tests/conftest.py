@@ -76,6 +76,21 @@ def copy_photos(dataset, dest: Path, per_class: int, classes: list[str] | None =
     return out
 
 
+# Capabilities that let root read any file whatever its mode: dropped for a run that must meet a
+# chmod 000 file or folder as anyone else would.
+ROOT_READ_CAPS = "-dac_override,-dac_read_search"
+
+
+def drop_root_read() -> list[str]:
+    """A command prefix that runs root without the capabilities to read any file whatever its mode."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return []
+    return ["setpriv", f"--bounding-set={ROOT_READ_CAPS}", f"--inh-caps={ROOT_READ_CAPS}", "--"]
+
+
 def lookalike_cmd() -> list[str]:
     """The installed console script, run for real in a subprocess."""
     import sys

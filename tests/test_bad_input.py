@@ -45,7 +45,7 @@ from lookalike.flow.graph import builtin_flow_path
 from lookalike.server.app import ServerConfig, create_app
 from lookalike.store.workspace import Workspace
 
-from conftest import free_port, halves, lookalike_cmd, solid, wait_until_ready
+from conftest import drop_root_read, free_port, halves, lookalike_cmd, solid, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -64,11 +64,6 @@ MAX_UPLOAD_MB = 1.0
 
 # A file name that is not valid UTF-8 (Latin-1 e-acute): Python keeps the byte as a lone surrogate.
 CAFE = os.fsdecode(b"caf\xe9.jpg")
-
-# Capabilities that let root read any file whatever its mode: dropped for the index run, so that a
-# chmod 000 file fails for root as it would for anyone else.
-ROOT_READ_CAPS = "-dac_override,-dac_read_search"
-
 
 # --- building inputs -----------------------------------------------------------------------------------
 
@@ -445,13 +440,6 @@ class IndexRun:
         return str(self.folder / name)
 
 
-def _drop_root_read() -> list[str]:
-    """A command prefix that runs root without the capabilities to read any file whatever its mode."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        return []
-    return ["setpriv", f"--bounding-set={ROOT_READ_CAPS}", f"--inh-caps={ROOT_READ_CAPS}", "--"]
-
-
 def _index(prefix: list[str], args: list[str]) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(
@@ -479,7 +467,7 @@ def index_run(model_dir, photos, tmp_path_factory) -> IndexRun:
     flow = root / "small-files.yml"
     flow.write_text(yaml.safe_dump(flow_yaml, sort_keys=False))  # pod order is flow order
 
-    prefix = _drop_root_read()
+    prefix = drop_root_read()
     can_refuse_root = os.geteuid() != 0
     if prefix:
         probe = subprocess.run([*prefix, "cat", str(folder / "unreadable.jpg")], capture_output=True)
