@@ -708,6 +708,8 @@ def watch(
     """Keep the index equal to folders until stopped: new and changed photos are indexed once they
     have settled, deleted ones removed; one line per batch. SIGTERM or Ctrl-C stops it."""
 
+    import threading
+
     from lookalike.watch import Watcher, WatchRequest
 
     opts = options(
@@ -726,7 +728,8 @@ def watch(
         def stopping(signum: int, frame: object) -> None:
             if watcher.busy or watcher.stopping:
                 raise _WatchStopped
-            watcher.stop()
+            # Not watcher.stop() here: it takes locks the interrupted main thread may hold.
+            threading.Thread(target=watcher.stop, name="watch-stop", daemon=True).start()
 
         signal.signal(signal.SIGTERM, stopping)
         signal.signal(signal.SIGINT, stopping)

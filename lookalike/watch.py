@@ -65,6 +65,8 @@ NETWORK_FILESYSTEMS = frozenset(
 # Names a file has while it is still being written (browsers, rsync, editors).
 TEMPORARY_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp", "~")
 SYSCTL_HINT = "raise the system's limit with: sudo sysctl fs.inotify.max_user_watches=524288"
+OUT_OF_WATCHES = "the system's inotify watches ran out"
+RESTART_S = 60.0  # file events that failed for another reason are started again, at most this often
 # File events are gathered for this long once one comes (watchfiles' debounce and step): the
 # settle time that follows is what keeps half-written files out, this only groups the events. The
 # events thread also wakes each step to see whether to stop: twice a second keeps idle CPU down.
@@ -258,6 +260,25 @@ class Changes:
             return sorted(settled), sorted(gone)
 
 
+def batch_paths(touched: list[str], gone: list[str], roots: list[str]) -> list[str]:
+    """What an index run is given for these changes: the files and folders touched, and for each
+    path gone the nearest folder above it that still exists (a scan of it removes what is gone,
+    and finds where it went), never above its watched folder (one of ``roots``)."""
+    paths = set(touched)
+    for path in gone:
+        root = next((r for r in roots if within(path, r)), None)
+        folder = os.path.dirname(path)
+        while root is not None and within(folder, root) and not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+        if root is not None and within(folder, root):
+            paths.add(folder)
+    kept: list[str] = []
+    for p in sorted(paths, key=lambda p: (p.count(os.sep), p)):
+        if not any(within(p, k) for k in kept):
+            kept.append(p)
+    return sorted(kept)
+
+
 class Watcher:
     """Keeps one workspace's index equal to some folders, from :meth:`run` until :meth:`stop`."""
 
@@ -275,6 +296,10 @@ class Watcher:
         self.settle, self.reconcile_s = opts.watch_settle, opts.watch_reconcile
         self.changes = Changes(self.settle)
         self.roots = self._roots()
+        # Each root's device: an unmounted drive leaves its mount point behind, an empty folder
+        # that must not be taken for a drive whose photos were all deleted.
+        self._devices = {r: os.stat(r).st_dev for r in self.roots}
+        self._restarted = -float("inf")  # when file events were last started again after failing
         self.busy = False  # an index run is in flight
         self.failed = False  # an index run just failed: a reconcile scan comes a while later
         self.failing = False  # the last index run failed (said once, until one works again)
@@ -335,14 +360,14 @@ class Watcher:
                 wait = min(RETRY_S, self.reconcile_s) if self.reconcile_s > 0 else RETRY_S
                 next_reconcile = now + max(self.settle, wait)
             if next_reconcile is not None and now >= next_reconcile and self.changes.quiet(now):
-                roots = [r for r in self.roots if os.path.isdir(r)]  # an unmounted drive keeps its photos
+                roots = [r for r in self.roots if self._present(r)]  # an unmounted drive keeps its photos
                 if roots:
                     self._index(roots, "reconcile")
                 next_reconcile = time.monotonic() + self.reconcile_s if self.reconcile_s > 0 else None
                 continue
             touched, gone = self.changes.take(now)
             if touched or gone:
-                self._index(self._batch_paths(touched, gone), "batch")
+                self._index(batch_paths(touched, gone, self.roots), "batch")
             self._check_events()
             if len(self.changes):
                 stop.wait(TICK_S)
@@ -350,29 +375,27 @@ class Watcher:
                 self.changes.arrived.wait(IDLE_TICK_S)
             self.changes.arrived.clear()
 
-    def _batch_paths(self, touched: list[str], gone: list[str]) -> list[str]:
-        """What an index run is given for these changes: the files and folders touched, and for each
-        path gone the nearest folder above it that still exists (a scan of it removes what is
-        gone, and finds where it went), never above its watched folder."""
-        paths = set(touched)
-        for path in gone:
-            root = self._root_of(path)
-            folder = os.path.dirname(path)
-            while root is not None and within(folder, root) and not os.path.isdir(folder):
-                folder = os.path.dirname(folder)
-            if root is not None and within(folder, root):
-                paths.add(folder)
-        kept: list[str] = []
-        for p in sorted(paths, key=lambda p: (p.count(os.sep), p)):
-            if not any(within(p, k) for k in kept):
-                kept.append(p)
-        return sorted(kept)
+    def _present(self, root: str | None) -> bool:
+        """Is this watched folder there, on the device it was on when watching began?"""
+        try:
+            return root is not None and os.stat(root).st_dev == self._devices[root] and os.path.isdir(root)
+        except OSError:
+            return False
 
     def _index(self, paths: list[str], kind: Literal["batch", "reconcile"]) -> None:
+        paths = [p for p in paths if self._present(self._root_of(p))]  # never scan an unmounted drive
+        if not paths:
+            return
+        if kind == "reconcile":
+            self._check_coverage()
         start = time.monotonic()
         self.busy = True
         request = IndexRequest(
-            tuple(paths), self.request.glob, batch_size=self.request.batch_size, background=self.request.background
+            tuple(paths),
+            self.request.glob,
+            batch_size=self.request.batch_size,
+            background=self.request.background,
+            quiet_noop=True,
         )
         try:
             with self.lock:
@@ -414,10 +437,16 @@ class Watcher:
             return glob_matches(path, root, self.request.glob)
         return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
-    def event(self, kind: Literal["created", "modified", "deleted"], path: str, folder: bool) -> None:
+    def event(self, kind: Literal["created", "modified", "deleted"], path: str, folder: bool | None) -> None:
         """Take in one change (called from the observers' threads). A rename is its old path
-        deleted and its new one created: the batch that scans both pairs them by content hash."""
+        deleted and its new one created: the batch that scans both pairs them by content hash.
+        ``folder`` None: a path gone, of a kind no longer known (a folder if photos were indexed
+        under it; a deleted sidecar or document is nothing to scan for)."""
         now = time.monotonic()
+        if folder is None:
+            folder = not self._wanted(path, False) and bool(self.library.workspace.doc_ids_under([path]))
+            if not folder and not self._wanted(path, False):
+                return
         if not self._wanted(path, folder):
             return
         if kind == "deleted":  # a file or a folder (what it was is not known once it is gone)
@@ -443,13 +472,14 @@ class Watcher:
         if evented:
             try:
                 events = FileEvents(self, evented)
-            except OSError as e:  # the inotify watches ran out (ENOSPC), or another refusal
+            except (OSError, RuntimeError) as e:  # no inotify instance or watches left, or another refusal
                 self._out_of_watches(_events_failure(e))
                 polled += evented
             else:
                 events.start()
                 self._events = events
                 self._observers.append(events)
+                self._check_coverage()
         if polled:
             self._poll(polled, poll)
 
@@ -470,10 +500,17 @@ class Watcher:
         events = self._events
         if events is None:
             return
-        gone = [r for r in events.roots if not os.path.isdir(r)]
+        gone = [r for r in events.roots if not self._present(r)]
         if not gone and events.is_alive():
             return
         self._events = None
+        events.stop()
+        now = time.monotonic()
+        if not gone and _events_failure(events.error) != OUT_OF_WATCHES and now - self._restarted > RESTART_S:
+            # An error that is not about watches (a file name events cannot decode): start again.
+            self._restarted = now
+            self._start_events(events.roots)
+            return
         if gone:
             self._note(
                 f"{', '.join(gone)} went away (unmounted?): its photos stay indexed, and the folders "
@@ -481,11 +518,42 @@ class Watcher:
             )
         else:
             self._out_of_watches(_events_failure(events.error))
-        events.stop()
         self._poll(self.roots, self.library.options.watch_poll)
         for root in events.roots:  # what was missed meanwhile
             if os.path.isdir(root):
                 self.changes.add(root, time.monotonic(), folder=True)
+
+    def _start_events(self, roots: list[str]) -> None:
+        """File events on ``roots`` again (polling if they cannot start), and a look at each root
+        for what was missed meanwhile."""
+        try:
+            events = FileEvents(self, roots)
+        except (OSError, RuntimeError) as e:
+            self._out_of_watches(_events_failure(e))
+            self._poll(roots, self.library.options.watch_poll)
+        else:
+            events.start()
+            self._events = events
+            self._observers.append(events)
+        for root in roots:
+            if self._present(root):
+                self.changes.add(root, time.monotonic(), folder=True)
+
+    def _check_coverage(self) -> None:
+        """File events must watch every folder: one they could not (a folder that cannot be read,
+        the watches run out; notify says neither) means polling instead, said once."""
+        events = self._events
+        watches = _inotify_watches()
+        if events is None or watches is None:
+            return
+        folders = count_folders(events.roots, watches)
+        if folders > watches:
+            self._events = None
+            events.stop()
+            self._out_of_watches(
+                f"they watch {watches} of the {folders} folders (one cannot be read, or {OUT_OF_WATCHES})"
+            )
+            self._poll(events.roots, self.library.options.watch_poll)
 
     def _note(self, message: str) -> None:
         if message not in self._told:
@@ -625,7 +693,7 @@ class FileEvents(threading.Thread):
         try:
             folder = stat.S_ISDIR(os.stat(path, follow_symlinks=False).st_mode)
         except OSError:
-            self.watcher.event("deleted", path, True)
+            self.watcher.event("deleted", path, None)
             return
         self.watcher.event("modified" if change == Change.modified else "created", path, folder)
 
@@ -636,6 +704,24 @@ class FileEvents(threading.Thread):
 def _events_failure(e: BaseException | None) -> str:
     """Why file events could not watch every folder, in words."""
     text = str(e or "")
-    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EMFILE)) or "MaxFilesWatch" in text:
-        return "the system's inotify watches ran out"
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "MaxFilesWatch" in text:
+        return OUT_OF_WATCHES
+    if (isinstance(e, OSError) and e.errno == errno.EMFILE) or "Too many open files" in text:
+        return "no inotify instance or file descriptor left (raise fs.inotify.max_user_instances, or ulimit -n)"
     return f"file events failed ({text or type(e).__name__})"
+
+
+def _inotify_watches() -> int | None:
+    """How many inotify watches this process holds (None where /proc cannot say)."""
+    try:
+        fds = os.listdir("/proc/self/fdinfo")
+    except OSError:
+        return None
+    n = 0
+    for fd in fds:
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                n += sum(1 for line in f if line.startswith("inotify wd:"))
+        except OSError:
+            continue
+    return n

@@ -162,10 +162,8 @@ class Indexer:
         run.report.moved = moved
         self._read_old_headers(run.progress)
         run.progress.planned(len(plan.todo))
-        if not plan.todo and not plan.removed:
-            # Nothing to encode or remove (a rescan of unchanged folders, a watcher's reconcile):
-            # no flow is started, so no model is loaded and no shard reads its vectors.
-            return run.finish(start)
+        if request.quiet_noop and not plan.todo and not plan.removed:
+            return run.finish(start)  # nothing to encode or remove: no flow started (see IndexRequest)
         runtime = self.flows.runtime("index")
         interrupted = True
         try:

@@ -222,7 +222,10 @@ class IndexRequest:
     ``glob`` picks files by name or relative path; ``limit`` indexes at most that many files (and
     removes nothing); ``batch_size`` documents go through the flow together; ``retry_skipped``
     reads files remembered as undecodable again. ``background``: a new vector index, when one is
-    due, is built behind the searches instead of waited for (a server's uploads).
+    due, is built behind the searches instead of waited for (a server's uploads). ``quiet_noop``:
+    a run that finds nothing to encode or remove starts no index flow (no model loaded, no shard
+    reading its vectors: a watcher's reconcile scans); otherwise the flow starts and closes, which
+    brings the shards' vector indexes up to date (a new budget, a run abandoned while finishing).
     """
 
     paths: tuple[str, ...]
@@ -231,6 +234,7 @@ class IndexRequest:
     batch_size: int = 16
     retry_skipped: bool = False
     background: bool = False
+    quiet_noop: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", tuple(os.fspath(p) for p in self.paths))
