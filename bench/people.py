@@ -1,0 +1,180 @@
+"""Grouping faces into people (lookalike.people): how well, and how fast.
+
+    .venv/bin/python -m bench.people [--json] [--parts quality speed] [--sizes 10000 100000]
+
+1. **Quality.** dlib's labelled example faces (5 people x 11 photos, from Debian's dlib source
+   tarball) and face_recognition's test photos (Obama x5, Biden x1), each padded to an ordinary
+   photo of 1600x1200, plus 10 group photos of two johns (every pair), through the project's
+   own FaceDetector and FaceEncoder (bench.people_data). The faces are grouped incrementally, a
+   batch of 16 photos at a time in a shuffled order, as indexing would, for a grid of rules
+   (``max_distance`` x ``min_faces``). Reported: pairwise precision and recall over every face
+   (an unassigned face is a group of its own, so it costs recall), the faces left unassigned, and
+   how many group-photo faces went to their own person (the person most of that label's faces
+   are in).
+2. **Speed.** Synthetic descriptors on dlib's scale (people's centres about 1 apart, faces within
+   about 0.12 of theirs), 20 faces a person: the time to group N faces added 10,000 at a time,
+   then the time to add 1,000 more, and the peak RSS, each size in a process of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+
+from lookalike.people import FaceGrouper, GroupingRule
+
+DISTANCES = (0.4, 0.45, 0.5, 0.55, 0.6)
+MIN_FACES = (2, 3, 4)
+BATCH_PHOTOS = 16
+SIZES = (10_000, 100_000)
+
+
+def labelled_faces() -> tuple[np.ndarray, list[str], list[int], dict]:
+    """(descriptors, person of each, photo of each, counts): every face found in the padded single
+    photos (those with exactly one face) and in the group photos (left face, right face)."""
+    from bench.people_data import face_descriptors, labelled_photos
+
+    images, labels = labelled_photos()
+    start = time.perf_counter()
+    found = face_descriptors(images)
+    counts = {"photos": len(images), "describe_s": round(time.perf_counter() - start, 1), "left_out": 0}
+    vectors, people, photos = [], [], []
+    for i, (faces, names) in enumerate(zip(found, labels, strict=True)):
+        if len(faces) != len(names):  # a face missed (or one too many): its label is unknown
+            counts["left_out"] += 1
+            continue
+        for (_, vector), name in zip(sorted(faces, key=lambda f: f[0][0]), names, strict=True):
+            vectors.append(vector)
+            people.append(name)
+            photos.append(i)
+    counts["faces"] = len(people)
+    counts["group_faces"] = sum(1 for i in photos if len(labels[i]) == 2)
+    return np.array(vectors, np.float32), people, photos, counts
+
+
+def pairwise(assigned: dict[int, int], labels: list[str]) -> tuple[float, float]:
+    """Pairwise precision and recall of a grouping (unassigned faces: groups of one)."""
+    groups: dict[object, list[int]] = {}
+    for i in range(len(labels)):
+        groups.setdefault(assigned.get(i, ("alone", i)), []).append(i)
+    together = same = 0
+    for members in groups.values():
+        for a, b in itertools.combinations(members, 2):
+            together += 1
+            same += labels[a] == labels[b]
+    truth = sum(n * (n - 1) // 2 for n in Counter(labels).values())
+    return (same / together if together else 1.0), (same / truth if truth else 1.0)
+
+
+def grouped(vectors: np.ndarray, photos: list[int], rule: GroupingRule, seed: int = 0) -> dict[int, int]:
+    """Faces added a batch of photos at a time, in a shuffled order of photos: face -> person."""
+    order = np.random.default_rng(seed).permutation(max(photos) + 1)
+    g = FaceGrouper(vectors.shape[1], rule)
+    for batch in np.array_split(order, max(1, len(order) // BATCH_PHOTOS)):
+        wanted = set(batch.tolist())
+        faces = [i for i, p in enumerate(photos) if p in wanted]
+        if faces:
+            g.add(faces, vectors[faces])
+    return dict(g.person)
+
+
+def quality() -> dict:
+    vectors, labels, photos, counts = labelled_faces()
+    group = [i for i, p in enumerate(photos) if photos.count(p) == 2]
+    rows = []
+    for distance, min_faces in itertools.product(DISTANCES, MIN_FACES):
+        assigned = grouped(vectors, photos, GroupingRule(distance, min_faces))
+        precision, recall = pairwise(assigned, labels)
+        home = {}  # each label's person: the one most of its faces are in
+        for name in set(labels):
+            votes = Counter(assigned[i] for i, lab in enumerate(labels) if lab == name and i in assigned)
+            home[name] = votes.most_common(1)[0][0] if votes else None
+        rows.append(
+            {
+                "max_distance": distance,
+                "min_faces": min_faces,
+                "precision": round(precision, 3),
+                "recall": round(recall, 3),
+                "people": len(set(assigned.values())),
+                "unassigned": len(labels) - len(assigned),
+                "group_faces_home": sum(assigned.get(i) == home[labels[i]] for i in group),
+            }
+        )
+    same: list[float] = []
+    other: list[float] = []
+    for a, b in itertools.combinations(range(len(labels)), 2):
+        (same if labels[a] == labels[b] else other).append(float(np.linalg.norm(vectors[a] - vectors[b])))
+    margins = {"same_person_max": round(max(same), 3), "other_person_min": round(min(other), 3)}
+    return {**counts, **margins, "people_labelled": len(set(labels)), "rules": rows}
+
+
+def speed_one(n: int) -> dict:
+    """Group ``n`` synthetic faces, then add 1,000: seconds, and this process's peak RSS."""
+    rng = np.random.default_rng(0)
+    centres = (rng.normal(size=(n // 20, 128)) / np.sqrt(256) * 1.4).astype(np.float32)
+    labels = rng.integers(0, len(centres), n + 1000)
+    vectors = centres[labels] + (rng.normal(size=(n + 1000, 128)) / np.sqrt(128) * 0.12).astype(np.float32)
+    g = FaceGrouper(128)
+    start = time.perf_counter()
+    for lo in range(0, n, 10_000):
+        g.add(range(lo, min(lo + 10_000, n)), vectors[lo : min(lo + 10_000, n)])
+    grouped_s = time.perf_counter() - start
+    start = time.perf_counter()
+    g.add(range(n, n + 1000), vectors[n:])
+    add_s = time.perf_counter() - start
+    precision, recall = pairwise(g.person, labels.tolist())
+    return {
+        "faces": n,
+        "group_s": round(grouped_s, 1),
+        "add_1000_s": round(add_s, 2),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "people": len(g.people()),
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+    }
+
+
+def speed(sizes: list[int]) -> list[dict]:
+    out = []
+    for n in sizes:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.people", "--speed-one", str(n)], capture_output=True, text=True, timeout=3600
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"speed run for {n} faces failed: {done.stderr.strip().splitlines()[-1:]}")
+        out.append(json.loads(done.stdout))
+        print(f"  {out[-1]}", file=sys.stderr)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", nargs="+", default=["quality", "speed"], choices=["quality", "speed"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    ap.add_argument("--speed-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.speed_one:
+        print(json.dumps(speed_one(args.speed_one)))
+        return
+    results: dict = {}
+    if "quality" in args.parts:
+        results["quality"] = quality()
+        for row in results["quality"]["rules"]:
+            print(f"  {row}", file=sys.stderr)
+    if "speed" in args.parts:
+        results["speed"] = speed(args.sizes)
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
