@@ -444,8 +444,11 @@ class Watcher:
         under it; a deleted sidecar or document is nothing to scan for)."""
         now = time.monotonic()
         if folder is None:
-            folder = not self._wanted(path, False) and bool(self.library.workspace.doc_ids_under([path]))
-            if not folder and not self._wanted(path, False):
+            if self._wanted(path, False):
+                folder = False
+            elif self.library.workspace.doc_ids_under([path]):
+                folder = True
+            else:
                 return
         if not self._wanted(path, folder):
             return
