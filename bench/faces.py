@@ -1,14 +1,18 @@
-"""Face search throughput: detection and descriptor, and the faces preset with detector parallel 1 and 2.
+"""Faces: detection and descriptor throughput, and what the face branch costs an index run.
 
     .venv/bin/python -m bench.faces [--copies 5] [--json]
 
 Photos: face-recognition 1.3.0's test images (5 photos of one person, 1 of another; downloaded
 once from PyPI with `pip download --no-binary :all:`) plus scikit-image's astronaut, each repeated
-``--copies`` times under different names (so every file is encoded; timings are per photo anyway).
+``--copies`` times under different names (so every file is encoded; timings are per photo anyway);
+and the same photos padded to 1600x1200 JPEGs, as a camera's photos are large (the detector works
+on at most 1600 px a side).
 
 1. Model only, one thread: faces/s of HOG detection (upsample 1) and of the 128-d descriptor.
-2. End to end: the faces preset through ``lookalike.open`` (as `lookalike index --preset faces`), into
-   a fresh workspace, with the detector pod's `parallel` at 1 and at 2: photos/s and faces/s.
+2. End to end through ``lookalike.open``, into a fresh workspace each: the default flow (whole
+   photos), then ``--faces`` (whole photos and faces, then the grouping into people) with the
+   detector pod's `parallel` at 1 and 2, on the same photos in the same run: photos/s, faces/s,
+   and the faces run's time as a multiple of the default flow's.
 """
 
 from __future__ import annotations
@@ -81,25 +85,39 @@ def model_only(paths: list[Path]) -> dict[str, float]:
     }
 
 
-def end_to_end(folder: Path, parallel: int, work: Path) -> dict[str, float]:
-    flow = work / f"faces-index-p{parallel}.yml"
-    text = builtin_flow_path("faces-index").read_text()
-    flow.write_text(
-        text.replace(
-            "detector:      {uses: FaceDetector, parallel: 2",
-            f"detector:      {{uses: FaceDetector, parallel: {parallel}",
-        )
-    )
-    ws = work / f"ws-{parallel}"
-    with lookalike.open(Options.from_env(workspace=ws, preset="faces", index_flow=flow)) as library:
+def padded(paths: list[Path], folder: Path) -> Path:
+    """The photos pasted onto 1600x1200 canvases, as JPEGs (a camera's photo size)."""
+    from bench.people_data import pad_to_photo
+
+    folder.mkdir()
+    for i, path in enumerate(paths):
+        with Image.open(path) as img:
+            pad_to_photo(img, seed=i).save(folder / f"{path.stem}.jpg", quality=90)
+    return folder
+
+
+def end_to_end(folder: Path, work: Path, parallel: int | None) -> dict[str, float | int | None]:
+    """One index run into a fresh workspace: the default flow (``parallel`` None), else --faces with
+    the detector's ``parallel``. Its seconds include the grouping into people."""
+    opts = Options.from_env(workspace=work / f"ws-{folder.name}-{parallel}")
+    if parallel is not None:
+        flow = work / f"index-faces-p{parallel}.yml"
+        text = builtin_flow_path("index-faces").read_text()
+        flow.write_text(text.replace("{uses: FaceDetector, parallel: 2", f"{{uses: FaceDetector, parallel: {parallel}"))
+        opts = Options.from_env(workspace=opts.workspace, preset="faces", index_flow=flow)
+    start = time.perf_counter()
+    with lookalike.open(opts) as library:
         summary = library.index([folder])
-        faces = library.info(verify=False).info.chunks
-    shutil.rmtree(ws)
+        shards = library.info(verify=False).info.shards
+    seconds = time.perf_counter() - start
+    shutil.rmtree(opts.workspace)
+    faces = sum(n for label, n in shards.items() if label.startswith("faces/"))
     return {
+        "photos": folder.name,
         "detector_parallel": parallel,
-        "photos_per_s": round(summary.indexed / summary.seconds, 2),
-        "faces_per_s": round(faces / summary.seconds, 2),
-        "seconds": round(summary.seconds, 1),
+        "photos_per_s": round(summary.indexed / seconds, 2),
+        "faces_per_s": round(faces / seconds, 2) if parallel is not None else None,
+        "seconds": round(seconds, 2),
     }
 
 
@@ -113,10 +131,16 @@ def main() -> None:
         folder = work / "photos"
         folder.mkdir()
         paths = photos(folder, args.copies)
-        result = {
-            "model_one_thread": model_only(paths[: len(paths) // args.copies]),
-            "index": [end_to_end(folder, p, work) for p in (1, 2)],
-        }
+        large = padded(paths, work / "photos-1600x1200")
+        runs = []
+        for where in (folder, large):
+            base = end_to_end(where, work, None)
+            runs.append(base)
+            for p in (1, 2):
+                run = end_to_end(where, work, p)
+                run["x_default"] = round(float(run["seconds"]) / float(base["seconds"]), 2)
+                runs.append(run)
+        result = {"model_one_thread": model_only(paths[: len(paths) // args.copies]), "index": runs}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -124,9 +148,11 @@ def main() -> None:
     print(f"model only, one thread, {m['photos']} photos with {m['faces']} faces:")
     print(f"  HOG detection (upsample 1): {m['detect_faces_per_s']} faces/s ({m['detect_photos_per_s']} photos/s)")
     print(f"  128-d descriptor: {m['describe_faces_per_s']} faces/s\n")
-    print("| `index --preset faces`, detector parallel | photos/s | faces/s |\n|---|---|---|")
+    print("| photos | flow | photos/s | faces/s | time vs the default flow |\n|---|---|---|---|---|")
     for r in result["index"]:
-        print(f"| {r['detector_parallel']} | {r['photos_per_s']} | {r['faces_per_s']} |")
+        flow = "default" if r["detector_parallel"] is None else f"--faces, detector parallel {r['detector_parallel']}"
+        ratio = f"{r['x_default']}x" if "x_default" in r else "1x"
+        print(f"| {r['photos']} | {flow} | {r['photos_per_s']} | {r['faces_per_s'] or '-'} | {ratio} |")
 
 
 if __name__ == "__main__":

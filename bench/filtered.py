@@ -79,7 +79,7 @@ def commit(ws: Workspace, vectors: np.ndarray, start: int) -> None:
         doc.chunks = [Chunk(kind="whole", embedding=v)]
         req.docs.append(doc)
         req.staged.doc_ids.append(doc.id)
-        req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
+        req.staged.vectors[(doc.id, shard_for(doc.id, ws.n_shards_configured))] = doc.chunks
     ws.commit(req)
 
 

@@ -14,6 +14,9 @@
 2. **Speed.** Synthetic descriptors on dlib's scale (people's centres about 1 apart, faces within
    about 0.12 of theirs), 20 faces a person: the time to group N faces added 10,000 at a time,
    then the time to add 1,000 more, and the peak RSS, each size in a process of its own.
+3. **Stored.** The same faces as a workspace holds them: committed to the doc store's faces
+   space, grouped by ``People.update()`` (which reads the grouping's state from the store and
+   writes it back), then 1,000 more committed and grouped, as the next index run would.
 """
 
 from __future__ import annotations
@@ -116,12 +119,18 @@ def quality() -> dict:
     return {**counts, **margins, "people_labelled": len(set(labels)), "rules": rows}
 
 
-def speed_one(n: int) -> dict:
-    """Group ``n`` synthetic faces, then add 1,000: seconds, and this process's peak RSS."""
+def synthetic(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` + 1,000 synthetic descriptors (20 faces a person), and each one's person."""
     rng = np.random.default_rng(0)
     centres = (rng.normal(size=(n // 20, 128)) / np.sqrt(256) * 1.4).astype(np.float32)
     labels = rng.integers(0, len(centres), n + 1000)
     vectors = centres[labels] + (rng.normal(size=(n + 1000, 128)) / np.sqrt(128) * 0.12).astype(np.float32)
+    return vectors, labels
+
+
+def speed_one(n: int) -> dict:
+    """Group ``n`` synthetic faces, then add 1,000: seconds, and this process's peak RSS."""
+    vectors, labels = synthetic(n)
     g = FaceGrouper(128)
     start = time.perf_counter()
     for lo in range(0, n, 10_000):
@@ -142,11 +151,60 @@ def speed_one(n: int) -> dict:
     }
 
 
-def speed(sizes: list[int]) -> list[dict]:
+def stored_one(n: int) -> dict:
+    """As a workspace does it: ``n`` synthetic faces committed (one a photo, 5,000 a commit) and
+    grouped by ``People.update()`` (state read from and written to the doc store), then 1,000 more
+    committed and grouped: seconds of each update, and this process's peak RSS."""
+    import tempfile
+    from pathlib import Path
+
+    from lookalike.document import Chunk, Document, Request, shard_for
+    from lookalike.library.people import People
+    from lookalike.store.spaces import VectorSpace
+    from lookalike.store.workspace import Workspace, WorkspaceLayout
+
+    vectors, labels = synthetic(n)
+    spaces = {"image": VectorSpace("none", 8, "cosine", 1), "faces": VectorSpace("synthetic", 128, "l2", 2)}
+    with tempfile.TemporaryDirectory() as tmp, Workspace.open(Path(tmp) / "ws", WorkspaceLayout(spaces)) as ws:
+        slots = ws.slots("faces")
+
+        def commit(lo: int, hi: int) -> None:
+            for start in range(lo, hi, 5000):
+                ids = range(start, min(start + 5000, hi))
+                request = Request(
+                    "index", [Document(id=f"d{i}", uri=f"/photos/{i}.jpg", content_hash=str(i)) for i in ids]
+                )
+                for i, doc in zip(ids, request.docs, strict=True):
+                    request.staged.doc_ids.append(doc.id)
+                    face = Chunk(kind="face", bbox=(0, 0, 100, 100), embedding=vectors[i])
+                    request.staged.vectors[(doc.id, slots[shard_for(doc.id, 2)])] = [face]
+                ws.commit(request)
+
+        people = People(ws)
+        commit(0, n)
+        first = people.update()
+        commit(n, n + 1000)
+        start = time.perf_counter()
+        added = people.update()
+        add_s = time.perf_counter() - start
+        shown = len(people.list())
+    return {
+        "faces": n,
+        "group_s": round(first.seconds, 1),
+        "add_1000_s": round(add_s, 2),
+        "assigned_of_1000": added.assigned,
+        "people": shown,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "true_people": len(set(labels.tolist())),
+    }
+
+
+def speed(sizes: list[int], stored: bool = False) -> list[dict]:
     out = []
     for n in sizes:
+        flag = "--stored-one" if stored else "--speed-one"
         done = subprocess.run(
-            [sys.executable, "-m", "bench.people", "--speed-one", str(n)], capture_output=True, text=True, timeout=3600
+            [sys.executable, "-m", "bench.people", flag, str(n)], capture_output=True, text=True, timeout=3600
         )
         if done.returncode != 0:
             raise RuntimeError(f"speed run for {n} faces failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -157,13 +215,19 @@ def speed(sizes: list[int]) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", nargs="+", default=["quality", "speed"], choices=["quality", "speed"])
+    ap.add_argument(
+        "--parts", nargs="+", default=["quality", "speed", "stored"], choices=["quality", "speed", "stored"]
+    )
     ap.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     ap.add_argument("--speed-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--stored-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.speed_one:
         print(json.dumps(speed_one(args.speed_one)))
+        return
+    if args.stored_one:
+        print(json.dumps(stored_one(args.stored_one)))
         return
     results: dict = {}
     if "quality" in args.parts:
@@ -172,6 +236,8 @@ def main() -> None:
             print(f"  {row}", file=sys.stderr)
     if "speed" in args.parts:
         results["speed"] = speed(args.sizes)
+    if "stored" in args.parts:
+        results["stored"] = speed(args.sizes, stored=True)
     if args.json:
         print(json.dumps(results, indent=2))
 

@@ -83,7 +83,7 @@ def build_workspace(ws: Path, n_docs: int, seed: int = 0) -> list[Path]:
             request = Request("index", docs)
             for d in docs:
                 request.staged.doc_ids.append(d.id)
-                request.staged.vectors[d.id] = (shard_for(d.id, workspace.n_shards_configured), d.chunks)
+                request.staged.vectors[(d.id, shard_for(d.id, workspace.n_shards_configured))] = d.chunks
             workspace.commit(request)
         workspace.finish_shards()
     return dataset.images

@@ -83,7 +83,7 @@ def commit_synthetic(ws: Workspace, vectors: np.ndarray, start: int) -> None:
         doc.chunks = [Chunk(kind="whole", embedding=v)]
         req.docs.append(doc)
         req.staged.doc_ids.append(doc.id)
-        req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
+        req.staged.vectors[(doc.id, shard_for(doc.id, ws.n_shards_configured))] = doc.chunks
     ws.commit(req)
 
 
@@ -280,7 +280,7 @@ def planning(workdir: Path, files: int) -> dict:
                 doc.chunks = [Chunk(kind="whole", embedding=v)]
                 req.docs.append(doc)
                 req.staged.doc_ids.append(doc.id)
-                req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
+                req.staged.vectors[(doc.id, shard_for(doc.id, ws.n_shards_configured))] = doc.chunks
             ws.commit(req)
         log(f"  planning workspace: {[x['factory'] for x in ws.finish_shards()]}")
     # The index run's own peak RSS: a wrapper process whose only child it is reports it.

@@ -165,7 +165,7 @@ def commit(
         doc.chunks = [Chunk(kind="whole", embedding=v)]
         req.docs.append(doc)
         req.staged.doc_ids.append(doc.id)
-        req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
+        req.staged.vectors[(doc.id, shard_for(doc.id, ws.n_shards_configured))] = doc.chunks
     ws.commit(req)
 
 

@@ -223,8 +223,20 @@ def index(
         ),
     ] = False,
     preset: Annotated[
-        Preset | None, typer.Option(help="Built-in flows: default (whole images) or faces (each face a chunk).")
+        Preset | None,
+        typer.Option(
+            help="Built-in flows: default (whole photos), or faces (whole photos and every face: as --faces)."
+        ),
     ] = None,
+    faces: Annotated[
+        bool,
+        typer.Option(
+            "--faces",
+            help="Also find every face and index it in the workspace's faces space, for `search --face`, "
+            "`lookalike people` and `--person` (pip install 'lookalike[faces]'). Remembered by the workspace; "
+            "a workspace of photos indexed without faces needs --reset to add them.",
+        ),
+    ] = False,
     index_memory: IndexMemoryOpt = None,
     index_latency_ms: IndexLatencyOpt = None,
     runtime: RuntimeOpt = None,
@@ -241,11 +253,13 @@ def index(
     (the image folders and the workspace must be at the same path on every node)."""
     from lookalike.library import IndexRequest
 
+    if faces and preset not in (None, Preset.faces):
+        raise typer.BadParameter("--faces is the faces preset; leave out --preset default", param_hint="--faces")
     opts = options(
         workspace=workspace,
         index_flow=flow,
         query_flow=query_flow,
-        preset=preset.value if preset else None,
+        preset="faces" if faces else preset.value if preset else None,
         index_memory=index_memory,
         index_latency_ms=index_latency_ms,
         runtime=runtime,
@@ -255,11 +269,10 @@ def index(
     with _open(opts, write=True, reset=reset) as library:
         with _ProgressBar(enabled=err.is_terminal) as bar:
             report = library.index(request, progress=bar)
-        faces = library.workspace.preset == "faces"
-    _print_index_report(report, faces, as_json)
+    _print_index_report(report, as_json)
 
 
-def _print_index_report(report: IndexReport, faces: bool, as_json: bool) -> None:
+def _print_index_report(report: IndexReport, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
         return
@@ -270,8 +283,7 @@ def _print_index_report(report: IndexReport, faces: bool, as_json: bool) -> None
         f"workspace {shown(report.workspace)} holds {report.docs} images"
     )
     if report.without_vectors:
-        what = "no face found" if faces else "nothing to embed"
-        out.print(f"{report.without_vectors} of them indexed without vectors ({what})")
+        out.print(f"{report.without_vectors} of them indexed without vectors (nothing to embed)")
     if report.set_aside:
         out.print(f"{report.set_aside} files left out: moved as duplicates (`lookalike dupes --undo` puts them back)")
     if report.skipped:
@@ -299,7 +311,12 @@ TagOpt = Annotated[
     ),
 ]
 FaceOpt = Annotated[
-    int | None, typer.Option(min=0, help="Face workspaces: which face of the query (0 = largest, the default).")
+    int | None,
+    typer.Option(
+        min=0,
+        help="Search by a face of the query photo (0 = the largest) among the indexed faces, instead of by the "
+        "whole photo (a workspace indexed with --faces).",
+    ),
 ]
 # --- filters: the same on every search and listing ---------------------------------------------------
 
@@ -355,6 +372,15 @@ FormatOpt = Annotated[
     FormatChoice | None,
     typer.Option("--format", help="The file's format.", rich_help_panel=FILTERS_PANEL),
 ]
+PersonOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--person",
+        metavar="NAME_OR_ID",
+        help="With this person in the photo (`lookalike people` lists them); repeat: with every one of them.",
+        rich_help_panel=FILTERS_PANEL,
+    ),
+]
 
 
 def _filters(
@@ -365,6 +391,7 @@ def _filters(
     folder: list[Path] | None,
     orientation: OrientationChoice | None,
     fmt: Enum | None,
+    person: list[str] | None = None,
 ) -> Filters:
     """The filter flags as one :class:`Filters`; a bad value is a usage error naming its flag."""
     given = {
@@ -375,6 +402,7 @@ def _filters(
         "folder": [str(f) for f in folder] if folder else None,
         "orientation": orientation.value if orientation else None,
         "format": fmt.value if fmt else None,
+        "person": person or None,
     }
     try:
         return Filters.from_dict({k: v for k, v in given.items() if v is not None})
@@ -416,6 +444,7 @@ def search(
     folder: FolderOpt = None,
     orientation: OrientationOpt = None,
     fmt: FormatOpt = None,
+    person: PersonOpt = None,
 ) -> None:
     """Find the indexed images most like each query image (or like an indexed one, with --like), or
     (with --tag) those tagged with a word; with filters, the best among the photos they keep.
@@ -426,7 +455,7 @@ def search(
     from lookalike.library import SearchRequest
 
     _check_search_flags(images, like, tag, min_match=min_match, face=face, flow=flow)
-    filters = _filters(taken_after, taken_before, camera, near, folder, orientation, fmt)
+    filters = _filters(taken_after, taken_before, camera, near, folder, orientation, fmt, person)
     opts = options(
         workspace=workspace,
         top_k=k,
@@ -439,7 +468,7 @@ def search(
     if tag is not None:
         requests = [SearchRequest(tag=tag, filters=filters)]
     elif like is not None:
-        requests = [SearchRequest(like=like, min_match=level, filters=filters)]  # type: ignore[arg-type]
+        requests = [SearchRequest(like=like, face=face, min_match=level, filters=filters)]  # type: ignore[arg-type]
     else:
         requests = [
             SearchRequest(image=str(i), face=face, min_match=level, filters=filters)  # type: ignore[arg-type]
@@ -468,10 +497,6 @@ def _check_search_flags(images: list[Path] | None, like: str | None, tag: str | 
         given = [f"--{n.replace('_', '-')}" for n, v in others.items() if v is not None]
         if given:  # a tag search runs no query flow and has no similarity to label
             raise typer.BadParameter(f"{', '.join(given)} cannot be used with --tag", param_hint="--tag")
-    if like is not None and others.get("face") is not None:
-        raise typer.BadParameter(
-            "--face picks a face of a query image; --like searches with the stored faces", param_hint="--face"
-        )
 
 
 def _hit_dict(rank: int, hit: Hit) -> dict[str, Any]:
@@ -517,6 +542,8 @@ def _print_search_text(report: SearchReport, heading: bool) -> None:
             if request.min_match
             else "no results: no indexed photo meets the filters"
             if request.filters.active
+            else "no results: nothing else is indexed"
+            if request.like is not None
             else "no results: the workspace is empty"
         )
     for i, hit in enumerate(report.hits, 1):
@@ -590,6 +617,8 @@ def _print_info(report: InfoReport) -> None:
     table.add_row("workspace", shown(i.path))
     table.add_row("documents", str(i.docs))
     table.add_row("chunks", str(i.chunks))
+    for name, space in i.spaces.items():
+        table.add_row(f"{name} vectors", f"{space.dim}-d {space.metric}, {space.shards} shards, {space.encoder or '-'}")
     table.add_row("shards", ", ".join(f"#{k}: {v} vectors" for k, v in i.shards.items()))
     for x in i.indexes:
         if x["type"] == "flat":
@@ -602,12 +631,11 @@ def _print_info(report: InfoReport) -> None:
             )
         if x["building"]:
             what += "; a new index is being built"
-        table.add_row(f"index #{x['shard']}", what)
+        table.add_row(f"index #{x.get('label', x['shard'])}", what)
     table.add_row(
         "index budget",
         f"{_size(i.budget.memory_bytes)}, {i.budget.latency_ms:g} ms a query (--index-memory, --index-latency-ms)",
     )
-    table.add_row("encoder", i.encoder or "-")
     table.add_row("preset", i.preset)
     table.add_row("size on disk", _size(i.size_bytes))
     table.add_row("consistency", "ok" if not problems else "; ".join(problems))
@@ -638,6 +666,7 @@ def list_command(
     folder: FolderOpt = None,
     orientation: OrientationOpt = None,
     fmt: FormatOpt = None,
+    person: PersonOpt = None,
 ) -> None:
     """Browse the indexed photos, a page at a time: with filters, those they keep, and how many in all.
 
@@ -645,7 +674,7 @@ def list_command(
     """
     from lookalike.library import ListRequest
 
-    filters = _filters(taken_after, taken_before, camera, near, folder, orientation, fmt)
+    filters = _filters(taken_after, taken_before, camera, near, folder, orientation, fmt, person)
     request = ListRequest(filters, sort.value, desc, limit, cursor)
     with _open(options(workspace=workspace), write=False) as library:
         report = library.list(request)
@@ -1367,6 +1396,156 @@ def _print_moves(batches: list[MoveBatch], as_json: bool) -> None:
 
 
 # --- entry point ---------------------------------------------------------------------------------
+
+
+# --- people --------------------------------------------------------------------------------------
+
+people_app = typer.Typer(
+    help="The people in a workspace indexed with --faces: faces grouped into people as photos are indexed. "
+    "Name them, merge two, move a face, hide one; search with --person NAME.",
+    invoke_without_command=True,
+)
+app.add_typer(people_app, name="people")
+PersonArg = Annotated[str, typer.Argument(metavar="PERSON", help="A person's id or name.", show_default=False)]
+
+
+@people_app.callback()
+def people(
+    ctx: typer.Context,
+    workspace: WorkspaceOpt = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Hidden people too.")] = False,
+    recluster: Annotated[
+        bool,
+        typer.Option(
+            "--recluster",
+            help="Group every face afresh first (after changing the rule, or many corrections); names, merges "
+            "and corrections are kept.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the people found (with 3 faces or more, or a name), the most photographed first: id, name,
+    faces, photos. Photos of a named person indexed later join that person."""
+    ctx.obj = {"workspace": workspace}
+    if ctx.invoked_subcommand is not None:
+        if show_all or recluster or as_json:
+            raise typer.BadParameter(
+                f"--all, --recluster and --json go after `people {ctx.invoked_subcommand}`", param_hint="--json"
+            )
+        return
+    with _open(options(workspace=workspace), write=recluster) as library:
+        library.people._need()
+        grouped = library.people.recluster() if recluster else None
+        listed = library.people.list(hidden=show_all)
+        paths = {p.row.id: _person_paths(library, library.people.person(p.row.id).photos or []) for p in listed}
+    if as_json:
+        people = [p.to_dict() | {"photo_paths": paths[p.row.id]} for p in listed]
+        extra = {"regrouped": grouped.to_dict()} if grouped is not None else {}
+        out.print_json(json.dumps({"people": people, **extra}))
+        return
+    if grouped is not None:
+        out.print(f"regrouped {grouped.assigned} faces in {grouped.seconds:.1f}s")
+    if not listed:
+        out.print("no people yet: a person needs 3 faces or more (index more photos)")
+    table = Table("id", "name", "faces", "photos", "some of their photos", box=None)
+    for p in listed:
+        r = p.row
+        shown_paths = ", ".join(os.path.basename(x) for x in paths[r.id][:3]) + (" ..." if r.photos > 3 else "")
+        name = (r.name or "[dim]unnamed[/dim]") + (" [dim](hidden)[/dim]" if r.hidden else "")
+        table.add_row(str(r.id), name, str(r.faces), str(r.photos), escape(shown_paths))
+    if listed:
+        out.print(table)
+
+
+def _person_paths(library: Library, doc_ids: list[str]) -> list[str]:
+    docs = library.workspace.store.get_docs(doc_ids)
+    return sorted(display_path(d.uri) for d in docs.values() if d.uri)
+
+
+def _people_change(ctx: typer.Context, change: Any, as_json: bool) -> None:
+    """Run ``change(library)`` on a writable library and print the person (or face) it returns."""
+    from lookalike.library.people import Person
+
+    with _open(options(workspace=(ctx.obj or {}).get("workspace")), write=True) as library:
+        done = change(library)
+    if as_json:
+        out.print_json(json.dumps(done.to_dict() if isinstance(done, Person) else vars(done)))
+    elif isinstance(done, Person):
+        r = done.row
+        hidden = " (hidden)" if r.hidden else ""
+        out.print(f"person {r.id}: {r.name or 'unnamed'}, {r.faces} faces in {r.photos} photos{hidden}")
+    else:
+        who = f"person {done.person}" + (f" ({done.name})" if done.name else "") if done.person else "nobody"
+        out.print(f"face {done.face} is now {who}")
+
+
+@people_app.command("name")
+def people_name(
+    ctx: typer.Context,
+    person: PersonArg,
+    name: Annotated[str, typer.Argument(help='The name, e.g. "John Simm" (empty: no name).', show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Name a person. No two people share a name: merge them instead."""
+    _people_change(ctx, lambda library: library.people.name(person, name or None), as_json)
+
+
+@people_app.command("merge")
+def people_merge(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="The person whose faces move.", show_default=False)],
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="The person who takes them.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge SOURCE into TARGET: every face of SOURCE becomes TARGET's (TARGET keeps its id and name)."""
+    _people_change(ctx, lambda library: library.people.merge(source, target), as_json)
+
+
+@people_app.command("move")
+def people_move(
+    ctx: typer.Context,
+    face: Annotated[int, typer.Argument(help="A face's id (`people show PERSON` lists them).", show_default=False)],
+    person: Annotated[
+        str,
+        typer.Argument(
+            help="The person it is (id or name), 'new' for someone new, 'none' for nobody.", show_default=False
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Say whose a face is. The grouping never moves it back, nor links it to the person it was taken from."""
+    target: str | None = None if person.lower() == "none" else person
+    _people_change(ctx, lambda library: library.people.move(face, target), as_json)
+
+
+@people_app.command("hide")
+def people_hide(
+    ctx: typer.Context,
+    person: PersonArg,
+    undo: Annotated[bool, typer.Option("--undo", help="Show the person again.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hide a person from the list (their faces stay theirs); --undo shows them again."""
+    _people_change(ctx, lambda library: library.people.hide(person, not undo), as_json)
+
+
+@people_app.command("show")
+def people_show(ctx: typer.Context, person: PersonArg, as_json: JsonOpt = False) -> None:
+    """One person: their photos, and the id and box of their face in each (for `people move`)."""
+    with _open(options(workspace=(ctx.obj or {}).get("workspace")), write=False) as library:
+        found = library.people.person(person)
+        ids = found.photos or []
+        paths = {d.id: display_path(d.uri) for d in library.workspace.store.get_docs(ids).values() if d.uri}
+        faces = [f for fs in library.people.faces(ids).values() for f in fs if f.person == found.row.id]
+    if as_json:
+        listed = [{"face": f.face, "doc_id": f.doc_id, "path": paths.get(f.doc_id), "bbox": f.bbox} for f in faces]
+        out.print_json(json.dumps(found.to_dict() | {"faces_listed": listed}))
+        return
+    r = found.row
+    out.print(f"person {r.id}: {r.name or 'unnamed'}, {r.faces} faces in {r.photos} photos")
+    for f in sorted(faces, key=lambda f: paths.get(f.doc_id, "")):
+        box = ",".join(map(str, f.bbox)) if f.bbox else "-"
+        out.print(f"  face {f.face:<6} {escape(paths.get(f.doc_id, f.doc_id))}  [dim]at {box}[/dim]")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,13 +150,15 @@ _request_ids = itertools.count(1)
 class StagedWrites:
     """What the indexers of one request accepted, committed atomically when the request ends.
 
-    The doc indexer accepts documents; each shard of the vector indexer accepts its documents'
-    chunks. The workspace commits both in one SQLite transaction, so no vector is ever searchable
+    The doc indexer accepts documents; each shard of each vector indexer (one per vector space)
+    accepts its documents' chunks. The workspace commits both in one SQLite transaction, so no vector is ever searchable
     without its document and no document is ever stored without its vectors.
     """
 
     doc_ids: list[str] = field(default_factory=list)
-    vectors: dict[str, tuple[int, list[Chunk]]] = field(default_factory=dict)  # doc id -> (shard, chunks)
+    # (doc id, slot) -> chunks: a document's vectors in each space that holds some (each space's
+    # shard is one slot of the doc store, lookalike.store.spaces)
+    vectors: dict[tuple[str, int], list[Chunk]] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
 
     def absorb(self, other: StagedWrites) -> None:

@@ -233,7 +233,7 @@ def _join_in_range(
     """Each query's range search on every shard, its hits joined to it (a copy by its stand-in)."""
     store = workspace.store
     joined = _UnionFind()
-    shards = workspace.shard_indexes()  # read here, as their pods would open them
+    shards = workspace.shard_indexes(next(iter(workspace.spaces)))  # read here, as their pods would open them
     try:
         for start in range(0, len(query_ids), _QUERY_BLOCK):
             block = queries[start : start + _QUERY_BLOCK]

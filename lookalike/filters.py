@@ -7,7 +7,9 @@ front end (CLI flags, JSON and multipart bodies, query parameters) and one SQL t
 - ``near``: within ``km`` of a latitude and longitude (great-circle distance);
 - ``folders``: photos in any of these folders or their sub-folders;
 - ``orientation``: ``landscape`` (wider than high), ``portrait`` (higher than wide) or ``square``;
-- ``format``: jpeg, png, gif, bmp, webp, tiff, heic, avif or raw.
+- ``format``: jpeg, png, gif, bmp, webp, tiff, heic, avif or raw;
+- ``people``: photos with every one of these people in them (each by id or name, as
+  :mod:`lookalike.library.people` keeps them; the JSON key is ``person``, one or a list).
 
 :meth:`Filters.from_dict` reads the JSON form (the keys above; ``folder`` may be one path or a list)
 and names the first bad key or value in a :class:`BadInput`.
@@ -26,9 +28,10 @@ from lookalike.metadata import FORMAT_NAMES
 
 Orientation = Literal["landscape", "portrait", "square"]
 ORIENTATIONS: tuple[Orientation, ...] = ("landscape", "portrait", "square")
-KEYS = ("taken_after", "taken_before", "camera", "near", "folder", "orientation", "format")
+KEYS = ("taken_after", "taken_before", "camera", "near", "folder", "orientation", "format", "person")
 EARTH_KM = 6371.0088  # the mean Earth radius
 MAX_FOLDERS = 100  # folders one filter names (each is an index range in its SQL)
+MAX_PEOPLE = 20  # people one filter names (each is a subquery in its SQL)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Filters:
     folders: tuple[str, ...] = ()
     orientation: Orientation | None = None
     format: str | None = None
+    people: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # taken_after later than taken_before is no error: an empty range, which keeps nothing.
@@ -122,11 +126,24 @@ class Filters:
             raise BadInput(f"folder: at most {MAX_FOLDERS} folders, not {len(self.folders)}", "bad filter")
         folders = tuple(_folder(f) for f in self.folders)
         object.__setattr__(self, "folders", folders)
+        if len(self.people) > MAX_PEOPLE:
+            raise BadInput(f"person: at most {MAX_PEOPLE} people, not {len(self.people)}", "bad filter")
+        people = tuple(dict.fromkeys(_person(p) for p in self.people))
+        object.__setattr__(self, "people", people)
 
     @property
     def active(self) -> bool:
         return any(
-            (self.taken_after, self.taken_before, self.camera, self.near, self.folders, self.orientation, self.format)
+            (
+                self.taken_after,
+                self.taken_before,
+                self.camera,
+                self.near,
+                self.folders,
+                self.orientation,
+                self.format,
+                self.people,
+            )
         )
 
     @classmethod
@@ -157,6 +174,14 @@ class Filters:
         folders = (folder,) if isinstance(folder, str) else tuple(folder or ())
         if not all(isinstance(f, str) for f in folders):
             raise BadInput("folder must be a path or a list of paths", "bad filter")
+        person: Any = data.get("person")
+        people = [person] if isinstance(person, (str, int)) else person if isinstance(person, list) else []
+        if (
+            person is not None
+            and not isinstance(person, (str, int, list))
+            or not all(isinstance(p, (str, int)) and not isinstance(p, bool) for p in people)
+        ):
+            raise BadInput("person must be a person's id or name, or a list of them", "bad filter")
         for name in ("camera", "orientation", "format"):
             if data.get(name) is not None and not isinstance(data[name], str):
                 raise BadInput(f"{name} must be text, not {data[name]!r}", "bad filter")
@@ -170,6 +195,7 @@ class Filters:
             folders=folders,
             orientation=data.get("orientation"),
             format=data.get("format"),
+            people=tuple(str(p) for p in people),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +215,8 @@ class Filters:
             out["orientation"] = self.orientation
         if self.format is not None:
             out["format"] = self.format
+        if self.people:
+            out["person"] = list(self.people)
         return out
 
     def sql(self) -> tuple[str, list[Any]]:
@@ -225,7 +253,21 @@ class Filters:
         if self.format is not None:
             where.append("d.format = ?")
             args.append(self.format)
+        for person in self.people:  # by id (a merged one's: whom it went to) or by name
+            where.append(
+                "d.id IN (SELECT c.doc_id FROM face_people f JOIN chunks c ON c.id = f.chunk_id WHERE f.person_id = "
+                "(SELECT id FROM people WHERE merged_into IS NULL AND (CAST(id AS TEXT) = ? OR name = ? "
+                "COLLATE NOCASE) ORDER BY CAST(id AS TEXT) = ? DESC LIMIT 1))"
+            )
+            args += [person, person, person]
         return (" AND ".join(where) or "1"), args
+
+
+def _person(person: str) -> str:
+    text = " ".join(str(person).split())
+    if not text:
+        raise BadInput("person must be a person's id or name, not empty", "bad filter")
+    return text
 
 
 def _folder(path: str) -> str:

@@ -75,6 +75,36 @@ class FaceGrouper:
         self.refused: set[tuple[int, int]] = set()  # (face, person) the user took apart
         self.next_person = 1
 
+    @classmethod
+    def restore(
+        cls,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        degree: dict[int, int],
+        person: dict[int, int],
+        *,
+        pinned: dict[int, int] | None = None,
+        nobody: set[int] | None = None,
+        refused: set[tuple[int, int]] | None = None,
+        next_person: int = 1,
+        rule: GroupingRule | None = None,
+    ) -> FaceGrouper:
+        """A grouper as it was left (faces, their vectors and neighbour counts, people and
+        corrections, as :mod:`lookalike.store.people` keeps them), without grouping anything again."""
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        grouper = cls(vectors.shape[1] if vectors.ndim == 2 and vectors.shape[1] else 128, rule)
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids):
+            grouper._grow_index(vectors)
+            grouper._index.add_with_ids(vectors, ids)
+        grouper.degree = {int(f): int(degree.get(int(f), 0)) for f in ids}
+        grouper.person = {f: p for f, p in person.items() if f in grouper.degree}
+        grouper.pinned = {f: p for f, p in (pinned or {}).items() if f in grouper.degree}
+        grouper.nobody = {f for f in nobody or set() if f in grouper.degree}
+        grouper.refused = {(f, p) for f, p in refused or set() if f in grouper.degree}
+        grouper.next_person = max([next_person, *(p + 1 for p in person.values())])
+        return grouper
+
     # --- reading -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -217,6 +247,14 @@ class FaceGrouper:
             self.pinned.pop(face, None)
             self.nobody.discard(face)
         self.refused = {(f, p) for f, p in self.refused if f in self.degree}
+
+    def forget(self, vectors: np.ndarray) -> None:
+        r"""Faces gone before they could be :meth:`remove`\ d here (another process removed their
+        photos): their vectors, no longer held, are taken out of their neighbours' counts."""
+        for found in self._neighbours(np.ascontiguousarray(vectors, np.float32).reshape(-1, self.dim)):
+            for _, n in found:
+                if n in self.degree:
+                    self.degree[n] = max(0, self.degree[n] - 1)
 
     # --- the user's corrections ----------------------------------------------------------------
 

@@ -54,7 +54,9 @@ def encode(request: Request) -> bytes:
         if isinstance(value, list):
             return [walk(v) for v in value]
         if isinstance(value, dict):
-            return {str(k): walk(v) for k, v in value.items()}
+            if all(isinstance(k, str) for k in value):
+                return {k: walk(v) for k, v in value.items()}
+            return {"$items": [[walk(k), walk(v)] for k, v in value.items()]}  # keys such as (doc id, slot)
         if isinstance(value, np.generic):
             return value.item()
         return value
@@ -121,6 +123,8 @@ class _Rebuilder:
             return self._buffer(value)
         if "$tuple" in value:
             return tuple(self.walk(v) for v in value["$tuple"])
+        if "$items" in value:
+            return {self.walk(k): self.walk(v) for k, v in value["$items"]}
         if "$t" in value:
             cls = _TYPES.get(value["$t"])
             if cls is None:

@@ -259,3 +259,10 @@ def browser():
             yield chromium
         finally:
             chromium.close()
+
+
+def one_space(encoder: str | None = "e", dim: int = 8, shards: int = 0, metric: str = "cosine") -> dict:
+    """A layout's spaces for a workspace of one ``image`` space (shards 0: as the workspace has, 1 when new)."""
+    from lookalike.store.spaces import VectorSpace
+
+    return {"image": VectorSpace(encoder, dim, metric, shards)}

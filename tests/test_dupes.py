@@ -17,7 +17,7 @@ from lookalike.images import decode
 from lookalike.relevance import NEAR_DUPLICATE_FLOOR
 from lookalike.store.vectors import VectorShard
 
-from conftest import lookalike_cmd
+from conftest import lookalike_cmd, one_space
 
 
 def test_range_search_keeps_scores_at_or_above_the_threshold():
@@ -118,14 +118,14 @@ def test_a_chain_of_look_alikes_is_split_so_no_group_lists_a_file_below_its_thre
     b = np.array([0.96, 0.28, 0, 0], np.float32)  # a.b = 0.96
     c = np.array([0.85, 0.52, 0.08, 0], np.float32)
     c /= np.linalg.norm(c)  # b.c > 0.95, a.c < 0.9
-    with Workspace.open(tmp_path / "ws", WorkspaceLayout(encoder="e", dim=4, shards=1)) as ws:
+    with Workspace.open(tmp_path / "ws", WorkspaceLayout(one_space("e", 4, 1))) as ws:
         req = Request("index", [])
         for name, vector, pixels in (("a", a, 300), ("b", b, 200), ("c", c, 100)):
             doc = Document(id=name, uri=f"/photos/{name}.jpg", width=pixels, height=pixels, size=1, mtime_ns=1)
             doc.chunks = [Chunk(kind="whole", embedding=vector)]
             req.docs.append(doc)
             req.staged.doc_ids.append(name)
-            req.staged.vectors[name] = (0, doc.chunks)
+            req.staged.vectors[(name, 0)] = doc.chunks
         ws.commit(req)
         assert float(b @ c) >= 0.95 and float(a @ c) < 0.9
         found = find_duplicates(ws, 0.9)
@@ -170,7 +170,7 @@ def test_the_keeper_is_the_largest_then_the_best_described_then_the_oldest(tmp_p
         ("d", 200, camera, 8),
         ("e", 100, PhotoMeta(), 3),  # as large and as bare as a, but older: before it
     ]
-    with Workspace.open(tmp_path / "ws", WorkspaceLayout(encoder="e", dim=4, shards=1)) as ws:
+    with Workspace.open(tmp_path / "ws", WorkspaceLayout(one_space("e", 4, 1))) as ws:
         req = Request("index", [])
         for name, side, meta, mtime in docs:
             doc = Document(id=name, uri=f"/p/{name}.jpg", width=side, height=side, size=1, mtime_ns=mtime * 10**18)
@@ -178,7 +178,7 @@ def test_the_keeper_is_the_largest_then_the_best_described_then_the_oldest(tmp_p
             doc.chunks = [Chunk(kind="whole", embedding=np.array([1.0, 0, 0, 0], np.float32))]
             req.docs.append(doc)
             req.staged.doc_ids.append(name)
-            req.staged.vectors[name] = (0, doc.chunks)
+            req.staged.vectors[(name, 0)] = doc.chunks
         ws.commit(req)
         found = find_duplicates(ws, 0.9)
     (group,) = found.near

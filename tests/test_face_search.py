@@ -1,4 +1,5 @@
-"""Face search end to end: the faces preset through the library, the CLI and the API, on real faces."""
+"""Faces beside the photos end to end: `--faces` through the library, the CLI and the API, on real
+faces: one workspace in which a search compares whole photos and a search by face compares faces."""
 
 from __future__ import annotations
 
@@ -42,16 +43,32 @@ def face_ws(faces_dir, tmp_path_factory):
     ws = tmp_path_factory.mktemp("face-ws") / "ws"
     with lookalike.open(Options(workspace=ws, preset="faces")) as library:
         summary = library.index([faces_dir])
-    assert summary.without_vectors == 1  # the coffee cup: indexed, no face, not an error
+    assert summary.without_vectors == 0  # the coffee cup: its whole photo's vector, no face
     assert summary.skipped_total == 0
     return ws
+
+
+def test_one_workspace_holds_the_photos_and_their_faces(face_ws, faces_dir):
+    with lookalike.open(Options(workspace=face_ws), write=False) as library:
+        spaces = library.workspace.spaces
+        assert list(spaces) == ["image", "faces"] and spaces["faces"].metric == "l2" and spaces["faces"].dim == 128
+        assert library.info().problems == []  # every space's shards agree with the store
+        # A search by image compares whole photos, the photo itself first, faces or not.
+        for name in ("obama.jpg", "coffee.png"):
+            hits = library.search(SearchRequest(image=str(faces_dir / name), top_k=3)).hits
+            assert hits[0].path.endswith(name) and hits[0].match == "same" and hits[0].chunk == "whole"
+        # More like a stored photo's second face: the stored vectors, the photo itself left out.
+        with pytest.raises(BadInput, match="face 1 asked for, but the photo has 1 faces"):
+            library.search(SearchRequest(like=str(faces_dir / "obama.jpg"), face=1))
+        like = library.search(SearchRequest(like=str(faces_dir / "obama.jpg"), face=0, top_k=4)).hits
+        assert all("obama" in h.path and h.distance < SAME_PERSON for h in like)
 
 
 def test_the_same_person_ranks_first(face_ws, faces_dir):
     obama = sorted(p for p in faces_dir.glob("obama*.jpg"))
     with lookalike.open(Options(workspace=face_ws), write=False) as library:  # the preset is remembered
-        assert library.workspace.preset == "faces" and library.workspace.metric == "l2"
-        results = library.search(SearchRequest(image=str(obama[0]), top_k=10)).hits
+        assert library.workspace.preset == "faces"
+        results = library.search(SearchRequest(image=str(obama[0]), face=0, top_k=10)).hits
     names = [r.path.rsplit("/", 1)[1] for r in results]
     assert names[0] == obama[0].name and -results[0].score < 1e-3
     same = [r for r in results if "obama" in r.path]
@@ -79,7 +96,7 @@ def test_the_astronaut_and_her_edits(face_ws, tmp_path):
     paths.append(tmp_path / "jpeg60.jpg")
     original.save(paths[-1], quality=60)
     with lookalike.open(Options(workspace=face_ws), write=False) as library:
-        reports = library.search_many(SearchRequest(image=str(p), top_k=3) for p in paths)
+        reports = library.search_many(SearchRequest(image=str(p), face=0, top_k=3) for p in paths)
         for path, results in zip(paths, (r.hits for r in reports), strict=True):
             assert results[0].path.endswith("astronaut.png"), path.name
             assert -results[0].score < SAME_PERSON, (path.name, -results[0].score)
@@ -89,32 +106,34 @@ def test_choosing_a_face_of_a_group_photo(face_ws, faces_dir, people, tmp_path):
     """Obama large on the left, Biden smaller on the right: --face picks which one is searched."""
     path = group_photo(people, tmp_path / "group.jpg")
     with lookalike.open(Options(workspace=face_ws), write=False) as library:
-        largest = library.search(SearchRequest(image=str(path), top_k=1)).hits
+        largest = library.search(SearchRequest(image=str(path), top_k=1, face=0)).hits
         second = library.search(SearchRequest(image=str(path), top_k=1, face=1)).hits
         with pytest.raises(BadInput, match="face 5 asked for, but the image has 2 faces"):
             library.search(SearchRequest(image=str(path), top_k=1, face=5))
         with pytest.raises(BadInput, match="no face"):
-            library.search(SearchRequest(image=str(faces_dir / "coffee.png"), top_k=1))
+            library.search(SearchRequest(image=str(faces_dir / "coffee.png"), top_k=1, face=0))
     assert "obama" in largest[0].path and "biden" in second[0].path
 
 
-def test_cli_index_preset_then_search_needs_no_flag(faces_dir, tmp_path):
+def test_cli_index_with_faces_then_search_by_face(faces_dir, tmp_path):
     ws = tmp_path / "ws"
     done = subprocess.run(
-        [*lookalike_cmd(), "index", "--preset", "faces", str(faces_dir), "-w", str(ws)], capture_output=True, text=True
+        [*lookalike_cmd(), "index", "--faces", str(faces_dir), "-w", str(ws)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert "1 of them indexed without vectors (no face found)" in done.stdout
+    assert "indexed without vectors" not in done.stdout
     query = faces_dir / "obama2.jpg"
     found = subprocess.run(
-        [*lookalike_cmd(), "search", str(query), "-w", str(ws), "--json"], capture_output=True, text=True
+        [*lookalike_cmd(), "search", str(query), "-w", str(ws), "--face", "0", "--json"], capture_output=True, text=True
     )
     assert found.returncode == 0, found.stderr
     results = json.loads(found.stdout)["results"]
     assert results[0]["path"] == str(query) and results[0]["distance"] < 1e-3
     assert "obama" in results[1]["path"] and results[1]["distance"] < SAME_PERSON
     text = subprocess.run(
-        [*lookalike_cmd(), "search", str(query), "-w", str(ws), "-k", "2"], capture_output=True, text=True
+        [*lookalike_cmd(), "search", str(query), "-w", str(ws), "-k", "2", "--face", "0"],
+        capture_output=True,
+        text=True,
     )
     assert "distance 0.000" in text.stdout and "face at" in text.stdout
 
@@ -123,7 +142,7 @@ def test_missing_faces_extra_is_one_clear_line(faces_dir, tmp_path):
     code = (
         "import sys; sys.modules['dlib'] = None\n"
         "from lookalike.cli import main\n"
-        f"sys.exit(main(['index', '--preset', 'faces', {str(faces_dir)!r}, '-w', {str(tmp_path / 'ws')!r}]))\n"
+        f"sys.exit(main(['index', '--faces', {str(faces_dir)!r}, '-w', {str(tmp_path / 'ws')!r}]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 3, done.stderr  # ModelError
@@ -140,13 +159,13 @@ def test_api_lists_the_query_faces_and_distances(face_ws, faces_dir):
             __import__("time").sleep(0.05)
         assert client.get("/api/stats").json()["faces"] is True
         with open(faces_dir / "obama.jpg", "rb") as f:
-            r = client.post("/api/search", files={"file": ("q.jpg", f, "image/jpeg")}, data={"top_k": "3"})
+            r = client.post("/api/search", files={"file": ("q.jpg", f, "image/jpeg")}, data={"top_k": "3", "face": "0"})
         assert r.status_code == 200, r.text
         result = r.json()["results"][0]
         assert len(result["faces"]) == 1 and len(result["faces"][0]["bbox"]) == 4
         first = result["matches"][0]
         assert first["name"] == "obama.jpg" and first["distance"] < 1e-3 and len(first["bbox"]) == 4
-        more = client.post("/api/search", json={"doc_id": first["doc_id"], "top_k": 3}).json()
+        more = client.post("/api/search", json={"doc_id": first["doc_id"], "top_k": 3, "face": 0}).json()
         assert all("obama" in m["name"] for m in more["results"][0]["matches"])
         with open(faces_dir / "obama.jpg", "rb") as f:
             bad = client.post("/api/search", files={"file": ("q.jpg", f)}, data={"face": "3"})
@@ -154,6 +173,6 @@ def test_api_lists_the_query_faces_and_distances(face_ws, faces_dir):
 
 
 def test_the_example_flows_are_the_preset():
-    for name in ("index", "query"):
-        example = (REPO / "examples" / "face-search" / f"{name}.yml").read_text()
-        assert example == builtin_flow_path(f"faces-{name}").read_text()
+    for example, builtin in (("index", "index-faces"), ("faces-query", "faces-query")):
+        copy = (REPO / "examples" / "face-search" / f"{example}.yml").read_text()
+        assert copy == builtin_flow_path(builtin).read_text()

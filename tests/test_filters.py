@@ -26,7 +26,7 @@ from lookalike.server.config import ServerConfig
 from lookalike.store.filtered import EXACT_LIMIT, filtered_search
 from lookalike.store.vectors import IndexSpec, VectorShard
 
-from conftest import TINY_FLOWS, client_ready, lookalike_cmd, quadrants
+from conftest import TINY_FLOWS, client_ready, lookalike_cmd, one_space, quadrants
 
 CAMERAS = [("Apple", "iPhone 12"), ("Canon", "Canon EOS R5"), ("Google", "Pixel 8")]
 PLACES = [(48.8584, 2.2945), (48.8606, 2.3376), (41.8902, 12.4922), (40.7484, -73.9857), (-33.8568, 151.2153)]
@@ -164,14 +164,14 @@ def test_documents_without_a_sort_key_are_listed_once_either_way(tmp_path):
     from lookalike.document import Chunk, Document, Request
     from lookalike.store.workspace import Workspace, WorkspaceLayout
 
-    with Workspace.open(tmp_path / "ws", WorkspaceLayout(encoder="e", dim=4, shards=1)) as ws:
+    with Workspace.open(tmp_path / "ws", WorkspaceLayout(one_space("e", 4, 1))) as ws:
         req = Request("index", [])
         for i in range(9):
             doc = Document(id=f"d{i}", uri=f"/p/{i}.jpg", size=None if i % 3 == 0 else i, mtime_ns=1)
             doc.chunks = [Chunk(kind="whole", embedding=np.eye(4, dtype=np.float32)[i % 4])]
             req.docs.append(doc)
             req.staged.doc_ids.append(doc.id)
-            req.staged.vectors[doc.id] = (0, doc.chunks)
+            req.staged.vectors[(doc.id, 0)] = doc.chunks
         ws.commit(req)
         for desc in (False, True):
             seen, cursor = [], None

@@ -639,8 +639,8 @@ def test_the_normalizer_follows_the_encoder_and_a_contradiction_names_both_pods(
     (tmp_path / "lite1.yml").write_text(lite1)
     built = open_flow(tmp_path / "lite1.yml", "index")
     assert built.pods["normalizer"].params.size == 240  # type: ignore[attr-defined]
-    assert built.fingerprint().endswith("+pre1-240")  # type: ignore[union-attr]
-    assert open_flow(None, "index").fingerprint().endswith("+pre1-224")  # type: ignore[union-attr]
+    assert built.spaces()["image"].encoder.endswith("+pre1-240")  # type: ignore[union-attr]
+    assert open_flow(None, "index").spaces()["image"].encoder.endswith("+pre1-224")  # type: ignore[union-attr]
     fixed = lite1.replace(
         "{uses: ImageNormalizer, parallel: 2}", "{uses: ImageNormalizer, parallel: 2, with: {size: 224}}"
     )

@@ -185,7 +185,8 @@ def test_the_readme_lite_recipes_work_as_written(model, tuxpaint, tmp_path):
     assert result[0]["path"] == str(photos[1]) and result[0]["score"] > 0.99
     manifest = json.loads((tmp_path / "ws" / "manifest.json").read_text())
     size = {"efficientnet-lite1": 240, "efficientnet-lite2": 260}[model]
-    assert manifest["encoder"].startswith(model) and f"pre1-{size}" in manifest["encoder"]
+    encoder = manifest["spaces"][0]["encoder"]
+    assert manifest["spaces"][0]["name"] == "image" and encoder.startswith(model) and f"pre1-{size}" in encoder
 
 
 # --- one workspace, many processes ---------------------------------------------------------------------

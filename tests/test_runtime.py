@@ -494,14 +494,14 @@ def test_what_branches_staged_in_other_processes_reaches_one_commit():
         shipped(dataclasses.replace(request, docs=[request.docs[0]])),
         shipped(dataclasses.replace(request, docs=[request.docs[1]])),
     )
-    shard0.staged.vectors["a"] = (0, [])
-    shard1.staged.vectors["b"] = (1, [])
+    shard0.staged.vectors[("a", 0)] = []
+    shard1.staged.vectors[("b", 1)] = []
     vectors = concat_shards([shard0, shard1])
     documents = shipped(request)
     documents.staged.doc_ids.extend(["a", "b"])
     joined = merge_requests([documents, vectors])
     assert joined.staged.doc_ids == ["a", "b"]
-    assert joined.staged.vectors == {"a": (0, []), "b": (1, [])}
+    assert joined.staged.vectors == {("a", 0): [], ("b", 1): []}
     # In one process the branches share one StagedWrites: taking it in again duplicates nothing.
     same = request.fork()
     request.staged.doc_ids.append("a")

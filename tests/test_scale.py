@@ -29,7 +29,7 @@ from lookalike.store.shard_index import ShardIndex
 from lookalike.store.vectors import IndexBudget, IndexSpec, VectorShard, choose_index, exact_limit
 from lookalike.store.workspace import Workspace, WorkspaceLayout
 
-from conftest import lookalike_cmd
+from conftest import lookalike_cmd, one_space
 
 DIM = 1280
 
@@ -52,7 +52,7 @@ def commit_vectors(ws: Workspace, vectors: np.ndarray, start: int, batch: int = 
             doc.chunks = [Chunk(kind="whole", embedding=v)]
             req.docs.append(doc)
             req.staged.doc_ids.append(doc.id)
-            req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
+            req.staged.vectors[(doc.id, shard_for(doc.id, ws.n_shards_configured))] = doc.chunks
             ids.append(doc.id)
         ws.commit(req)
     return ids
@@ -120,7 +120,7 @@ def test_the_index_type_follows_size_and_budget():
 @pytest.mark.slow  # the real model encodes the photos the vectors start from
 def test_vectors_are_stored_as_float16_and_search_below_the_threshold_is_exact(tmp_path, real_vectors):
     vectors = real_vectors.sample(3000)
-    with Workspace.open(tmp_path / "ws", WorkspaceLayout(encoder="e", dim=DIM, shards=2)) as ws:
+    with Workspace.open(tmp_path / "ws", WorkspaceLayout(one_space("e", DIM, 2))) as ws:
         commit_vectors(ws, vectors, 0)
         shards = [ws.open_shard(i) for i in range(2)]
         assert {s.kind for s in shards} == {"flat"}
@@ -139,8 +139,11 @@ def test_vectors_are_stored_as_float16_and_search_below_the_threshold_is_exact(t
 
 
 def undo_migration_4(conn: sqlite3.Connection) -> None:
-    """Take out what schema migrations 4 (the photo metadata) and 5 (its indexes) added, as a store
-    from before them."""
+    """Take out what schema migrations 4 (the photo metadata), 5 (its indexes) and 6 (people)
+    added, as a store from before them."""
+    conn.execute("DROP TRIGGER face_gone")
+    for table in ("people", "face_people", "face_refusals", "faces_gone"):
+        conn.execute(f"DROP TABLE {table}")
     conn.execute("DROP INDEX chunks_doc")
     conn.execute("CREATE INDEX chunks_doc ON chunks(doc_id)")
     for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index' AND sql LIKE '%docs(%'").fetchall():
@@ -156,13 +159,13 @@ def undo_migration_4(conn: sqlite3.Connection) -> None:
 def test_a_float32_store_is_converted_and_its_snapshots_rebuilt(tmp_path):
     """Schema migration 3: float32 vectors of an older lookalike become float16, in place."""
     path = tmp_path / "ws"
-    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=8, shards=1)) as ws:
+    with Workspace.open(path, WorkspaceLayout(one_space("e", 8, 1))) as ws:
         doc = Document(id="a", uri="/p/a.jpg")
         doc.size = doc.mtime_ns = 1
         doc.chunks = [Chunk(kind="whole", embedding=np.linspace(-1, 1, 8, dtype=np.float32))]
         req = Request("index", [doc])
         req.staged.doc_ids.append("a")
-        req.staged.vectors["a"] = (0, doc.chunks)
+        req.staged.vectors[("a", 0)] = doc.chunks
         ws.commit(req)
     conn = sqlite3.connect(path / "docs.sqlite")  # as migration 2 left it: float32 blobs
     conn.execute("UPDATE chunks SET embedding = ?", (np.linspace(-1, 1, 8, dtype=np.float32).tobytes(),))
@@ -170,7 +173,7 @@ def test_a_float32_store_is_converted_and_its_snapshots_rebuilt(tmp_path):
     conn.execute("PRAGMA user_version=2")
     conn.commit()
     conn.close()
-    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=8, shards=1)) as ws:
+    with Workspace.open(path, WorkspaceLayout(one_space("e", 8, 1))) as ws:
         ids, vectors, _ = ws.store.all_vectors(8)
         np.testing.assert_allclose(vectors[0], np.linspace(-1, 1, 8), atol=1e-3)
         assert ws.store._db.reader.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
@@ -184,7 +187,7 @@ def test_a_float32_store_is_converted_and_its_snapshots_rebuilt(tmp_path):
 def ann_workspace(tmp_path_factory, real_vectors) -> Path:
     """50,000 realistic vectors in two shards: past the exact limit, so each shard switches to ANN."""
     path = tmp_path_factory.mktemp("scale") / "ws"
-    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, shards=2, index_latency_ms=2.0)) as ws:
+    with Workspace.open(path, WorkspaceLayout(one_space("e", DIM, 2), index_latency_ms=2.0)) as ws:
         commit_vectors(ws, real_vectors.sample(50_000), 0)
         with shard_pods(ws) as shards:
             for shard in shards:
@@ -195,7 +198,7 @@ def ann_workspace(tmp_path_factory, real_vectors) -> Path:
 @pytest.mark.slow
 def test_a_50k_collection_switches_to_ann_and_keeps_recall_after_adds_and_removes(ann_workspace, real_vectors):
     queries = real_vectors.sample(200)  # new vectors, none of them indexed
-    with Workspace.open(ann_workspace, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as shards:
+    with Workspace.open(ann_workspace, WorkspaceLayout(one_space("e", DIM))) as ws, shard_pods(ws) as shards:
         assert {s.kind for s in shards} == {"ivf-sq8"} and all(s.vectors.mapped for s in shards)
         assert all(s.vectors.info.recall_at_10 >= 0.95 for s in shards)  # as tuned at build, held out
         assert recall(workspace_top(shards, queries), exact_top(ws, queries)) >= 0.95
@@ -215,7 +218,7 @@ def test_a_50k_collection_switches_to_ann_and_keeps_recall_after_adds_and_remove
         assert removed_chunks <= {-1}
         delete_docs(ws, added)
     # Brought forward from the snapshots the pods wrote when they closed.
-    with Workspace.open(ann_workspace, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as shards:
+    with Workspace.open(ann_workspace, WorkspaceLayout(one_space("e", DIM))) as ws, shard_pods(ws) as shards:
         assert ws.store.count_docs() == 45_000 and ws.verify() == []
         assert recall(workspace_top(shards, queries), exact_top(ws, queries)) >= 0.95
 
@@ -247,7 +250,7 @@ def test_info_reports_the_index_type_its_memory_and_measured_recall(ann_workspac
 
 
 def _small_flat_workspace(path: Path, real_vectors: RealisticVectors, n: int = 2000) -> None:
-    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, shards=1)) as ws:
+    with Workspace.open(path, WorkspaceLayout(one_space("e", DIM, 1))) as ws:
         commit_vectors(ws, real_vectors.sample(n), 0)
         with ws.open_shard(0) as shard:
             assert shard.kind == "flat"
@@ -268,7 +271,7 @@ def test_the_new_index_is_built_in_the_background_while_the_old_one_serves(tmp_p
     queries = real_vectors.sample(20)
     # A tighter latency target: exact search over 2,000 vectors no longer meets it.
     with (
-        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        Workspace.open(path, WorkspaceLayout(one_space("e", DIM), index_latency_ms=0.5)) as ws,
         shard_pods(ws) as (shard,),
     ):
         assert shard.building and shard.kind == "flat"
@@ -295,14 +298,14 @@ def test_a_commit_racing_the_swap_is_applied_once(tmp_path, real_vectors, monkey
 
     def replay(self, target, since, until=None):
         if threading.current_thread().name.startswith("index-build") and not raced:  # the build's catch-up
-            with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM)) as other:
+            with Workspace.open(path, WorkspaceLayout(one_space("e", DIM))) as other:
                 commit_vectors(other, real_vectors.sample(50), 5000)
             raced.append(True)
         return real_replay(self, target, since, until)
 
     monkeypatch.setattr(ShardIndex, "_replay", replay)
     with (
-        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        Workspace.open(path, WorkspaceLayout(one_space("e", DIM), index_latency_ms=0.5)) as ws,
         shard_pods(ws) as (shard,),
     ):
         shard.wait_for_build()
@@ -322,7 +325,7 @@ def test_a_failed_build_leaves_the_old_index_serving_and_says_why(tmp_path, real
 
     monkeypatch.setattr(VectorShard, "build", broken)
     with (
-        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        Workspace.open(path, WorkspaceLayout(one_space("e", DIM), index_latency_ms=0.5)) as ws,
         shard_pods(ws) as (shard,),
     ):
         with pytest.raises(StoreError, match="building the IVF.* index of shard 0 failed: out of memory"):
@@ -340,8 +343,10 @@ def test_a_process_killed_mid_build_leaves_the_old_index_on_disk(tmp_path, real_
         "import sys, time\n"
         "from lookalike.store.vectors import VectorShard\n"
         "from lookalike.store.workspace import Workspace, WorkspaceLayout\n"
+        "from lookalike.store.spaces import VectorSpace\n"
         "VectorShard.build = classmethod(lambda cls, *a, **k: time.sleep(600))  # stuck in k-means\n"
-        "ws = Workspace.open(sys.argv[1], WorkspaceLayout(encoder='e', dim=1280, index_latency_ms=0.5))\n"
+        "space = {'image': VectorSpace('e', 1280, 'cosine', 0)}\n"
+        "ws = Workspace.open(sys.argv[1], WorkspaceLayout(space, index_latency_ms=0.5))\n"
         "print('building', ws.open_shard(0).building, flush=True)\n"
         "time.sleep(600)\n"
     )
@@ -354,20 +359,20 @@ def test_a_process_killed_mid_build_leaves_the_old_index_on_disk(tmp_path, real_
     assert (path / "shard-0" / "snapshot.json").read_bytes() == state
     # The old snapshot serves (the killed process remembered its budget: 5 ms again keeps it exact).
     with (
-        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=5.0)) as ws,
+        Workspace.open(path, WorkspaceLayout(one_space("e", DIM), index_latency_ms=5.0)) as ws,
         shard_pods(ws) as (shard,),
     ):
         assert shard.kind == "flat" and not shard.building and ws.verify() == []
     # The build runs again (the killed holder's build lock died with it).
     with (
-        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        Workspace.open(path, WorkspaceLayout(one_space("e", DIM), index_latency_ms=0.5)) as ws,
         shard_pods(ws) as (shard,),
     ):
         shard.wait_for_build()
         assert shard.kind == "ivf-sq8" and ws.verify() == []
     # No commit came between: the new index is written at the same generation as the old one.
     assert json.loads((path / "shard-0" / "snapshot.json").read_text())["index"]["kind"] == "ivf-sq8"
-    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as (shard,):
+    with Workspace.open(path, WorkspaceLayout(one_space("e", DIM))) as ws, shard_pods(ws) as (shard,):
         assert shard.kind == "ivf-sq8" and shard.vectors.mapped
 
 
@@ -378,11 +383,11 @@ def test_a_mapped_index_left_untouched_by_commits_is_saved_and_reopened(tmp_path
     path = tmp_path / "ws"
     _small_flat_workspace(path, real_vectors)
     with (
-        Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM, index_latency_ms=0.5)) as ws,
+        Workspace.open(path, WorkspaceLayout(one_space("e", DIM), index_latency_ms=0.5)) as ws,
         shard_pods(ws) as (shard,),
     ):
         shard.wait_for_build()
-    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as (shard,):
+    with Workspace.open(path, WorkspaceLayout(one_space("e", DIM))) as ws, shard_pods(ws) as (shard,):
         assert shard.vectors.mapped
         doc = Document(id="no-vectors", uri="/synthetic/none.jpg")
         doc.size = doc.mtime_ns = 1
@@ -391,7 +396,7 @@ def test_a_mapped_index_left_untouched_by_commits_is_saved_and_reopened(tmp_path
         ws.commit(req)
         shard.sync()
         assert shard.vectors.mapped  # nothing to add: still mapped when flushed
-    with Workspace.open(path, WorkspaceLayout(encoder="e", dim=DIM)) as ws, shard_pods(ws) as (shard,):
+    with Workspace.open(path, WorkspaceLayout(one_space("e", DIM))) as ws, shard_pods(ws) as (shard,):
         assert shard.kind == "ivf-sq8" and len(shard) == 2000 and ws.verify() == []
         assert ws.store.generation == json.loads((path / "shard-0" / "snapshot.json").read_text())["generation"]
 
@@ -400,7 +405,7 @@ def test_a_mapped_index_left_untouched_by_commits_is_saved_and_reopened(tmp_path
 
 
 def test_documents_under_a_root_are_a_prefix_range_not_a_scan(tmp_path):
-    with Workspace.open(tmp_path / "ws", WorkspaceLayout(encoder="e", dim=8, shards=1)) as ws:
+    with Workspace.open(tmp_path / "ws", WorkspaceLayout(one_space("e", 8, 1))) as ws:
         paths = ["/p/a.jpg", "/p/sub/b.jpg", "/p2/c.jpg", "/p-x/d.jpg", "/q/p/e.jpg", os.fsdecode(b"/p/\xe9.jpg")]
         req = Request("index", [])
         for n, uri in enumerate(paths):

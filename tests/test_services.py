@@ -36,7 +36,7 @@ def test_a_request_crosses_the_wire_whole_with_arrays_as_raw_bytes():
     doc.results = [Result("d9", 0.5, 7, "/p/b.jpg", 10, 20, [("lynx", 0.1)], "whole", None)]
     doc.query_info = {"faces": [(0, 0, 5, 5)]}
     request = Request("search", [doc], parameters={"top_k": 3})
-    request.staged.vectors["d1"] = (1, [chunk])
+    request.staged.vectors[("d1", 1)] = [chunk]
     frame = encode(request)
     # The tensor travels once, as its bytes (the staged chunk is the same object), the rest is small.
     assert tensor.nbytes < len(frame) < tensor.nbytes + 4096
@@ -53,7 +53,7 @@ def test_a_request_crosses_the_wire_whole_with_arrays_as_raw_bytes():
     assert got.chunks[0].embedding.dtype == np.float16 and got.chunks[0].bbox == (1, 2, 3, 4)
     assert got.chunks[0].matches == [Match(7, "d9", 0.25)] and got.chunks[0].uid == chunk.uid
     assert got.results == doc.results
-    assert back.staged.vectors["d1"][0] == 1 and back.staged.vectors["d1"][1][0].uid == chunk.uid
+    assert list(back.staged.vectors) == [("d1", 1)] and back.staged.vectors[("d1", 1)][0].uid == chunk.uid
 
 
 @pytest.mark.parametrize(

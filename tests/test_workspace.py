@@ -15,6 +15,8 @@ from lookalike.errors import StoreError
 from lookalike.store.shard_index import ShardIndex
 from lookalike.store.workspace import Workspace, WorkspaceLayout
 
+from conftest import one_space
+
 DIM = 8
 ENC = "test-encoder:1"
 
@@ -39,7 +41,7 @@ def _request(ws: Workspace, seeds: list[int], *, chunks_per_doc: int = 1, failed
     req = Request("index", docs)
     for doc in docs:
         req.staged.doc_ids.append(doc.id)
-        req.staged.vectors[doc.id] = (shard_for(doc.id, ws.n_shards_configured), doc.chunks)
+        req.staged.vectors[(doc.id, shard_for(doc.id, ws.n_shards_configured))] = doc.chunks
     return req
 
 
@@ -69,10 +71,8 @@ class _WorkspaceWithPods(Workspace):
 
 
 def _open(path, *, writer: bool = True, reset: bool = False, **layout) -> _WorkspaceWithPods:
-    layout.setdefault("encoder", ENC)
-    layout.setdefault("dim", DIM)
-    layout.setdefault("shards", 2)
-    ws = _WorkspaceWithPods.open(path, WorkspaceLayout(**layout), writer=writer, reset=reset)
+    space = one_space(layout.pop("encoder", ENC), layout.pop("dim", DIM), layout.pop("shards", 2))
+    ws = _WorkspaceWithPods.open(path, WorkspaceLayout(space, **layout), writer=writer, reset=reset)
     assert isinstance(ws, _WorkspaceWithPods)
     return ws
 
@@ -242,7 +242,7 @@ def test_paths_that_are_not_utf8_are_stored_and_found(tmp_path):
         doc.chunks = [Chunk(embedding=_vec(9))]
         req = Request("index", [doc])
         req.staged.doc_ids.append(doc.id)
-        req.staged.vectors[doc.id] = (shard_for(doc.id, 2), doc.chunks)
+        req.staged.vectors[(doc.id, shard_for(doc.id, 2))] = doc.chunks
         ws.commit(req)
         ws.store.record_skips([(name + ".bad", 1, 1, "corrupt image", "corrupt")])
         ws.add_roots([os.fsdecode(b"/photos/d\xfcr")])

@@ -67,6 +67,7 @@ class ExecutorContext:
     replicas: int = 1
     shard: int = 0
     shards: int = 1
+    space: str | None = None  # a pod that stores vectors: the vector space it holds (None: the first)
     threads: int = 1  # this replica's share of the cores, for thread pools such as onnxruntime's
     workspace: Workspace | None = None
     # What the executor is told (the model and dataset caches, ...): the flow's options.

@@ -38,8 +38,9 @@ def _fits(embedding: np.ndarray, dim: int) -> bool:
 
 
 class VectorIndexer(Executor):
-    """One shard of the chunk vectors: its part of the index, searched exactly or by an ANN index
-    with exact re-ranking, as the collection size and the workspace's budget choose."""
+    """One shard of one vector space's chunk vectors (the pod's ``space``): its part of the index,
+    searched exactly or by an ANN index with exact re-ranking, as the collection size and the
+    workspace's budget choose."""
 
     stores_vectors = True
 
@@ -53,21 +54,21 @@ class VectorIndexer(Executor):
 
     def open(self) -> None:
         self.workspace = _workspace(self)
-        self.index = self.workspace.open_shard(self.context.shard)
+        self.index = self.workspace.open_shard(self.context.shard, space=self.context.space)
         self._kept = KeptCache(self.workspace.store)  # what recent filters keep of this shard
         self._indexed = False  # took part in indexing: at close, the index is brought up to date
 
     @requests(on="index")
     def stage(self, docs: list[Document], request: Request) -> None:
         self._indexed = True
-        dim = self.workspace.dim
+        dim, slot = self.index.spec.dim, self.index.shard
         for doc in docs:
             chunks = [c for c in doc.chunks if c.embedding is not None]
             bad = [c.embedding for c in chunks if c.embedding is not None and not _fits(c.embedding, dim)]
             if bad:
                 doc.fail(f"embedding of shape {bad[0].shape} or non-finite; workspace holds {dim}-d", "bad vector")
                 continue
-            request.staged.vectors[doc.id] = (self.context.shard, chunks)
+            request.staged.vectors[(doc.id, slot)] = chunks
 
     @requests(on="delete")
     def forget(self, docs: list[Document]) -> None:
@@ -87,7 +88,7 @@ class VectorIndexer(Executor):
         filters = request.parameters.get("filters")
         kept = None
         if filters:
-            kept = KeptByFilter(self.workspace.store, Filters.from_dict(filters), self.context.shard, self._kept)
+            kept = KeptByFilter(self.workspace.store, Filters.from_dict(filters), self.index.shard, self._kept)
         scores, ids = self.index.search(np.stack([e for _, e in queries]), k, kept)
         found = {int(i) for i in ids.ravel() if i >= 0}
         info = self.workspace.store.chunk_info(found)

@@ -35,6 +35,7 @@ from pydantic import (
 
 from lookalike.errors import ConfigError
 from lookalike.settings import ambient_environment
+from lookalike.store.spaces import DEFAULT_SPACE
 
 KeyPath = tuple[str | int, ...]
 
@@ -88,6 +89,11 @@ class PodConfig(BaseModel):
     needs: StrList | None = Field(default=None, description="upstream pods (default: the pod above)")
     parallel: PositiveInt = Field(default=1, description="replicas of this pod, run concurrently")
     shards: PositiveInt = Field(default=1, description="shards: each holds part of the data")
+    space: str = Field(
+        default=DEFAULT_SPACE,
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="for a pod that stores vectors: the named vector space it holds (image, faces, ...)",
+    )
     polling: Literal["any", "all"] = Field(
         default="any", description="any: each document goes to one shard; all: every shard sees every request"
     )

@@ -18,6 +18,7 @@ from lookalike.executors.base import MERGE, Executor
 from lookalike.flow.config import LoadedFlow, PodConfig, load_flow, load_flow_text
 from lookalike.flow.resolver import ExecutorResolver
 from lookalike.settings import Options
+from lookalike.store.spaces import VectorSpace
 
 GATEWAY = "gateway"  # `needs: gateway` marks a pod that takes the flow's input directly
 
@@ -145,23 +146,51 @@ class Flow:
     def pods_storing_vectors(self) -> list[Pod]:
         return [p for p in self.pods.values() if p.executor.stores_vectors]
 
-    def set_vector_shards(self, shards: int) -> None:
-        """Search however many shards the workspace has, whatever the query flow says: its shard
-        pods are the workspace's shards."""
+    def set_vector_shards(self, shards: dict[str, int]) -> None:
+        """Search however many shards each of the workspace's spaces has, whatever the query flow
+        says: its shard pods are the workspace's shards."""
         for pod in self.pods_storing_vectors():
-            if pod.config.shards != shards:
-                pod.config = pod.config.model_copy(update={"shards": shards})
+            n = shards.get(pod.config.space)
+            if n is not None and pod.config.shards != n:
+                pod.config = pod.config.model_copy(update={"shards": n})
 
-    def vector_shards(self) -> int:
-        """How many shards the flow's vector stores have (the workspace is built for it). Asked of
-        the pods' executors (``stores_vectors``), so any vector indexer plugs in."""
+    def spaces(self) -> dict[str, VectorSpace]:
+        """The vector spaces this flow's pods store, in order: each one's encoder fingerprint (its
+        branch's encoders and the preprocessing that feeds them), vectors and shards. Asked of the
+        pods' executors (``stores_vectors``), so any vector indexer plugs in."""
         pods = self.pods_storing_vectors()
         if not pods:
             raise ConfigError(f"{self.file}: the flow has no pod that stores vectors (such as VectorIndexer)")
-        counts = {p.config.shards for p in pods}
-        if len(counts) > 1:
-            raise ConfigError(f"{self.file}: every pod that stores vectors must have the same number of shards")
-        return counts.pop()
+        out: dict[str, VectorSpace] = {}
+        for pod in pods:
+            name = pod.config.space
+            if name in out:
+                raise self.loaded.source.error(
+                    ("pods", pod.name, "space"), f"another pod already stores the {name!r} vectors; name another space"
+                )
+            upstream = [self.pods[n] for n in self.upstream(pod.name)]
+            parts = [fp for p in upstream if (fp := p.executor.fingerprint_of(p.params))]
+            if parts:
+                parts += [fp for p in upstream if (fp := p.executor.preprocessing_fingerprint(p.params))]
+            found = {vs for p in upstream if (vs := p.executor.vector_space_of(p.params))}
+            if len(found) > 1:
+                raise ConfigError(
+                    f"{self.file}: the encoders feeding {pod.name} produce different vectors: {sorted(found)}"
+                )
+            dim, metric = found.pop() if found else (1280, "cosine")
+            out[name] = VectorSpace("+".join(parts) or None, dim, metric, pod.config.shards)
+        return out
+
+    def upstream(self, name: str) -> list[str]:
+        """Every pod that ``name`` reads from, directly or not, in the flow's order."""
+        seen: set[str] = set()
+        frontier = list(self.pods[name].needs)
+        while frontier:
+            n = frontier.pop()
+            if n not in seen:
+                seen.add(n)
+                frontier.extend(self.pods[n].needs)
+        return [n for n in self.pods if n in seen]
 
     def check_can_index(self) -> None:
         """An index flow stores documents, and sends each document's vectors to one shard."""
@@ -172,22 +201,6 @@ class Flow:
                 raise ConfigError(
                     f"{self.file}: pods.{pod.name}.polling: an index flow sends each document to one shard; use 'any'"
                 )
-
-    def fingerprint(self) -> str | None:
-        """What identifies the vectors this flow writes or reads: its encoders' fingerprints and
-        the preprocessing that feeds them."""
-        parts = [fp for p in self.pods.values() if (fp := p.executor.fingerprint_of(p.params))]
-        if not parts:
-            return None
-        parts += [fp for p in self.pods.values() if (fp := p.executor.preprocessing_fingerprint(p.params))]
-        return "+".join(parts)
-
-    def vector_space(self) -> tuple[int, str]:
-        """(dimension, metric) of this flow's vectors, from its encoder(s); they must agree."""
-        spaces = {vs for p in self.pods.values() if (vs := p.executor.vector_space_of(p.params))}
-        if len(spaces) > 1:
-            raise ConfigError(f"{self.file}: the flow's encoders produce different vectors: {sorted(spaces)}")
-        return spaces.pop() if spaces else (1280, "cosine")
 
     @property
     def text(self) -> str:

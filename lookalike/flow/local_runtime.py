@@ -38,6 +38,7 @@ class _Worker(threading.Thread):
             replicas=pod.config.parallel,
             shard=self.shard,
             shards=pod.config.shards,
+            space=pod.config.space if pod.executor.stores_vectors else None,
             threads=self.runtime.threads_for(pod),
             workspace=self.runtime.workspace,
             options=self.runtime.flow.options,

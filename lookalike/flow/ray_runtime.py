@@ -77,7 +77,7 @@ class PodSpec:
     base_dir: str
     env: dict[str, str]  # the driver's environment, for the flow's ${VAR} substitution
     options: Options  # the driver's options (the model cache, ...), for the pod's executor
-    vector_shards: int | None  # the workspace's shard count (a query flow's shard pods follow it)
+    vector_shards: dict[str, int] | None  # the workspace's shards by space (a query flow's shard pods follow it)
     pod: str
     shard: int
     replica: int
@@ -125,6 +125,7 @@ class LookalikePod:
                 replicas=self.pod.config.parallel,
                 shard=spec.shard,
                 shards=self.pod.config.shards,
+                space=self.pod.config.space if cls.stores_vectors else None,
                 threads=spec.threads,
                 workspace=self.workspace,
                 options=spec.options,
@@ -261,7 +262,7 @@ class RayRuntime(Runtime):
             base_dir=str(loaded.base_dir),
             env={k: v for k, v in self.flow.options.flow_variables().items() if k in _referenced(loaded.text)},
             options=self.flow.options,
-            vector_shards=ws.n_shards_configured if ws is not None else None,
+            vector_shards=ws.shards_by_space if ws is not None else None,
             pod=pod.name,
             shard=shard,
             replica=replica,

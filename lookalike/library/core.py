@@ -12,6 +12,7 @@ checked) by the first search that needs it. No model is loaded until a pod first
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import os
 from collections.abc import Iterable
 
@@ -22,6 +23,7 @@ from lookalike.library.flows import Flows
 from lookalike.library.indexing import Indexer, IndexProgress
 from lookalike.library.inspecting import InfoReport, Inspector, TagWord
 from lookalike.library.moving import Mover, MoveReport
+from lookalike.library.people import People
 from lookalike.library.searching import Searcher
 from lookalike.library.types import IndexReport, IndexRequest, ListReport, ListRequest, SearchReport, SearchRequest
 from lookalike.settings import Options
@@ -44,6 +46,7 @@ class Library:
         self.inspector = Inspector(workspace, flows, self.searcher.levels)
         self.mover = Mover(workspace, self.indexer)
         self.browser = Browser(workspace)
+        self.people = People(workspace)
 
     # --- use cases ----------------------------------------------------------------------------
 
@@ -53,31 +56,48 @@ class Library:
         """Index files and folders incrementally (an :class:`IndexRequest`, or just the paths)."""
         if not isinstance(request, IndexRequest):
             request = IndexRequest(tuple(os.fspath(p) for p in request))
-        return self.indexer.index(request, progress)
+        report = self.indexer.index(request, progress)
+        if self.people.available and (report.indexed or report.updated or report.removed):
+            if progress is not None:
+                progress.note("grouping the new faces into people")
+            report.people = self.people.update()
+        return report
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Take files (or every file under folders) out of the index; the files stay. How many."""
-        return self.indexer.remove(paths)
+        removed = self.indexer.remove(paths)
+        if removed and self.people.available:
+            self.people.update()
+        return removed
 
     def search(self, request: SearchRequest) -> SearchReport:
-        return self.searcher.search(request)
+        return self.searcher.search(self._checked(request))
 
     def search_many(self, requests: Iterable[SearchRequest]) -> list[SearchReport]:
-        return self.searcher.search_many(requests)
+        return self.searcher.search_many(self._checked(r) for r in requests)
+
+    def _checked(self, request: SearchRequest) -> SearchRequest:
+        """The request with its people named by id (NotFound for a person there is none of)."""
+        filters = self.people.check(request.filters)
+        return request if filters is request.filters else dataclasses.replace(request, filters=filters)
 
     def info(self, *, verify: bool = True, recall: bool = False) -> InfoReport:
         return self.inspector.info(verify=verify, recall=recall)
 
     def list(self, request: ListRequest | None = None) -> ListReport:
         """Browse: a page of the collection (every photo by date taken, without a request)."""
-        return self.inspector.list(request or ListRequest())
+        request = request or ListRequest()
+        filters = self.people.check(request.filters)
+        if filters is not request.filters:
+            request = dataclasses.replace(request, filters=filters)
+        return self.inspector.list(request)
 
     def doc(self, doc_id: str) -> StoredDoc:
         return self.inspector.doc(doc_id)
 
     def timeline(self, filters: Filters | None = None) -> builtins.list[MonthCount]:
         """Months holding photos the filters keep (by local date taken), the latest first, with counts."""
-        return self.browser.timeline(filters or Filters())
+        return self.browser.timeline(self.people.check(filters or Filters()))
 
     def folders(self, parent: str | None = None) -> builtins.list[FolderCount]:
         """The folders below ``parent`` (without one: the indexed folders) that hold photos, counted."""

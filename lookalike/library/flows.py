@@ -18,18 +18,27 @@ from lookalike.flow.graph import Flow, builtin_flow_path, open_flow
 from lookalike.flow.runtime import Runtime
 from lookalike.flow.runtimes import RuntimeChoice, make_runtime
 from lookalike.settings import Options
+from lookalike.store.spaces import FACES, unknown_space
 from lookalike.store.workspace import Workspace, WorkspaceLayout
 
-# name -> (index flow, query flow), shipped in lookalike/flows/
-PRESETS = {"default": ("index", "query"), "faces": ("faces-index", "faces-query")}
+# name -> its flows, shipped in lookalike/flows/: the index flow, and a query flow for each vector
+# space ("query" searches the first space, "query-SPACE" another).
+PRESETS = {
+    "default": {"index": "index", "query": "query"},
+    "faces": {"index": "index-faces", "query": "query", f"query-{FACES}": "faces-query"},
+}
 
 
-def preset_flows(preset: str) -> tuple[Path, Path]:
-    """The built-in (index, query) flow files of a preset."""
+def preset_flows(preset: str) -> dict[str, Path]:
+    """The built-in flow files of a preset, by kind ("index", "query", "query-faces")."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    index, query = PRESETS[preset]
-    return builtin_flow_path(index), builtin_flow_path(query)
+    return {kind: builtin_flow_path(name) for kind, name in PRESETS[preset].items()}
+
+
+def query_kind(space: str, first: str) -> str:
+    """The kind of the query flow that searches ``space`` (``first``: the workspace's first space)."""
+    return "query" if space == first else f"query-{space}"
 
 
 class Flows:
@@ -44,8 +53,8 @@ class Flows:
         self.options = options
         self._specs: dict[str, Path | None] = {"index": options.index_flow, "query": options.query_flow}
         if options.preset is not None:
-            index, query = preset_flows(options.preset)
-            self._specs = {"index": options.index_flow or index, "query": options.query_flow or query}
+            files: dict[str, Path | None] = dict(preset_flows(options.preset))
+            self._specs = files | {k: v for k, v in self._specs.items() if v is not None}
         self._remembered = remembered and options.preset is None
         self._built: dict[str, Flow] = {}
         self._build_lock = threading.Lock()
@@ -56,7 +65,7 @@ class Flows:
     # --- choosing and building ----------------------------------------------------------------
 
     def _build(self, kind: str) -> Flow:
-        spec = self._specs[kind]
+        spec = self._specs.get(kind)
         if spec is None and self._remembered:
             stored = Workspace.stored_flow(self.options.workspace, kind)
             if stored is not None:
@@ -64,6 +73,11 @@ class Flows:
                 source = f"<{kind} flow stored in {self.options.workspace}>"
                 loaded = load_flow_text(text, source, base, self.options.flow_variables())
                 return Flow(loaded, kind, options=self.options)
+        if spec is None and kind.startswith("query-"):  # another space's built-in query flow
+            space = kind.removeprefix("query-")
+            spec = builtin_flow_path(f"{space}-query")
+            if not spec.exists():
+                raise ConfigError(f"no query flow searches the {space!r} vectors; name one for that space")
         return open_flow(spec, kind, self.options)
 
     def flow(self, kind: str) -> Flow:
@@ -82,46 +96,69 @@ class Flows:
             return self._built[kind]
 
     def _check(self, kind: str, flow: Flow) -> None:
-        flow.vector_shards()  # it must have a pod that stores vectors
+        spaces = flow.spaces()  # it must have a pod that stores vectors
         if kind == "index":
             flow.check_can_index()
         ws = self.workspace
-        if kind == "query" and ws is not None:
-            ws.check_encoder(flow.fingerprint(), *flow.vector_space())
-            flow.set_vector_shards(ws.n_shards_configured)
+        if kind != "index" and ws is not None:
+            ws.check_spaces(spaces)
+            flow.set_vector_shards(ws.shards_by_space)
 
     def layout(self) -> WorkspaceLayout:
-        """What the index flow (and its query flow) say a workspace they write must hold."""
-        iflow, qflow = self.flow("index"), self.flow("query")
-        fingerprint = iflow.fingerprint()
-        if qflow.fingerprint() != fingerprint:
-            raise ConfigError(
-                f"the query flow encodes with {qflow.fingerprint()} but the index flow with {fingerprint}"
-            )
-        dim, metric = iflow.vector_space()
+        """What the index flow (and the query flow of each of its vector spaces) say a workspace
+        they write must hold."""
+        iflow = self.flow("index")
+        spaces = iflow.spaces()
+        first = next(iter(spaces))
+        flows = {"index": iflow.text, "index_base_dir": str(iflow.loaded.base_dir)}
+        for name, space in spaces.items():
+            kind = query_kind(name, first)
+            if name != first and not self._searchable(kind):
+                continue  # a space of one's own flow with no query flow: indexed, not searched
+            qflow = self.flow(kind)
+            searched = qflow.spaces()
+            if name not in searched:
+                raise ConfigError(
+                    f"{qflow.file}: the {kind} flow searches {', '.join(searched)}, not the {name!r} vectors"
+                )
+            if searched[name].encoder != space.encoder:
+                raise ConfigError(
+                    f"the {kind} flow encodes with {searched[name].encoder} but the index flow's {name} "
+                    f"branch with {space.encoder}"
+                )
+            flows |= {kind: qflow.text, f"{kind}_base_dir": str(qflow.loaded.base_dir)}
         return WorkspaceLayout(
-            encoder=fingerprint,
-            dim=dim,
-            metric=metric,
             # The index flow decides the shards; a query flow searches however many the workspace has.
-            shards=iflow.vector_shards(),
+            spaces=spaces,
             preset=self.options.preset,
-            flows={
-                "index": iflow.text,
-                "index_base_dir": str(iflow.loaded.base_dir),
-                "query": qflow.text,
-                "query_base_dir": str(qflow.loaded.base_dir),
-            },
+            flows=flows,
             index_memory=self.options.index_memory,
             index_latency_ms=self.options.index_latency_ms,
         )
 
+    def _searchable(self, kind: str) -> bool:
+        """Is there a query flow of ``kind``: given, remembered, or built in?"""
+        if self._specs.get(kind) is not None or builtin_flow_path(kind.removeprefix("query-") + "-query").exists():
+            return True
+        return self._remembered and Workspace.stored_flow(self.options.workspace, kind) is not None
+
     def attach(self, workspace: Workspace) -> None:
         """The workspace these flows run over, once it is open."""
         self.workspace = workspace
-        qflow = self._built.get("query")
-        if qflow is not None:
-            qflow.set_vector_shards(workspace.n_shards_configured)
+        for kind, flow in self._built.items():
+            if kind != "index":
+                flow.set_vector_shards(workspace.shards_by_space)
+
+    def query_kind(self, space: str | None) -> str:
+        """The kind of the query flow that searches ``space`` (None: the workspace's first space)."""
+        if self.workspace is None or space is None:
+            return "query"
+        spaces = self.workspace.spaces
+        if space not in spaces:
+            if space == FACES:
+                raise ConfigError("this workspace holds no faces: index it with `lookalike index --reset --faces PATH`")
+            raise unknown_space(space, spaces)
+        return query_kind(space, next(iter(spaces)))
 
     @property
     def query_parallelism(self) -> int:
@@ -165,7 +202,7 @@ class Flows:
         snapshot them, so the index pods after them find nothing left to write), then the flows'
         containers. The first error is raised once everything was tried."""
         errors: list[BaseException] = []
-        for kind in ("query", "index"):
+        for kind in sorted(self._runtimes, key=lambda k: k == "index"):
             runtime = self._runtimes.pop(kind, None)
             if runtime is not None:
                 try:

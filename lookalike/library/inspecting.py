@@ -15,6 +15,7 @@ from lookalike.library.levels import MatchLevels
 from lookalike.library.types import ListReport, ListRequest
 from lookalike.relevance import NEAR_DUPLICATE_FLOOR, TAG_FLOOR
 from lookalike.store.docstore import StoredDoc
+from lookalike.store.spaces import FACES
 from lookalike.store.workspace import Workspace, WorkspaceInfo
 
 RECALL_QUERIES = 200  # held-out vectors per shard for `info --recall`
@@ -48,7 +49,8 @@ class InfoReport:
             "shards": {str(k): v for k, v in i.shards.items()},
             "encoder": i.encoder,
             "preset": i.preset,
-            "faces": i.preset == "faces",
+            "faces": FACES in i.spaces,
+            "spaces": {name: space.to_dict() for name, space in i.spaces.items()},
             "size_bytes": i.size_bytes,
             "index": i.indexes,
             "index_budget": {"memory_bytes": i.budget.memory_bytes, "latency_ms": i.budget.latency_ms},
@@ -89,10 +91,15 @@ class Inspector:
         """What a server says of its workspace: its running query pods describe the shard indexes
         they hold (on Ray, the shard actors answer), and where they run."""
         runtime = self.flows.running("query")
-        described = None
-        if runtime is not None:
-            pods = self.flows.flow("query").pods_storing_vectors()
-            described = runtime.ask(pods[0].name, "describe") if pods else None
+        described: list[dict[str, Any]] = []
+        for space in self.workspace.spaces:  # each space's running query pods, else its shards opened here
+            kind = self.flows.query_kind(space)
+            running = self.flows.running(kind)
+            pods = self.flows.flow(kind).pods_storing_vectors() if running is not None else []
+            if running is not None and pods:
+                described += running.ask(pods[0].name, "describe")
+            else:
+                described += self.workspace.all_shards(space).describe()
         choice = self.flows.choice("query")
         where = {"kind": choice.kind, "pods": runtime.placement() if runtime is not None else {}}
         return InfoReport(self.workspace.info(described), runtime=where)

@@ -8,6 +8,7 @@ import threading
 import lookalike.relevance as relevance
 from lookalike.document import Result
 from lookalike.relevance import LEVELS, Calibration, MatchLevel
+from lookalike.store.spaces import FACES
 from lookalike.store.workspace import Workspace
 
 
@@ -43,16 +44,16 @@ class MatchLevels:
             self._calibration, self._generation = cal, generation
             return cal
 
-    def label(self, results: list[Result], cal: Calibration | None) -> None:
-        """Set each result's ``match`` level: from the calibration on cosine workspaces (judged on
-        its similarity to the query), from dlib's distances on face workspaces, none otherwise.
+    def label(self, results: list[Result], cal: Calibration | None, space: str | None = None) -> None:
+        """Set each result's ``match`` level: from the calibration in a cosine first space (judged
+        on its similarity to the query), from dlib's distances in the faces space, none otherwise.
 
         Levels never rise down the list: a result ranked below another is labelled no better than
         it, so a list cut at ``min_match`` is a prefix of the list, and a word means one thing."""
         scores = [r.similarity if r.similarity is not None else r.score for r in results]
         if cal is not None:
             levels: list[MatchLevel] | None = cal.levels(scores)
-        elif self.workspace.preset == "faces":
+        elif space == FACES:
             levels = relevance.face_levels(scores)
         else:
             levels = None  # an L2 space of somebody's own encoder: nothing measured to say

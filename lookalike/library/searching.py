@@ -35,6 +35,7 @@ from lookalike.library.planning import entry_problem
 from lookalike.library.types import MAX_TOP_K, Concept, Hit, SearchReport, SearchRequest
 from lookalike.relevance import TAG_FLOOR, Calibration
 from lookalike.settings import Options
+from lookalike.store.spaces import FACES
 from lookalike.store.workspace import Workspace
 
 _query_ids = itertools.count(1)
@@ -146,7 +147,8 @@ class Searcher:
         qid = f"query-{next(_query_ids)}"
         if request.like is not None:
             doc_id = self.stored_id(request.like)
-            return _Query(request, self._stored_query(qid, doc_id), top_k, doc_id if request.exclude_self else None)
+            query = self._stored_query(qid, doc_id, request.face)
+            return _Query(request, query, top_k, doc_id if request.exclude_self else None)
         image = request.image
         if isinstance(image, (str, os.PathLike)):
             path = os.path.abspath(os.fspath(image))
@@ -170,13 +172,19 @@ class Searcher:
             raise NotFound(f"no indexed photo at {display_path(os.path.abspath(like))}")
         raise NotFound(f"no indexed document {display_path(like)!r}")
 
-    def _stored_query(self, qid: str, doc_id: str) -> Document:
-        """A query carrying a stored photo's vectors (no file is read): its whole-image chunk, or,
-        where it has none (faces), its first chunk, the largest face."""
-        rows = self.workspace.store.chunks_of(doc_id)
-        if not rows:
-            raise BadInput(f"document {doc_id!r} has no vectors to search with (no face found?)", "no vectors")
-        chosen = [r for r in rows if r[1] == "whole"] or rows[:1]
+    def _stored_query(self, qid: str, doc_id: str, face: int | None) -> Document:
+        """A query carrying a stored photo's vectors (no file is read): in the first space its
+        whole-image chunk (else its first chunk); by ``face``, that face (0 is the largest)."""
+        self.flows.query_kind(FACES if face is not None else None)  # a workspace without faces says so
+        rows = self.workspace.store.chunks_of(doc_id, self.workspace.slots(FACES if face is not None else None))
+        if face is not None:
+            if not 0 <= face < len(rows):
+                raise BadInput(f"face {face} asked for, but the photo has {len(rows)} faces", "no such face")
+            chosen = rows[face : face + 1]
+        else:
+            if not rows:
+                raise BadInput(f"document {doc_id!r} has no vectors to search with", "no vectors")
+            chosen = [r for r in rows if r[1] == "whole"] or rows[:1]
         return Document(id=qid, chunks=[Chunk(kind=kind, bbox=bbox, embedding=emb) for _, kind, bbox, emb in chosen])
 
     # --- running a batch ----------------------------------------------------------------------
@@ -184,23 +192,24 @@ class Searcher:
     def _run(self, queries: list[_Query]) -> list[SearchReport | BaseException]:
         """One pass of ``queries`` (all with the same ``face``) through the query flow, expanded
         and cut: a report, or the error that made its query unusable, per query."""
-        cal = self.levels.calibration()
+        face, filters, space = queries[0].request.face, queries[0].request.filters, queries[0].request.space
+        kind = self.flows.query_kind(space)
+        cal = self.levels.calibration() if space is None else None  # measured for the first space's encoder
         k = self.options.query_expansion if cal is not None else 0
         parameters: dict = {"top_k": min(MAX_TOP_K + 1, max(q.fetch for q in queries))}
-        face, filters = queries[0].request.face, queries[0].request.filters
         if face is not None:
             parameters["face"] = face  # which face of the query image (face flows)
         if filters.active:
             parameters["filters"] = filters.to_dict()  # each shard searches only what they keep
         # Enough results to expand with, whatever top_k asks.
         first = dict(parameters, top_k=max(parameters["top_k"], k + 1))
-        runtime = self.flows.runtime("query")
+        runtime = self.flows.runtime(kind)
         done = runtime.submit(Request("search", [q.doc for q in queries], parameters=first)).result()
         by_id = {d.id: d for d in done.docs}
         fatal = next((d for d in done.docs if d.fatal), None)
         if fatal is not None:
             if fatal.error_reason == POD_FAILURE:  # the cluster's fault: the next search starts the pods afresh
-                self.flows.drop("query", runtime)
+                self.flows.drop(kind, runtime)
             raise fatal_error(fatal.error_reason, f"search failed: {fatal.error}")
         if k and cal is not None:
             self._expand(queries, by_id, k, cal, parameters)
@@ -210,11 +219,12 @@ class Searcher:
         if d.error is not None:
             return BadInput(f"query {display_path(d.uri) if d.uri else 'image'}: {d.error}", d.error_reason)
         results = [r for r in d.results if r.doc_id != q.exclude][: q.window]
-        if self.workspace.metric == "cosine":  # float16 vectors: a copy's cosine may read 1.00009
+        metric = self.workspace.space(q.request.space).metric
+        if metric == "cosine":  # float16 vectors: a copy's cosine may read 1.00009
             for r in results:
                 r.score = min(r.score, 1.0)
                 r.similarity = min(r.similarity if r.similarity is not None else r.score, 1.0)
-        self.levels.label(results, cal)
+        self.levels.label(results, cal, q.request.space)
         kept = cut(results, q.request.min_match)
         # Levels never rise down the list, so what passed is a prefix: every photo past the window
         # fails too, unless the whole window passed.
@@ -223,8 +233,8 @@ class Searcher:
         faces = d.query_info.get("faces")
         return SearchReport(
             request=q.request,
-            hits=[_hit(r, self.workspace.metric) for r in kept[: q.top_k]],
-            metric=self.workspace.metric,  # type: ignore[arg-type]
+            hits=[_hit(r, metric) for r in kept[: q.top_k]],
+            metric=metric,  # type: ignore[arg-type]
             faces=[(b[0], b[1], b[2], b[3]) for b in faces] if faces is not None else None,
             vector=_query_vector(d),
             total=len(kept) if counted else None,

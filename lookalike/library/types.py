@@ -23,8 +23,10 @@ import numpy as np
 from lookalike.document import display_path
 from lookalike.errors import BadInput
 from lookalike.filters import Filters
+from lookalike.library.people import GroupingReport
 from lookalike.relevance import LEVELS, MatchLevel
 from lookalike.store.documents import StoredDoc
+from lookalike.store.spaces import FACES
 
 Box = tuple[int, int, int, int]  # x, y, w, h in the image's pixels
 Metric = Literal["cosine", "l2"]
@@ -46,8 +48,9 @@ class SearchRequest:
     - ``tag``: photos tagged with a word ("bird", "dog", "fruit") or part of an ImageNet label.
 
     ``top_k`` (None: the options' ``top_k``) results come back, cut to ``min_match`` or better
-    (image and stored-photo searches); ``face`` picks the query image's face on face workspaces
-    (0 is the largest). ``filters``: only photos they keep, the true top ``top_k`` among them
+    (image and stored-photo searches). ``face`` searches the ``faces`` space (a workspace indexed
+    with faces) by one face of the query photo or stored photo (0 is the largest); without it a
+    search compares whole photos. ``filters``: only photos they keep, the true top ``top_k`` among them
     (:mod:`lookalike.filters`).
     """
 
@@ -73,10 +76,15 @@ class SearchRequest:
             raise BadInput(f"min_match must be one of {', '.join(LEVELS)}, not {self.min_match!r}", "bad request")
         if self.tag is not None and self.min_match is not None:
             raise BadInput("min_match cannot be used with a tag search: a tag has no similarity", "bad request")
-        if self.face is not None and (self.image is None or self.face < 0):
-            raise BadInput("face picks a face of a query image: a number from 0, with image", "bad request")
+        if self.face is not None and (self.tag is not None or self.face < 0):
+            raise BadInput("face picks a face of the query photo: a number from 0, with image or like", "bad request")
         if self.tag is not None and not self.tag.strip():
             raise BadInput("the tag query is empty", "bad query")
+
+    @property
+    def space(self) -> str | None:
+        """The vector space searched: ``faces`` for a search by face, else None (the first space)."""
+        return FACES if self.face is not None else None
 
     @property
     def kind(self) -> Literal["image", "like", "tag"]:
@@ -262,6 +270,7 @@ class IndexReport:
     seconds: float = 0.0
     docs: int = 0  # documents in the workspace after the run
     workspace: str = ""
+    people: GroupingReport | None = None  # the faces grouped into people after it (a workspace with faces)
 
     @property
     def skipped_total(self) -> int:

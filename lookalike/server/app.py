@@ -23,7 +23,7 @@ from lookalike.errors import LookalikeError
 from lookalike.server.config import ServerConfig
 from lookalike.server.limits import BodyDeadline, BodyLimit
 from lookalike.server.middleware import ASGIApp, HostCheck, Metrics, SecurityHeaders
-from lookalike.server.routes import apidocs, browse, documents, dupes, health, page, search
+from lookalike.server.routes import apidocs, browse, documents, dupes, health, page, people, search
 from lookalike.server.schemas import PATTERN_HINTS
 from lookalike.server.state import ApiError, Service, error_json
 from lookalike.version import __version__
@@ -61,7 +61,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.state.service = service
     for handler_of, handler in _ERROR_HANDLERS.items():
         app.add_exception_handler(handler_of, handler)
-    routers = (health.router, search.router, documents.router, browse.router, dupes.router, page.router)
+    routers = (
+        health.router,
+        search.router,
+        documents.router,
+        browse.router,
+        dupes.router,
+        people.router,
+        page.router,
+    )
     for router in routers:
         app.include_router(router)
     app.state.api_routes = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lookalike.errors import BadInput
-from lookalike.filters import KEYS, MAX_FOLDERS, ORIENTATIONS, Filters, Orientation
+from lookalike.filters import KEYS, MAX_FOLDERS, MAX_PEOPLE, ORIENTATIONS, Filters, Orientation
 from lookalike.library.types import MAX_TOP_K
 from lookalike.metadata import FORMAT_NAMES
 from lookalike.relevance import LEVELS, MatchLevel
@@ -32,6 +32,7 @@ MAX_QUERY_IMAGES = 64
 # Text a filter takes: not blank.
 NOT_BLANK = r"\S"
 Path = Annotated[str, Field(min_length=1, max_length=4096, pattern=NOT_BLANK)]
+PersonRef = Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
 # A day as YYYY-MM-DD, nothing else (pydantic would take "0" as 1970-01-01); Filters checks the calendar.
 Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", json_schema_extra={"format": "date"})]
 # "LAT,LON,KM" in a query parameter or a multipart field: the ranges in the pattern, so the schema
@@ -48,6 +49,7 @@ FILTER_HELP = {
     "folder": "photos in this folder or below it (a list: any of them)",
     "orientation": "landscape (wider than high), portrait (higher than wide) or square",
     "format": "the file's format",
+    "person": "photos with this person in them, by id or name (a list: with every one of them)",
 }
 
 
@@ -66,6 +68,9 @@ PATTERN_HINTS = {
     "taken_before": "a date, YYYY-MM-DD",
     "camera": "text in a camera's make or model, not blank",
     "folder": "a folder's path, not blank",
+    "person": "a person's id or name, not blank",
+    "name": "a name with at least one visible character",
+    "into": "a person's id or name, with at least one visible character",
 }
 
 
@@ -91,6 +96,9 @@ class FilterBody(BaseModel):
     )
     orientation: Orientation | None = Field(default=None, description=FILTER_HELP["orientation"])
     format: FormatName | None = Field(default=None, description=FILTER_HELP["format"])
+    person: PersonRef | Annotated[list[PersonRef], Field(max_length=MAX_PEOPLE)] | None = Field(
+        default=None, description=FILTER_HELP["person"]
+    )
 
     def filters(self) -> Filters:
         return _checked(self.model_dump(exclude_none=True, mode="json"))
@@ -114,7 +122,12 @@ class SearchBody(BaseModel):
     )
     doc_id: str | None = Field(default=None, description="more like this indexed image")
     top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K, description=TOP_K_HELP)
-    face: int | None = Field(default=None, ge=0, description="which face of the query to use (face workspaces)")
+    face: int | None = Field(
+        default=None,
+        ge=0,
+        description="search by this face of the query (0 is the largest) among the faces, not by the whole photo "
+        "(a workspace indexed with faces)",
+    )
     min_match: MatchLevel | None = Field(default=None, description=MIN_MATCH_HELP)
     filters: FilterBody | None = Field(default=None, description="only photos that meet these conditions")
 
@@ -140,6 +153,7 @@ class SearchForm(BaseModel):
     folder: list[Path] | None = Field(default=None, max_length=MAX_FOLDERS)
     orientation: Orientation | None = None
     format: FormatName | None = None
+    person: list[PersonRef] | None = Field(default=None, max_length=MAX_PEOPLE)
 
     def filters(self) -> Filters:
         return _checked(self.model_dump(exclude_none=True, mode="json", include=set(KEYS)))
@@ -161,6 +175,7 @@ SEARCH_FORM_SCHEMA = {
         "folder": {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": NOT_BLANK},
         "orientation": {"type": "string", "enum": list(ORIENTATIONS)},
         "format": {"type": "string", "enum": list(FORMAT_NAMES)},
+        "person": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
     },
     "required": ["file"],
 }
@@ -337,7 +352,9 @@ class Facets(BaseModel):
 
 
 class ShardIndex(BaseModel):
-    shard: int
+    shard: int = Field(description="which shard of its vector space")
+    space: str | None = Field(default=None, description="its vector space: image, faces")
+    label: str | None = Field(default=None, description="how it is named: its number, with its space past the first")
     type: str = Field(description="flat (exact), ivf-sq8 or ivf-pq")
     factory: str = Field(description="the FAISS index factory string")
     vectors: int
@@ -356,6 +373,13 @@ class RuntimeInfo(BaseModel):
     pods: dict[str, str] = Field(description="each query pod replica (pod/sS/rR) and where it runs (a Ray node id)")
 
 
+class VectorSpaceInfo(BaseModel):
+    encoder: str | None
+    dim: int
+    metric: str = Field(description="cosine (higher is closer) or l2 (a distance)")
+    shards: int
+
+
 class Stats(BaseModel):
     ready: bool
     workspace: str
@@ -366,7 +390,8 @@ class Stats(BaseModel):
     shards: dict[str, int] | None = Field(default=None, description="vectors per shard")
     encoder: str | None = None
     preset: str | None = None
-    faces: bool | None = None
+    faces: bool | None = Field(default=None, description="the workspace holds faces (indexed with --faces)")
+    spaces: dict[str, VectorSpaceInfo] | None = Field(default=None, description="its vector spaces, in order")
     size_bytes: int | None = None
     index: list[ShardIndex] | None = Field(default=None, description="each shard's vector index")
     index_budget: dict[str, float] | None = Field(default=None, description="memory_bytes and latency_ms")
@@ -383,6 +408,15 @@ class IndexedFile(BaseModel):
 class SkippedFile(BaseModel):
     path: str
     reason: str
+
+
+class GroupingInfo(BaseModel):
+    new_faces: int
+    gone_faces: int
+    assigned: int = Field(description="faces given a person")
+    new_people: int
+    people: int = Field(description="people shown now")
+    seconds: float
 
 
 class IndexResponse(BaseModel):
@@ -403,6 +437,7 @@ class IndexResponse(BaseModel):
     files_per_second: float
     docs: int = Field(description="documents in the workspace after the run")
     workspace: str
+    people: GroupingInfo | None = Field(default=None, description="the new faces grouped into people after it")
     files: list[IndexedFile]
 
 
@@ -526,3 +561,70 @@ class MoveResponse(BaseModel):
 class RemovedMany(BaseModel):
     removed: int
     doc_ids: list[str]
+
+
+# --- people ------------------------------------------------------------------------------------------
+
+# A name shows at least one visible character (control, format and space characters are dropped).
+VISIBLE = "[^\\x00-\\x20\\x7f-\\xa0\\u00ad\\u200b-\\u200f\\u2028-\\u202f\\u205f-\\u206f\\u3000\\ufeff]"
+PersonName = Annotated[str, Field(min_length=1, max_length=200, pattern=VISIBLE)]
+
+
+class FaceCover(BaseModel):
+    face: int | None = Field(description="the face that stands for the person (the most typical)")
+    doc_id: str | None
+    bbox: list[int] | None = Field(description="x, y, width, height in the photo's pixels")
+    thumbnail_url: str | None = Field(default=None, description="that face, cut out as a square JPEG")
+
+
+class PersonInfo(BaseModel):
+    id: int = Field(description="stable across index runs and regroupings")
+    name: str | None
+    hidden: bool
+    faces: int
+    photos: int
+    cover: FaceCover
+    photo_ids: list[str] | None = Field(default=None, description="the documents they are in (one person's answer)")
+
+
+class PeopleResponse(BaseModel):
+    """GET /api/people."""
+
+    people: list[PersonInfo] = Field(description="with 3 faces or more, or a name; the most faces first")
+
+
+class FaceInfo(BaseModel):
+    face: int = Field(description="the face's id (its chunk's)")
+    doc_id: str
+    bbox: list[int] | None
+    person: int | None = Field(description="whose face it is, or null")
+    name: str | None = Field(description="that person's name")
+    pinned: bool = Field(description="the user put it with that person")
+    nobody: bool = Field(description="the user said it is nobody's")
+
+
+class FacesResponse(BaseModel):
+    faces: list[FaceInfo] = Field(description="largest first, as found")
+
+
+class NameBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: PersonName | None = Field(description="the name; null takes it away. No two people share a name")
+
+
+class MergeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    into: PersonName = Field(description="the person (id or name) who takes every face; keeps its id and name")
+
+
+class HideBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hidden: bool = True
+
+
+class FacePersonBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    person: PersonName | None = Field(
+        description="whose face it is (id or name), 'new' for someone new, or null for nobody; the grouping never "
+        "gives it back to the person it was taken from"
+    )

@@ -23,3 +23,24 @@ def thumbnail(source: Path, doc_id: str, content_hash: str, size: int, cache: Pa
     cache.mkdir(parents=True, exist_ok=True)
     atomic_write(target, buf.getvalue())
     return target
+
+
+def face_thumbnail(
+    source: Path, face: int, bbox: tuple[int, int, int, int], content_hash: str, size: int, cache: Path
+) -> Path:
+    """A face cut out of its photo: the square around ``bbox`` (x, y, w, h in the photo's pixels)
+    with a third of its size around it, as a JPEG of ``size`` pixels; cached like thumbnails."""
+    target = cache / f"face-{face}-{size}-{content_hash[:12]}.jpg"
+    if target.is_file():
+        return target
+    image = decode(source, draft_size=None).image  # the box is in the full photo's pixels
+    x, y, w, h = bbox
+    side = max(w, h) * 5 / 3
+    cx, cy = x + w / 2, y + h / 2
+    box = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+    crop = image.crop(box).resize((size, size))  # outside the photo: filled with black
+    buf = io.BytesIO()
+    crop.save(buf, "JPEG", quality=85)
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, buf.getvalue())
+    return target

@@ -11,6 +11,7 @@ live with their concern:
 - ``scan``: planning against a scan, files remembered as bad, indexed roots;
 - ``filtering``: what a filter keeps, and listings by page; ``facets``: counts to browse by;
 - ``writes``: commits, re-sharding, resets; ``relocations``: documents followed to moved files;
+- ``people``: each face's person, names and the user's corrections;
 - ``schema``: the migrations.
 """
 
@@ -25,6 +26,7 @@ from lookalike.store.documents import Chunks, Documents, StoredDoc
 from lookalike.store.embeddings import Embeddings
 from lookalike.store.facets import Facets
 from lookalike.store.filtering import Filtering
+from lookalike.store.people import PeopleStore
 from lookalike.store.relocations import Relocation, Relocations
 from lookalike.store.scan import ChangedFile, Roots, ScanQueries, Skips
 from lookalike.store.schema import migrate
@@ -36,7 +38,18 @@ __all__ = ["ChangedFile", "DocStore", "LoggedChange", "Relocation", "StoreState"
 
 
 class DocStore(
-    Documents, Chunks, Embeddings, Filtering, Facets, VectorLog, ScanQueries, Skips, Roots, Writes, Relocations
+    Documents,
+    Chunks,
+    Embeddings,
+    Filtering,
+    Facets,
+    VectorLog,
+    ScanQueries,
+    Skips,
+    Roots,
+    Writes,
+    Relocations,
+    PeopleStore,
 ):
     """SQLite in WAL mode: one writer connection behind a lock, one reader connection per thread."""
 

@@ -151,9 +151,14 @@ class Chunks:
     def count_chunks(self) -> int:
         return int(self._db.reader.execute("SELECT count(*) FROM chunks").fetchone()[0])
 
-    def chunk_ids(self) -> np.ndarray:
-        """Every stored chunk's id (without reading a vector)."""
-        rows = self._db.reader.execute("SELECT id FROM chunks ORDER BY id")
+    def chunk_ids(self, slots: Iterable[int] | None = None) -> np.ndarray:
+        """Every stored chunk's id (of the shards in ``slots``, if given), without reading a vector."""
+        if slots is None:
+            rows = self._db.reader.execute("SELECT id FROM chunks ORDER BY id")
+        else:
+            wanted = sorted(set(slots))
+            sql = f"SELECT id FROM chunks WHERE shard IN ({','.join('?' * len(wanted))}) ORDER BY id"
+            rows = self._db.reader.execute(sql, wanted)
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def chunk_info(self, ids: Iterable[int]) -> dict[int, tuple[str, str, BBox | None]]:
@@ -165,12 +170,14 @@ class Chunks:
                 out[int(cid)] = (doc_id, kind, tuple(json.loads(bbox)) if bbox else None)
         return out
 
-    def chunks_of(self, doc_id: str) -> list[tuple[int, str, BBox | None, np.ndarray]]:
-        """A document's chunks: (chunk id, kind, bbox, embedding), in insertion order."""
-        sql = "SELECT id, kind, bbox, embedding FROM chunks WHERE doc_id=? ORDER BY id"
+    def chunks_of(self, doc_id: str, slots: range | None = None) -> list[tuple[int, str, BBox | None, np.ndarray]]:
+        """A document's chunks (those in the shards ``slots``, if given: one space's): (chunk id,
+        kind, bbox, embedding), in insertion order."""
+        sql = "SELECT id, kind, bbox, embedding, shard FROM chunks WHERE doc_id=? ORDER BY id"
         return [
             (int(cid), kind, tuple(json.loads(bbox)) if bbox else None, decode_vector(blob).astype(np.float32))
-            for cid, kind, bbox, blob in self._db.reader.execute(sql, (doc_id,))
+            for cid, kind, bbox, blob, shard in self._db.reader.execute(sql, (doc_id,))
+            if slots is None or shard in slots
         ]
 
     def max_chunks_per_doc(self) -> int:

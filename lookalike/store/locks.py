@@ -19,10 +19,11 @@ LOCK_TIMEOUT_S = 120.0
 
 
 @contextmanager
-def exclusive(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """The workspace lock, held for a moment (never for a process's lifetime); waits its turn."""
+def exclusive(path: Path, timeout: float = LOCK_TIMEOUT_S, name: str = "lock") -> Iterator[None]:
+    """The workspace lock (or its lock ``name``), held for a moment (never for a process's
+    lifetime); waits its turn."""
     try:
-        fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path / name, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise StoreError(f"cannot open the lock of workspace {path}: {e.strerror or e}") from e
     try:

@@ -1,8 +1,10 @@
 """manifest.json: a workspace's format, what its vectors are, and what its writers remember.
 
-The vectors' description (encoder fingerprint, size, metric, shard count) decides whether flows
-may read or write the workspace; a writer also remembers its flows, preset and index budget here,
-so that later opens (a reader, `lookalike serve`) use the same ones.
+The vector spaces' descriptions (each one's encoder fingerprint, size, metric and shard count,
+:mod:`lookalike.store.spaces`) decide whether flows may read or write the workspace; a writer also
+remembers its flows, preset and index budget here, so that later opens (a reader, `lookalike
+serve`) use the same ones. Format 1 (one space, described at the top level) is read as format 2's
+one ``image`` space; a writer rewrites it.
 """
 
 from __future__ import annotations
@@ -11,17 +13,18 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from lookalike.atomic import atomic_write
 from lookalike.errors import StoreError
 from lookalike.store.docstore import DocStore
+from lookalike.store.spaces import DEFAULT_SPACE, FACES, VectorSpace, first_slots, unknown_space
 from lookalike.store.vectors import IndexBudget
 from lookalike.version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 # The vectors when neither the flows nor the manifest say: the default model's.
 DEFAULT_DIM = 1280
@@ -42,10 +45,7 @@ _OLD_INT8 = re.compile(r":q1-[0-9a-f]{12}(?=[:+]|$)")
 class WorkspaceLayout:
     """What the flows that open a workspace say it holds, and what a writer remembers in it."""
 
-    encoder: str | None = None  # the flows' fingerprint (None: whatever the workspace holds)
-    dim: int | None = None
-    metric: str | None = None
-    shards: int | None = None  # the index flow's (None: as many as the workspace has)
+    spaces: dict[str, VectorSpace] | None = None  # the index flow's (None: whatever the workspace holds)
     preset: str | None = None
     flows: dict[str, str] | None = None  # the flows' texts, remembered for later opens
     index_memory: int | None = None  # the vector index's budget (None: as remembered)
@@ -57,7 +57,10 @@ class Manifest:
 
     def __init__(self, folder: Path, data: dict[str, Any] | None = None):
         self.folder = folder
-        self.data: dict[str, Any] = data if data is not None else {}
+        self.data: dict[str, Any] = _upgraded(data) if data is not None else {}
+        self.old_faces_only = data is not None and data.get("format_version") == 1 and data.get("preset") == "faces"
+        # Set by adopt() when the spaces' shards move: (the old spaces, the new ones).
+        self.moved: tuple[dict[str, VectorSpace], dict[str, VectorSpace]] | None = None
 
     @classmethod
     def read(cls, folder: Path) -> Manifest | None:
@@ -84,24 +87,23 @@ class Manifest:
     # --- what it says -------------------------------------------------------------------------
 
     @property
-    def dim(self) -> int:
-        return int(self.data["dim"])
+    def spaces(self) -> dict[str, VectorSpace]:
+        """The vector spaces, in slot order (see :mod:`lookalike.store.spaces`)."""
+        stored = self.data.get("spaces") or [{"name": DEFAULT_SPACE, "dim": DEFAULT_DIM}]
+        return {d["name"]: VectorSpace.from_dict(d) for d in stored}
 
-    @property
-    def metric(self) -> str:
-        return str(self.data.get("metric", DEFAULT_METRIC))
-
-    @property
-    def encoder(self) -> str | None:
-        return self.data.get("encoder")
+    def space(self, name: str | None = None) -> VectorSpace:
+        """The space ``name`` (None: the first, the one a search names by default)."""
+        spaces = self.spaces
+        if name is None:
+            return next(iter(spaces.values()))
+        if name not in spaces:
+            raise unknown_space(name, spaces)
+        return spaces[name]
 
     @property
     def preset(self) -> str:
         return str(self.data.get("preset", "default"))
-
-    @property
-    def shards(self) -> int:
-        return int(self.data.get("shards", 1))
 
     @property
     def created_at(self) -> float | None:
@@ -118,90 +120,120 @@ class Manifest:
 
     def identity(self) -> str:
         """What the vectors are, as the doc store records it ("vectors": how they are stored, so a
-        process of an older lookalike writing float32 is refused)."""
-        described = {k: self.data.get(k) for k in ("encoder", "dim", "metric", "shards")}
+        process of an older lookalike writing float32 is refused). A workspace of one ``image``
+        space says it as it did before spaces, so upgrading lookalike rebuilds no index."""
+        spaces = self.spaces
+        if list(spaces) == [DEFAULT_SPACE]:
+            described: dict[str, Any] = spaces[DEFAULT_SPACE].to_dict()
+        else:
+            described = {"spaces": {name: space.to_dict() for name, space in spaces.items()}}
         return json.dumps({**described, "vectors": "float16"}, sort_keys=True)
 
     # --- what the flows say -------------------------------------------------------------------
 
     def adopt(self, layout: WorkspaceLayout, store: DocStore, *, new: bool, reset: bool, writer: bool) -> bool:
         """Take what the flows say, or refuse flows whose vectors are not this workspace's (a
-        non-empty one; ``reset`` empties it first). Whether the shard count changes (re-sharding)."""
+        non-empty one; ``reset`` empties it first). Whether the spaces' shards move (re-sharding)."""
         m = self.data
-        # Not told (a reader such as `lookalike info`): the vectors are whatever the workspace holds.
-        dim = layout.dim or int(m.get("dim", DEFAULT_DIM))
-        metric = layout.metric or str(m.get("metric", DEFAULT_METRIC))
+        if layout.spaces:
+            layout = replace(layout, spaces=self._with_shards(layout.spaces))
         if new:
-            m.update(
-                format_version=FORMAT_VERSION,
-                created_at=time.time(),
-                encoder=layout.encoder,
-                dim=dim,
-                shards=layout.shards or 1,
-                preset=layout.preset or "default",
-                flows=layout.flows or {},
-            )
+            m.update(format_version=FORMAT_VERSION, created_at=time.time(), preset="default", flows={})
+            m["spaces"] = _dicts(layout.spaces or {DEFAULT_SPACE: VectorSpace(None, DEFAULT_DIM, DEFAULT_METRIC, 1)})
         if m.get("format_version") != FORMAT_VERSION:
             raise StoreError(
                 f"{self.folder} has workspace format {m.get('format_version')}, this lookalike reads "
                 f"{FORMAT_VERSION}: upgrade lookalike or re-index into a new --workspace"
             )
+        if self.old_faces_only and not reset:
+            raise StoreError(
+                f"{self.folder} holds faces only, as the faces preset did before faces joined the photos in "
+                f"one workspace; re-index it with `lookalike index --reset --faces PATH...` (add "
+                f"--workspace {self.folder} if it is not the default)"
+            )
         if reset:
             if not writer:
                 raise StoreError("resetting a workspace needs write access")
-            m.update(encoder=layout.encoder, dim=dim, metric=metric, preset=layout.preset or m.get("preset", "default"))
-        self._adopt_encoder(layout.encoder, reset, store)
-        self._adopt_space(dim, metric, reset, store)
+            if layout.spaces:
+                m["spaces"] = _dicts(layout.spaces)
+            m["preset"] = layout.preset or m.get("preset", "default")
+        moved = self._adopt_spaces(layout.spaces, store, new=new, reset=reset, writer=writer)
         if layout.preset and writer:
             m["preset"] = layout.preset
         if layout.flows and writer:
             m["flows"] = layout.flows
-        reshard = self._adopt_shards(layout.shards, new, writer)
         m["lookalike_version"] = __version__
-        return reshard
+        return moved
 
-    def _adopt_encoder(self, encoder: str | None, reset: bool, store: DocStore) -> None:
-        recorded = current_fingerprint(self.encoder)
-        if encoder and recorded and recorded != encoder:
-            if not reset and store.count_docs() > 0:
+    def _with_shards(self, spaces: dict[str, VectorSpace]) -> dict[str, VectorSpace]:
+        """``spaces`` with each shard count left to the workspace (0) filled in: as it has, else 1."""
+        have = self.spaces if self.data.get("spaces") else {}
+        return {
+            name: space if space.shards else replace(space, shards=have[name].shards if name in have else 1)
+            for name, space in spaces.items()
+        }
+
+    def _adopt_spaces(
+        self, wanted: dict[str, VectorSpace] | None, store: DocStore, *, new: bool, reset: bool, writer: bool
+    ) -> bool:
+        if not wanted or new or reset:
+            return False
+        have = self.spaces
+        docs = store.count_docs()
+        for name, space in wanted.items():
+            old = have.get(name)
+            if old is None:
+                if docs:
+                    raise StoreError(
+                        f"workspace {self.folder} holds {docs} photos indexed without {name!r} vectors; to add "
+                        f"them, re-index every photo: `lookalike index --reset{' --faces' if name == FACES else ''} "
+                        f"PATH...`, or index into a new --workspace"
+                    )
+                continue
+            recorded = current_fingerprint(old.encoder)
+            if space.encoder and recorded and recorded != space.encoder and docs:
                 raise StoreError(
                     f"workspace {self.folder} was built with encoder {recorded}, but this flow encodes with "
-                    f"{encoder}; {_REINDEX}"
+                    f"{space.encoder}; {_REINDEX}"
                 )
-            self.data["encoder"] = encoder  # an empty workspace simply adopts the new encoder
-        elif encoder:
-            self.data["encoder"] = encoder
-
-    def _adopt_space(self, dim: int, metric: str, reset: bool, store: DocStore) -> None:
-        m = self.data
-        if (m.get("dim"), m.get("metric", DEFAULT_METRIC)) != (dim, metric) and not reset and store.count_chunks():
+            if (old.dim, old.metric) != (space.dim, space.metric) and store.count_chunks():
+                raise StoreError(
+                    f"workspace {self.folder} holds {old.dim}-d {old.metric} vectors, not "
+                    f"{space.dim}-d {space.metric}; {_REINDEX}"
+                )
+        dropped = [name for name in have if name not in wanted]
+        if dropped and docs:
             raise StoreError(
-                f"workspace {self.folder} holds {m.get('dim')}-d {m.get('metric', DEFAULT_METRIC)} vectors, not "
-                f"{dim}-d {metric}; {_REINDEX}"
+                f"workspace {self.folder} holds {', '.join(dropped)} vectors that this index flow does not "
+                f"make; index with the flows it remembers (no --flow), or {_REINDEX}"
             )
-        m["dim"], m["metric"] = dim, metric
+        # Existing spaces keep their order (and so their slots, unless a shard count changes).
+        merged = {n: wanted[n] for n in have if n in wanted} | {n: s for n, s in wanted.items() if n not in have}
+        before, after = first_slots(have), first_slots(merged)
+        moved = any(have[n].shards != merged[n].shards or before[n] != after[n] for n in have if n in merged)
+        if moved and not writer:
+            shards = {n: s.shards for n, s in merged.items()}
+            raise StoreError(f"workspace {self.folder} has other shards than the flow asks for ({shards})")
+        if moved:
+            self.moved = (have, merged)
+        self.data["spaces"] = _dicts(merged)
+        return moved
 
-    def _adopt_shards(self, shards: int | None, new: bool, writer: bool) -> bool:
-        m = self.data
-        n = shards or int(m.get("shards", 1))
-        reshard = n != m.get("shards") and not new
-        if reshard and not writer:
-            raise StoreError(f"workspace {self.folder} has {m.get('shards')} shards, the flow asks for {n}")
-        m["shards"] = n
-        return reshard
-
-    def check_flow(self, encoder: str | None, dim: int, metric: str, store: DocStore) -> None:
+    def check_flow(self, spaces: dict[str, VectorSpace], store: DocStore) -> None:
         """Refuse flows whose vectors are not this workspace's (a reader's flows, built after it opened)."""
-        recorded = current_fingerprint(self.encoder)
-        if encoder and recorded and recorded != encoder and store.count_docs() > 0:
-            raise StoreError(
-                f"workspace {self.folder} was built with encoder {recorded}, but this flow encodes with "
-                f"{encoder}; {_REINDEX}"
-            )
-        if (self.dim, self.metric) != (dim, metric) and store.count_chunks():
-            raise StoreError(
-                f"workspace {self.folder} holds {self.dim}-d {self.metric} vectors, not {dim}-d {metric}; {_REINDEX}"
-            )
+        for name, space in spaces.items():
+            mine = self.space(name)
+            recorded = current_fingerprint(mine.encoder)
+            if space.encoder and recorded and recorded != space.encoder and store.count_docs() > 0:
+                raise StoreError(
+                    f"workspace {self.folder} was built with encoder {recorded}, but this flow encodes with "
+                    f"{space.encoder}; {_REINDEX}"
+                )
+            if (mine.dim, mine.metric) != (space.dim, space.metric) and store.count_chunks():
+                raise StoreError(
+                    f"workspace {self.folder} holds {mine.dim}-d {mine.metric} vectors, not "
+                    f"{space.dim}-d {space.metric}; {_REINDEX}"
+                )
 
     def set_budget(self, memory: int | None, latency_ms: float | None) -> bool:
         """Given values replace the remembered ones; whether any was given."""
@@ -218,6 +250,24 @@ class Manifest:
     def take_old_roots(self) -> list[str]:
         """The roots a format-1 manifest kept (the doc store keeps them now), removed from it."""
         return self.data.pop("roots", None) or []
+
+
+def _dicts(spaces: dict[str, VectorSpace]) -> list[dict[str, Any]]:
+    """The spaces as the manifest keeps them: a list, whose order is their slots' (JSON objects'
+    keys are written sorted)."""
+    return [{"name": name, **space.to_dict()} for name, space in spaces.items()]
+
+
+def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 read as format 2: its one space, described at the top level, is the ``image`` space."""
+    if data.get("format_version") != 1:
+        return data
+    data = dict(data)
+    space = {k: data.pop(k) for k in ("encoder", "dim", "metric", "shards") if k in data}
+    space.setdefault("dim", DEFAULT_DIM)
+    data["spaces"] = [{"name": DEFAULT_SPACE, **space}]
+    data["format_version"] = FORMAT_VERSION
+    return data
 
 
 def current_fingerprint(recorded: str | None) -> str | None:

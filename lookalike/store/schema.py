@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import numpy as np
 
@@ -137,6 +138,43 @@ MIGRATIONS: list[str] = [
     CREATE INDEX docs_format ON docs(format, id);
     CREATE INDEX chunks_doc ON chunks(doc_id, shard)
     """,
+    # 6: people (lookalike.people, lookalike.library.people). Faces are the chunks of kind "face";
+    # face_people holds each grouped face's person (NULL: unassigned), its neighbour count and the
+    # user's corrections (pinned: put there by the user; nobody: "not anyone"). face_refusals: a
+    # face the user took from a person is never linked to it again. A merged person keeps its row
+    # (merged_into), so an id is never given twice. When a grouped face's chunk is deleted, the
+    # trigger keeps its vector in faces_gone, for the next grouping to take it out of its
+    # neighbours' counts.
+    """
+    CREATE TABLE people (
+        id INTEGER PRIMARY KEY,
+        name TEXT,
+        hidden INTEGER NOT NULL DEFAULT 0,
+        merged_into INTEGER,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX people_name ON people(name COLLATE NOCASE);
+    CREATE TABLE face_people (
+        chunk_id INTEGER PRIMARY KEY,
+        person_id INTEGER,
+        degree INTEGER NOT NULL,
+        pinned INTEGER NOT NULL DEFAULT 0,
+        nobody INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX face_people_person ON face_people(person_id);
+    CREATE TABLE face_refusals (
+        chunk_id INTEGER NOT NULL,
+        person_id INTEGER NOT NULL,
+        PRIMARY KEY (chunk_id, person_id)
+    );
+    CREATE TABLE faces_gone (chunk_id INTEGER PRIMARY KEY, embedding BLOB NOT NULL);
+    CREATE TRIGGER face_gone AFTER DELETE ON chunks WHEN old.kind = 'face' BEGIN
+        INSERT OR REPLACE INTO faces_gone (chunk_id, embedding)
+            SELECT old.id, old.embedding WHERE EXISTS (SELECT 1 FROM face_people WHERE chunk_id = old.id);
+        DELETE FROM face_people WHERE chunk_id = old.id;
+        DELETE FROM face_refusals WHERE chunk_id = old.id;
+    END
+    """,
 ]
 
 
@@ -158,10 +196,23 @@ def migrate(db: Database) -> None:
                 )
             if version == len(MIGRATIONS):
                 return
-            for statement in MIGRATIONS[version].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version={version + 1}")
+
+
+def _statements(script: str) -> list[str]:
+    """A migration's statements, one by one (a trigger's body holds semicolons of its own)."""
+    out, buf = [], ""
+    for piece in script.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf)
+            buf = ""
+    if buf.strip(" \n;"):
+        out.append(buf)
+    return out
 
 
 def folder_of(uri: bytes | str | None) -> bytes | None:

@@ -246,7 +246,9 @@ class ShardIndex:
         """Its index type, size, memory and measured recall (for `lookalike info` and /api/stats)."""
         info = self.vectors.info
         return {
-            "shard": self.shard,
+            "shard": self.spec.index,
+            "space": self.spec.space,
+            "label": self.spec.label,
             "type": info.kind,
             "factory": info.factory,
             "vectors": len(self.vectors),

@@ -21,13 +21,13 @@ VERIFY_TRIES = 5
 
 
 class OpenShard(Protocol):
-    def __call__(self, shard: int, *, persist: bool | None = None) -> ShardIndex: ...
+    def __call__(self, shard: int, *, space: str | None = None, persist: bool | None = None) -> ShardIndex: ...
 
 
 class ShardSet:
-    """Shards ``0 .. shards - 1``, each opened with ``open_shard``."""
+    """The shards ``shards`` names, (space, shard) each, each opened with ``open_shard``."""
 
-    def __init__(self, store: DocStore, open_shard: OpenShard, shards: int):
+    def __init__(self, store: DocStore, open_shard: OpenShard, shards: list[tuple[str, int]]):
         self.store = store
         self.open_shard = open_shard
         self.shards = shards
@@ -36,8 +36,8 @@ class ShardSet:
         """Every shard's index, opened read-only (never persisted from here); close them."""
         opened: list[ShardIndex] = []
         try:
-            for i in range(self.shards):
-                opened.append(self.open_shard(i, persist=False))
+            for space, i in self.shards:
+                opened.append(self.open_shard(i, space=space, persist=False))
         except BaseException:
             for shard in opened:
                 shard.close(flush=False)
@@ -62,8 +62,8 @@ class ShardSet:
         flow (a benchmark, a tool): every shard caught up, built as the right type (waited for)
         and snapshotted. Each shard's description, after."""
         out = []
-        for i in range(self.shards):
-            with self.open_shard(i) as shard:
+        for space, i in self.shards:
+            with self.open_shard(i, space=space) as shard:
                 shard.finish()
                 out.append(shard.describe())
         return out
@@ -85,14 +85,14 @@ class ShardSet:
                 for shard in shards:
                     shard.sync(upgrade=False)
                 with self.store.snapshot_read() as state:
-                    ids = self.store.chunk_ids()
+                    ids = self.store.chunk_ids(shard.spec.shard for shard in shards)
                     shard_ids = [shard.ids() for shard in shards]
                     if all(shard.generation == state.generation for shard in shards):
                         break
         problems = []
         for shard, held in zip(shards, shard_ids, strict=True):
             if len(np.unique(held)) != len(held):
-                problems.append(f"shard {shard.shard} holds duplicate vectors")
+                problems.append(f"shard {shard.spec.label} holds duplicate vectors")
         searchable = np.unique(np.concatenate(shard_ids)) if shard_ids else np.zeros(0, np.int64)
         orphans = np.setdiff1d(searchable, ids, assume_unique=True)
         if len(orphans):

@@ -1,11 +1,13 @@
 """A workspace: one directory with a manifest, the SQLite doc store and one folder per vector shard.
 
 .lookalike/
-  manifest.json     format version, encoder fingerprint, shards, the flows used
+  manifest.json     format version, the vector spaces (encoder fingerprint, size, metric,
+                    shards of each), the flows used
   docs.sqlite       documents, chunks and embeddings (the source of truth), roots, the vector log
   shard-0/          index-<generation>-<token>.faiss + snapshot.json naming it: the shard pod's
                     own part of the vector index (derived: brought forward or rebuilt when stale)
-  shard-1/
+  shard-1/          (the first space's shards; another space's are SPACE-shard-N/, such as
+  faces-shard-0/     faces-shard-0/: see lookalike.store.spaces)
   uploads/          images uploaded through the server (named by content)
   lock              taken for moments: manifest writes, re-sharding, resets, snapshots
 
@@ -37,6 +39,7 @@ from lookalike.store.manifest import MANIFEST, Manifest, WorkspaceLayout
 from lookalike.store.shard_index import ShardIndex
 from lookalike.store.shard_set import ShardSet
 from lookalike.store.shard_spec import ShardSpec
+from lookalike.store.spaces import VectorSpace, first_slots, shard_folder, unknown_space
 from lookalike.store.vectors import IndexBudget
 
 UPLOADS = "uploads"
@@ -47,7 +50,7 @@ class WorkspaceInfo:
     path: Path
     docs: int
     chunks: int
-    shards: dict[int, int]
+    shards: dict[str, int]  # vectors per shard, by its label ("0", "faces/0")
     encoder: str | None
     preset: str
     size_bytes: int
@@ -55,6 +58,7 @@ class WorkspaceInfo:
     created_at: float | None
     indexes: list[dict[str, Any]]  # per shard: its index type, memory and measured recall
     budget: IndexBudget
+    spaces: dict[str, VectorSpace]  # the vector spaces, in slot order
 
 
 class Workspace:
@@ -128,8 +132,8 @@ class Workspace:
         # a process still writing the old vectors is refused at its next commit.
         if reset:
             self.store.clear(identity)
-        elif reshard:
-            self.store.reassign_shards(self.manifest.shards, identity)
+        elif reshard and self.manifest.moved is not None:
+            self.store.reassign_shards(*self.manifest.moved, identity)
         elif self.store.identity != identity:
             self.store.set_identity(identity)
         old_roots = self.manifest.take_old_roots()
@@ -137,9 +141,9 @@ class Workspace:
             self.store.add_roots(old_roots)
         self.manifest.write()
 
-    def check_encoder(self, encoder: str | None, dim: int, metric: str) -> None:
+    def check_spaces(self, spaces: dict[str, VectorSpace]) -> None:
         """Refuse flows whose vectors are not this workspace's (a reader's flows, built after it opened)."""
-        self.manifest.check_flow(encoder, dim, metric, self.store)
+        self.manifest.check_flow(spaces, self.store)
 
     def check_identity(self, identity: str | None) -> None:
         """Refuse to go on if another process re-built this workspace for other vectors."""
@@ -159,16 +163,26 @@ class Workspace:
     # --- properties ---------------------------------------------------------------------------
 
     @property
+    def spaces(self) -> dict[str, VectorSpace]:
+        """The vector spaces, in slot order (the first is the one a search names by default)."""
+        return self.manifest.spaces
+
+    def space(self, name: str | None = None) -> VectorSpace:
+        """The space ``name`` (None: the first); a ConfigError names the spaces there are."""
+        return self.manifest.space(name)
+
+    @property
     def dim(self) -> int:
-        return self.manifest.dim
+        """The first space's vectors' size (the whole photos', in every built-in flow)."""
+        return self.space().dim
 
     @property
     def metric(self) -> str:
-        return self.manifest.metric
+        return self.space().metric
 
     @property
     def encoder(self) -> str | None:
-        return self.manifest.encoder
+        return self.space().encoder
 
     @property
     def preset(self) -> str:
@@ -176,7 +190,20 @@ class Workspace:
 
     @property
     def n_shards_configured(self) -> int:
-        return self.manifest.shards
+        """The first space's shards."""
+        return self.space().shards
+
+    @property
+    def shards_by_space(self) -> dict[str, int]:
+        return {name: space.shards for name, space in self.spaces.items()}
+
+    def slots(self, space: str | None = None) -> range:
+        """The doc store slots (``chunks.shard``) of a space's shards (None: the first space)."""
+        first = first_slots(self.spaces)
+        name = space or next(iter(first))
+        if name not in first:
+            raise unknown_space(name, first)
+        return range(first[name], first[name] + self.spaces[name].shards)
 
     @property
     def budget(self) -> IndexBudget:
@@ -239,64 +266,74 @@ class Workspace:
         """The ids of stored documents whose file is one of ``roots`` or inside one of them."""
         return [doc_id for doc_id, _ in self.store.docs_under(roots)]
 
-    def exact(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The stored vectors of these chunks (for exact re-ranking)."""
-        return self.store.embeddings(ids, self.dim)
+    def exact(self, ids: np.ndarray, space: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of these chunks (for exact re-ranking), of ``space`` (None: the first)."""
+        return self.store.embeddings(ids, self.space(space).dim)
 
     # --- shards -------------------------------------------------------------------------------
 
-    def open_shard(self, shard: int, *, persist: bool | None = None) -> ShardIndex:
-        """Shard ``shard``'s part of the vector index, loaded and brought forward (see ShardIndex).
-        Its pod opens it; so do tools that read every shard (`info`, `dupes`). ``persist``: it
-        writes snapshots and builds new index types (a writer's shards do, unless told not to)."""
-        n = self.n_shards_configured
-        if not 0 <= shard < n:
-            raise StoreError(f"workspace {self.path} has {n} shards, not a shard {shard}")
+    def open_shard(self, shard: int, *, space: str | None = None, persist: bool | None = None) -> ShardIndex:
+        """Shard ``shard`` of ``space``'s part of the vector index (None: the first space's), loaded
+        and brought forward (see ShardIndex). Its pod opens it; so do tools that read every shard
+        (`info`, `dupes`). ``persist``: it writes snapshots and builds new index types (a writer's
+        shards do, unless told not to)."""
+        spaces = self.spaces
+        name = space or next(iter(spaces))
+        slots = self.slots(name)
+        vectors = spaces[name]
+        if not 0 <= shard < vectors.shards:
+            raise StoreError(
+                f"the {name} vectors of workspace {self.path} have {vectors.shards} shards, not a shard {shard}"
+            )
+        total = sum(s.shards for s in spaces.values())
         spec = ShardSpec(
-            folder=self.path / f"shard-{shard}",
-            shard=shard,
-            dim=self.dim,
-            metric=self.metric,
-            shards=n,
-            budget=self.budget.per_shard(n),
+            folder=self.path / shard_folder(name, shard, first=slots.start == 0),
+            shard=slots[shard],
+            dim=vectors.dim,
+            metric=vectors.metric,
+            shards=total,
+            budget=self.budget.per_shard(total),
             persist=self.writer if persist is None else persist and self.writer,
             check_identity=self.check_identity,
-            exact=self.exact,
+            exact=lambda ids: self.store.embeddings(ids, vectors.dim),
+            space=name,
+            index=shard,
         )
         return ShardIndex(self.store, spec)
 
-    @property
-    def all_shards(self) -> ShardSet:
-        """Every shard's index at once, for tools (see ShardSet)."""
-        return ShardSet(self.store, self.open_shard, self.n_shards_configured)
+    def all_shards(self, space: str | None = None) -> ShardSet:
+        """Every shard's index of ``space`` (None: of every space) at once, for tools (see ShardSet)."""
+        names = [space] if space is not None else list(self.spaces)
+        return ShardSet(self.store, self.open_shard, [(n, i) for n in names for i in range(self.space(n).shards)])
 
-    def shard_indexes(self) -> list[ShardIndex]:
-        """Every shard's index, opened read-only here (for tools that read them all); close them."""
-        return self.all_shards.open()
+    def shard_indexes(self, space: str | None = None) -> list[ShardIndex]:
+        """Every shard's index of ``space`` (None: of every space), opened read-only here (for tools
+        that read them all); close them."""
+        return self.all_shards(space).open()
 
     def finish_shards(self) -> list[dict[str, Any]]:
         """Every shard finished as an index flow's pods finish it (see ShardSet.finish)."""
-        return self.all_shards.finish()
+        return self.all_shards().finish()
 
     def verify(self, shards: list[ShardIndex] | None = None) -> list[str]:
         """Consistency problems between the doc store and the shards' indexes (see ShardSet.verify)."""
-        return self.all_shards.verify(shards)
+        return self.all_shards().verify(shards)
 
     def measure_recall(self, queries: int = 200, k: int = 10, shards: list[ShardIndex] | None = None) -> list[float]:
         """recall@k of each shard's index against exact search (see ShardIndex.measure_recall)."""
-        return self.all_shards.measure_recall(queries, k, shards)
+        return self.all_shards().measure_recall(queries, k, shards)
 
     def info(self, indexes: list[dict[str, Any]] | None = None) -> WorkspaceInfo:
         """What the workspace holds. ``indexes``: the shards' own descriptions, from the pods that
         hold them (a server's); without them, each shard's index is opened here to describe it."""
         if indexes is None:
-            indexes = self.all_shards.describe()
+            indexes = self.all_shards().describe()
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return WorkspaceInfo(
             path=self.path,
             docs=self.store.count_docs(),
             chunks=self.store.count_chunks(),
-            shards={int(d["shard"]): int(d["vectors"]) for d in indexes},
+            shards={str(d.get("label", d["shard"])): int(d["vectors"]) for d in indexes},
             encoder=self.encoder,
             preset=self.preset,
             size_bytes=size,
@@ -304,10 +341,11 @@ class Workspace:
             created_at=self.manifest.created_at,
             indexes=indexes,
             budget=self.budget,
+            spaces=self.spaces,
         )
 
 
-def _accepted(request: Request) -> tuple[list[Document], dict[str, tuple[int, list[Chunk]]]]:
+def _accepted(request: Request) -> tuple[list[Document], dict[tuple[str, int], list[Chunk]]]:
     """What of a finished request is stored: the documents the doc indexer accepted and no pod
     failed, each with the vectors the vector indexer accepted for it. A document with vectors that
     the doc indexer did not accept fails."""
@@ -316,8 +354,8 @@ def _accepted(request: Request) -> tuple[list[Document], dict[str, tuple[int, li
     accepted = set(staged.doc_ids)
     docs = [by_id[i] for i in staged.doc_ids if i in by_id and by_id[i].error is None]
     ok = {d.id for d in docs}
-    vectors = {i: v for i, v in staged.vectors.items() if i in ok}
-    for doc_id in staged.vectors.keys() - accepted:
+    vectors = {key: v for key, v in staged.vectors.items() if key[0] in ok}
+    for doc_id in {key[0] for key in staged.vectors} - accepted:
         if doc_id in by_id:
             by_id[doc_id].fail("the doc indexer did not accept this document", "not indexed")
     return docs, vectors
@@ -358,7 +396,7 @@ def _remove_stale_temp_files(path: Path) -> None:
     are removed under its lock (held by the caller); a shard's only under that shard's lock, which
     its snapshot writers hold, and not at all while another process holds it."""
     _unlink_all(path.glob(".*.tmp"))
-    for folder in (p for p in path.glob("shard-*") if p.is_dir()):
+    for folder in (p for p in path.glob("*shard-*") if p.is_dir()):
         with try_exclusive(folder, "lock") as ours:
             if ours:
                 _unlink_all(folder.glob(".*.tmp"))

@@ -20,6 +20,7 @@ from lookalike.metadata import METADATA_VERSION, PhotoMeta, local_time
 from lookalike.store.database import STORED_DTYPE, Database, in_batches, path_bytes, path_str
 from lookalike.store.documents import DOC_COLUMNS, META_COLUMNS
 from lookalike.store.schema import folder_of
+from lookalike.store.spaces import VectorSpace, first_slots
 from lookalike.store.vector_log import bump_generation, check_identity, log_vectors, write_identity
 
 
@@ -45,15 +46,16 @@ class Writes:
     def commit(
         self,
         docs: list[Document],
-        vectors: dict[str, tuple[int, list[Chunk]]],
+        vectors: dict[tuple[str, int], list[Chunk]],
         deletes: Iterable[str],
         identity: str | None = None,
     ) -> VectorChange:
         """Insert or replace ``docs`` with their chunks, delete ``deletes``: one transaction.
 
-        ``identity``: what the writer's vectors are; if another process re-built the store for other
-        vectors meanwhile, nothing is written (StoreError). Assigns chunk ids (``chunk.id``) and
-        returns what changed per shard.
+        ``vectors``: each document's chunks by (doc id, slot): one entry per vector space that
+        holds some of them (:mod:`lookalike.store.spaces`). ``identity``: what the writer's vectors
+        are; if another process re-built the store for other vectors meanwhile, nothing is written
+        (StoreError). Assigns chunk ids (``chunk.id``) and returns what changed per slot.
         """
         added_ids: dict[int, list[int]] = {}
         added_vecs: dict[int, list[np.ndarray]] = {}
@@ -64,9 +66,9 @@ class Writes:
             conn.executemany("DELETE FROM skips WHERE uri=?", [(path_bytes(d.uri),) for d in docs if d.uri])
             for doc in docs:
                 _insert_doc(conn, doc, now)
-                shard, chunks = vectors.get(doc.id, (0, []))
+            for (doc_id, shard), chunks in vectors.items():
                 for chunk in chunks:
-                    chunk_id, stored = _insert_chunk(conn, doc.id, shard, chunk)
+                    chunk_id, stored = _insert_chunk(conn, doc_id, shard, chunk)
                     added_ids.setdefault(shard, []).append(chunk_id)
                     added_vecs.setdefault(shard, []).append(stored)
             before, after = bump_generation(conn)
@@ -95,12 +97,19 @@ class Writes:
                 values = (*_meta_values(meta, path_str(uri[0])), _camera_id(conn, meta), doc_id)
                 conn.execute(f"UPDATE docs SET {sets}, camera_id=? WHERE id=?", values)
 
-    def reassign_shards(self, shards: int, identity: str) -> None:
-        """Move chunks to the shards a new shard count gives their documents (in SQL, without
-        reading the documents out), and take the new identity in the same transaction."""
+    def reassign_shards(self, old: dict[str, VectorSpace], new: dict[str, VectorSpace], identity: str) -> None:
+        """Move chunks to the slots new shard counts (or a new order of the spaces) give their
+        documents (in SQL, without reading the documents out), and take the new identity in the
+        same transaction. A space that ``new`` lacks must hold no chunks."""
+        before, after = first_slots(old), first_slots(new)
+        cases, args = [], []
+        for name in old.keys() & new.keys():
+            cases.append("WHEN shard BETWEEN ? AND ? THEN ? + lookalike_shard(doc_id, ?)")
+            args += [before[name], before[name] + old[name].shards - 1, after[name], new[name].shards]
         with self._db.transaction() as conn:
             conn.create_function("lookalike_shard", 2, shard_for, deterministic=True)
-            conn.execute("UPDATE chunks SET shard = lookalike_shard(doc_id, ?)", (shards,))
+            if cases:
+                conn.execute(f"UPDATE chunks SET shard = CASE {' '.join(cases)} ELSE shard END", args)
             write_identity(conn, identity)
 
     def clear(self, identity: str) -> None:
@@ -109,6 +118,8 @@ class Writes:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM docs")
             conn.execute("DELETE FROM skips")
+            for table in ("people", "face_people", "face_refusals", "faces_gone"):  # people are of those faces
+                conn.execute(f"DELETE FROM {table}")
             write_identity(conn, identity)
 
 

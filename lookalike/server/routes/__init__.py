@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 
 from lookalike.errors import BadInput
-from lookalike.filters import MAX_FOLDERS, Filters, Orientation
-from lookalike.server.schemas import FILTER_HELP, NEAR_PATTERN, NOT_BLANK, Day, FormatName, Path
+from lookalike.filters import MAX_FOLDERS, MAX_PEOPLE, Filters, Orientation
+from lookalike.server.schemas import FILTER_HELP, NEAR_PATTERN, NOT_BLANK, Day, FormatName, Path, PersonRef
 from lookalike.server.state import ApiError, Service
 
 
@@ -29,10 +29,14 @@ async def filters_of(
     ] = None,
     orientation: Annotated[Orientation | None, Query(description=FILTER_HELP["orientation"])] = None,
     format: Annotated[FormatName | None, Query(description=FILTER_HELP["format"])] = None,
+    person: Annotated[
+        list[PersonRef] | None,
+        Query(max_length=MAX_PEOPLE, description=FILTER_HELP["person"] + " (repeat for several)"),
+    ] = None,
 ) -> Filters:
     """The filters of a GET's query (a FastAPI dependency): the keys of a body's ``filters``."""
     given: dict[str, Any] = {"taken_after": taken_after, "taken_before": taken_before, "camera": camera, "near": near}
-    given |= {"folder": folder, "orientation": orientation, "format": format}
+    given |= {"folder": folder, "orientation": orientation, "format": format, "person": person}
     try:
         return Filters.from_dict({k: v for k, v in given.items() if v is not None})
     except BadInput as e:  # a day the pattern lets through that no calendar has (2024-02-30)

@@ -16,7 +16,7 @@ router = APIRouter(tags=["browse"])
 ServiceDep = Annotated[Service, Depends(service_of)]
 
 
-@router.get("/api/timeline", response_model=Timeline, responses=errors_for(422, 503))
+@router.get("/api/timeline", response_model=Timeline, responses=errors_for(404, 422, 503))
 async def timeline(service: ServiceDep, filters: FiltersDep) -> dict[str, Any]:
     """Every month holding photos the filters keep (by local date taken), the latest first, with
     how many: a page lays out its timeline from this, then fills each month from GET /api/docs."""

@@ -62,7 +62,7 @@ async def stats(service: ServiceDep) -> dict[str, Any]:
     return {"ready": True, "writable": config.writes_enabled} | report.to_dict() | {"batching": batching}
 
 
-@router.get("/api/docs", response_model=DocPage, responses=errors_for(422, 503))
+@router.get("/api/docs", response_model=DocPage, responses=errors_for(404, 422, 503))
 async def list_docs(
     service: ServiceDep,
     filters: FiltersDep,

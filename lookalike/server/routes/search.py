@@ -86,12 +86,16 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes], Filters]:
             if upload is None or isinstance(upload, str):
                 raise ApiError(422, "ValidationError", "file: a multipart search needs a 'file' field")
             # An empty field is not a number (422), as the schema says: leave a field out for its default.
-            twice = next((k for k in SearchForm.model_fields if k != "folder" and len(form.getlist(k)) > 1), None)
+            listed = ("folder", "person")  # repeatable fields
+            twice = next((k for k in SearchForm.model_fields if k not in listed and len(form.getlist(k)) > 1), None)
             if twice is not None:
-                raise ApiError(422, "ValidationError", f"{twice}: give it once (only folder may be repeated)")
-            given: dict[str, Any] = {k: v for k, v in form.items() if k in SearchForm.model_fields and k != "folder"}
-            if form.getlist("folder"):
-                given["folder"] = form.getlist("folder")
+                raise ApiError(
+                    422, "ValidationError", f"{twice}: give it once (only folder and person may be repeated)"
+                )
+            given: dict[str, Any] = {k: v for k, v in form.items() if k in SearchForm.model_fields and k not in listed}
+            for key in listed:
+                if form.getlist(key):
+                    given[key] = form.getlist(key)
             fields = SearchForm.model_validate(given)
             body = SearchBody.model_construct(
                 data=None, doc_id=None, top_k=fields.top_k, face=fields.face, min_match=fields.min_match
@@ -115,7 +119,10 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes], Filters]:
 def _requests(body: SearchBody, images: list[bytes], filters: Filters) -> list[SearchRequest]:
     """The library's requests for a search body (one per image, or one for a doc_id)."""
     if body.doc_id is not None and not images:  # (a multipart search always has its file)
-        return [SearchRequest(like=body.doc_id, top_k=body.top_k, min_match=body.min_match, filters=filters)]
+        like = SearchRequest(
+            like=body.doc_id, face=body.face, top_k=body.top_k, min_match=body.min_match, filters=filters
+        )
+        return [like]
     return [
         SearchRequest(image=i, face=body.face, top_k=body.top_k, min_match=body.min_match, filters=filters)
         for i in images
@@ -158,7 +165,10 @@ async def search(request: Request, service: ServiceDep) -> dict[str, Any]:
 
 
 @router.get(
-    "/api/search/tags", response_model=SearchResponse, response_model_exclude_unset=True, responses=errors_for(422, 503)
+    "/api/search/tags",
+    response_model=SearchResponse,
+    response_model_exclude_unset=True,
+    responses=errors_for(404, 422, 503),
 )
 async def search_tags(
     service: ServiceDep,
