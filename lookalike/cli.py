@@ -1483,7 +1483,9 @@ def _people_change(ctx: typer.Context, change: Any, as_json: bool) -> None:
 def people_name(
     ctx: typer.Context,
     person: PersonArg,
-    name: Annotated[str, typer.Argument(help='The name, e.g. "John Simm" (empty: no name).', show_default=False)],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help='The name, e.g. "John Simm" (empty: no name).', show_default=False)
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Name a person. No two people share a name: merge them instead."""
@@ -1504,11 +1506,15 @@ def people_merge(
 @people_app.command("move")
 def people_move(
     ctx: typer.Context,
-    face: Annotated[int, typer.Argument(help="A face's id (`people show PERSON` lists them).", show_default=False)],
+    face: Annotated[
+        int, typer.Argument(metavar="FACE", help="A face's id (`people show PERSON` lists them).", show_default=False)
+    ],
     person: Annotated[
         str,
         typer.Argument(
-            help="The person it is (id or name), 'new' for someone new, 'none' for nobody.", show_default=False
+            metavar="PERSON",
+            help="The person it is (id or name), 'new' for someone new, 'none' for nobody.",
+            show_default=False,
         ),
     ],
     as_json: JsonOpt = False,

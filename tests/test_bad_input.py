@@ -725,6 +725,34 @@ CLI_ERROR_CASES = [
         NotFound.exit_code,
         r"^error: no such folder to watch: .*/no-such-folder$",
     ),
+    CliErrorCase(
+        "person-filter-without-faces",
+        lambda run: ["list", "-w", str(run.workspace), "--person", "Ann"],
+        {},
+        NotFound.exit_code,
+        r"^error: this workspace holds no faces: index it with faces \(`lookalike index --reset --faces PATH`\)$",
+    ),
+    CliErrorCase(
+        "people-without-faces",
+        lambda run: ["people", "-w", str(run.workspace)],
+        {},
+        NotFound.exit_code,
+        r"^error: this workspace holds no faces",
+    ),
+    CliErrorCase(
+        "faces-and-preset-default",
+        lambda run: ["index", run.path("coffee.jpg"), "-w", str(run.workspace), "--faces", "--preset", "default"],
+        {"COLUMNS": "200"},
+        2,
+        r"--faces is the faces preset; leave out --preset default",
+    ),
+    CliErrorCase(
+        "people-move-face-not-a-number",
+        lambda run: ["people", "-w", str(run.workspace), "move", "left", "none"],
+        {"COLUMNS": "200"},
+        2,
+        r"Invalid value for 'FACE': Input should be a valid integer",
+    ),
 ]
 
 
@@ -873,6 +901,30 @@ PYTHON_CASES = [
         lambda ws: lookalike.open(Options(workspace=ws.parent / "nowhere"), write=False),
         StoreError,
         r"^no workspace at .*nowhere",
+    ),
+    PythonCase(
+        "request-face-with-a-tag",
+        _search({"tag": "bird", "face": 0}),
+        BadInput,
+        r"^face picks a face of the query photo: a number from 0, with image or like$",
+    ),
+    PythonCase(
+        "search-by-face-without-faces",
+        _search({"image": _encode(_gradient(), "PNG"), "face": 0}),
+        ConfigError,
+        r"^this workspace holds no faces: index it with `lookalike index --reset --faces PATH`$",
+    ),
+    PythonCase(
+        "library-people-without-faces",
+        lambda ws: lookalike.open(Options(workspace=ws), write=False).people.person("Ann"),
+        NotFound,
+        r"^this workspace holds no faces: index it with faces \(`lookalike index --reset --faces PATH`\)$",
+    ),
+    PythonCase(
+        "filter-too-many-people",
+        lambda ws: lookalike.Filters(people=tuple(str(i) for i in range(21))),
+        BadInput,
+        r"^person: at most 20 people, not 21$",
     ),
 ]
 
@@ -1134,6 +1186,41 @@ API_CASES = [
         404,
         "NotFound",
         _NO_DOC,
+    ),
+    ApiCase(
+        "people-unknown-person",
+        lambda c, q: c.get("/api/people/Ann"),
+        404,
+        "NotFound",
+        r"^this workspace holds no faces: index it with faces",
+    ),
+    ApiCase(
+        "api-person-filter-without-faces",
+        lambda c, q: c.get("/api/docs", params={"person": "Ann"}),
+        404,
+        "NotFound",
+        r"^this workspace holds no faces",
+    ),
+    ApiCase(
+        "face-id-out-of-range",
+        lambda c, q: c.get("/api/faces/9223372036854775808/thumbnail"),
+        422,
+        "ValidationError",
+        r"^face: Input should be less than or equal to 9223372036854775807$",
+    ),
+    ApiCase(
+        "person-name-invisible",
+        lambda c, q: c.post("/api/people/1/name", json={"name": "\u200b\u200b"}),
+        422,
+        "ValidationError",
+        r"^name: a name with at least one visible character$",
+    ),
+    ApiCase(
+        "face-person-unknown-key",
+        lambda c, q: c.post("/api/faces/1/person", json={"person": "1", "sure": True}),
+        422,
+        "ValidationError",
+        r"^sure: Extra inputs are not permitted$",
     ),
     ApiCase(
         "dupes-threshold-out-of-range",
