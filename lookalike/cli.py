@@ -798,7 +798,12 @@ class FlowFormat(str, Enum):
 
 @flow_app.command("show")
 def flow_show(
-    file: Annotated[str, typer.Argument(help="A flow YAML file, or 'index' / 'query' for the built-in ones.")],
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="A flow YAML file, or a built-in one: index, query, index-faces (--faces), faces-query (--face N)."
+        ),
+    ],
     fmt: Annotated[
         FlowFormat, typer.Option("--format", "-f", help="text, mermaid or dot (Graphviz).")
     ] = FlowFormat.text,
@@ -809,9 +814,9 @@ def flow_show(
 ) -> None:
     """Print a flow's DAG with its replicas and shards, or write it as a Mermaid or Graphviz picture."""
     from lookalike.flow import render
-    from lookalike.flow.graph import open_flow
+    from lookalike.flow.graph import builtin_flow_path, open_flow
 
-    builtin = file in ("index", "query")
+    builtin = "/" not in file and not file.endswith((".yml", ".yaml")) and builtin_flow_path(file).exists()
     flow = open_flow(None if builtin else file, file if builtin else "index", options(), start_containers=False)
     if output is not None and output.suffix.lower() in (".svg", ".png"):
         dot_bin = shutil.which("dot")

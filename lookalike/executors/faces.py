@@ -90,7 +90,8 @@ class FaceDetector(Executor):
         if n is None:
             doc.fail(f"face must be a face number (0 is the largest), got {asked!r}", "no such face")
         elif not 0 <= n < len(faces):
-            doc.fail(f"face {n} asked for, but the image has {len(faces)} faces", "no such face")
+            has = f"{len(faces)} face" + ("" if len(faces) == 1 else "s")
+            doc.fail(f"face {n} asked for, but the image has {has}", "no such face")
         else:
             (chip,) = self._chips(doc, found, [faces[n]])
             doc.chunks.append(Chunk(kind="face", bbox=faces[n][0], tensor=chip))

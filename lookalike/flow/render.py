@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from lookalike.flow.graph import GATEWAY, Flow, Pod
+from lookalike.store.spaces import DEFAULT_SPACE
 
 
 def _scale(pod: Pod) -> str:
@@ -12,6 +13,8 @@ def _scale(pod: Pod) -> str:
         bits.append(f"x{pod.config.parallel} replicas")
     if pod.config.shards > 1:
         bits.append(f"{pod.config.shards} shards, polling {pod.config.polling}")
+    if pod.executor.stores_vectors and pod.config.space != DEFAULT_SPACE:
+        bits.append(f"space {pod.config.space}")
     return ", ".join(bits)
 
 

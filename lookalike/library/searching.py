@@ -179,7 +179,8 @@ class Searcher:
         rows = self.workspace.store.chunks_of(doc_id, self.workspace.slots(FACES if face is not None else None))
         if face is not None:
             if not 0 <= face < len(rows):
-                raise BadInput(f"face {face} asked for, but the photo has {len(rows)} faces", "no such face")
+                found = f"{len(rows)} face" + ("" if len(rows) == 1 else "s")
+                raise BadInput(f"face {face} asked for, but the photo has {found}", "no such face")
             chosen = rows[face : face + 1]
         else:
             if not rows:

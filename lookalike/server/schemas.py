@@ -577,20 +577,23 @@ class FaceCover(BaseModel):
     thumbnail_url: str | None = Field(default=None, description="that face, cut out as a square JPEG")
 
 
-class PersonInfo(BaseModel):
+class PersonSummary(BaseModel):
     id: int = Field(description="stable across index runs and regroupings")
     name: str | None
     hidden: bool
     faces: int
     photos: int
     cover: FaceCover
-    photo_ids: list[str] | None = Field(default=None, description="the documents they are in (one person's answer)")
+
+
+class PersonInfo(PersonSummary):
+    photo_ids: list[str] = Field(description="the documents they are in")
 
 
 class PeopleResponse(BaseModel):
     """GET /api/people."""
 
-    people: list[PersonInfo] = Field(description="with 3 faces or more, or a name; the most faces first")
+    people: list[PersonSummary] = Field(description="with 3 faces or more, or a name; the most faces first")
 
 
 class FaceInfo(BaseModel):

@@ -29,15 +29,17 @@ def face_thumbnail(
     source: Path, face: int, bbox: tuple[int, int, int, int], content_hash: str, size: int, cache: Path
 ) -> Path:
     """A face cut out of its photo: the square around ``bbox`` (x, y, w, h in the photo's pixels)
-    with a third of its size around it, as a JPEG of ``size`` pixels; cached like thumbnails."""
+    with a third of its size around it, moved inside the photo where it fits (a face at an edge is
+    not cut out with black beside it), as a JPEG of ``size`` pixels; cached like thumbnails."""
     target = cache / f"face-{face}-{size}-{content_hash[:12]}.jpg"
     if target.is_file():
         return target
     image = decode(source, draft_size=None).image  # the box is in the full photo's pixels
     x, y, w, h = bbox
-    side = max(w, h) * 5 / 3
-    cx, cy = x + w / 2, y + h / 2
-    box = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+    side = min(max(w, h) * 5 / 3, image.width, image.height)
+    left = min(max(x + w / 2 - side / 2, 0), image.width - side)
+    top = min(max(y + h / 2 - side / 2, 0), image.height - side)
+    box = (round(left), round(top), round(left + side), round(top + side))
     crop = image.crop(box).resize((size, size))  # outside the photo: filled with black
     buf = io.BytesIO()
     crop.save(buf, "JPEG", quality=85)

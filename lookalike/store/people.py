@@ -242,8 +242,8 @@ class PeopleStore:
                 ).fetchone()
                 if other is not None:
                     raise BadInput(
-                        f"person {other[0]} is already named {other[1]!r}: if they are one person, merge them "
-                        f"(`lookalike people merge {person} {other[0]}`)",
+                        f"person {other[0]} is already named {other[1]!r}: if they are one person, merge person "
+                        f"{person} into person {other[0]}",
                         "name taken",
                     )
             conn.execute("UPDATE people SET name = ? WHERE id = ?", (name, person))

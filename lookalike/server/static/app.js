@@ -1,17 +1,22 @@
 // The lookalike page: a photo library around the search. It opens on the collection (a timeline
 // of every photo, newest first); a photo opens in the viewer; a search (by a photo, "more like
-// this" or a tag) lists results; Duplicates lists groups to review. Filters apply to all of them.
-// Plain ES modules, one per view, no framework and no network beyond this server.
+// this" or a tag) lists results; Duplicates lists groups to review; People (a workspace indexed
+// with faces) lists the people found, and a person's photos are the library filtered on them.
+// Filters apply to all of them. Plain ES modules, one per view, no framework and no network
+// beyond this server.
 //
 // Where the page is lives in the URL's hash, so any state can be bookmarked and Back undoes a step:
 //   #                     the library          #view=dupes        duplicates to review
 //   #more=ID / #dupes=ID  more like a photo / its duplicates      #tag=bird   a tag search
+//   #more=ID&face=N       like the photo's N-th face (0: the largest)
+//   #view=people          the people found     #person=ID         a person's photos (a filter)
 //   #photo=ID             the viewer, over whichever view is below it
-//   and the filters' own fields (taken_after=2024-01-01&camera=iphone&...) beside any of them.
+//   and the filters' own fields (taken_after=2024-01-01&camera=iphone&person=3...) beside any of them.
 
 import { BrowseGrid } from "./grid.js";
 import { DupesView } from "./dupes.js";
 import { FILTER_KEYS, FilterPanel } from "./filters.js";
+import { PeopleIndex, PeopleView, PersonPanel, pickerLabel, ViewerFaces } from "./people.js";
 import { SearchView } from "./search.js";
 import { $, api, el, monthName, plural, sleep } from "./util.js";
 import { Viewer } from "./viewer.js";
@@ -21,7 +26,7 @@ const READY_POLL_MS = 1000;
 
 const state = {
   stats: null,
-  view: null, // "browse" | "search" | "dupes"
+  view: null, // "browse" | "search" | "dupes" | "people"
   key: null, // what the shown view was loaded for
   uploads: new Map(), // history entry -> File, so Back can re-run an upload
   uploadSeq: 0,
@@ -88,6 +93,9 @@ function renderStats() {
   $("workspace").textContent = parts.join(" · ");
   $("workspace").title = s.workspace || "";
   document.body.classList.toggle("face-workspace", Boolean(s.faces));
+  $("nav-people").hidden = !s.faces;
+  $("f-person-field").hidden = !s.faces;
+  if (s.faces) peopleChoices();
   document.body.classList.toggle("read-only", s.writable === false);
 }
 
@@ -129,12 +137,13 @@ function countLine(kept) {
 
 const hashParams = () => new URLSearchParams(location.hash.slice(1));
 
-/** Go to a state: `changes` set (or, null, delete) hash keys; filters are kept unless changed. */
+/** Go to a state: `changes` set (a list: each of its values; null: delete) hash keys; filters are
+ *  kept unless changed. */
 function go(changes, { replace = false, entry = history.state || {} } = {}) {
   const params = hashParams();
   for (const [key, value] of Object.entries(changes)) {
-    if (value === null || value === undefined || value === "") params.delete(key);
-    else params.set(key, value);
+    params.delete(key);
+    for (const v of [].concat(value ?? [])) if (v !== "") params.append(key, v);
   }
   const hash = params.toString();
   const url = location.pathname + location.search + (hash ? `#${hash}` : "");
@@ -143,17 +152,21 @@ function go(changes, { replace = false, entry = history.state || {} } = {}) {
   route(history.state);
 }
 
-const VIEW_KEYS = { more: null, dupes: null, tag: null, view: null, upload: null, photo: null };
+const VIEW_KEYS = { more: null, dupes: null, tag: null, view: null, upload: null, photo: null, face: null };
 
 function viewOf(params, entry) {
   if (params.get("view") === "dupes") return "dupes";
+  if (params.get("view") === "people") return "people";
   if (params.has("more") || params.has("dupes") || params.has("tag")) return "search";
   if (params.has("upload") && entry && state.uploads.has(entry.upload)) return "search";
   return "browse";
 }
 
 function queryOf(params, entry) {
-  if (params.has("more")) return { kind: "doc", docId: params.get("more") };
+  if (params.has("more")) {
+    const face = /^\d+$/.test(params.get("face") || "") ? Number(params.get("face")) : null;
+    return { kind: "doc", docId: params.get("more"), face };
+  }
   if (params.has("dupes")) return { kind: "doc", docId: params.get("dupes"), minMatch: "near_duplicate" };
   if (params.has("tag")) return { kind: "tag", q: params.get("tag") };
   const file = entry && state.uploads.get(entry.upload);
@@ -196,6 +209,7 @@ function focusView(view) {
   const at = document.activeElement;
   if (at && at !== document.body && at !== $("main") && at.offsetParent !== null) return;
   if (view === "browse" && grid.total) return grid.focus(0); // once its photo is fetched
+  if (view === "people" && peopleView.focusFirst()) return;
   const first =
     view === "search"
       ? document.querySelector("#results li:not(.weak) .thumb, #results .thumb")
@@ -203,7 +217,8 @@ function focusView(view) {
   (first || $("main")).focus();
 }
 
-const queryKeyOf = (q) => (q.kind === "file" ? `file:${q.upload}` : q.kind === "tag" ? `tag:${q.q}` : `${q.minMatch || "doc"}:${q.docId}`);
+const queryKeyOf = (q) =>
+  q.kind === "file" ? `file:${q.upload}` : q.kind === "tag" ? `tag:${q.q}` : `${q.minMatch || "doc"}:${q.docId}:${q.face ?? ""}`;
 
 function showView(view) {
   state.view = view;
@@ -211,12 +226,13 @@ function showView(view) {
   $("browse").hidden = view !== "browse";
   $("search-view").hidden = view !== "search";
   $("dupes-view").hidden = view !== "dupes";
+  $("people-view").hidden = view !== "people";
   $("select-toggle").hidden = view !== "browse";
-  $("nav-library").toggleAttribute("aria-current", view !== "dupes");
-  if (view === "dupes") $("nav-library").removeAttribute("aria-current");
-  else $("nav-library").setAttribute("aria-current", "page");
-  if (view === "dupes") $("nav-dupes").setAttribute("aria-current", "page");
-  else $("nav-dupes").removeAttribute("aria-current");
+  const current = view === "dupes" ? "nav-dupes" : view === "people" ? "nav-people" : "nav-library";
+  for (const id of ["nav-library", "nav-people", "nav-dupes"]) {
+    if (id === current) $(id).setAttribute("aria-current", "page");
+    else $(id).removeAttribute("aria-current");
+  }
   grid.active = view === "browse";
   if (view !== "browse") setSelecting(false);
   if (view !== "search") search.clear();
@@ -232,6 +248,14 @@ async function loadView(view, query, seq) {
     busy(false, "");
     countLine(null);
     return dupes.load();
+  }
+  if (view === "people") {
+    document.title = "lookalike · people";
+    busy(false, "");
+    countLine(null);
+    const shown = await peopleView.load();
+    if (shown) peopleChoices(); // the list was asked for afresh
+    return shown;
   }
   if (!query) return true;
   if (query.kind === "tag") $("tag").value = query.q;
@@ -257,6 +281,7 @@ async function loadBrowse(seq) {
     const timeline = await grid.load(filters.params);
     if (!timeline || seq !== state.routeSeq) return false;
     state.list = grid;
+    if (state.stats && state.stats.faces) personPanel.show(filters.persons);
     renderTimeline(timeline.months);
     countLine(timeline.total);
     if (state.refocus) {
@@ -373,6 +398,54 @@ function leave(changes) {
   go({ ...VIEW_KEYS, ...changes }, { replace: false });
 }
 
+// --- people ---------------------------------------------------------------------------------------
+
+const people = new PeopleIndex();
+
+/** The people to filter on, and the names on the chips, once known (again, after a change). */
+function peopleChoices() {
+  people.all().then(
+    (list) => filters.setPeople(list.filter((p) => !p.hidden).map((p) => ({ id: p.id, label: pickerLabel(p) }))),
+    () => {}, // a convenience: chips then show the person's id
+  );
+}
+
+const peopleView = new PeopleView({
+  index: people,
+  open: (id) => {
+    state.focusView = true; // their first photo, once shown
+    go({ ...VIEW_KEYS, person: String(id) });
+  },
+  error: showError,
+});
+
+const personPanel = new PersonPanel({
+  index: people,
+  notify,
+  changed: (person) => {
+    peopleChoices();
+    // A name in the URL that is no longer theirs would find nobody: name them by id.
+    const refs = filters.persons;
+    if (refs.length === 1 && refs[0] !== String(person.id)) go({ person: String(person.id) }, { replace: true });
+  },
+  // This person is that one now: their page (Back would find nobody at the old one).
+  merged: (person) => {
+    peopleChoices();
+    go({ person: String(person.id) }, { replace: true });
+  },
+});
+
+const faces = new ViewerFaces({
+  index: people,
+  enabled: () => Boolean(state.stats && state.stats.faces),
+  person: (id) => leave({ person: String(id) }),
+  search: (item, n) => leave({ more: item.doc_id, face: String(n) }),
+  changed: () => {
+    peopleChoices();
+    if (filters.persons.length) state.key = null; // the photos of the person below may have changed
+  },
+});
+
 const viewer = new Viewer({
   more: (item) => leave({ more: item.doc_id }),
   dupes: (item) => leave({ dupes: item.doc_id }),
@@ -400,6 +473,9 @@ const viewer = new Viewer({
     history.replaceState(history.state, "", `#${withParam("photo", item.doc_id)}`);
   },
   closed: (index) => {
+    // The view below changed (a face left the person it shows): it reloads, and the keyboard goes
+    // on from the photo that took this one's place.
+    if (state.key === null && !state.leaving && !state.refocus) state.refocus = { view: state.view, index };
     const params = hashParams();
     if (params.has("photo")) {
       // Closed by Esc or the close button: the URL follows (Back, when the viewer's entry is ours).
@@ -419,7 +495,7 @@ const viewer = new Viewer({
     if (list === grid) grid.focus(index);
     else if (list === search) search.focus(index);
   },
-});
+}, faces);
 
 function withParam(key, value) {
   const params = hashParams();
@@ -444,9 +520,16 @@ const search = new SearchView({
   error: showError,
   ready: waitReady,
   stats: () => state.stats,
-  rerun: () => {
+  face: (n) => {
     const query = search.query;
-    if (query) search.run(query, filters.params, topK(), { keepFace: true });
+    if (!query) return;
+    // An indexed photo's face goes into the URL (Back returns to the whole photo); an upload's
+    // search runs again with it.
+    if (query.kind === "doc") go({ face: n === null ? null : String(n) });
+    else {
+      search.face = n;
+      search.run(query, filters.params, topK(), { keepFace: true });
+    }
   },
 });
 
@@ -460,13 +543,16 @@ const dupes = new DupesView({
   failed: () => (state.key = null),
 });
 
-const filters = new FilterPanel((params) => {
-  const changes = {};
-  for (const key of FILTER_KEYS) changes[key] = params.get(key);
-  // A place chosen from the viewer browses the photos there; any other filter keeps the view.
-  if (params.get("near") && viewer.open) Object.assign(changes, VIEW_KEYS);
-  go(changes);
-});
+const filters = new FilterPanel(
+  (params) => {
+    const changes = {};
+    for (const key of FILTER_KEYS) changes[key] = params.getAll(key);
+    // A place chosen from the viewer browses the photos there; any other filter keeps the view.
+    if (params.get("near") && viewer.open) Object.assign(changes, VIEW_KEYS);
+    go(changes);
+  },
+  (ref) => people.label(ref),
+);
 
 function topK() {
   return Number($("topk").value) || 32;
@@ -561,6 +647,12 @@ $("add").addEventListener("click", () => $("add-file").click());
 $("add-file").addEventListener("change", () => {
   addFiles($("add-file").files);
   $("add-file").value = "";
+});
+
+$("nav-people").addEventListener("click", (e) => {
+  e.preventDefault();
+  state.focusView = true; // the first person, once shown
+  go({ ...VIEW_KEYS, person: null, view: "people" });
 });
 
 // "Library" and "Back to the library" keep the filters; the name at the top starts afresh.

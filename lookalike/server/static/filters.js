@@ -1,10 +1,13 @@
 // Filters beside browsing and searching: date range, folder (a tree opened a level at a time),
-// camera, place (around a photo's own position), orientation and format. Their state is a
-// URLSearchParams of the API's own filter fields, so it goes into every request and the URL as is.
+// camera, place (around a photo's own position), orientation, format and, in a workspace with
+// faces, people. Their state is a URLSearchParams of the API's own filter fields, so it goes into
+// every request and the URL as is (person may come more than once: photos with all of them).
 
 import { $, api, el, plural } from "./util.js";
 
-export const FILTER_KEYS = ["taken_after", "taken_before", "folder", "camera", "near", "orientation", "format"];
+export const FILTER_KEYS = ["taken_after", "taken_before", "folder", "camera", "near", "orientation", "format", "person"];
+// Keys that may come more than once.
+export const LIST_KEYS = ["person"];
 
 const LABEL = {
   taken_after: "from",
@@ -14,12 +17,15 @@ const LABEL = {
   near: "near",
   orientation: "",
   format: "",
+  person: "person",
 };
 
 export class FilterPanel {
-  /** onChange(params): the filters changed (a URLSearchParams of filter fields). */
-  constructor(onChange) {
+  /** onChange(params): the filters changed (a URLSearchParams of filter fields). personName(ref):
+   *  how a person filter reads on its chip (a name for an id), if known. */
+  constructor(onChange, personName = (ref) => ref) {
     this.onChange = onChange;
+    this.personName = personName;
     this.params = new URLSearchParams();
     this.form = $("filters");
     this.chips = $("chips");
@@ -32,7 +38,9 @@ export class FilterPanel {
       const chip = e.target.closest("[data-key]");
       if (!chip) return;
       const next = new URLSearchParams(this.params);
+      const kept = next.getAll(chip.dataset.key).filter((v) => v !== chip.dataset.value);
       next.delete(chip.dataset.key);
+      if (LIST_KEYS.includes(chip.dataset.key)) for (const v of kept) next.append(chip.dataset.key, v);
       this.set(next, true);
       // Keep the keyboard near: the next chip, or the filters button.
       const chips = this.chips.querySelectorAll("button[data-key]");
@@ -89,6 +97,24 @@ export class FilterPanel {
     this.folder.value = chosen || "";
   }
 
+  /** The people to choose from (a workspace with faces): [{id, label}], the most photos first. */
+  setPeople(people) {
+    this.people = people;
+    this.fillPeople();
+    this.renderChips();
+  }
+
+  fillPeople() {
+    const select = $("f-person");
+    const people = this.people || [];
+    const chosen = this.params.get("person") || "";
+    const options = [el("option", { value: "" }, "Anyone")];
+    for (const p of people) options.push(el("option", { value: String(p.id) }, p.label));
+    if (chosen && !people.some((p) => String(p.id) === chosen)) options.push(el("option", { value: chosen }, this.personName(chosen)));
+    select.replaceChildren(...options);
+    select.value = chosen;
+  }
+
   fromForm(target) {
     const next = new URLSearchParams(this.params);
     const put = (key, value) => (value ? next.set(key, value) : next.delete(key));
@@ -102,7 +128,10 @@ export class FilterPanel {
   /** Take these filters (from the URL, a chip, the form); `changed`: tell the page. */
   set(params, changed = false) {
     const next = new URLSearchParams();
-    for (const key of FILTER_KEYS) if (params.get(key)) next.set(key, params.get(key));
+    for (const key of FILTER_KEYS) {
+      const values = LIST_KEYS.includes(key) ? new Set(params.getAll(key)) : [params.get(key)];
+      for (const value of values) if (value) next.append(key, value);
+    }
     const same = next.toString() === this.params.toString();
     this.params = next;
     this.toForm();
@@ -124,24 +153,25 @@ export class FilterPanel {
       this.form.elements.namedItem("km").value = km;
     }
     this.fillFolders();
-    const n = FILTER_KEYS.filter((k) => this.params.get(k)).length;
+    this.fillPeople();
+    const n = FILTER_KEYS.reduce((n, k) => n + this.params.getAll(k).filter(Boolean).length, 0);
     $("filters-toggle").textContent = n ? `Filters (${n})` : "Filters";
   }
 
   renderChips() {
     const chips = [];
-    for (const key of FILTER_KEYS) {
-      const value = this.params.get(key);
+    for (const [key, value] of this.params) {
       if (!value) continue;
       let text = value;
       if (key === "near") {
         const [lat, lon, km] = value.split(",");
         text = `${km} km of ${Number(lat).toFixed(3)}, ${Number(lon).toFixed(3)}`;
       } else if (key === "format") text = value.toUpperCase();
+      else if (key === "person") text = this.personName(value);
       chips.push(
         el(
           "button",
-          { type: "button", className: "chip", dataset: { key }, "aria-label": `Remove filter ${LABEL[key]} ${text}`.replace("  ", " ") },
+          { type: "button", className: "chip", dataset: { key, value }, "aria-label": `Remove filter ${LABEL[key]} ${text}`.replace("  ", " ") },
           LABEL[key] ? el("span", { className: "chip-key" }, LABEL[key] + " ") : null,
           text,
           el("span", { "aria-hidden": "true", className: "chip-x" }, " ×"),
@@ -162,6 +192,11 @@ export class FilterPanel {
 
   get active() {
     return FILTER_KEYS.some((k) => this.params.get(k));
+  }
+
+  /** The people filtered on (ids or names, as the URL has them). */
+  get persons() {
+    return this.params.getAll("person");
   }
 
   /** "N of M photos" for what the filters keep. */

@@ -1,7 +1,10 @@
 // Searching: by a dropped, pasted or chosen photo, by an indexed photo ("more like this"), or by a
 // tag; always within the filters. Results are a list of cards; a card opens the viewer, which
-// walks the results.
+// walks the results. In a workspace with faces a photo is searched as a whole, or by one of its
+// faces (the results then box the face that matched).
 
+import { LIST_KEYS } from "./filters.js";
+import { faceUrl } from "./people.js";
 import { $, api, el, fileName, MATCH_HELP, MATCH_NAME, pct, plural, thumbUrl, postJson } from "./util.js";
 
 export const SEARCH_STEPS = [16, 32, 64, 128, 256];
@@ -13,13 +16,15 @@ function filterBody(params) {
     if (key === "near") {
       const [lat, lon, km] = value.split(",").map(Number);
       out.near = { lat, lon, km };
-    } else out[key] = value;
+    } else if (LIST_KEYS.includes(key)) (out[key] = out[key] || []).push(value);
+    else out[key] = value;
   }
   return out;
 }
 
 export class SearchView {
-  /** hooks: {open(index), busy(on, message), error(message), ready(), stats()} */
+  /** hooks: {open(index), busy(on, message), error(message), ready(), stats(), face(n): search by
+   *  the query's n-th face (null: the whole photo)} */
   constructor(hooks) {
     this.hooks = hooks;
     this.results = $("results");
@@ -30,6 +35,7 @@ export class SearchView {
     this.controller = null;
     this.seq = 0;
     this.previewUrl = null;
+    this.storedFaces = new Map(); // doc id -> its faces
     this.more.addEventListener("click", () => {
       this.results.classList.add("show-weak");
       this.more.hidden = true;
@@ -81,10 +87,11 @@ export class SearchView {
 
   /** Run a query: true once its results are shown; false if it failed or a newer one started. */
   async run(query, filters, topK, { keepFace = false } = {}) {
-    if (!keepFace) this.face = null;
+    if (!keepFace) this.face = query.face ?? null; // an indexed photo's face comes with the query (the URL)
     const isNew = this.query !== query;
     this.query = query;
     if (isNew) this.renderQuery(query);
+    else this.renderFaces(); // the face chosen shows as chosen while its search runs
     if (this.controller) this.controller.abort();
     const controller = new AbortController();
     this.controller = controller;
@@ -98,7 +105,8 @@ export class SearchView {
       const answer = await this.request(query, filters, topK, controller.signal);
       if (seq !== this.seq) return false;
       const first = (answer.results && answer.results[0]) || { matches: [] };
-      this.renderFaces(first.faces || []);
+      if (first.faces && query.kind === "file") query.faces = first.faces; // an upload's faces, once found
+      this.renderFaces();
       this.render(first.matches || [], query);
       this.hooks.busy(false, this.summary(first, answer, query, filters));
       this.results.dataset.state = "done";
@@ -154,9 +162,6 @@ export class SearchView {
 
   renderQuery(query) {
     $("query").hidden = false;
-    $("query-boxes").replaceChildren();
-    $("faces").hidden = true;
-    $("faces").replaceChildren();
     if (this.previewUrl) {
       URL.revokeObjectURL(this.previewUrl);
       this.previewUrl = null;
@@ -191,51 +196,82 @@ export class SearchView {
         api(`/api/docs/${encodeURIComponent(query.docId)}`).then((meta) => {
           query.meta = meta;
           showMeta(meta);
+          if (this.query === query) this.renderFaces(); // its size, to box its faces
         }, () => {});
+      }
+      const stats = this.hooks.stats();
+      if (stats && stats.faces && !query.minMatch) {
+        // Kept a while: choosing another face of the same photo shows its choices at once.
+        query.faces = this.storedFaces.get(query.docId);
+        if (!query.faces) {
+          api(`/api/docs/${encodeURIComponent(query.docId)}/faces`).then((body) => {
+            query.faces = body.faces.filter((f) => f.bbox);
+            this.storedFaces.set(query.docId, query.faces);
+            if (this.storedFaces.size > 20) this.storedFaces.delete(this.storedFaces.keys().next().value);
+            if (this.query === query) this.renderFaces();
+          }, () => {});
+        }
       }
     } else {
       label.replaceChildren("Photos tagged ", el("strong", {}, query.q));
       document.title = `lookalike · ${query.q}`;
     }
+    this.renderFaces();
   }
 
-  renderFaces(faces) {
+  /** A workspace with faces: the query searched as a whole photo or by one of its faces, boxed
+   *  and numbered on its preview. An indexed photo's faces are stored; an upload's are known once
+   *  a search by a face has found them (until then, the choice is its largest face). */
+  renderFaces() {
     const boxes = $("query-boxes"), chooser = $("faces"), img = $("query-img");
+    const query = this.query;
+    const focused = chooser.contains(document.activeElement) ? document.activeElement.dataset.face : null;
     boxes.replaceChildren();
     chooser.replaceChildren();
     chooser.hidden = true;
-    if (!faces.length) return;
-    const query = this.query;
+    const stats = this.hooks.stats();
+    if (!query || query.kind === "tag" || query.minMatch || !(stats && stats.faces)) return;
+    const faces = query.faces || [];
+    if (query.kind === "doc" && !faces.length) return; // none, or not known yet
+    const crops = [];
     const draw = () => {
-      const meta = query.kind === "doc" ? query.meta : null;
-      const w = (meta && meta.width) || img.naturalWidth;
-      const h = (meta && meta.height) || img.naturalHeight;
+      // Boxes are in the photo's own pixels: an indexed photo's preview is a thumbnail of it.
+      const meta = query.kind === "doc" ? query.meta || {} : { width: img.naturalWidth, height: img.naturalHeight };
+      const w = meta.width, h = meta.height;
       if (!w || !h || this.query !== query) return;
       boxes.replaceChildren(
         ...faces.map((f, i) =>
           el("span", { className: "box" + (i === this.face ? " chosen" : ""), style: shapeBox(f.bbox, w, h), dataset: { n: String(i + 1) } }),
         ),
       );
+      // An upload's faces, cut out of its preview (an indexed photo's come from the server).
+      for (const [span, f] of crops) Object.assign(span.style, cropStyle(this.previewUrl, f.bbox, w, h));
     };
+    const choice = (face, ...label) => {
+      const chosen = face === this.face;
+      const button = el("button", { type: "button", "aria-pressed": String(chosen), dataset: { face: String(face) } }, ...label);
+      button.addEventListener("click", () => {
+        if (face !== this.face) this.hooks.face(face);
+      });
+      return button;
+    };
+    chooser.append(el("span", { className: "hint" }, "Search by"), choice(null, "Whole photo"));
+    faces.forEach((f, i) => {
+      let crop;
+      if (query.kind === "doc") crop = el("img", { className: "face-crop", src: faceUrl(f.face, 32), alt: "" });
+      else {
+        crop = el("span", { className: "face-crop", "aria-hidden": "true" });
+        crops.push([crop, f]);
+      }
+      chooser.append(choice(i, crop, `Face ${i + 1}`));
+    });
+    if (!faces.length) chooser.append(choice(0, "Its largest face"));
+    chooser.hidden = false;
     if (img.complete && img.naturalWidth) draw();
     else img.addEventListener("load", draw, { once: true });
-    if (faces.length < 2) return;
-    chooser.append(el("span", { className: "hint" }, "Search by one face:"));
-    faces.forEach((_, i) => {
-      const chosen = i === this.face;
-      const button = el(
-        "button",
-        { type: "button", "aria-pressed": String(chosen), title: chosen ? "Search by every face" : "" },
-        el("span", { className: "visually-hidden" }, "Face "),
-        String(i + 1),
-      );
-      button.addEventListener("click", () => {
-        this.face = chosen ? null : i; // pressing the chosen face again goes back to every face
-        this.hooks.rerun();
-      });
-      chooser.append(button);
-    });
-    chooser.hidden = false;
+    // The keyboard stays on the choice it made, though the buttons are new.
+    const again = focused && chooser.querySelector(`[data-face="${focused}"]`);
+    if (again) again.focus();
   }
 
   render(matches, query) {
@@ -267,7 +303,7 @@ function card(m, i, byTag) {
   if (Array.isArray(m.bbox) && m.width && m.height) {
     thumb.append(el("span", { className: "box", style: boxStyle(m.bbox, m.width, m.height) })); // the matched face
   }
-  // Face workspaces rank by Euclidean distance (lower is closer; under 0.6: the same person).
+  // A search by a face ranks by Euclidean distance (lower is closer; under 0.6: the same person).
   const isDistance = typeof m.distance === "number";
   const score = isDistance ? `d ${m.distance.toFixed(3)}` : typeof m.score !== "number" ? "" : byTag ? pct(m.score) : m.score.toFixed(3);
   const level = m.match ? el("span", { className: `match match-${m.match}`, title: MATCH_HELP[m.match] }, MATCH_NAME[m.match]) : null;
@@ -302,6 +338,18 @@ function boxStyle(bbox, width, height) {
   };
 }
 
+/** A background that shows only bbox of an image of width x height (the element is square). */
+function cropStyle(url, bbox, width, height) {
+  const [x, y, w, h] = bbox;
+  const side = Math.max(w, h);
+  const cx = x + w / 2 - side / 2, cy = y + h / 2 - side / 2;
+  return {
+    backgroundImage: `url("${url}")`,
+    backgroundSize: `${(width / side) * 100}% ${(height / side) * 100}%`,
+    backgroundPosition: `${width === side ? 0 : (cx / (width - side)) * 100}% ${height === side ? 0 : (cy / (height - side)) * 100}%`,
+  };
+}
+
 /** Where bbox lies over an image shown in a box of its own shape, in %. */
 function shapeBox(bbox, width, height) {
   return {
@@ -319,7 +367,7 @@ function photoLine(m) {
 }
 
 export function queryKey(query) {
-  if (query.kind === "doc") return `${query.minMatch ? "dupes" : "doc"}:${query.docId}`;
+  if (query.kind === "doc") return `${query.minMatch ? "dupes" : "doc"}:${query.docId}${query.face != null ? `/face:${query.face}` : ""}`;
   if (query.kind === "tag") return `tag:${query.q}`;
   return `file:${query.upload}`;
 }

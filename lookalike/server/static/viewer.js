@@ -1,15 +1,18 @@
 // The viewer: one photo large, in a modal <dialog>, with previous/next (arrow keys, buttons,
 // swipes), zoom, what the camera recorded, and actions. It walks whatever list opened it (the
-// browse grid or a result list) through that list's `item(i)` and `total`.
+// browse grid or a result list) through that list's `item(i)` and `total`. In a workspace with
+// faces, each face is boxed on the photo and listed beside it, with whose it is (people.js).
 
 import { $, api, el, fileName, MATCH_HELP, MATCH_NAME, sizeText, takenText } from "./util.js";
 
 const SWIPE_PX = 48;
 
 export class Viewer {
-  /** actions: {more(item), dupes(item), near(item), remove(item) -> Promise, closed(index)} */
-  constructor(actions) {
+  /** actions: {more(item), dupes(item), near(item), remove(item) -> Promise, closed(index)};
+   *  faces: the photo's faces (a ViewerFaces), or null. */
+  constructor(actions, faces = null) {
     this.actions = actions;
+    this.faces = faces;
     this.dialog = $("viewer");
     this.img = $("viewer-img");
     this.stage = $("viewer-stage");
@@ -53,6 +56,7 @@ export class Viewer {
     if (!this.dialog.open) this.dialog.showModal();
     if (!item) {
       this.item = null;
+      if (this.faces) this.faces.show(null);
       this.img.removeAttribute("src");
       this.info.replaceChildren();
       this.title.textContent = "This photo is no longer in the index.";
@@ -76,6 +80,7 @@ export class Viewer {
     remove.dataset.confirm = "";
     remove.textContent = "Remove from index";
     this.renderInfo(item);
+    if (this.faces) this.faces.show(item);
     return true;
   }
 
@@ -135,7 +140,7 @@ export class Viewer {
   }
 
   onKey(e) {
-    if (e.target instanceof HTMLInputElement) return;
+    if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
     if (e.key === "ArrowRight") this.step(1);
     else if (e.key === "ArrowLeft") this.step(-1);
     else if (e.key === "+" || e.key === "=") this.zoom();
@@ -146,6 +151,7 @@ export class Viewer {
   onClose() {
     this.img.removeAttribute("src");
     this.seq++;
+    if (this.faces) this.faces.show(null);
     this.actions.closed(this.index);
   }
 
