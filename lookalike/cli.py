@@ -286,6 +286,12 @@ def _print_index_report(report: IndexReport, as_json: bool) -> None:
         out.print(f"{report.without_vectors} of them indexed without vectors (nothing to embed)")
     if report.set_aside:
         out.print(f"{report.set_aside} files left out: moved as duplicates (`lookalike dupes --undo` puts them back)")
+    if report.people is not None and (report.people.new_faces or report.people.gone_faces):
+        g = report.people
+        out.print(
+            f"faces: {g.new_faces} new, {g.gone_faces} gone, {g.assigned} given a person; "
+            f"{g.people} people (`lookalike people`)"
+        )
     if report.skipped:
         out.print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in report.skipped.items()), markup=False)
 
@@ -1442,7 +1448,8 @@ def people(
         library.people._need()
         grouped = library.people.recluster() if recluster else None
         listed = library.people.list(hidden=show_all)
-        paths = {p.row.id: _person_paths(library, library.people.person(p.row.id).photos or []) for p in listed}
+        store = library.workspace.store
+        paths = {p.row.id: _person_paths(library, store.docs_of_person(p.row.id)) for p in listed}
     if as_json:
         people = [p.to_dict() | {"photo_paths": paths[p.row.id]} for p in listed]
         extra = {"regrouped": grouped.to_dict()} if grouped is not None else {}
@@ -1512,7 +1519,14 @@ def people_merge(
 def people_move(
     ctx: typer.Context,
     face: Annotated[
-        int, typer.Argument(metavar="FACE", help="A face's id (`people show PERSON` lists them).", show_default=False)
+        int,
+        typer.Argument(
+            metavar="FACE",
+            min=1,
+            max=2**63 - 1,
+            help="A face's id (`people show PERSON` lists them).",
+            show_default=False,
+        ),
     ],
     person: Annotated[
         str,

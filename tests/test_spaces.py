@@ -15,6 +15,7 @@ from lookalike import Options, SearchRequest
 from lookalike.errors import ConfigError, StoreError
 from lookalike.flow.config import load_flow_text
 from lookalike.flow.graph import Flow
+from lookalike.store.spaces import VectorSpace
 
 from conftest import TINY_FLOWS, quadrants
 
@@ -45,6 +46,11 @@ def _two_spaces(tmp_path: Path) -> Path:
     path = tmp_path / "two.yml"
     path.write_text(text)
     return path
+
+
+def _set_image_shards(flow: Path, shards: int) -> None:
+    old = "chunk_indexer: {uses: VectorIndexer, shards: 2}"
+    flow.write_text(flow.read_text().replace(old, f"chunk_indexer: {{uses: VectorIndexer, shards: {shards}}}"))
 
 
 def test_each_vector_indexer_fills_its_own_space_and_shards(photos, tmp_path):
@@ -134,11 +140,7 @@ def test_resharding_one_space_moves_only_its_vectors(photos, tmp_path):
     opts = Options(workspace=ws, index_flow=flow, query_flow=TINY_FLOWS["query_flow"])
     with lookalike.open(opts) as library:
         library.index([photos])
-    flow.write_text(
-        flow.read_text().replace(
-            "chunk_indexer: {uses: VectorIndexer, shards: 2}", "chunk_indexer: {uses: VectorIndexer, shards: 4}"
-        )
-    )
+    _set_image_shards(flow, 4)
     with lookalike.open(opts) as library:
         spaces = library.workspace.spaces
         assert (spaces["image"].shards, spaces["other"].shards) == (4, 3)
@@ -147,3 +149,47 @@ def test_resharding_one_space_moves_only_its_vectors(photos, tmp_path):
         assert sum(v for k, v in info.info.shards.items() if k.startswith("other/")) == 6
         hits = library.search(SearchRequest(image=str(photos / "p4.png"), top_k=1)).hits
         assert hits[0].path.endswith("p4.png")
+
+
+def test_a_reshard_whose_manifest_write_failed_is_not_made_twice(photos, tmp_path, monkeypatch):
+    from lookalike.store.manifest import Manifest
+
+    flow = _two_spaces(tmp_path)
+    ws = tmp_path / "ws"
+    opts = Options(workspace=ws, index_flow=flow, query_flow=TINY_FLOWS["query_flow"])
+    with lookalike.open(opts) as library:
+        library.index([photos])
+    flow.write_text(
+        flow.read_text().replace(
+            "chunk_indexer: {uses: VectorIndexer, shards: 2}", "chunk_indexer: {uses: VectorIndexer, shards: 3}"
+        )
+    )
+    real_write, calls = Manifest.write, []
+
+    def fail_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreError("disk full (the test's)")
+        real_write(self)
+
+    monkeypatch.setattr(Manifest, "write", fail_once)
+    with pytest.raises(StoreError, match="disk full"):
+        lookalike.open(opts)  # the chunks moved (committed), the manifest still says 2 shards
+    with lookalike.open(opts) as library:
+        info = library.info()
+        assert info.problems == [] and library.workspace.spaces["image"].shards == 3
+        assert sum(v for k, v in info.info.shards.items() if not k.startswith("other/")) == 6
+
+
+def test_a_flow_that_names_no_encoder_keeps_the_recorded_one(photos, tmp_path):
+    from lookalike.store.workspace import Workspace, WorkspaceLayout
+
+    ws = tmp_path / "ws"
+    with lookalike.open(Options(workspace=ws, **TINY_FLOWS)) as library:
+        library.index([photos])
+        recorded = library.workspace.encoder
+    space = library.workspace.spaces["image"]
+    with Workspace.open(ws, WorkspaceLayout({"image": VectorSpace(None, space.dim, space.metric, 0)})) as opened:
+        assert opened.encoder == recorded
+    with pytest.raises(StoreError, match="was built with encoder"):
+        Workspace.open(ws, WorkspaceLayout({"image": VectorSpace("another", space.dim, space.metric, 0)}))

@@ -80,7 +80,7 @@ class VectorIndexer(Executor):
         top_k = int(request.parameters.get("top_k", default("LOOKALIKE_TOP_K")))
         # A document can own several chunks; fetching top_k x (most chunks any document has) chunk
         # matches guarantees that ranking chunks into documents still yields the exact top_k.
-        k = self.params.chunks_per_query or top_k * self.workspace.max_chunks_per_doc()
+        k = self.params.chunks_per_query or top_k * self.workspace.max_chunks_per_doc(self.context.space)
         request.parameters["chunks_per_query"] = k  # so the merge of the shards keeps exactly k
         queries = [(c, c.embedding) for d in docs for c in d.chunks if c.embedding is not None]
         if not queries:

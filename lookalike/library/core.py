@@ -17,13 +17,14 @@ import os
 from collections.abc import Iterable
 
 from lookalike.dupes import DupeReport
+from lookalike.errors import LookalikeError
 from lookalike.filters import Filters
 from lookalike.library.browsing import Browser, Facets, FolderCount, MonthCount
 from lookalike.library.flows import Flows
 from lookalike.library.indexing import Indexer, IndexProgress
 from lookalike.library.inspecting import InfoReport, Inspector, TagWord
 from lookalike.library.moving import Mover, MoveReport
-from lookalike.library.people import People
+from lookalike.library.people import GroupingReport, People
 from lookalike.library.searching import Searcher
 from lookalike.library.types import IndexReport, IndexRequest, ListReport, ListRequest, SearchReport, SearchRequest
 from lookalike.settings import Options
@@ -57,17 +58,30 @@ class Library:
         if not isinstance(request, IndexRequest):
             request = IndexRequest(tuple(os.fspath(p) for p in request))
         report = self.indexer.index(request, progress)
-        if self.people.available and (report.indexed or report.updated or report.removed):
-            if progress is not None:
-                progress.note("grouping the new faces into people")
-            report.people = self.people.update()
+        if report.indexed or report.updated or report.removed:
+            report.people, report.people_error = self._group_people(progress)
         return report
+
+    def _group_people(self, progress: IndexProgress | None = None) -> tuple[GroupingReport | None, str | None]:
+        """Group the faces committed since the last grouping (a workspace with faces). A failure
+        loses nothing (the photos are committed, and the next run groups what this one did not):
+        it is said, not raised."""
+        if not self.people.available:
+            return None, None
+        if progress is not None:
+            progress.note("grouping the new faces into people")
+        try:
+            return self.people.update(), None
+        except LookalikeError as e:
+            if progress is not None:
+                progress.note(f"grouping faces into people failed: {e}; the next index run tries again")
+            return None, str(e)
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Take files (or every file under folders) out of the index; the files stay. How many."""
         removed = self.indexer.remove(paths)
-        if removed and self.people.available:
-            self.people.update()
+        if removed:
+            self._group_people()
         return removed
 
     def search(self, request: SearchRequest) -> SearchReport:
@@ -120,11 +134,15 @@ class Library:
         """Move documents' files into ``folder`` (inside the indexed folders, or relative to the trash
         folder, ``<workspace>/trash`` unless ``trash`` names another) and take them out of the index;
         logged, never overwriting, undone by :meth:`undo_move` (see :mod:`lookalike.library.moving`)."""
-        return self.mover.move(doc_ids, folder, trash, background=background)
+        report = self.mover.move(doc_ids, folder, trash, background=background)
+        self._group_people()
+        return report
 
     def undo_move(self, batch: str | None = None, *, background: bool = False) -> MoveReport:
         """Put a batch of moved files back (by default the latest not yet undone) and index them again."""
-        return self.mover.undo(batch, background=background)
+        report = self.mover.undo(batch, background=background)
+        self._group_people()
+        return report
 
     def moves(self) -> builtins.list[MoveBatch]:
         """The move log's batches, oldest first."""

@@ -17,14 +17,15 @@ import builtins
 import dataclasses
 import time
 import unicodedata
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from lookalike.errors import BadInput, NotFound
 from lookalike.filters import Filters
-from lookalike.people import FaceGrouper, GroupingRule
+from lookalike.people import Changes, FaceGrouper, GroupingRule
 from lookalike.store.locks import exclusive
-from lookalike.store.people import FaceRow, GroupingState, PersonRow
+from lookalike.store.people import BBox, FaceRow, GoneFace, GroupingState, PersonRow
 from lookalike.store.spaces import FACES
 from lookalike.store.workspace import Workspace
 
@@ -86,6 +87,11 @@ class People:
     def available(self) -> bool:
         return FACES in self.workspace.spaces
 
+    def _need_writer(self) -> None:
+        self._need()
+        if not self.workspace.writer:
+            raise BadInput("grouping faces into people needs write access to the workspace", "read-only")
+
     def _need(self) -> None:
         if not self.available:  # no person can be found here
             raise NotFound(
@@ -95,55 +101,53 @@ class People:
     # --- grouping -----------------------------------------------------------------------------
 
     def update(self) -> GroupingReport:
-        """Group the faces committed since the last grouping, and let the gone ones go."""
-        self._need()
+        """Group the faces committed since the last grouping, and let the gone ones go. A photo
+        indexed again gives its new faces the corrections and people of its old ones."""
+        self._need_writer()
         start = time.perf_counter()
         ws = self.workspace
         with exclusive(ws.path, name=LOCK):
             slots, dim = ws.slots(FACES), ws.space(FACES).dim
-            if not ws.writer:
-                raise BadInput("grouping faces into people needs write access to the workspace", "read-only")
             peek = ws.store.grouping_state(slots, dim, grouped=False)
-            if not len(peek.new_ids) and not peek.gone_ids:
+            if not len(peek.new_ids) and not peek.gone:
                 return GroupingReport(people=len(self.list()), seconds=time.perf_counter() - start)
             state = ws.store.grouping_state(slots, dim)
-            grouper = self._restore(state)
+            grouper, inherit = self._prepare(state)
             changes = grouper.add(state.new_ids.tolist(), state.new_vectors)
+            _inherit(grouper, inherit, changes)
             changed = {int(f) for f in state.new_ids} | set(changes.assigned)
             changed |= {f for f, d in grouper.degree.items() if d != state.degree.get(f)}
-            ws.store.save_grouping(_rows(grouper, changed), changes.new_people, state.gone_ids)
-        return GroupingReport(
-            new_faces=len(state.new_ids),
-            gone_faces=len(state.gone_ids),
-            assigned=len(changes.assigned),
-            new_people=len(changes.new_people),
-            people=len(self.list()),
-            seconds=time.perf_counter() - start,
-        )
+            ws.store.save_grouping(_rows(grouper, changed), state, grouper.refused)
+        return self._report(state, changes, start)
 
     def recluster(self) -> GroupingReport:
         """Group every face afresh; names, merges and the user's corrections are kept (see
         :meth:`lookalike.people.FaceGrouper.recluster`)."""
-        self._need()
+        self._need_writer()
         start = time.perf_counter()
         ws = self.workspace
         with exclusive(ws.path, name=LOCK):
             state = ws.store.grouping_state(ws.slots(FACES), ws.space(FACES).dim)
-            grouper = self._restore(state)
-            grouper.add(state.new_ids.tolist(), state.new_vectors)
+            grouper, inherit = self._prepare(state)
+            _inherit(grouper, inherit, grouper.add(state.new_ids.tolist(), state.new_vectors))
             changes = grouper.recluster()
-            rows = _rows(grouper, set(grouper.degree))
-            ws.store.save_grouping(rows, changes.new_people, state.gone_ids, refused=grouper.refused)
+            ws.store.save_grouping(_rows(grouper, set(grouper.degree)), state, grouper.refused)
+        return self._report(state, changes, start)
+
+    def _report(self, state: GroupingState, changes: Changes, start: float) -> GroupingReport:
         return GroupingReport(
             new_faces=len(state.new_ids),
-            gone_faces=len(state.gone_ids),
+            gone_faces=len(state.gone),
             assigned=len(changes.assigned),
             new_people=len(changes.new_people),
             people=len(self.list()),
             seconds=time.perf_counter() - start,
         )
 
-    def _restore(self, state: GroupingState) -> FaceGrouper:
+    def _prepare(self, state: GroupingState) -> tuple[FaceGrouper, dict[int, int]]:
+        """The grouper as stored, the gone faces out of their neighbours' counts, and each new face
+        that takes a gone one's place (the same photo indexed again, a face in the same place) given
+        its corrections; the people such faces were in, to go back to (face -> person)."""
         grouper = FaceGrouper.restore(
             state.ids,
             state.vectors,
@@ -155,9 +159,21 @@ class People:
             next_person=state.next_person,
             rule=self.rule,
         )
-        if state.gone_ids and state.gone_vectors is not None:
+        if state.gone and state.gone_vectors is not None:
             grouper.forget(state.gone_vectors)
-        return grouper
+        inherit: dict[int, int] = {}
+        for face, (doc, box) in state.new_where.items():
+            twin = _twin(state.gone, doc, box)
+            if twin is None:
+                continue
+            grouper.refused |= {(face, p) for p in twin.refused}
+            if twin.nobody:
+                grouper.nobody.add(face)
+            elif twin.pinned and twin.person is not None:
+                grouper.pinned[face] = twin.person
+            elif twin.person is not None:
+                inherit[face] = twin.person
+        return grouper, inherit
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -198,6 +214,11 @@ class People:
             name = " ".join("".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Cs")).split())
             if not name:
                 name = None
+            elif name.isdigit() or name.lower() in ("new", "none"):
+                raise BadInput(
+                    f"a name cannot be {name!r}: a number names a person by id, 'new' someone new and 'none' nobody",
+                    "bad name",
+                )
             elif len(name) > 200:
                 raise BadInput(f"a name is at most 200 characters, not {len(name)}", "bad name")
         with self._corrections():
@@ -217,11 +238,9 @@ class People:
         """Face ``face`` is ``person``'s ("new": a new person's; None: nobody's)."""
         with self._corrections():
             store = self.workspace.store
-            if person == "new":
-                pid: int | None = store.new_person()
-            else:
-                pid = None if person is None else self.resolve(person)
-            store.move_face(int(face), pid)
+            new = isinstance(person, str) and person.strip().lower() == "new"
+            pid = None if person is None or new else self.resolve(person)
+            store.move_face(int(face), pid, new=new)
             doc = store.chunk_info([int(face)])[int(face)][0]
         return next(f for f in store.faces_of([doc])[doc] if f.face == int(face))
 
@@ -233,11 +252,46 @@ class People:
 
     def _corrections(self) -> Any:
         """The people lock, after the faces are grouped: a correction acts on today's people."""
-        self._need()
-        if not self.workspace.writer:
-            raise BadInput("correcting people needs write access to the workspace", "read-only")
         self.update()
         return exclusive(self.workspace.path, name=LOCK)
+
+
+def _twin(gone: builtins.list[GoneFace], doc: str, box: BBox | None) -> GoneFace | None:
+    """The gone face of photo ``doc`` whose box overlaps ``box`` most (intersection over union at
+    least 0.5): the same face, its photo indexed again."""
+    best, best_iou = None, 0.5
+    for g in gone:
+        if g.doc_id == doc and g.bbox is not None and box is not None:
+            iou = _iou(g.bbox, box)
+            if iou >= best_iou:
+                best, best_iou = g, iou
+    return best
+
+
+def _iou(a: BBox, b: BBox) -> float:
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _inherit(grouper: FaceGrouper, inherit: dict[int, int], changes: Changes) -> None:
+    """Faces of photos indexed again go back to their people: a person the grouping just made of
+    them goes back whole (with any new face that joined it), a face left alone goes back by itself."""
+    born = set(changes.new_people)
+    votes = Counter((grouper.person[f], p) for f, p in inherit.items() if grouper.person.get(f) in born)
+    back: dict[int, int] = {}
+    for (made, old), _ in votes.most_common():
+        back.setdefault(made, old)
+    for face, person in list(grouper.person.items()):
+        target = back.get(person)
+        if target is not None and face not in grouper.pinned and (face, target) not in grouper.refused:
+            grouper.person[face] = changes.assigned[face] = target
+    for face, old in inherit.items():
+        if face not in grouper.person and face not in grouper.nobody and (face, old) not in grouper.refused:
+            grouper.person[face] = changes.assigned[face] = old
+    changes.new_people = [p for p in changes.new_people if p not in back]
 
 
 def _rows(grouper: FaceGrouper, faces: set[int]) -> dict[int, tuple[int | None, int, bool, bool]]:

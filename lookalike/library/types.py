@@ -271,6 +271,7 @@ class IndexReport:
     docs: int = 0  # documents in the workspace after the run
     workspace: str = ""
     people: GroupingReport | None = None  # the faces grouped into people after it (a workspace with faces)
+    people_error: str | None = None  # why that grouping failed (the next run groups them)
 
     @property
     def skipped_total(self) -> int:

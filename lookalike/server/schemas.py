@@ -438,6 +438,7 @@ class IndexResponse(BaseModel):
     docs: int = Field(description="documents in the workspace after the run")
     workspace: str
     people: GroupingInfo | None = Field(default=None, description="the new faces grouped into people after it")
+    people_error: str | None = Field(default=None, description="why grouping them failed (the next run tries again)")
     files: list[IndexedFile]
 
 

@@ -180,18 +180,20 @@ class Chunks:
             if slots is None or shard in slots
         ]
 
-    def max_chunks_per_doc(self) -> int:
-        sql = "SELECT max(n) FROM (SELECT count(*) AS n FROM chunks GROUP BY doc_id)"
-        row = self._db.reader.execute(sql).fetchone()
+    def max_chunks_per_doc(self, slots: range) -> int:
+        """The most chunks any document has in the shards ``slots`` (one vector space's), 1 if none."""
+        sql = "SELECT max(n) FROM (SELECT count(*) AS n FROM chunks WHERE shard BETWEEN ? AND ? GROUP BY doc_id)"
+        row = self._db.reader.execute(sql, (slots.start, slots.stop - 1)).fetchone()
         return int(row[0] or 1)
 
-    def max_chunks_of_docs_with(self, chunk_ids: list[int]) -> int:
-        """The most chunks any document owning one of ``chunk_ids`` has (0 if none is left)."""
+    def max_chunks_of_docs_with(self, chunk_ids: list[int], slots: range) -> int:
+        """The most chunks in ``slots`` any document owning one of ``chunk_ids`` has (0 if none is left)."""
         best = 0
         for marks, part in in_batches(chunk_ids):
             sql = (
-                "SELECT max(n) FROM (SELECT count(*) AS n FROM chunks WHERE doc_id IN "
+                "SELECT max(n) FROM (SELECT count(*) AS n FROM chunks WHERE shard BETWEEN ? AND ? AND doc_id IN "
                 f"(SELECT doc_id FROM chunks WHERE id IN ({marks})) GROUP BY doc_id)"
             )
-            best = max(best, int(self._db.reader.execute(sql, part).fetchone()[0] or 0))
+            row = self._db.reader.execute(sql, [slots.start, slots.stop - 1, *part]).fetchone()
+            best = max(best, int(row[0] or 0))
         return best

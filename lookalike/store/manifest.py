@@ -125,8 +125,8 @@ class Manifest:
         spaces = self.spaces
         if list(spaces) == [DEFAULT_SPACE]:
             described: dict[str, Any] = spaces[DEFAULT_SPACE].to_dict()
-        else:
-            described = {"spaces": {name: space.to_dict() for name, space in spaces.items()}}
+        else:  # a list: the spaces' order is their slots'
+            described = {"spaces": _dicts(spaces)}
         return json.dumps({**described, "vectors": "float16"}, sort_keys=True)
 
     # --- what the flows say -------------------------------------------------------------------
@@ -207,8 +207,10 @@ class Manifest:
                 f"workspace {self.folder} holds {', '.join(dropped)} vectors that this index flow does not "
                 f"make; index with the flows it remembers (no --flow), or {_REINDEX}"
             )
-        # Existing spaces keep their order (and so their slots, unless a shard count changes).
-        merged = {n: wanted[n] for n in have if n in wanted} | {n: s for n, s in wanted.items() if n not in have}
+        # Existing spaces keep their order (and so their slots, unless a shard count changes), and
+        # their encoder where a flow names none (a flow of precomputed vectors).
+        kept = {n: replace(wanted[n], encoder=wanted[n].encoder or have[n].encoder) for n in have if n in wanted}
+        merged = kept | {n: s for n, s in wanted.items() if n not in have}
         before, after = first_slots(have), first_slots(merged)
         moved = any(have[n].shards != merged[n].shards or before[n] != after[n] for n in have if n in merged)
         if moved and not writer:
@@ -250,6 +252,23 @@ class Manifest:
     def take_old_roots(self) -> list[str]:
         """The roots a format-1 manifest kept (the doc store keeps them now), removed from it."""
         return self.data.pop("roots", None) or []
+
+
+def spaces_of_identity(identity: str | None) -> dict[str, VectorSpace] | None:
+    """The spaces, in slot order, that an identity (as :meth:`Manifest.identity` writes it) describes;
+    None if it says none."""
+    try:
+        data = json.loads(identity or "")
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        if "spaces" in data:
+            return {d["name"]: VectorSpace.from_dict(d) for d in data["spaces"]}
+        return {DEFAULT_SPACE: VectorSpace.from_dict(data)} if data.get("dim") else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _dicts(spaces: dict[str, VectorSpace]) -> list[dict[str, Any]]:

@@ -16,16 +16,31 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.errors import BadInput, NotFound
-from lookalike.store.database import Database, decode_vector, in_batches
+from lookalike.store.database import Database, decode_vector, encode_vector, in_batches
 from lookalike.store.vector_log import bump_generation
 
 BBox = tuple[int, int, int, int]
 
 
 @dataclass
+class GoneFace:
+    """A grouped face whose chunk was deleted (its photo removed, or indexed again): where it was,
+    whose it was, and the user's word on it."""
+
+    face: int
+    doc_id: str | None
+    bbox: BBox | None
+    person: int | None
+    pinned: bool
+    nobody: bool
+    refused: list[int]
+
+
+@dataclass
 class GroupingState:
-    """Everything the grouping knows, as stored: the grouped faces and their vectors, the faces
-    not grouped yet, and the grouped faces whose chunks are gone since."""
+    """Everything the grouping knows, as stored, read at one moment: the grouped faces and their
+    vectors, the faces not grouped yet (with their photo and box), and the grouped faces whose
+    chunks are gone since."""
 
     ids: np.ndarray  # grouped faces (chunk ids)
     vectors: np.ndarray
@@ -37,7 +52,8 @@ class GroupingState:
     next_person: int
     new_ids: np.ndarray
     new_vectors: np.ndarray
-    gone_ids: list[int] = field(default_factory=list)
+    new_where: dict[int, tuple[str, BBox | None]] = field(default_factory=dict)  # face -> (doc id, box)
+    gone: list[GoneFace] = field(default_factory=list)
     gone_vectors: np.ndarray | None = None
 
 
@@ -83,22 +99,34 @@ class PeopleStore:
     # --- the grouping's state -----------------------------------------------------------------
 
     def grouping_state(self, slots: range, dim: int, *, grouped: bool = True) -> GroupingState:
-        """The faces in shards ``slots`` (the faces space) as the grouping needs them; without
-        ``grouped`` only what is new or gone (to know whether there is work, cheaply)."""
+        """The faces in shards ``slots`` (the faces space) as the grouping needs them, read in one
+        transaction; without ``grouped`` only what is new or gone (to know whether there is work)."""
         conn = self._db.reader
-        lo, hi = slots.start, slots.stop - 1
+        conn.execute("BEGIN")
+        try:
+            return self._grouping_state(conn, slots, dim, grouped)
+        finally:
+            conn.execute("COMMIT")
+
+    def _grouping_state(self, conn: sqlite3.Connection, slots: range, dim: int, grouped: bool) -> GroupingState:
         new = conn.execute(
-            "SELECT c.id, c.embedding FROM chunks c WHERE c.shard BETWEEN ? AND ? AND c.kind = 'face' "
-            "AND NOT EXISTS (SELECT 1 FROM face_people f WHERE f.chunk_id = c.id) ORDER BY c.id",
-            (lo, hi),
+            "SELECT c.id, c.embedding, c.doc_id, c.bbox FROM chunks c WHERE c.shard BETWEEN ? AND ? "
+            "AND c.kind = 'face' AND NOT EXISTS (SELECT 1 FROM face_people f WHERE f.chunk_id = c.id) ORDER BY c.id",
+            (slots.start, slots.stop - 1),
         ).fetchall()
-        gone = conn.execute("SELECT chunk_id, embedding FROM faces_gone ORDER BY chunk_id").fetchall()
-        new_ids, new_vectors = _vectors(new, dim)
-        gone_ids, gone_vectors = _vectors(gone, dim)
+        gone = conn.execute(
+            "SELECT chunk_id, embedding, doc_id, bbox, person_id, pinned, nobody, refused FROM faces_gone "
+            "ORDER BY chunk_id"
+        ).fetchall()
+        new_ids, new_vectors = _vectors([(r[0], r[1]) for r in new], dim)
         state = GroupingState(
             np.zeros(0, np.int64), np.zeros((0, dim), np.float32), {}, {}, {}, set(), set(), 1, new_ids, new_vectors
         )
-        state.gone_ids, state.gone_vectors = gone_ids.tolist(), gone_vectors
+        state.new_where = {int(r[0]): (r[2], _box(r[3])) for r in new}
+        state.gone = [
+            GoneFace(int(r[0]), r[2], _box(r[3]), r[4], bool(r[5]), bool(r[6]), json.loads(r[7] or "[]")) for r in gone
+        ]
+        state.gone_vectors = _vectors([(r[0], r[1]) for r in gone], dim)[1]
         if not grouped:
             return state
         rows = conn.execute(
@@ -115,35 +143,45 @@ class PeopleStore:
             if nobody:
                 state.nobody.add(face)
         state.refused = {(int(f), int(p)) for f, p in conn.execute("SELECT chunk_id, person_id FROM face_refusals")}
-        top = conn.execute("SELECT max(id) FROM people").fetchone()[0]
-        state.next_person = int(top or 0) + 1
+        state.next_person = _next_person(conn)
         return state
 
     def save_grouping(
         self,
         faces: dict[int, tuple[int | None, int, bool, bool]],
-        new_people: Iterable[int],
-        gone: Iterable[int],
-        refused: set[tuple[int, int]] | None = None,
+        state: GroupingState,
+        refused: set[tuple[int, int]],
     ) -> None:
         """Write the grouping's changes in one transaction: ``faces`` (face -> person, degree,
-        pinned, nobody) for faces whose chunks still exist, the people made, the gone faces taken
-        in, and (after a regrouping) every refusal."""
+        pinned, nobody) for faces whose chunks still exist, a row for every person they name, the
+        refusals added, and the gone faces of ``state`` taken in. A new face whose chunk went
+        meanwhile (its photo removed as it was grouped) is kept as gone, so that the next grouping
+        takes it out of its neighbours' counts."""
         now = time.time()
+        new = {int(f): v for f, v in zip(state.new_ids.tolist(), state.new_vectors, strict=True)}
         with self._db.transaction() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO people (id, created_at) VALUES (?, ?)", [(p, now) for p in new_people]
-            )
+            people = sorted({p for p, _, _, _ in faces.values() if p is not None})
+            conn.executemany("INSERT OR IGNORE INTO people (id, created_at) VALUES (?, ?)", [(p, now) for p in people])
             conn.executemany(
                 "INSERT OR REPLACE INTO face_people (chunk_id, person_id, degree, pinned, nobody) "
                 "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM chunks WHERE id = ?)",
                 [(f, p, d, int(pin), int(no), f) for f, (p, d, pin, no) in faces.items()],
             )
-            for marks, part in in_batches(list(gone)):
+            vanished = [
+                f for f in faces if f in new and not conn.execute("SELECT 1 FROM chunks WHERE id=?", (f,)).fetchone()
+            ]
+            conn.executemany(
+                "INSERT OR IGNORE INTO faces_gone (chunk_id, embedding) VALUES (?, ?)",
+                [(f, encode_vector(new[f])) for f in vanished],
+            )
+            for marks, part in in_batches([g.face for g in state.gone]):
                 conn.execute(f"DELETE FROM faces_gone WHERE chunk_id IN ({marks})", part)
-            if refused is not None:
-                conn.execute("DELETE FROM face_refusals")
-                conn.executemany("INSERT INTO face_refusals VALUES (?, ?)", sorted(refused))
+            added = sorted(refused - state.refused)
+            conn.executemany(
+                "INSERT OR IGNORE INTO face_refusals SELECT ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM face_people WHERE chunk_id = ?)",
+                [(f, p, f) for f, p in added],
+            )
             bump_generation(conn)
 
     # --- reading people -----------------------------------------------------------------------
@@ -180,20 +218,23 @@ class PeopleStore:
             return None, None, None
         return int(row[0]), row[1], tuple(json.loads(row[2])) if row[2] else None
 
-    def person_row(self, person: int | str, min_faces: int = 1) -> PersonRow:
+    def person_row(self, person: int | str) -> PersonRow:
         """One person, by id or name (a merged person's id leads to whom it was merged into)."""
         pid = self.resolve_person(person)
-        for row in self.list_people(0, hidden=True):
-            if row.id == pid:
-                return row
-        name = self._db.reader.execute("SELECT name, hidden FROM people WHERE id = ?", (pid,)).fetchone()
-        return PersonRow(pid, name[0], bool(name[1]), 0, 0, None, None, None)
+        conn = self._db.reader
+        name, hidden = conn.execute("SELECT name, hidden FROM people WHERE id = ?", (pid,)).fetchone()
+        faces, photos = conn.execute(
+            "SELECT count(f.chunk_id), count(DISTINCT c.doc_id) FROM face_people f JOIN chunks c ON c.id = f.chunk_id "
+            "WHERE f.person_id = ?",
+            (pid,),
+        ).fetchone()
+        return PersonRow(pid, name, bool(hidden), int(faces), int(photos), *self._cover(pid))
 
     def resolve_person(self, person: int | str) -> int:
         """A person's id from its id or name; NotFound for neither."""
         conn = self._db.reader
         text = str(person).strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit() and len(text) <= 18:  # an id (SQLite's INTEGER holds 18 digits)
             pid: int | None = int(text)
             for _ in range(100):  # follow merges
                 row = conn.execute("SELECT merged_into FROM people WHERE id = ?", (pid,)).fetchone()
@@ -276,14 +317,17 @@ class PeopleStore:
             bump_generation(conn)
         return len(moved)
 
-    def move_face(self, face: int, person: int | None) -> None:
-        """The user says ``face`` is ``person``'s (None: nobody's); it never goes back to the person
-        it was taken from."""
+    def move_face(self, face: int, person: int | None, *, new: bool = False) -> None:
+        """The user says ``face`` is ``person``'s (None: nobody's; ``new``: someone new's); it never
+        goes back to the person it was taken from."""
         with self._db.transaction() as conn:
             row = conn.execute("SELECT person_id FROM face_people WHERE chunk_id = ?", (face,)).fetchone()
             if row is None:
-                raise NotFound(f"no face {face} (a face's id is its chunk id, as `lookalike people --json` lists)")
-            if person is not None:
+                raise NotFound(f"no face {face} (a face's id is its chunk id, as `lookalike people show` lists)")
+            if new:
+                person = _next_person(conn)
+                conn.execute("INSERT INTO people (id, created_at) VALUES (?, ?)", (person, time.time()))
+            elif person is not None:
                 _need_person(conn, person)
             old = row[0]
             if old is not None and old != person:
@@ -299,13 +343,17 @@ class PeopleStore:
                 )
             bump_generation(conn)
 
-    def new_person(self) -> int:
-        """A person with no face yet (for a face the user moves to someone new)."""
-        with self._db.transaction() as conn:
-            top = conn.execute("SELECT max(id) FROM people").fetchone()[0]
-            pid = int(top or 0) + 1
-            conn.execute("INSERT INTO people (id, created_at) VALUES (?, ?)", (pid, time.time()))
-            return pid
+
+def _next_person(conn: sqlite3.Connection) -> int:
+    """An id no person has had: past every person's, and every face's person (a grouping's)."""
+    top = conn.execute(
+        "SELECT max(m) FROM (SELECT max(id) AS m FROM people UNION ALL SELECT max(person_id) FROM face_people)"
+    )
+    return int(top.fetchone()[0] or 0) + 1
+
+
+def _box(text: str | None) -> BBox | None:
+    return tuple(json.loads(text)) if text else None
 
 
 def _need_person(conn: sqlite3.Connection, person: int) -> str | None:

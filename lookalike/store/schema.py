@@ -144,7 +144,8 @@ MIGRATIONS: list[str] = [
     # face the user took from a person is never linked to it again. A merged person keeps its row
     # (merged_into), so an id is never given twice. When a grouped face's chunk is deleted, the
     # trigger keeps its vector in faces_gone, for the next grouping to take it out of its
-    # neighbours' counts.
+    # neighbours' counts, with its photo, box, person and corrections: a photo indexed again (new
+    # chunks) gives them to its face in the same place.
     """
     CREATE TABLE people (
         id INTEGER PRIMARY KEY,
@@ -167,10 +168,21 @@ MIGRATIONS: list[str] = [
         person_id INTEGER NOT NULL,
         PRIMARY KEY (chunk_id, person_id)
     );
-    CREATE TABLE faces_gone (chunk_id INTEGER PRIMARY KEY, embedding BLOB NOT NULL);
+    CREATE TABLE faces_gone (
+        chunk_id INTEGER PRIMARY KEY,
+        embedding BLOB NOT NULL,
+        doc_id TEXT,
+        bbox TEXT,
+        person_id INTEGER,
+        pinned INTEGER NOT NULL DEFAULT 0,
+        nobody INTEGER NOT NULL DEFAULT 0,
+        refused TEXT
+    );
     CREATE TRIGGER face_gone AFTER DELETE ON chunks WHEN old.kind = 'face' BEGIN
-        INSERT OR REPLACE INTO faces_gone (chunk_id, embedding)
-            SELECT old.id, old.embedding WHERE EXISTS (SELECT 1 FROM face_people WHERE chunk_id = old.id);
+        INSERT OR REPLACE INTO faces_gone (chunk_id, embedding, doc_id, bbox, person_id, pinned, nobody, refused)
+            SELECT old.id, old.embedding, old.doc_id, old.bbox, f.person_id, f.pinned, f.nobody,
+                (SELECT json_group_array(r.person_id) FROM face_refusals r WHERE r.chunk_id = old.id)
+            FROM face_people f WHERE f.chunk_id = old.id;
         DELETE FROM face_people WHERE chunk_id = old.id;
         DELETE FROM face_refusals WHERE chunk_id = old.id;
     END

@@ -35,7 +35,7 @@ from lookalike.errors import StoreError
 from lookalike.relevance import FILE as CALIBRATION_FILE
 from lookalike.store.docstore import DocStore
 from lookalike.store.locks import exclusive, try_exclusive
-from lookalike.store.manifest import MANIFEST, Manifest, WorkspaceLayout
+from lookalike.store.manifest import MANIFEST, Manifest, WorkspaceLayout, spaces_of_identity
 from lookalike.store.shard_index import ShardIndex
 from lookalike.store.shard_set import ShardSet
 from lookalike.store.shard_spec import ShardSpec
@@ -69,7 +69,7 @@ class Workspace:
         self.store = store
         self.manifest = manifest
         self.writer = writer
-        self._most_chunks = MostChunks(store)
+        self._most_chunks: dict[str, MostChunks] = {}  # by vector space
         self._identity: str | None = None  # what the vectors are; a store re-built for others is refused
 
     # --- opening ------------------------------------------------------------------------------
@@ -133,7 +133,11 @@ class Workspace:
         if reset:
             self.store.clear(identity)
         elif reshard and self.manifest.moved is not None:
-            self.store.reassign_shards(*self.manifest.moved, identity)
+            # The store says where its chunks are (its identity moves with them, in one transaction):
+            # a move committed before a manifest write that failed is not made twice.
+            if self.store.identity != identity:
+                old = spaces_of_identity(self.store.identity) or self.manifest.moved[0]
+                self.store.reassign_shards(old, self.manifest.moved[1], identity)
         elif self.store.identity != identity:
             self.store.set_identity(identity)
         old_roots = self.manifest.take_old_roots()
@@ -258,9 +262,14 @@ class Workspace:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def max_chunks_per_doc(self) -> int:
-        """The most chunks any document has (1 when empty), as an upper bound (see MostChunks)."""
-        return self._most_chunks.get()
+    def max_chunks_per_doc(self, space: str | None = None) -> int:
+        """The most chunks any document has in ``space`` (None: the first; 1 when empty), as an
+        upper bound (see MostChunks)."""
+        name = space or next(iter(self.spaces))
+        most = self._most_chunks.get(name)
+        if most is None:
+            most = self._most_chunks[name] = MostChunks(self.store, self.slots(name))
+        return most.get()
 
     def doc_ids_under(self, roots: Iterable[str]) -> list[str]:
         """The ids of stored documents whose file is one of ``roots`` or inside one of them."""
@@ -286,13 +295,17 @@ class Workspace:
                 f"the {name} vectors of workspace {self.path} have {vectors.shards} shards, not a shard {shard}"
             )
         total = sum(s.shards for s in spaces.values())
+        # The memory budget is shared by the spaces in proportion to their vectors' size (a face's
+        # 128 numbers against a photo's 1280), then evenly by each space's shards.
+        share = vectors.dim / sum(s.dim for s in spaces.values())
+        budget = IndexBudget(int(self.budget.memory_bytes * share), self.budget.latency_ms).per_shard(vectors.shards)
         spec = ShardSpec(
             folder=self.path / shard_folder(name, shard, first=slots.start == 0),
             shard=slots[shard],
             dim=vectors.dim,
             metric=vectors.metric,
             shards=total,
-            budget=self.budget.per_shard(total),
+            budget=budget,
             persist=self.writer if persist is None else persist and self.writer,
             check_identity=self.check_identity,
             exact=lambda ids: self.store.embeddings(ids, vectors.dim),
@@ -366,8 +379,9 @@ class MostChunks:
     an upper bound brought forward from the vector log (added chunks only: removals can only lower
     it, and a high bound stays exact), so a search never counts every document's chunks."""
 
-    def __init__(self, store: DocStore):
+    def __init__(self, store: DocStore, slots: range):
         self.store = store
+        self.slots = slots  # one vector space's shards
         self._cached: tuple[int, int] | None = None  # (generation, the most chunks a document has)
 
     def get(self) -> int:
@@ -376,11 +390,11 @@ class MostChunks:
             if cached is not None and cached[0] == state.generation:
                 return cached[1]
             if cached is None or cached[0] < state.log_floor or cached[0] > state.generation:
-                most = self.store.max_chunks_per_doc()
+                most = self.store.max_chunks_per_doc(self.slots)
             else:
                 change = self.store.logged_changes(cached[0], state.generation)
-                added = [i for _, is_add, ids in change.steps if is_add for i in ids]
-                most = max(cached[1], self.store.max_chunks_of_docs_with(added)) if added else cached[1]
+                added = [i for shard, is_add, ids in change.steps if is_add and shard in self.slots for i in ids]
+                most = max(cached[1], self.store.max_chunks_of_docs_with(added, self.slots)) if added else cached[1]
             self._cached = (state.generation, most)
             return most
 
