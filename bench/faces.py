@@ -13,6 +13,9 @@ on at most 1600 px a side).
    photos), then ``--faces`` (whole photos and faces, then the grouping into people) with the
    detector pod's `parallel` at 1 and 2, on the same photos in the same run: photos/s, faces/s,
    and the faces run's time as a multiple of the default flow's.
+3. Detector settings (`--detector`): on bench.people_data's labelled photos (dlib's five johns and
+   face_recognition's photos padded to 1600x1200, and group photos of two: 81 faces of 108-150 px),
+   photos/s and faces found for each longer side the detector works at and each `upsample`.
 """
 
 from __future__ import annotations
@@ -121,11 +124,56 @@ def end_to_end(folder: Path, work: Path, parallel: int | None) -> dict[str, floa
     }
 
 
+DETECTOR_SETTINGS = ((1600, 1), (1600, 0), (1200, 1), (1024, 1), (800, 1))
+
+
+def detector_settings() -> list[dict[str, int | float]]:
+    """Photos/s and faces found per (max_side, upsample), one thread, min_score 0.3 as the preset."""
+    from bench.people_data import labelled_photos
+
+    images, labels = labelled_photos()
+    rgbs = [np.asarray(im.convert("RGB")) for im in images]
+    model = FaceModel(detection=True, description=False)
+    model.locate(rgbs[0], 0, 800, 0.3)  # the detector loaded before timing
+    out = []
+    for max_side, upsample in DETECTOR_SETTINGS:
+        start = time.perf_counter()
+        found = [len(model.locate(rgb, upsample, max_side, 0.3)) for rgb in rgbs]
+        seconds = time.perf_counter() - start
+        out.append(
+            {
+                "max_side": max_side,
+                "upsample": upsample,
+                "smallest_face_px_at_1600": 80 // 2**upsample * 1600 // max_side,
+                "photos_per_s": round(len(rgbs) / seconds, 2),
+                "faces": sum(found),
+                "expected": sum(len(names) for names in labels),
+                "photos_all_found": sum(1 for f, names in zip(found, labels, strict=True) if f == len(names)),
+                "photos": len(rgbs),
+            }
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--detector", action="store_true", help="only part 3, the detector's settings")
     args = parser.parse_args()
+    if args.detector:
+        rows = detector_settings()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return
+        print("| longer side | upsample | smallest face (px at 1600) | photos/s | faces found | photos with all |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['max_side']} | {r['upsample']} | {r['smallest_face_px_at_1600']} | {r['photos_per_s']} "
+                f"| {r['faces']} of {r['expected']} | {r['photos_all_found']} of {r['photos']} |"
+            )
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         folder = work / "photos"
