@@ -53,6 +53,13 @@ class BadInput(LookalikeError):
         self.reason = reason or message
 
 
+class Conflict(BadInput):
+    """A valid input that clashes with what the workspace holds: a name another person has, or one
+    that would read as something else (an id, a keyword). Another value works."""
+
+    http_status = 409
+
+
 class NotFound(LookalikeError):
     """A file, document or resource that was asked for does not exist."""
 

@@ -206,7 +206,7 @@ def test_api_names_merges_moves_and_hides_under_the_write_rules(ws):
         r = client.post(f"/api/people/{obama}/name", json={"name": "Barack Obama"}, headers=auth)
         assert r.status_code == 200 and r.json()["name"] == "Barack Obama"
         taken = client.post(f"/api/people/{biden}/name", json={"name": "Barack Obama"}, headers=auth)
-        assert taken.status_code == 400 and "already named" in taken.json()["error"]["message"]
+        assert taken.status_code == 409 and "already named" in taken.json()["error"]["message"]
         assert client.get("/api/people/nobody").status_code == 404
         one = client.get("/api/people/barack obama").json()
         doc = one["photo_ids"][0]

@@ -69,6 +69,7 @@ class Inspector:
         self.workspace, self.flows, self.levels = workspace, flows, levels
         self._word_counts: tuple[int, dict[str, int]] = (-1, {})  # (store generation, word -> photos)
         self._counts: tuple[int, dict[Filters, int]] = (-1, {})  # (store generation, filters -> documents)
+        self._shards_described: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # space -> (generation, shards)
 
     def info(self, *, verify: bool = True, recall: bool = False) -> InfoReport:
         """Documents, chunks, shards and their vector index (type, memory, recall@10 measured when
@@ -99,10 +100,19 @@ class Inspector:
             if running is not None and pods:
                 described += running.ask(pods[0].name, "describe")
             else:
-                described += self.workspace.all_shards(space).describe()
+                described += self._described_here(space)
         choice = self.flows.choice("query")
         where = {"kind": choice.kind, "pods": runtime.placement() if runtime is not None else {}}
         return InfoReport(self.workspace.info(described), runtime=where)
+
+    def _described_here(self, space: str) -> list[dict[str, Any]]:
+        """A space's shards described by opening them here (no query pod holds them yet), once per
+        commit: a page asks for the stats often, and opening a large shard is not free."""
+        generation = self.workspace.store.generation
+        cached = self._shards_described.get(space)
+        if cached is None or cached[0] != generation:
+            cached = self._shards_described[space] = (generation, self.workspace.all_shards(space).describe())
+        return cached[1]
 
     def tag_words(self, prefix: str, limit: int = 10) -> list[TagWord]:
         """Tag words starting with ``prefix`` that the collection holds: each with how many photos a

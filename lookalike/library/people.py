@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lookalike.errors import BadInput, NotFound
+from lookalike.errors import BadInput, Conflict, NotFound
 from lookalike.filters import Filters
 from lookalike.people import Changes, FaceGrouper, GroupingRule
 from lookalike.store.locks import exclusive
@@ -214,8 +214,8 @@ class People:
             name = " ".join("".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Cs")).split())
             if not name:
                 name = None
-            elif name.isdigit() or name.lower() in ("new", "none"):
-                raise BadInput(
+            elif (name.isascii() and name.isdigit()) or name.lower() in ("new", "none"):
+                raise Conflict(
                     f"a name cannot be {name!r}: a number names a person by id, 'new' someone new and 'none' nobody",
                     "bad name",
                 )

@@ -460,7 +460,7 @@ ERROR_DESCRIPTIONS = {
     401: "a token is set and the request does not carry it",
     403: "writes are disabled here, or the request comes from another web site",
     404: "no such document or file",
-    409: "the workspace cannot be written",
+    409: "the workspace cannot be written, or the request clashes with what it holds (a name another person has)",
     408: "the request body arrived too slowly",
     413: "the request body is over the upload limit",
     422: "a parameter is missing or out of range",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lookalike.errors import BadInput, NotFound
+from lookalike.errors import Conflict, NotFound
 from lookalike.store.database import Database, decode_vector, encode_vector, in_batches
 from lookalike.store.vector_log import bump_generation
 
@@ -282,7 +282,7 @@ class PeopleStore:
                     (name, person),
                 ).fetchone()
                 if other is not None:
-                    raise BadInput(
+                    raise Conflict(
                         f"person {other[0]} is already named {other[1]!r}: if they are one person, merge person "
                         f"{person} into person {other[0]}",
                         "name taken",
@@ -300,7 +300,7 @@ class PeopleStore:
         """Every face of ``source`` becomes ``target``'s (names: the target's, else the source's);
         how many faces moved."""
         if source == target:
-            raise BadInput("a person cannot be merged into itself", "bad request")
+            raise Conflict("a person cannot be merged into itself", "bad request")
         with self._db.transaction() as conn:
             names = {p: _need_person(conn, p) for p in (source, target)}
             moved = [r[0] for r in conn.execute("SELECT chunk_id FROM face_people WHERE person_id = ?", (source,))]
