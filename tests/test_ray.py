@@ -347,3 +347,29 @@ def test_an_unreachable_cluster_is_one_clear_error(tmp_path):
     assert done.returncode == 8, done.stderr
     assert done.stderr.startswith("error: cannot connect to the Ray cluster at 127.0.0.1:"), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_faces_index_on_ray_into_their_own_space_as_they_do_here(cluster, people, tmp_path, model_dir):
+    """`--faces` on the cluster: the photo branch and the face branch are actors, each vector space
+    its own shard actors, and the workspace holds what a local run makes: the same people, the same
+    face search."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, blob in people.items():
+        if name.endswith(".jpg"):
+            (photos / name).write_bytes(blob)
+    ray_args = ("--runtime", "ray", "--ray-address", cluster.address)
+    listed, found = [], []
+    for ws, runtime in ((tmp_path / "local", ()), (tmp_path / "ray", ray_args)):
+        done = _cli("index", "--faces", str(photos), "-w", str(ws), *runtime)
+        assert done.returncode == 0, done.stderr
+        people_json = _cli("people", "-w", str(ws), "--json")
+        assert people_json.returncode == 0, people_json.stderr
+        listed.append([(p["faces"], p["photos"]) for p in json.loads(people_json.stdout)["people"]])
+        search = _cli("search", str(photos / "obama.jpg"), "--face", "0", "-k", "3", "-w", str(ws), "--json", *runtime)
+        assert search.returncode == 0, search.stderr
+        found.append([r["path"].rsplit("/", 1)[1] for r in json.loads(search.stdout)["results"]])
+        info = json.loads(_cli("info", "-w", str(ws), "--json").stdout)
+        assert info["consistent"] and list(info["spaces"]) == ["image", "faces"], info
+    assert listed[0] == listed[1] and listed[0][0][0] >= 5  # Obama's faces make a person, both ways
+    assert found[0] == found[1] and found[0][0] == "obama.jpg"
