@@ -76,3 +76,18 @@ def wait_js(pg, expression: str, arg=None, timeout_s: float = TIMEOUT_MS / 1000)
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout_s:.0f}s: {expression}")
         time.sleep(0.05)
+
+
+def watched_page(browser, base: str, viewport: dict, scale: float = 1, touch: bool = False):
+    """A fresh page that records uncaught script errors, what the page's Content-Security-Policy
+    blocked (it shows on the console), and every request leaving ``base``: (context, page, errors,
+    foreign requests)."""
+    context = browser.new_context(viewport=viewport, device_scale_factor=scale, has_touch=touch)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    foreign: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+    pg.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else foreign.append(r.url))
+    return context, pg, errors, foreign

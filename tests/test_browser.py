@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from axe import axe_violations
-from browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, serving, wait_js
+from browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, serving, wait_js, watched_page
 from PIL import Image
 
 from conftest import copy_photos, group_photo, lookalike_cmd
@@ -320,14 +320,7 @@ def face_server(people, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
 def _face_page(browser, base: str, viewport: dict, path: str = "/") -> Iterator[Any]:
     """A page of the faces workspace; no script error, no CSP violation, nothing fetched elsewhere."""
     phone = viewport is PHONE
-    context = browser.new_context(viewport=viewport, device_scale_factor=3 if phone else 1, has_touch=phone)
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    foreign: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
-    pg.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else foreign.append(r.url))
+    context, pg, errors, foreign = watched_page(browser, base, viewport, scale=3 if phone else 1, touch=phone)
     pg.goto(base + path)
     wait_js(pg, "() => document.body.classList.contains('face-workspace')")
     try:

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from axe import axe_violations
-from browsing import ARTIFACTS, TIMEOUT_MS, serving, wait_js
+from browsing import ARTIFACTS, serving, wait_js, watched_page
 from PIL import Image
 
 from conftest import lookalike_cmd
@@ -85,14 +85,7 @@ def server(library: dict[str, Any], model_dir: Path, tmp_path_factory: pytest.Te
 
 
 def _open(browser, server: str, viewport: dict, scale: float = 1, path: str = "/") -> tuple[Any, Any, list, list]:
-    context = browser.new_context(viewport=viewport, device_scale_factor=scale, has_touch=viewport is PHONE)
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    foreign: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
-    pg.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else foreign.append(r.url))
+    context, pg, errors, foreign = watched_page(browser, server, viewport, scale=scale, touch=viewport is PHONE)
     pg.goto(server + path)
     pg.wait_for_selector("#grid .tile img", state="attached") if path == "/" else None
     return context, pg, errors, foreign

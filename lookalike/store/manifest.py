@@ -190,17 +190,7 @@ class Manifest:
                         f"PATH...`, or index into a new --workspace"
                     )
                 continue
-            recorded = current_fingerprint(old.encoder)
-            if space.encoder and recorded and recorded != space.encoder and docs:
-                raise StoreError(
-                    f"workspace {self.folder} was built with encoder {recorded}, but this flow encodes with "
-                    f"{space.encoder}; {_REINDEX}"
-                )
-            if (old.dim, old.metric) != (space.dim, space.metric) and store.count_chunks():
-                raise StoreError(
-                    f"workspace {self.folder} holds {old.dim}-d {old.metric} vectors, not "
-                    f"{space.dim}-d {space.metric}; {_REINDEX}"
-                )
+            self._check_vectors(old, space, store)
         dropped = [name for name in have if name not in wanted]
         if dropped and docs:
             raise StoreError(
@@ -224,18 +214,21 @@ class Manifest:
     def check_flow(self, spaces: dict[str, VectorSpace], store: DocStore) -> None:
         """Refuse flows whose vectors are not this workspace's (a reader's flows, built after it opened)."""
         for name, space in spaces.items():
-            mine = self.space(name)
-            recorded = current_fingerprint(mine.encoder)
-            if space.encoder and recorded and recorded != space.encoder and store.count_docs() > 0:
-                raise StoreError(
-                    f"workspace {self.folder} was built with encoder {recorded}, but this flow encodes with "
-                    f"{space.encoder}; {_REINDEX}"
-                )
-            if (mine.dim, mine.metric) != (space.dim, space.metric) and store.count_chunks():
-                raise StoreError(
-                    f"workspace {self.folder} holds {mine.dim}-d {mine.metric} vectors, not "
-                    f"{space.dim}-d {space.metric}; {_REINDEX}"
-                )
+            self._check_vectors(self.space(name), space, store)
+
+    def _check_vectors(self, mine: VectorSpace, flows: VectorSpace, store: DocStore) -> None:
+        """Refuse a flow's space whose encoder or vectors are not the workspace's (unless it is empty)."""
+        recorded = current_fingerprint(mine.encoder)
+        if flows.encoder and recorded and recorded != flows.encoder and store.count_docs() > 0:
+            raise StoreError(
+                f"workspace {self.folder} was built with encoder {recorded}, but this flow encodes with "
+                f"{flows.encoder}; {_REINDEX}"
+            )
+        if (mine.dim, mine.metric) != (flows.dim, flows.metric) and store.count_chunks():
+            raise StoreError(
+                f"workspace {self.folder} holds {mine.dim}-d {mine.metric} vectors, not "
+                f"{flows.dim}-d {flows.metric}; {_REINDEX}"
+            )
 
     def set_budget(self, memory: int | None, latency_ms: float | None) -> bool:
         """Given values replace the remembered ones; whether any was given."""

@@ -134,14 +134,24 @@ async def get_thumbnail(
     workspace. Its ETag is the file's content hash and the size: a browser revisiting it is
     answered 304 without the file being read or a thumbnail made."""
     library, doc = service.stored(doc_id)
-    etag = '"' + hashlib.sha1(f"{doc.content_hash}:{size}".encode()).hexdigest()[:16] + '"'
-    headers = {"Cache-Control": "private, max-age=3600", "ETag": etag}
-    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers=headers)
+    headers, unchanged = revalidated(request, f"{doc.content_hash}:{size}")
+    if unchanged is not None:
+        return unchanged
     path = servable(library, doc.uri)
     cache = library.workspace.path / "thumbnails"
     thumb = await run_in_threadpool(thumbnail, path, doc.id, doc.content_hash or "", size, cache)
     return FileResponse(thumb, media_type="image/jpeg", headers=headers)
+
+
+def revalidated(request: Request, key: str) -> tuple[dict[str, str], Response | None]:
+    """The caching headers of a picture made from ``key`` (the content hash and what was made of
+    it), and the 304 to answer a browser that already holds it (else None): decided before the file
+    is read or anything is encoded."""
+    etag = '"' + hashlib.sha1(key.encode()).hexdigest()[:16] + '"'
+    headers = {"Cache-Control": "private, max-age=3600", "ETag": etag}
+    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        return headers, Response(status_code=304, headers=headers)
+    return headers, None
 
 
 def upload_name(data: bytes, filename: str | None) -> str:

@@ -6,7 +6,6 @@ and Host rules) and wait their turn with index runs. A person is named by id or 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from lookalike.library import Library
 from lookalike.library.people import Person
 from lookalike.server.routes import service_of
-from lookalike.server.routes.documents import BINARY, servable
+from lookalike.server.routes.documents import BINARY, revalidated, servable
 from lookalike.server.schemas import (
     FacePersonBody,
     FacesResponse,
@@ -98,10 +97,9 @@ async def face_thumb(
     if info is None or info[1] != "face" or info[2] is None:
         raise ApiError(404, "NotFound", f"no face {face}")
     doc = library.doc(info[0])
-    etag = '"' + hashlib.sha1(f"{doc.content_hash}:{face}:{size}".encode()).hexdigest()[:16] + '"'
-    headers = {"Cache-Control": "private, max-age=3600", "ETag": etag}
-    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers=headers)
+    headers, unchanged = revalidated(request, f"{doc.content_hash}:{face}:{size}")
+    if unchanged is not None:
+        return unchanged
     path = servable(library, doc.uri)
     cache = library.workspace.path / "thumbnails"
     thumb = await run_in_threadpool(face_thumbnail, path, face, info[2], doc.content_hash or "", size, cache)
