@@ -290,7 +290,7 @@ def _print_index_report(report: IndexReport, as_json: bool) -> None:
         g = report.people
         out.print(
             f"faces: {g.new_faces} new, {g.gone_faces} gone, {g.assigned} given a person; "
-            f"{g.people} people (`lookalike people`)"
+            f"{g.people} {'person' if g.people == 1 else 'people'} (`lookalike people`)"
         )
     if report.skipped:
         out.print("skipped: " + ", ".join(f"{n} {reason}" for reason, n in report.skipped.items()), markup=False)
@@ -1413,7 +1413,8 @@ def _print_moves(batches: list[MoveBatch], as_json: bool) -> None:
 
 people_app = typer.Typer(
     help="The people in a workspace indexed with --faces: faces grouped into people as photos are indexed. "
-    "Name them, merge two, move a face, hide one; search with --person NAME.",
+    "Without a command, lists them (3 faces or more, or a name), the most photographed first. Name them, "
+    "merge two, move a face, hide one; search with --person NAME.",
     invoke_without_command=True,
 )
 app.add_typer(people_app, name="people")
@@ -1474,11 +1475,16 @@ def _person_paths(library: Library, doc_ids: list[str]) -> list[str]:
     return sorted(display_path(d.uri) for d in docs.values() if d.uri)
 
 
-def _people_change(ctx: typer.Context, change: Any, as_json: bool) -> None:
+def _people_workspace(ctx: typer.Context, workspace: Path | None) -> Path | None:
+    """A people command's workspace: given after the command, or before it (`people -w WS name ...`)."""
+    return workspace or (ctx.obj or {}).get("workspace")
+
+
+def _people_change(ctx: typer.Context, workspace: Path | None, change: Any, as_json: bool) -> None:
     """Run ``change(library)`` on a writable library and print the person (or face) it returns."""
     from lookalike.library.people import Person
 
-    with _open(options(workspace=(ctx.obj or {}).get("workspace")), write=True) as library:
+    with _open(options(workspace=_people_workspace(ctx, workspace)), write=True) as library:
         done = change(library)
     if as_json:
         out.print_json(json.dumps(done.to_dict() if isinstance(done, Person) else vars(done)))
@@ -1498,10 +1504,11 @@ def people_name(
     name: Annotated[
         str, typer.Argument(metavar="NAME", help='The name, e.g. "John Simm" (empty: no name).', show_default=False)
     ],
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Name a person. No two people share a name: merge them instead."""
-    _people_change(ctx, lambda library: library.people.name(person, name or None), as_json)
+    _people_change(ctx, workspace, lambda library: library.people.name(person, name or None), as_json)
 
 
 @people_app.command("merge")
@@ -1509,10 +1516,11 @@ def people_merge(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="The person whose faces move.", show_default=False)],
     target: Annotated[str, typer.Argument(metavar="TARGET", help="The person who takes them.", show_default=False)],
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Merge SOURCE into TARGET: every face of SOURCE becomes TARGET's (TARGET keeps its id and name)."""
-    _people_change(ctx, lambda library: library.people.merge(source, target), as_json)
+    _people_change(ctx, workspace, lambda library: library.people.merge(source, target), as_json)
 
 
 @people_app.command("move")
@@ -1536,11 +1544,12 @@ def people_move(
             show_default=False,
         ),
     ],
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Say whose a face is. The grouping never moves it back, nor links it to the person it was taken from."""
     target: str | None = None if person.lower() == "none" else person
-    _people_change(ctx, lambda library: library.people.move(face, target), as_json)
+    _people_change(ctx, workspace, lambda library: library.people.move(face, target), as_json)
 
 
 @people_app.command("hide")
@@ -1548,16 +1557,19 @@ def people_hide(
     ctx: typer.Context,
     person: PersonArg,
     undo: Annotated[bool, typer.Option("--undo", help="Show the person again.")] = False,
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Hide a person from the list (their faces stay theirs); --undo shows them again."""
-    _people_change(ctx, lambda library: library.people.hide(person, not undo), as_json)
+    _people_change(ctx, workspace, lambda library: library.people.hide(person, not undo), as_json)
 
 
 @people_app.command("show")
-def people_show(ctx: typer.Context, person: PersonArg, as_json: JsonOpt = False) -> None:
+def people_show(
+    ctx: typer.Context, person: PersonArg, workspace: WorkspaceOpt = None, as_json: JsonOpt = False
+) -> None:
     """One person: their photos, and the id and box of their face in each (for `people move`)."""
-    with _open(options(workspace=(ctx.obj or {}).get("workspace")), write=False) as library:
+    with _open(options(workspace=_people_workspace(ctx, workspace)), write=False) as library:
         found = library.people.person(person)
         ids = found.photos or []
         paths = {d.id: display_path(d.uri) for d in library.workspace.store.get_docs(ids).values() if d.uri}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.errors import Conflict, NotFound
-from lookalike.store.database import Database, decode_vector, encode_vector, in_batches
+from lookalike.store.database import Database, decode_vector, encode_vector, in_batches, store_error
 from lookalike.store.vector_log import bump_generation
 
 BBox = tuple[int, int, int, int]
@@ -102,11 +102,14 @@ class PeopleStore:
         """The faces in shards ``slots`` (the faces space) as the grouping needs them, read in one
         transaction; without ``grouped`` only what is new or gone (to know whether there is work)."""
         conn = self._db.reader
-        conn.execute("BEGIN")
         try:
-            return self._grouping_state(conn, slots, dim, grouped)
-        finally:
-            conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            try:
+                return self._grouping_state(conn, slots, dim, grouped)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise store_error(self._db.path, "read", e) from e
 
     def _grouping_state(self, conn: sqlite3.Connection, slots: range, dim: int, grouped: bool) -> GroupingState:
         new = conn.execute(
