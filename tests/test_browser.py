@@ -61,15 +61,7 @@ def server(photo_root: Path, model_dir: Path, tmp_path_factory: pytest.TempPathF
 @pytest.fixture
 def page(browser, server: str) -> Iterator[Any]:
     """A fresh page that records uncaught script errors and every request leaving this server."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    script_errors: list[str] = []
-    foreign: list[str] = []
-    pg.on("pageerror", lambda e: script_errors.append(str(e)))
-    # The page is served with a Content-Security-Policy; whatever it blocks shows up on the console.
-    pg.on("console", lambda m: script_errors.append(m.text) if "Content Security Policy" in m.text else None)
-    pg.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else foreign.append(r.url))
+    context, pg, script_errors, foreign = watched_page(browser, server, {"width": 1280, "height": 900})
     # Intercept file choosers from the start: enabling it only inside expect_file_chooser races the key press.
     pg.on("filechooser", lambda chooser: None)
     pg.goto(server)
