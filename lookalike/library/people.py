@@ -108,8 +108,7 @@ class People:
         ws = self.workspace
         with exclusive(ws.path, name=LOCK):
             slots, dim = ws.slots(FACES), ws.space(FACES).dim
-            peek = ws.store.grouping_state(slots, dim, grouped=False)
-            if not len(peek.new_ids) and not peek.gone:
+            if not ws.store.grouping_pending(slots):
                 return GroupingReport(people=len(self.list()), seconds=time.perf_counter() - start)
             state = ws.store.grouping_state(slots, dim)
             grouper, inherit = self._prepare(state)

@@ -98,20 +98,33 @@ class PeopleStore:
 
     # --- the grouping's state -----------------------------------------------------------------
 
-    def grouping_state(self, slots: range, dim: int, *, grouped: bool = True) -> GroupingState:
+    def grouping_pending(self, slots: range) -> bool:
+        """Whether a face in shards ``slots`` waits to be grouped, or a grouped one is gone (no
+        vector read: most index runs of a photo library add no face)."""
+        try:
+            row = self._db.reader.execute(
+                "SELECT EXISTS (SELECT 1 FROM faces_gone) OR EXISTS (SELECT 1 FROM chunks c WHERE c.shard BETWEEN ? "
+                "AND ? AND c.kind = 'face' AND NOT EXISTS (SELECT 1 FROM face_people f WHERE f.chunk_id = c.id))",
+                (slots.start, slots.stop - 1),
+            ).fetchone()
+        except sqlite3.Error as e:
+            raise store_error(self._db.path, "read", e) from e
+        return bool(row[0])
+
+    def grouping_state(self, slots: range, dim: int) -> GroupingState:
         """The faces in shards ``slots`` (the faces space) as the grouping needs them, read in one
-        transaction; without ``grouped`` only what is new or gone (to know whether there is work)."""
+        transaction."""
         conn = self._db.reader
         try:
             conn.execute("BEGIN")
             try:
-                return self._grouping_state(conn, slots, dim, grouped)
+                return self._grouping_state(conn, slots, dim)
             finally:
                 conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise store_error(self._db.path, "read", e) from e
 
-    def _grouping_state(self, conn: sqlite3.Connection, slots: range, dim: int, grouped: bool) -> GroupingState:
+    def _grouping_state(self, conn: sqlite3.Connection, slots: range, dim: int) -> GroupingState:
         new = conn.execute(
             "SELECT c.id, c.embedding, c.doc_id, c.bbox FROM chunks c WHERE c.shard BETWEEN ? AND ? "
             "AND c.kind = 'face' AND NOT EXISTS (SELECT 1 FROM face_people f WHERE f.chunk_id = c.id) ORDER BY c.id",
@@ -130,8 +143,6 @@ class PeopleStore:
             GoneFace(int(r[0]), r[2], _box(r[3]), r[4], bool(r[5]), bool(r[6]), json.loads(r[7] or "[]")) for r in gone
         ]
         state.gone_vectors = _vectors([(r[0], r[1]) for r in gone], dim)[1]
-        if not grouped:
-            return state
         rows = conn.execute(
             "SELECT f.chunk_id, c.embedding, f.person_id, f.degree, f.pinned, f.nobody FROM face_people f "
             "JOIN chunks c ON c.id = f.chunk_id ORDER BY f.chunk_id"
