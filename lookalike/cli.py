@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
+from lookalike.atomic import atomic_write
 from lookalike.document import Document, display_path
 from lookalike.errors import BadInput, LookalikeError
 from lookalike.filters import Filters
@@ -71,6 +72,7 @@ LEVEL_STYLE = {"same": "[bold green]", "near_duplicate": "[green]", "similar": "
 class Preset(str, Enum):
     default = "default"
     faces = "faces"
+    regions = "regions"
 
 
 class RuntimeKind(str, Enum):
@@ -199,6 +201,26 @@ class _ProgressBar:
         err.print(f"{message}...", markup=False)
 
 
+FacesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--faces",
+        help="Also find every face and index it in the workspace's faces space, for `search --face`, "
+        "`lookalike people` and `--person` (pip install 'lookalike[faces]'). Remembered by the workspace; "
+        "a workspace of photos indexed without faces needs --reset to add them.",
+    ),
+]
+RegionsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--regions",
+        help="Also index 4 regions of every photo (from the same model pass) in the workspace's regions space, "
+        "for searches by a part of a photo (`search --box`). Remembered by the workspace; a workspace of photos "
+        "indexed without regions needs --reset to add them.",
+    ),
+]
+
+
 @app.command()
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
@@ -225,18 +247,12 @@ def index(
     preset: Annotated[
         Preset | None,
         typer.Option(
-            help="Built-in flows: default (whole photos), or faces (whole photos and every face: as --faces)."
+            help="Built-in flows: default (whole photos), faces (whole photos and every face: as --faces) "
+            "or regions (whole photos and 4 regions of each: as --regions)."
         ),
     ] = None,
-    faces: Annotated[
-        bool,
-        typer.Option(
-            "--faces",
-            help="Also find every face and index it in the workspace's faces space, for `search --face`, "
-            "`lookalike people` and `--person` (pip install 'lookalike[faces]'). Remembered by the workspace; "
-            "a workspace of photos indexed without faces needs --reset to add them.",
-        ),
-    ] = False,
+    faces: FacesOpt = False,
+    regions: RegionsOpt = False,
     index_memory: IndexMemoryOpt = None,
     index_latency_ms: IndexLatencyOpt = None,
     runtime: RuntimeOpt = None,
@@ -253,13 +269,11 @@ def index(
     (the image folders and the workspace must be at the same path on every node)."""
     from lookalike.library import IndexRequest
 
-    if faces and preset not in (None, Preset.faces):
-        raise typer.BadParameter("--faces is the faces preset; leave out --preset default", param_hint="--faces")
     opts = options(
         workspace=workspace,
         index_flow=flow,
         query_flow=query_flow,
-        preset="faces" if faces else preset.value if preset else None,
+        preset=_preset(preset, faces=faces, regions=regions),
         index_memory=index_memory,
         index_latency_ms=index_latency_ms,
         runtime=runtime,
@@ -270,6 +284,20 @@ def index(
         with _ProgressBar(enabled=err.is_terminal) as bar:
             report = library.index(request, progress=bar)
     _print_index_report(report, as_json)
+
+
+def _preset(preset: Preset | None, *, faces: bool, regions: bool) -> str | None:
+    """The preset ``index`` runs: --faces and --regions name theirs."""
+    if faces and regions:
+        raise typer.BadParameter(
+            "a workspace holds faces or regions, not both yet: index one of them", param_hint="--regions"
+        )
+    flag = "faces" if faces else "regions" if regions else None
+    if flag is not None and preset not in (None, Preset(flag)):
+        raise typer.BadParameter(
+            f"--{flag} is the {flag} preset; leave out --preset {preset.value}", param_hint=f"--{flag}"
+        )
+    return flag or (preset.value if preset else None)
 
 
 def _print_index_report(report: IndexReport, as_json: bool) -> None:
@@ -322,6 +350,15 @@ FaceOpt = Annotated[
         min=0,
         help="Search by a face of the query photo (0 = the largest) among the indexed faces, instead of by the "
         "whole photo (a workspace indexed with --faces).",
+    ),
+]
+BoxOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="X0,Y0,X1,Y1",
+        help="Search by a part of the query photo: its box as fractions of the width and height "
+        "(0,0 is the top left; 0.5,0,1,0.5 the top right quarter). Each result says which part of it matched "
+        "(a workspace indexed with --regions).",
     ),
 ]
 # --- filters: the same on every search and listing ---------------------------------------------------
@@ -439,6 +476,7 @@ def search(
     ] = None,
     preset: Annotated[Preset | None, typer.Option(help="Built-in query flow (default: the workspace's).")] = None,
     face: FaceOpt = None,
+    box: BoxOpt = None,
     min_match: MinMatchOpt = None,
     runtime: RuntimeOpt = None,
     ray_address: RayAddressOpt = None,
@@ -460,7 +498,12 @@ def search(
     """
     from lookalike.library import SearchRequest
 
-    _check_search_flags(images, like, tag, min_match=min_match, face=face, flow=flow)
+    _check_search_flags(images, like, tag, min_match=min_match, face=face, box=box, flow=flow)
+    if box is not None and face is not None:
+        raise typer.BadParameter(
+            "search by a face (--face) or by a part of the photo (--box), not both", param_hint="--box"
+        )
+    query_box = _box(box)
     filters = _filters(taken_after, taken_before, camera, near, folder, orientation, fmt, person)
     opts = options(
         workspace=workspace,
@@ -474,10 +517,10 @@ def search(
     if tag is not None:
         requests = [SearchRequest(tag=tag, filters=filters)]
     elif like is not None:
-        requests = [SearchRequest(like=like, face=face, min_match=level, filters=filters)]  # type: ignore[arg-type]
+        requests = [SearchRequest(like=like, face=face, box=query_box, min_match=level, filters=filters)]  # type: ignore[arg-type]
     else:
         requests = [
-            SearchRequest(image=str(i), face=face, min_match=level, filters=filters)  # type: ignore[arg-type]
+            SearchRequest(image=str(i), face=face, box=query_box, min_match=level, filters=filters)  # type: ignore[arg-type]
             for i in images or []
         ]
     with _open(opts, write=False) as library:
@@ -487,6 +530,84 @@ def search(
     else:
         for report in reports:
             _print_search_text(report, heading=len(reports) > 1)
+
+
+@app.command()
+def explain(
+    query: Annotated[
+        str,
+        typer.Argument(
+            metavar="QUERY",
+            help="The query: an image file, or an indexed photo (its path or document id).",
+            show_default=False,
+        ),
+    ],
+    result: Annotated[
+        str,
+        typer.Argument(
+            metavar="RESULT", help="A result: an indexed photo (its path or document id).", show_default=False
+        ),
+    ],
+    workspace: WorkspaceOpt = None,
+    box: BoxOpt = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", metavar="PNG", help="Write both pictures side by side, each with its heat map, to this PNG."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why RESULT matched QUERY: which parts of each picture make them alike.
+
+    Each cell of the 7 x 7 grid the model sees is greyed out in turn; its heat is how much the
+    similarity falls without it (1 = the cell that matters most). With --box, the query is that part
+    of QUERY and the result's best region (a workspace indexed with --regions)."""
+    from lookalike.library import ExplainRequest
+
+    opts = options(workspace=workspace)
+    query_box = _box(box)
+    with _open(opts, write=False) as library:
+        as_file = os.path.isfile(query)
+        request = ExplainRequest(
+            result, image=query if as_file else None, like=None if as_file else query, box=query_box
+        )
+        explanation = library.explain(request)
+    if out_file is not None:
+        try:
+            atomic_write(out_file, explanation.png())
+        except OSError as e:
+            raise LookalikeError(f"cannot write {display_path(str(out_file))}: {e.strerror or e}") from e
+    if as_json:
+        out.print_json(data=explanation.to_dict() | ({"out": str(out_file)} if out_file else {}))
+        return
+    out.print(
+        f"similarity {explanation.score:.3f} ({'query box against its best region' if query_box else 'whole photos'})"
+    )
+    for name, grid in (("result", explanation.heat), ("query", explanation.query_heat)):
+        out.print(f"[bold]{name}[/bold] heat, 7 x 7 cells of the part the model sees (# hottest):")
+        for row in grid:
+            out.print("  " + " ".join(_heat_char(v) for v in row))
+    if explanation.region is not None:
+        out.print("matched region of the result: " + ",".join(f"{v:.3f}" for v in explanation.region))
+    if out_file is not None:
+        err.print(f"wrote {display_path(str(out_file))}")
+
+
+def _heat_char(v: float) -> str:
+    return " .:-=+*#"[min(7, int(v * 8))]
+
+
+def _box(text: str | None) -> tuple[float, float, float, float] | None:
+    """--box as the library's box; a usage error says what is wrong with it."""
+    from lookalike.library.types import check_box
+
+    if text is None:
+        return None
+    try:
+        return check_box(text)
+    except BadInput as e:
+        raise typer.BadParameter(str(e), param_hint="--box") from None
 
 
 def _check_search_flags(images: list[Path] | None, like: str | None, tag: str | None, **others: Any) -> None:
@@ -560,7 +681,9 @@ def _print_search_text(report: SearchReport, heading: bool) -> None:
             out.print(f"{i:3d}  distance {hit.distance:.3f}  {level} {path}  [dim]{box}[/dim]")
         else:
             tags = ", ".join(f"{t} {p:.0%}" for t, p in hit.tags[:3])
-            out.print(f"{i:3d}  {hit.score:.3f}  {level} {path}  [dim]{escape(_photo_line(hit.photo, tags))}[/dim]")
+            where = f"region {','.join(f'{v:.2f}' for v in hit.region)} · " if hit.region is not None else ""
+            line = escape(where + _photo_line(hit.photo, tags))
+            out.print(f"{i:3d}  {hit.score:.3f}  {level} {path}  [dim]{line}[/dim]")
 
 
 def _photo_line(photo: dict[str, Any], tags: str) -> str:
@@ -807,7 +930,8 @@ def flow_show(
     file: Annotated[
         str,
         typer.Argument(
-            help="A flow YAML file, or a built-in one: index, query, index-faces (--faces), faces-query (--face N)."
+            help="A flow YAML file, or a built-in one: index, query, index-faces (--faces), faces-query (--face N), "
+            "index-regions (--regions), regions-query (--box)."
         ),
     ],
     fmt: Annotated[

@@ -24,6 +24,13 @@ POOLINGS: tuple[Pooling, ...] = ("rmac", "gem", "avg")
 DEFAULT_POOLING: Pooling = "rmac"
 GEM_P = 3.0  # also the model graph's GeM head (lookalike.models.efficientnet_lite)
 RMAC_LEVELS = 3
+# Region chunks (the ``regions`` space): a 2 x 2 grid of overlapping windows, each 4/7 of the map's
+# side (4 x 4 cells of EfficientNet's 7 x 7 map, 128 px of a 224 px input, overlapping by a cell),
+# max-pooled, unit length, then projected onto REGION_DIM dimensions. Nine windows of 3 x 3 cells
+# found 0.01 more of the pasted objects for 2.25x the bytes (docs/benchmarks.md, "Regions").
+REGION_GRID = 2
+REGION_SIDE = 4 / 7
+REGION_DIM = 256
 QE_ALPHA = 3.0  # neighbours weighted by similarity**3: near ones count, far ones hardly do
 
 
@@ -48,6 +55,31 @@ def rmac_regions(h: int, w: int, levels: int = RMAC_LEVELS) -> tuple[tuple[int, 
                 left = 0 if steps_w == 1 else round(j * (w - side) / (steps_w - 1))
                 out.append((top, top + side, left, left + side))
     return tuple(out)
+
+
+@lru_cache(maxsize=16)
+def region_windows(h: int, w: int) -> tuple[tuple[int, int, int, int], ...]:
+    """The region chunks' windows of an ``h x w`` map as (top, bottom, left, right), row by row:
+    REGION_GRID x REGION_GRID squares of side REGION_SIDE of the shorter side, spread evenly from
+    edge to edge (on a 7 x 7 map, 4 x 4 cells starting at cells 0 and 3)."""
+    side = max(1, round(REGION_SIDE * min(h, w)))
+
+    def starts(n: int) -> list[int]:
+        return [round(i * (n - side) / (REGION_GRID - 1)) for i in range(REGION_GRID)]
+
+    return tuple((t, t + side, left, left + side) for t in starts(h) for left in starts(w))
+
+
+def region_projection(classifier: np.ndarray, dim: int = REGION_DIM) -> np.ndarray:
+    """A ``C x dim`` projection of the head's features onto the ``dim`` directions the ImageNet
+    classifier (``classes x C``) weighs most: its top right singular vectors. Made from the weights
+    alone (no data), and as good as a PCA fitted on the collection's own regions at 256
+    dimensions (docs/benchmarks.md, "Regions"). Each vector's sign is fixed (its largest entry
+    positive) so that every build of the graph projects the same way."""
+    _, _, vt = np.linalg.svd(classifier.astype(np.float64), full_matrices=False)
+    basis = vt[:dim]
+    signs = np.sign(basis[np.arange(len(basis)), np.abs(basis).argmax(axis=1)])
+    return np.ascontiguousarray((basis * signs[:, None]).T, dtype=np.float32)
 
 
 def pool(features: np.ndarray, pooling: Pooling) -> np.ndarray:

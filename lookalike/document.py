@@ -60,12 +60,14 @@ _chunk_uids = itertools.count(1)
 class Chunk:
     """Part of a document that gets its own vector.
 
-    ``kind`` is "whole" (the image), a variant such as "mirror", or a region such as "face";
+    ``kind`` is "whole" (the image), a variant such as "mirror", or a region such as "face" or
+    "region" (a window of the photo, in the ``regions`` space);
     ``bbox`` is ``(x, y, w, h)`` in the original image's pixels, or ``None`` for the whole frame.
     """
 
     kind: str = "whole"
     bbox: tuple[int, int, int, int] | None = None
+    space: str = "image"  # the vector space its embedding belongs to (lookalike.store.spaces)
     tensor: np.ndarray | None = None  # model input; dropped once encoded
     embedding: np.ndarray | None = None
     matches: list[Match] = field(default_factory=list)

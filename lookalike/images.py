@@ -246,15 +246,30 @@ def decode(
     return DecodedImage(rgb, width, height, fmt)
 
 
+def model_view(width: float, height: float) -> tuple[float, float, float]:
+    """The part of a ``width x height`` image the model sees: the centred square (left, top, side),
+    in the image's pixels, of side 224/256 of the shorter side."""
+    side = min(width, height) / RESIZE_RATIO
+    return (width - side) / 2, (height - side) / 2, side
+
+
+def shrink(tensor: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A preprocessed ``3 x H x W`` tensor resampled to ``3 x size`` (height, width)."""
+    h, w = size
+    channels = [
+        np.asarray(Image.fromarray(c, "F").resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0))
+        for c in np.asarray(tensor, dtype=np.float32)
+    ]
+    return np.stack(channels)
+
+
 def to_tensor(img: Image.Image, size: int = 224) -> np.ndarray:
     """Shorter side to ``size * 256/224``, centre crop ``size``, scale to CHW float32.
 
     The crop box is computed in source pixels and resampled once, which equals resize-then-crop
     without resampling the pixels the crop throws away.
     """
-    w, h = img.size
-    side = min(w, h) / RESIZE_RATIO  # the crop's side, in source pixels
-    left, top = (w - side) / 2, (h - side) / 2
+    left, top, side = model_view(*img.size)
     # reducing_gap=3: a box pre-reduction for big downscales, "indistinguishable from fair
     # resampling" per Pillow's docs, and several times faster on large PNGs.
     crop = img.resize(

@@ -74,6 +74,12 @@ schema = schemathesis.openapi.from_dict(
                     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "503"]}},
                 },
                 {
+                    # The same for a query image; and a drawn result id is never an indexed photo (404), a
+                    # drawn box on a workspace without regions is refused (400).
+                    "include-name": "POST /api/explain",
+                    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "503"]}},
+                },
+                {
                     "include-name": "POST /api/remove",
                     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "404", "503"]}},
                 },

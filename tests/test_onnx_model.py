@@ -24,7 +24,8 @@ def test_graph_is_batchnorm_free_and_well_typed(model_dir):
     ops = Counter(n.op_type for n in model.graph.node)
     assert "BatchNormalization" not in ops  # folded into the convolutions
     heads = {"Slice", "ReduceMax", "ReduceL2", "Max", "Div", "Sum", "Pow"}  # R-MAC and GeM
-    assert set(ops) == {"Conv", "Clip", "Add", "GlobalAveragePool", "Flatten", "Gemm"} | heads
+    regions = {"Identity", "Unsqueeze", "Concat", "MatMul", "ReduceMean"}  # the feature map, regions, box
+    assert set(ops) == {"Conv", "Clip", "Add", "GlobalAveragePool", "Flatten", "Gemm"} | heads | regions
     # stem + head + 16 blocks (15 of which expand) * (expand, depthwise, project) convolutions
     assert ops["Conv"] == 2 + 16 * 3 - 1
     dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
@@ -34,6 +35,9 @@ def test_graph_is_batchnorm_free_and_well_typed(model_dir):
         "logits": ["N", 1000],
         "rmac": ["N", 1280],
         "gem": ["N", 1280],
+        "features": ["N", 1280, 7, 7],
+        "regions": ["N", 4, 256],
+        "box": ["N", 256],
     }
 
 

@@ -373,3 +373,21 @@ def test_faces_index_on_ray_into_their_own_space_as_they_do_here(cluster, people
         assert info["consistent"] and list(info["spaces"]) == ["image", "faces"], info
     assert listed[0] == listed[1] and listed[0][0][0] >= 5  # Obama's faces make a person, both ways
     assert found[0] == found[1] and found[0][0] == "obama.jpg"
+
+
+def test_regions_index_on_ray_and_box_searches_find_what_they_do_here(cluster, album, tmp_path, model_dir):
+    """`--regions` on the cluster: the region chunks travel from the encoder actors to the regions
+    space's shard actors, and a box search on Ray finds what it finds here."""
+    ray_args = ("--runtime", "ray", "--ray-address", cluster.address)
+    queries = [str(p) for p in sorted(album.rglob("*.png"))[::15]]
+    found = []
+    for ws, runtime in ((tmp_path / "local", ()), (tmp_path / "ray", ray_args)):
+        done = _cli("index", "--regions", str(album), "-w", str(ws), *runtime)
+        assert done.returncode == 0, done.stderr
+        search = _cli("search", *queries, "--box", "0.2,0.2,0.8,0.8", "-k", "5", "-w", str(ws), "--json", *runtime)
+        assert search.returncode == 0, search.stderr
+        found.append([[(r["path"], r["region"]) for r in q["results"]] for q in json.loads(search.stdout)])
+        info = json.loads(_cli("info", "-w", str(ws), "--json").stdout)
+        assert info["consistent"] and list(info["spaces"]) == ["image", "regions"], info
+        assert info["chunks"] == 5 * len(list(album.rglob("*.png"))), info  # a whole chunk and 4 regions each
+    assert found[0] == found[1] and all(len(q) == 5 for q in found[0])

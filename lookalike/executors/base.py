@@ -150,6 +150,13 @@ class Executor:
         return None
 
     @classmethod
+    def other_spaces_of(cls, params: BaseModel) -> dict[str, tuple[str, int, str]]:
+        """Spaces besides its main one that this executor also fills, each as (fingerprint,
+        dimension, metric): the ImageEncoder with ``regions`` fills ``regions`` with region chunks
+        (``Chunk.space``) from the same model pass. A pod storing such a space takes these."""
+        return {}
+
+    @classmethod
     def vector_space_of(cls, params: BaseModel) -> tuple[int, str] | None:
         """(dimension, metric) of the vectors this executor produces, for encoders: the workspace's
         shards are built for it. Metric "cosine" (inner product of normalised vectors, higher is

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+from PIL import Image
 from pydantic import BaseModel, Field
 
-from lookalike.document import Chunk, Document
+from lookalike.document import Chunk, Document, Request
 from lookalike.errors import BadInput, ConfigError
 from lookalike.executors.base import Executor, Preprocessing, requests
 from lookalike.images import PREPROCESS_VERSION, decode, to_tensor
@@ -12,8 +15,17 @@ from lookalike.images import PREPROCESS_VERSION, decode, to_tensor
 DEFAULT_SIZE = 224  # with no encoder downstream to follow: EfficientNet-Lite0's input
 
 
+def crop(image: Image.Image, box: list[float]) -> Image.Image:
+    """The part of ``image`` inside ``box`` (x0, y0, x1, y1 as fractions of its width and height),
+    at least one pixel each way."""
+    w, h = image.size
+    x0, y0 = min(int(box[0] * w), w - 1), min(int(box[1] * h), h - 1)
+    return image.crop((x0, y0, max(x0 + 1, math.ceil(box[2] * w)), max(y0 + 1, math.ceil(box[3] * h))))
+
+
 class ImageNormalizer(Executor):
-    """Decodes each document and adds its whole-image chunk, ready for the encoder."""
+    """Decodes each document and adds its whole-image chunk, ready for the encoder. A search with a
+    ``box`` parameter (a search by a part of the photo) takes that part of each query image."""
 
     class Params(Executor.Params):
         size: int | None = Field(
@@ -42,8 +54,9 @@ class ImageNormalizer(Executor):
         return f"pre{PREPROCESS_VERSION}-{params.size or DEFAULT_SIZE}{'' if params.draft else '-nodraft'}"
 
     @requests(on=["index", "search"])
-    def normalize(self, docs: list[Document]) -> None:
+    def normalize(self, docs: list[Document], request: Request) -> None:
         size = self.params.size or DEFAULT_SIZE
+        box = request.parameters.get("box") if request.kind == "search" else None
         draft_size = round(size * 256 / 224) if self.params.draft else None
         for doc in docs:
             if doc.chunks and all(c.embedding is not None for c in doc.chunks):
@@ -52,8 +65,8 @@ class ImageNormalizer(Executor):
                 doc.fail("no image bytes to decode (is ImageReader before ImageNormalizer?)", "no content")
                 continue
             try:
-                decoded = decode(doc.blob, draft_size=draft_size, name=doc.uri)
-                tensor = to_tensor(decoded.image, size)
+                decoded = decode(doc.blob, draft_size=None if box else draft_size, name=doc.uri)
+                tensor = to_tensor(decoded.image if box is None else crop(decoded.image, box), size)
             except BadInput as e:  # the bytes cannot be decoded: the file's own fault
                 doc.fail(str(e), e.reason, input_fault=True)
                 continue

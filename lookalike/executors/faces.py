@@ -31,6 +31,7 @@ from lookalike.models.faces import (
     FaceModel,
     descriptor_fingerprint,
 )
+from lookalike.store.spaces import FACES
 
 
 class FaceDetector(Executor):
@@ -66,7 +67,8 @@ class FaceDetector(Executor):
             if found is not None and found.faces:
                 chips = self._chips(doc, found, found.faces)
                 doc.chunks.extend(
-                    Chunk(kind="face", bbox=box, tensor=chip) for (box, _), chip in zip(found.faces, chips, strict=True)
+                    Chunk(kind="face", bbox=box, space=FACES, tensor=chip)
+                    for (box, _), chip in zip(found.faces, chips, strict=True)
                 )
             doc.blob = None  # the bytes are no longer needed; memory stays flat on big folders
 
@@ -94,7 +96,7 @@ class FaceDetector(Executor):
             doc.fail(f"face {n} asked for, but the image has {has}", "no such face")
         else:
             (chip,) = self._chips(doc, found, [faces[n]])
-            doc.chunks.append(Chunk(kind="face", bbox=faces[n][0], tensor=chip))
+            doc.chunks.append(Chunk(kind="face", bbox=faces[n][0], space=FACES, tensor=chip))
 
     def _detect(self, doc: Document) -> _Found | None:
         """Decode ``doc`` and find its faces; ``None`` when it arrived encoded or cannot be used."""

@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from lookalike.document import Document, Match, Request
+from lookalike.document import Chunk, Document, Match, Request
 from lookalike.errors import STORE_FAILURE, LookalikeError, StoreError
 from lookalike.executors.base import Executor, requests
 from lookalike.filters import Filters
 from lookalike.settings import default
 from lookalike.store.filtering import KeptByFilter, KeptCache
 from lookalike.store.shard_index import ShardIndex
+from lookalike.store.spaces import DEFAULT_SPACE, FACES, REGIONS
 from lookalike.store.workspace import Workspace
 
 
@@ -31,6 +32,13 @@ def _workspace(executor: Executor) -> Workspace:
     if ws is None:
         raise StoreError(f"{type(executor).__name__} needs a workspace; run it inside a flow with --workspace")
     return ws
+
+
+def _of_space(chunk: Chunk, space: str | None) -> bool:
+    """Whether a pod storing ``space`` takes ``chunk``: a chunk of that space, or one of the
+    default space (every encoder's main vectors, whatever the pod names its space), except in the
+    faces and regions spaces, which take only chunks made for them."""
+    return chunk.space == space or (chunk.space == DEFAULT_SPACE and space not in (FACES, REGIONS))
 
 
 def _fits(embedding: np.ndarray, dim: int) -> bool:
@@ -61,9 +69,9 @@ class VectorIndexer(Executor):
     @requests(on="index")
     def stage(self, docs: list[Document], request: Request) -> None:
         self._indexed = True
-        dim, slot = self.index.spec.dim, self.index.shard
+        dim, slot, space = self.index.spec.dim, self.index.shard, self.context.space
         for doc in docs:
-            chunks = [c for c in doc.chunks if c.embedding is not None]
+            chunks = [c for c in doc.chunks if c.embedding is not None and _of_space(c, space)]
             bad = [c.embedding for c in chunks if c.embedding is not None and not _fits(c.embedding, dim)]
             if bad:
                 doc.fail(f"embedding of shape {bad[0].shape} or non-finite; workspace holds {dim}-d", "bad vector")
@@ -82,7 +90,8 @@ class VectorIndexer(Executor):
         # matches guarantees that ranking chunks into documents still yields the exact top_k.
         k = self.params.chunks_per_query or top_k * self.workspace.max_chunks_per_doc(self.context.space)
         request.parameters["chunks_per_query"] = k  # so the merge of the shards keeps exactly k
-        queries = [(c, c.embedding) for d in docs for c in d.chunks if c.embedding is not None]
+        space = self.context.space
+        queries = [(c, c.embedding) for d in docs for c in d.chunks if c.embedding is not None and _of_space(c, space)]
         if not queries:
             return
         filters = request.parameters.get("filters")

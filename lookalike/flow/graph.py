@@ -169,6 +169,12 @@ class Flow:
                     ("pods", pod.name, "space"), f"another pod already stores the {name!r} vectors; name another space"
                 )
             upstream = [self.pods[n] for n in self.upstream(pod.name)]
+            other = [o[name] for p in upstream if name in (o := p.executor.other_spaces_of(p.params))]
+            if other:  # filled beside another space, from the same model pass (regions)
+                made_by, dim, metric = other[-1]
+                pre = [f for p in upstream if (f := p.executor.preprocessing_fingerprint(p.params))]
+                out[name] = VectorSpace("+".join([made_by, *pre]), dim, metric, pod.config.shards)
+                continue
             parts = [fp for p in upstream if (fp := p.executor.fingerprint_of(p.params))]
             if parts:
                 parts += [fp for p in upstream if (fp := p.executor.preprocessing_fingerprint(p.params))]

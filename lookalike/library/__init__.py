@@ -24,6 +24,7 @@ from lookalike.errors import (
 )
 from lookalike.filters import Near
 from lookalike.library.core import Library, open
+from lookalike.library.explaining import ExplainRequest, Explanation
 from lookalike.library.indexing import IndexProgress
 from lookalike.library.inspecting import InfoReport
 from lookalike.library.types import (
@@ -43,6 +44,8 @@ __all__ = [
     "ClusterError",
     "ConfigError",
     "DupeReport",
+    "ExplainRequest",
+    "Explanation",
     "FetchError",
     "Filters",
     "Hit",

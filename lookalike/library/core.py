@@ -20,6 +20,7 @@ from lookalike.dupes import DupeReport
 from lookalike.errors import LookalikeError
 from lookalike.filters import Filters
 from lookalike.library.browsing import Browser, Facets, FolderCount, MonthCount
+from lookalike.library.explaining import Explainer, ExplainRequest, Explanation
 from lookalike.library.flows import Flows
 from lookalike.library.indexing import Indexer, IndexProgress
 from lookalike.library.inspecting import InfoReport, Inspector, TagWord
@@ -44,6 +45,7 @@ class Library:
         self.options, self.workspace, self.flows = options, workspace, flows
         self.indexer = Indexer(workspace, flows)
         self.searcher = Searcher(workspace, flows, options)
+        self.explainer = Explainer(workspace, flows, self.searcher)
         self.inspector = Inspector(workspace, flows, self.searcher.levels)
         self.mover = Mover(workspace, self.indexer)
         self.browser = Browser(workspace)
@@ -89,6 +91,10 @@ class Library:
 
     def search_many(self, requests: Iterable[SearchRequest]) -> list[SearchReport]:
         return self.searcher.search_many(self._checked(r) for r in requests)
+
+    def explain(self, request: ExplainRequest) -> Explanation:
+        """Why a result matched a query: heat maps over both pictures (:mod:`lookalike.library.explaining`)."""
+        return self.explainer.explain(request)
 
     def _checked(self, request: SearchRequest) -> SearchRequest:
         """The request with its people named by id (NotFound for a person there is none of)."""

@@ -18,7 +18,7 @@ from lookalike.flow.graph import Flow, builtin_flow_path, open_flow
 from lookalike.flow.runtime import Runtime
 from lookalike.flow.runtimes import RuntimeChoice, make_runtime
 from lookalike.settings import Options
-from lookalike.store.spaces import FACES, unknown_space
+from lookalike.store.spaces import FACES, REGIONS, unknown_space
 from lookalike.store.workspace import Workspace, WorkspaceLayout
 
 # name -> its flows, shipped in lookalike/flows/: the index flow, and a query flow for each vector
@@ -26,6 +26,7 @@ from lookalike.store.workspace import Workspace, WorkspaceLayout
 PRESETS = {
     "default": {"index": "index", "query": "query"},
     "faces": {"index": "index-faces", "query": "query", f"query-{FACES}": "faces-query"},
+    "regions": {"index": "index-regions", "query": "query", f"query-{REGIONS}": "regions-query"},
 }
 
 
@@ -157,6 +158,11 @@ class Flows:
         if space not in spaces:
             if space == FACES:
                 raise ConfigError("this workspace holds no faces: index it with `lookalike index --reset --faces PATH`")
+            if space == REGIONS:
+                raise ConfigError(
+                    "this workspace holds no regions, so it cannot be searched by a box: "
+                    "index it with `lookalike index --reset --regions PATH`"
+                )
             raise unknown_space(space, spaces)
         return query_kind(space, next(iter(spaces)))
 

@@ -15,7 +15,7 @@ from lookalike.library.levels import MatchLevels
 from lookalike.library.types import ListReport, ListRequest
 from lookalike.relevance import NEAR_DUPLICATE_FLOOR, TAG_FLOOR
 from lookalike.store.docstore import StoredDoc
-from lookalike.store.spaces import FACES
+from lookalike.store.spaces import FACES, REGIONS
 from lookalike.store.workspace import Workspace, WorkspaceInfo
 
 RECALL_QUERIES = 200  # held-out vectors per shard for `info --recall`
@@ -50,6 +50,7 @@ class InfoReport:
             "encoder": i.encoder,
             "preset": i.preset,
             "faces": FACES in i.spaces,
+            "regions": REGIONS in i.spaces,
             "spaces": {name: space.to_dict() for name, space in i.spaces.items()},
             "size_bytes": i.size_bytes,
             "index": i.indexes,

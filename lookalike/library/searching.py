@@ -30,12 +30,13 @@ from lookalike.document import Chunk, Document, Request, Result, display_path, d
 from lookalike.errors import POD_FAILURE, BadInput, LookalikeError, NotFound, fatal_error
 from lookalike.library.batching import MicroBatcher
 from lookalike.library.flows import Flows
+from lookalike.library.fusing import REGION_WEIGHT, regions_query, with_regions
 from lookalike.library.levels import MatchLevels, cut
 from lookalike.library.planning import entry_problem
 from lookalike.library.types import MAX_TOP_K, Concept, Hit, SearchReport, SearchRequest
 from lookalike.relevance import TAG_FLOOR, Calibration
 from lookalike.settings import Options
-from lookalike.store.spaces import FACES
+from lookalike.store.spaces import FACES, REGIONS
 from lookalike.store.workspace import Workspace
 
 _query_ids = itertools.count(1)
@@ -92,7 +93,7 @@ class Searcher:
         if request.tag is not None:
             return self._search_tag(request)
         query = self._query(request)
-        if request.face is not None or request.filters.active:  # request parameters: such a query runs alone
+        if request.face is not None or request.box is not None or request.filters.active:  # parameters: it runs alone
             return _raised(self._run([query]))[0]
         return self.batcher.call(query)
 
@@ -102,8 +103,8 @@ class Searcher:
         requests = list(requests)
         reports: dict[int, SearchReport] = {}
         queries = [(i, self._query(r)) for i, r in enumerate(requests) if r.tag is None]
-        for face, filters in {(q.request.face, q.request.filters) for _, q in queries}:  # request parameters
-            group = [(i, q) for i, q in queries if (q.request.face, q.request.filters) == (face, filters)]
+        for params in {(q.request.face, q.request.box, q.request.filters) for _, q in queries}:  # request parameters
+            group = [(i, q) for i, q in queries if (q.request.face, q.request.box, q.request.filters) == params]
             reports.update(zip((i for i, _ in group), _raised(self._run([q for _, q in group])), strict=True))
         for i, r in enumerate(requests):
             if r.tag is not None:
@@ -147,6 +148,14 @@ class Searcher:
         qid = f"query-{next(_query_ids)}"
         if request.like is not None:
             doc_id = self.stored_id(request.like)
+            if request.box is not None:  # a part of the stored photo: read from its file
+                self.flows.query_kind(request.space)  # a workspace without regions says so first
+                return _Query(
+                    request,
+                    Document(id=qid, uri=self.stored_file(doc_id)),
+                    top_k,
+                    doc_id if request.exclude_self else None,
+                )
             query = self._stored_query(qid, doc_id, request.face)
             return _Query(request, query, top_k, doc_id if request.exclude_self else None)
         image = request.image
@@ -172,6 +181,15 @@ class Searcher:
             raise NotFound(f"no indexed photo at {display_path(os.path.abspath(like))}")
         raise NotFound(f"no indexed document {display_path(like)!r}")
 
+    def stored_file(self, doc_id: str, purpose: str = "no part of it can be searched") -> str:
+        """The file a stored photo was indexed from, which must still be there (NotFound saying
+        so, and that for ``purpose`` its pixels are needed)."""
+        stored = self.workspace.store.get_docs([doc_id]).get(doc_id)
+        if stored is None or not stored.uri or not os.path.isfile(stored.uri):
+            where = display_path(stored.uri) if stored is not None and stored.uri else repr(doc_id)
+            raise NotFound(f"the file of the stored photo {where} is gone, so {purpose}")
+        return stored.uri
+
     def _stored_query(self, qid: str, doc_id: str, face: int | None) -> Document:
         """A query carrying a stored photo's vectors (no file is read): in the first space its
         whole-image chunk (else its first chunk); by ``face``, that face (0 is the largest)."""
@@ -186,7 +204,9 @@ class Searcher:
             if not rows:
                 raise BadInput(f"document {doc_id!r} has no vectors to search with", "no vectors")
             chosen = [r for r in rows if r[1] == "whole"] or rows[:1]
-        return Document(id=qid, chunks=[Chunk(kind=kind, bbox=bbox, embedding=emb) for _, kind, bbox, emb in chosen])
+        space = FACES if face is not None else next(iter(self.workspace.spaces))
+        chunks = [Chunk(kind=kind, bbox=bbox, space=space, embedding=emb) for _, kind, bbox, emb in chosen]
+        return Document(id=qid, chunks=chunks)
 
     # --- running a batch ----------------------------------------------------------------------
 
@@ -200,30 +220,52 @@ class Searcher:
         parameters: dict = {"top_k": min(MAX_TOP_K + 1, max(q.fetch for q in queries))}
         if face is not None:
             parameters["face"] = face  # which face of the query image (face flows)
+        if queries[0].request.box is not None:
+            parameters["box"] = list(queries[0].request.box)  # the part of each query image searched
         if filters.active:
             parameters["filters"] = filters.to_dict()  # each shard searches only what they keep
         # Enough results to expand with, whatever top_k asks.
         first = dict(parameters, top_k=max(parameters["top_k"], k + 1))
-        runtime = self.flows.runtime(kind)
-        done = runtime.submit(Request("search", [q.doc for q in queries], parameters=first)).result()
-        by_id = {d.id: d for d in done.docs}
-        fatal = next((d for d in done.docs if d.fatal), None)
-        if fatal is not None:
-            if fatal.error_reason == POD_FAILURE:  # the cluster's fault: the next search starts the pods afresh
-                self.flows.drop(kind, runtime)
-            raise fatal_error(fatal.error_reason, f"search failed: {fatal.error}")
+        by_id = self._submit(kind, Request("search", [q.doc for q in queries], parameters=first))
         if k and cal is not None:
             self._expand(queries, by_id, k, cal, parameters)
-        return [self._report(q, by_id[q.doc.id], cal) for q in queries]
+        top = 1.0  # the highest score there is: a cosine's
+        if space is None and REGIONS in self.workspace.spaces:  # a plain search: the photos' parts too
+            pairs = [
+                (by_id[q.doc.id], r) for q in queries if by_id[q.doc.id].error is None and (r := self._regions_query(q))
+            ]
+            with_regions(self._submit, self.flows.query_kind(REGIONS), pairs, parameters)
+            top += REGION_WEIGHT
+        return [self._report(q, by_id[q.doc.id], cal, top) for q in queries]
 
-    def _report(self, q: _Query, d: Document, cal: Calibration | None) -> SearchReport | LookalikeError:
+    def _submit(self, kind: str, request: Request) -> dict[str, Document]:
+        """The query flow ``kind``'s answer to ``request``, by document id; an error of the flow
+        raised (a pod that failed on the cluster is started afresh by the next search)."""
+        runtime = self.flows.runtime(kind)
+        done = runtime.submit(request).result()
+        fatal = next((d for d in done.docs if d.fatal), None)
+        if fatal is not None:
+            if fatal.error_reason == POD_FAILURE:
+                self.flows.drop(kind, runtime)
+            raise fatal_error(fatal.error_reason, f"search failed: {fatal.error}")
+        return {d.id: d for d in done.docs}
+
+    def _regions_query(self, q: _Query) -> Document | None:
+        like = q.request.like
+        stored = self.workspace.store.get_docs([q.exclude or self.stored_id(like)]) if like is not None else {}
+        like_file = next((d.uri for d in stored.values() if d.uri), "") if like is not None else None
+        return regions_query(q.doc.id, q.request.image, like_file)
+
+    def _report(
+        self, q: _Query, d: Document, cal: Calibration | None, top: float = 1.0
+    ) -> SearchReport | LookalikeError:
         if d.error is not None:
             return BadInput(f"query {display_path(d.uri) if d.uri else 'image'}: {d.error}", d.error_reason)
         results = [r for r in d.results if r.doc_id != q.exclude][: q.window]
         metric = self.workspace.space(q.request.space).metric
         if metric == "cosine":  # float16 vectors: a copy's cosine may read 1.00009
             for r in results:
-                r.score = min(r.score, 1.0)
+                r.score = min(r.score, top)
                 r.similarity = min(r.similarity if r.similarity is not None else r.score, 1.0)
         self.levels.label(results, cal, q.request.space)
         kept = cut(results, q.request.min_match)

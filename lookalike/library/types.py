@@ -14,6 +14,7 @@ still the cosine to the query itself.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from lookalike.filters import Filters
 from lookalike.library.people import GroupingReport
 from lookalike.relevance import LEVELS, MatchLevel
 from lookalike.store.documents import StoredDoc
-from lookalike.store.spaces import FACES
+from lookalike.store.spaces import FACES, REGIONS
 
 Box = tuple[int, int, int, int]  # x, y, w, h in the image's pixels
 Metric = Literal["cosine", "l2"]
@@ -50,7 +51,10 @@ class SearchRequest:
     ``top_k`` (None: the options' ``top_k``) results come back, cut to ``min_match`` or better
     (image and stored-photo searches). ``face`` searches the ``faces`` space (a workspace indexed
     with faces) by one face of the query photo or stored photo (0 is the largest); without it a
-    search compares whole photos. ``filters``: only photos they keep, the true top ``top_k`` among them
+    search compares whole photos. ``box`` (x0, y0, x1, y1, fractions of the query photo's width and
+    height) searches the ``regions`` space (a workspace indexed with regions) by that part of the
+    query photo or stored photo: each hit says which part of it matched (``region``).
+    ``filters``: only photos they keep, the true top ``top_k`` among them
     (:mod:`lookalike.filters`).
     """
 
@@ -60,6 +64,7 @@ class SearchRequest:
     top_k: int | None = None
     min_match: MatchLevel | None = None
     face: int | None = None
+    box: tuple[float, float, float, float] | None = None
     exclude_self: bool = True
     filters: Filters = field(default_factory=Filters)
 
@@ -80,15 +85,46 @@ class SearchRequest:
             raise BadInput("face picks a face of the query photo: a number from 0, with image or like", "bad request")
         if self.tag is not None and not self.tag.strip():
             raise BadInput("the tag query is empty", "bad query")
+        if self.box is not None:
+            object.__setattr__(self, "box", check_box(self.box))
+            if self.tag is not None or self.face is not None:
+                raise BadInput(
+                    "box searches by a part of a photo: give it with image or like, not with tag or face", "bad box"
+                )
 
     @property
     def space(self) -> str | None:
-        """The vector space searched: ``faces`` for a search by face, else None (the first space)."""
-        return FACES if self.face is not None else None
+        """The vector space searched: ``faces`` for a search by face, ``regions`` for one by a box,
+        else None (the first space)."""
+        return FACES if self.face is not None else REGIONS if self.box is not None else None
 
     @property
     def kind(self) -> Literal["image", "like", "tag"]:
         return "image" if self.image is not None else "like" if self.like is not None else "tag"
+
+
+def check_box(box: Any) -> tuple[float, float, float, float]:
+    """A query box as four fractions x0, y0, x1, y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1,
+    from a sequence or the text "x0,y0,x1,y1"; BadInput says what is wrong with any other."""
+    parts = box.split(",") if isinstance(box, str) else box
+    try:
+        values = tuple(float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise BadInput(
+            f"box must be four numbers x0,y0,x1,y1 (fractions of the width and height), not {box!r}", "bad box"
+        ) from None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise BadInput(
+            f"box must be four numbers x0,y0,x1,y1 (fractions of the width and height), not {box!r}", "bad box"
+        )
+    x0, y0, x1, y1 = values
+    if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise BadInput(
+            f"box {','.join(f'{v:g}' for v in values)} is not inside the photo: give x0,y0,x1,y1 "
+            "as fractions with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1",
+            "bad box",
+        )
+    return x0, y0, x1, y1
 
 
 @dataclass(frozen=True)
@@ -110,6 +146,15 @@ class Hit:
     raw_similarity: float | None = None  # the cosine to the query, where the ranking score is another
 
     @property
+    def region(self) -> tuple[float, float, float, float] | None:
+        """A region hit's box as fractions (x0, y0, x1, y1) of the photo's width and height."""
+        if self.chunk != "region" or self.bbox is None or not self.width or not self.height:
+            return None
+        x, y, w, h = self.bbox
+        fit = (x / self.width, y / self.height, (x + w) / self.width, (y + h) / self.height)
+        return tuple(round(min(max(v, 0.0), 1.0), 4) for v in fit)  # type: ignore[return-value]
+
+    @property
     def similarity(self) -> float | None:
         """The cosine similarity to the query itself (cosine workspaces): the score, unless query
         expansion ranked the results, whose score then is the expanded query's."""
@@ -126,6 +171,7 @@ class Hit:
             doc_fields(self.doc_id, self.path, self.width, self.height, list(self.tags), max_tags)
             | score_fields(self.score, self.metric, self.similarity)
             | {"chunk": self.chunk, "bbox": list(self.bbox) if self.bbox else None}
+            | ({"region": list(r)} if (r := self.region) is not None else {})
             | self.photo
             | ({"match": self.match} if self.match is not None else {})
         )

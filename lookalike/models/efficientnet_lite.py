@@ -9,6 +9,9 @@ R-MAC and GeM heads add Slice, ReduceMax, ReduceL2, Max, Div, Sum, Pow and Flatt
 Outputs: ``embedding`` (N x 1280, the globally averaged head features, *not* normalised),
 ``logits`` (N x 1000, ImageNet classes), and the same head features pooled two other ways (see
 :mod:`lookalike.descriptors`): ``rmac`` (regional max pooling) and ``gem`` (generalised mean, p 3).
+For regions and explanations: ``features`` (the head's N x 1280 x 7 x 7 map itself), ``regions``
+(the region chunks' descriptors) and ``box`` (a box query's descriptor); see
+:meth:`_GraphBuilder.regions`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.atomic import atomic_write
-from lookalike.descriptors import GEM_P, rmac_regions
+from lookalike.descriptors import GEM_P, REGION_DIM, region_projection, region_windows, rmac_regions
 from lookalike.digest import file_sha256
 from lookalike.errors import ModelError
 from lookalike.models.torch_checkpoint import load_state_dict
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     import onnx  # imported where a graph is built: importing onnx costs most of a second
 
 # Bumped whenever the graph this module writes changes, so stale cached graphs are rebuilt.
-CONVERTER_VERSION = 2  # 2: R-MAC and GeM outputs
+CONVERTER_VERSION = 3  # 2: R-MAC and GeM outputs; 3: the feature map, regions and box
 # Bumped only when the ``embedding`` (average-pooled) output itself changes: it is what the
 # fingerprint says, so workspaces indexed with average pooling stay valid across graph additions.
 EMBEDDING_VERSION = 1
@@ -199,6 +202,31 @@ class _GraphBuilder:
             parts.append(self.node("Div", [peak, safe], f"rmac.{i}.unit"))
         return self.node("Sum", parts, "rmac")
 
+    def regions(self, x: str, size: int, projection: np.ndarray) -> None:
+        """The region chunks' descriptors, ``regions`` (N x 4 x REGION_DIM): each window of
+        :func:`lookalike.descriptors.region_windows` max-pooled, L2-normalised and projected; and
+        ``box`` (N x REGION_DIM): the first window average-pooled and projected, the descriptor of a
+        box query, whose crop the encoder shrinks into that window (not normalised here)."""
+        proj = self.const("regions.projection", projection)
+        parts = []
+        windows = region_windows(size, size)
+        for i, (top, bottom, left, right) in enumerate(windows):
+            starts = self.const_int(f"regions.{i}.starts", [top, left])
+            ends = self.const_int(f"regions.{i}.ends", [bottom, right])
+            window = self.node("Slice", [x, starts, ends, self.const_int(f"regions.{i}.axes", [2, 3])], f"regions.{i}")
+            peak = self.node("ReduceMax", [window], f"regions.{i}.max", axes=[2, 3], keepdims=0)
+            norm = self.node("ReduceL2", [peak], f"regions.{i}.norm", axes=[1], keepdims=1)
+            unit = self.node("Div", [peak, self.node("Max", [norm, "eps"], f"regions.{i}.safe")], f"regions.{i}.unit")
+            parts.append(self.node("Unsqueeze", [unit, self.const_int(f"regions.{i}.axis", [1])], f"regions.{i}.row"))
+        stacked = self.node("Concat", parts, "regions.stacked", axis=1)
+        self.node("MatMul", [stacked, proj], "regions")
+        first = windows[0]
+        starts = self.const_int("box.starts", [first[0], first[2]])
+        ends = self.const_int("box.ends", [first[1], first[3]])
+        window = self.node("Slice", [x, starts, ends, self.const_int("box.axes", [2, 3])], "box.window")
+        mean = self.node("ReduceMean", [window], "box.mean", axes=[2, 3], keepdims=0)
+        self.node("MatMul", [mean, proj], "box")
+
     def gem(self, x: str, p: float) -> str:
         """Generalised mean pooling: (mean of x**p) ** (1/p), x >= 0 after ReLU6."""
         cubed = self.node("Pow", [x, self.const("gem.p", np.array(p))], "gem.pow")
@@ -290,8 +318,10 @@ def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelPro
     x = g.conv_bn("input", "_conv_stem", "_bn0", size=variant.resolution, stride=2)
     x, size = g.blocks(x, variant, math.ceil(variant.resolution / 2))
     x = g.conv_bn(x, "_conv_head", "_bn1", size=size)
+    x = g.node("Identity", [x], "features")
     g.rmac(x, size)
     g.gem(x, GEM_P)
+    g.regions(x, size, region_projection(state["_fc.weight"]))
     classes = g.classifier(x)
     unused = set(state) - g.used
     if unused:
@@ -307,6 +337,11 @@ def build_graph(variant: Variant, state: dict[str, np.ndarray]) -> onnx.ModelPro
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, classes]),
             helper.make_tensor_value_info("rmac", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
             helper.make_tensor_value_info("gem", TensorProto.FLOAT, [n, EMBEDDING_DIM]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, [n, EMBEDDING_DIM, size, size]),
+            helper.make_tensor_value_info(
+                "regions", TensorProto.FLOAT, [n, len(region_windows(size, size)), REGION_DIM]
+            ),
+            helper.make_tensor_value_info("box", TensorProto.FLOAT, [n, REGION_DIM]),
         ],
         initializer=g.inits,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -9,9 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from lookalike.descriptors import DEFAULT_POOLING, POOLINGS, Pooling
+from lookalike.descriptors import DEFAULT_POOLING, POOLINGS, REGION_DIM, Pooling, l2_normalise, region_windows
 from lookalike.errors import BadInput, ModelError
-from lookalike.images import ImageSource, load_tensor
+from lookalike.images import ImageSource, load_tensor, shrink
 from lookalike.models.efficientnet_lite import (
     DEFAULT_MODEL,
     EMBEDDING_DIM,
@@ -147,6 +148,56 @@ class EfficientNetEncoder:
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         emb = emb / np.maximum(norms, 1e-12)  # an all-black input can pool to exactly zero
         return emb.astype(np.float32), np.concatenate(logits).astype(np.float32)
+
+    def run(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+        """The graph's named ``outputs`` for a preprocessed ``N x 3 x S x S`` batch, in model batches."""
+        batch = np.asarray(batch, dtype=np.float32)
+        s = self.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, s, s):
+            raise BadInput(f"expected a batch of shape N x 3 x {s} x {s}, got {batch.shape}")
+        session = self.load()
+        parts = [
+            session.run(outputs, {"input": batch[i : i + self.batch_size]})
+            for i in range(0, len(batch), self.batch_size)
+        ]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
+
+    def encode_with_regions(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`encode_tensors`, plus each image's region descriptors (``N x 4 x 256``,
+        L2-normalised; see :func:`lookalike.descriptors.region_windows`), from the same pass."""
+        if len(batch) == 0:
+            return *self.encode_tensors(batch), np.zeros((0, len(self.windows), REGION_DIM), np.float32)
+        emb, logits, regions = self.run(
+            batch, ["embedding" if self.pooling == "avg" else self.pooling, "logits", "regions"]
+        )
+        return l2_normalise(emb), logits.astype(np.float32), l2_normalise(regions)
+
+    def encode_boxes(self, batch: np.ndarray) -> np.ndarray:
+        """The region-space descriptors (``N x 256``, L2-normalised) of preprocessed crops: each crop
+        is shrunk into the first region window of an empty (mid-grey) input, so that the model sees
+        it at the scale and place a region chunk sees its part of a photo, and that window is pooled."""
+        batch = np.asarray(batch, dtype=np.float32)
+        s = self.input_size
+        top, bottom, left, right = self.windows[0]
+        cell = s / self.map_size
+        y0, y1, x0, x1 = (round(v * cell) for v in (top, bottom, left, right))
+        canvas = np.zeros((len(batch), 3, s, s), np.float32)
+        for i, tensor in enumerate(batch):
+            canvas[i, :, y0:y1, x0:x1] = shrink(tensor, (y1 - y0, x1 - x0))
+        return l2_normalise(self.run(canvas, ["box"])[0])
+
+    def feature_maps(self, batch: np.ndarray) -> np.ndarray:
+        """The head's feature maps (``N x 1280 x 7 x 7``) of a preprocessed batch."""
+        return self.run(batch, ["features"])[0]
+
+    @property
+    def map_size(self) -> int:
+        """The side of the head's feature map: the input's over 32, rounded up."""
+        return math.ceil(self.input_size / 32)
+
+    @property
+    def windows(self) -> tuple[tuple[int, int, int, int], ...]:
+        return region_windows(self.map_size, self.map_size)
 
     def preprocess(self, image: ImageSource, *, draft: bool = True) -> np.ndarray:
         return load_tensor(image, self.input_size, draft=draft)

@@ -23,7 +23,7 @@ from lookalike.errors import LookalikeError
 from lookalike.server.config import ServerConfig
 from lookalike.server.limits import BodyDeadline, BodyLimit
 from lookalike.server.middleware import ASGIApp, HostCheck, Metrics, SecurityHeaders
-from lookalike.server.routes import apidocs, browse, documents, dupes, health, page, people, search
+from lookalike.server.routes import apidocs, browse, documents, dupes, explain, health, page, people, search
 from lookalike.server.schemas import PATTERN_HINTS
 from lookalike.server.state import ApiError, Service, error_json
 from lookalike.version import __version__
@@ -64,6 +64,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     routers = (
         health.router,
         search.router,
+        explain.router,
         documents.router,
         browse.router,
         dupes.router,

@@ -104,6 +104,17 @@ class FilterBody(BaseModel):
         return _checked(self.model_dump(exclude_none=True, mode="json"))
 
 
+BOX_HELP = (
+    "search by this part of the query photo: x0, y0, x1, y1 as fractions of its width and height, "
+    "0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (a workspace indexed with regions); each match then "
+    "says which part of it matched (region)"
+)
+_FRACTION = r"(0(\.\d+)?|1(\.0+)?|\.\d+)"
+BOX_PATTERN = rf"^{_FRACTION},{_FRACTION},{_FRACTION},{_FRACTION}$"
+# Each fraction in [0, 1] by the schema; x0 < x1 and y0 < y1 the library checks (400 naming the box).
+Box01 = Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=4, max_length=4)]
+
+
 class SearchBody(BaseModel):
     """JSON body of POST /api/search: jinabox-style data URIs, or an indexed document's id."""
 
@@ -128,6 +139,7 @@ class SearchBody(BaseModel):
         description="search by this face of the query (0 is the largest) among the faces, not by the whole photo "
         "(a workspace indexed with faces)",
     )
+    box: Box01 | None = Field(default=None, description=BOX_HELP)
     min_match: MatchLevel | None = Field(default=None, description=MIN_MATCH_HELP)
     filters: FilterBody | None = Field(default=None, description="only photos that meet these conditions")
 
@@ -145,6 +157,7 @@ class SearchForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
     face: int | None = Field(default=None, ge=0)
+    box: str | None = Field(default=None, pattern=BOX_PATTERN)
     min_match: MatchLevel | None = None
     taken_after: Day | None = None
     taken_before: Day | None = None
@@ -166,6 +179,7 @@ SEARCH_FORM_SCHEMA = {
         "file": {"type": "string", "format": "binary"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K},
         "face": {"type": "integer", "minimum": 0},
+        "box": {"type": "string", "pattern": BOX_PATTERN, "description": "x0,y0,x1,y1: " + BOX_HELP},
         "min_match": {"type": "string", "enum": list(LEVELS)},
         "taken_after": {"type": "string", "format": "date", "description": FILTER_HELP["taken_after"]},
         "taken_before": {"type": "string", "format": "date", "description": FILTER_HELP["taken_before"]},
@@ -246,15 +260,18 @@ class DocSummary(PhotoFields):
 class Match(DocSummary):
     score: float = Field(
         description="what ranked the results, higher is closer, never rising down the list: on image workspaces "
-        "the similarity, or the expanded query's where query expansion ranked the list; on face (L2) workspaces "
-        "minus the distance"
+        "the similarity, or the expanded query's where query expansion ranked the list (a workspace with regions "
+        "adds half the best region's similarity: up to 1.5); on face (L2) workspaces minus the distance"
     )
     similarity: float | None = Field(
         default=None, ge=-1, le=1, description="cosine similarity to the query itself (image workspaces)"
     )
     distance: float | None = Field(default=None, description="Euclidean distance, lower is closer (face workspaces)")
-    chunk: str | None = Field(default=None, description="what matched: whole, mirror, face, ...")
+    chunk: str | None = Field(default=None, description="what matched: whole, mirror, face, region, ...")
     bbox: list[int] | None = Field(description="x, y, w, h of the matched region (a face), or null")
+    region: list[float] | None = Field(
+        default=None, description="a search by a box: the part of this photo that matched, x0, y0, x1, y1 as fractions"
+    )
     match: MatchLevel | None = Field(
         default=None, description="same, near_duplicate, similar or weak, calibrated on this collection (searches)"
     )
@@ -279,6 +296,82 @@ class SearchResponse(BaseModel):
     results: list[QueryResult] = Field(description="one per query image, in order")
     top_k: int
     took_ms: float
+
+
+class ExplainBody(BaseModel):
+    """JSON body of POST /api/explain: the query (an indexed document's id, or one image as a data
+    URI) and the result to explain."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [  # exactly one query
+                {
+                    "required": ["result", "doc_id"],
+                    "properties": {"doc_id": {"type": "string"}},
+                    "not": {"required": ["data"]},
+                },
+                {
+                    "required": ["result", "data"],
+                    "properties": {"data": {"type": "string"}},
+                    "not": {"required": ["doc_id"]},
+                },
+            ]
+        },
+    )
+    result: str = Field(min_length=1, description="the result to explain: an indexed document's id")
+    doc_id: str | None = Field(default=None, min_length=1, description="the query: an indexed document's id")
+    data: str | None = Field(
+        default=None, min_length=1, description="the query: an image as a data URI (or bare base64)"
+    )
+    box: Box01 | None = Field(default=None, description=BOX_HELP)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> ExplainBody:
+        given = {"data", "doc_id"} & self.model_fields_set  # a key given as null counts
+        if len(given) != 1 or (self.data is None and self.doc_id is None):
+            raise ValueError("give the query as 'doc_id' or as 'data', not both")
+        return self
+
+
+class ExplainForm(BaseModel):
+    """The fields of a multipart POST /api/explain besides its ``file`` (the query image)."""
+
+    model_config = ConfigDict(extra="forbid")
+    result: str = Field(min_length=1)
+    box: str | None = Field(default=None, pattern=BOX_PATTERN)
+
+
+EXPLAIN_FORM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "result": {"type": "string", "minLength": 1, "description": "the result to explain: an indexed document's id"},
+        "box": {"type": "string", "pattern": BOX_PATTERN, "description": "x0,y0,x1,y1: " + BOX_HELP},
+    },
+    "required": ["file", "result"],
+}
+
+Grid = list[list[float]]
+
+
+class ExplainResponse(BaseModel):
+    result: str = Field(description="the result's document id")
+    path: str | None = Field(description="the result's file")
+    score: float = Field(
+        description="the similarity explained: the cosine of the whole photos, or of the box and the result's "
+        "best region"
+    )
+    space: str = Field(description="image (whole photos) or regions (a box)")
+    grid: list[int] = Field(description="rows and columns of the heat maps: the cells of the model's feature map")
+    heat: Grid = Field(
+        description="the result's heat, row by row from the top, 0..1: how much the similarity falls with that "
+        "cell greyed out, 1 for the cell that matters most"
+    )
+    heat_box: list[float] = Field(description="the part of the result the grid covers, x0, y0, x1, y1 as fractions")
+    query_heat: Grid = Field(description="the same for the query (its box, for a search by a box)")
+    query_box: list[float] = Field(description="the part of the query picture query_heat covers, as fractions")
+    region: list[float] | None = Field(description="a box: the result's best-matching region, as fractions")
 
 
 class TagSuggestion(BaseModel):
@@ -391,6 +484,9 @@ class Stats(BaseModel):
     encoder: str | None = None
     preset: str | None = None
     faces: bool | None = Field(default=None, description="the workspace holds faces (indexed with --faces)")
+    regions: bool | None = Field(
+        default=None, description="the workspace holds regions (indexed with --regions): it can be searched by a box"
+    )
     spaces: dict[str, VectorSpaceInfo] | None = Field(default=None, description="its vector spaces, in order")
     size_bytes: int | None = None
     index: list[ShardIndex] | None = Field(default=None, description="each shard's vector index")

@@ -23,6 +23,8 @@ from lookalike.errors import ConfigError
 DEFAULT_SPACE = "image"
 # The space of face chunks (the faces preset's face branch, searches by face, people).
 FACES = "faces"
+# The space of region chunks (``lookalike index --regions``): parts of each photo, searched by a box.
+REGIONS = "regions"
 
 
 @dataclass(frozen=True)

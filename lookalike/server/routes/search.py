@@ -5,17 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.errors import BadInput
 from lookalike.filters import Filters
 from lookalike.library import SearchReport, SearchRequest
-from lookalike.library.types import MAX_TOP_K
+from lookalike.library.types import MAX_TOP_K, check_box
 from lookalike.server.routes import FiltersDep, service_of
 from lookalike.server.schemas import (
     SEARCH_FORM_SCHEMA,
@@ -29,6 +29,7 @@ from lookalike.server.schemas import (
 from lookalike.server.state import ApiError, Service
 
 router = APIRouter(tags=["search"])
+BodyT = TypeVar("BodyT", bound=BaseModel)
 ServiceDep = Annotated[Service, Depends(service_of)]
 
 
@@ -77,6 +78,17 @@ def decode_data_uri(value: str, i: int) -> bytes:
         raise BadInput(f"data[{i}] is not valid base64", "bad data URI") from e
 
 
+async def json_body(request: Request, model: type[BodyT]) -> BodyT:
+    """The request's JSON body as ``model``; a body that is not JSON at all is a 400 saying what to
+    send, and a ValidationError (a 422 naming the field) is raised for the caller to convert."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as e:
+        if any(err["type"] == "json_invalid" for err in e.errors()):
+            raise ApiError(400, "BadInput", "send JSON, or multipart/form-data with a 'file' field") from e
+        raise
+
+
 async def _parse(request: Request) -> tuple[SearchBody, list[bytes], Filters]:
     """The search parameters, the query images (none for a doc_id search) and the filters."""
     try:
@@ -98,16 +110,15 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes], Filters]:
                     given[key] = form.getlist(key)
             fields = SearchForm.model_validate(given)
             body = SearchBody.model_construct(
-                data=None, doc_id=None, top_k=fields.top_k, face=fields.face, min_match=fields.min_match
+                data=None,
+                doc_id=None,
+                top_k=fields.top_k,
+                face=fields.face,
+                min_match=fields.min_match,
+                box=None if fields.box is None else list(check_box(fields.box)),
             )
             return body, [await upload.read()], fields.filters()  # (SearchForm validated the fields)
-        raw = await request.body()
-        try:
-            body = SearchBody.model_validate_json(raw)
-        except ValidationError as e:
-            if any(err["type"] == "json_invalid" for err in e.errors()):
-                raise ApiError(400, "BadInput", "send JSON, or multipart/form-data with a 'file' field") from e
-            raise
+        body = await json_body(request, SearchBody)
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from e
     filters = body.filters.filters() if body.filters is not None else Filters()
@@ -118,15 +129,11 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes], Filters]:
 
 def _requests(body: SearchBody, images: list[bytes], filters: Filters) -> list[SearchRequest]:
     """The library's requests for a search body (one per image, or one for a doc_id)."""
+    box = None if body.box is None else check_box(body.box)
+    common: dict[str, Any] = {"face": body.face, "box": box, "top_k": body.top_k, "min_match": body.min_match}
     if body.doc_id is not None and not images:  # (a multipart search always has its file)
-        like = SearchRequest(
-            like=body.doc_id, face=body.face, top_k=body.top_k, min_match=body.min_match, filters=filters
-        )
-        return [like]
-    return [
-        SearchRequest(image=i, face=body.face, top_k=body.top_k, min_match=body.min_match, filters=filters)
-        for i in images
-    ]
+        return [SearchRequest(like=body.doc_id, filters=filters, **common)]
+    return [SearchRequest(image=i, filters=filters, **common) for i in images]
 
 
 def _payload(service: Service, reports: list[SearchReport], top_k: int, start: float) -> dict[str, Any]:

@@ -1,0 +1,82 @@
+"""A plain search in a workspace with regions: whole photos, and the photos' parts.
+
+A search by a whole photo (no face, no box) compares it with every whole photo, and, where the
+workspace holds regions, also with every photo's regions, the whole query as the box: so a photo in
+which the query's object is one thing among others ranks too. Each photo then ranks by its whole
+photo's score plus half its best region's (:func:`fuse`); its ``similarity``, which its match level
+is judged on, stays its whole photo's. Measured on ``lookalike eval``'s tuxpaint set, this changes
+P@10 and mAP by less than 0.01 (docs/benchmarks.md, "Regions"), which is why it is the default.
+
+A "more like this" of a stored photo reads its file for this (the region query is made from the
+pixels); a photo whose file is gone is searched by its whole-photo vector only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from lookalike.document import Document, Request, Result
+
+WHOLE_BOX = [0.0, 0.0, 1.0, 1.0]
+# A photo's score in a plain search with regions: its whole photo's plus this times its best
+# region's. Of max(whole, region + d) for d in 0..0.2, reciprocal rank fusion and sums with 0.5
+# and 1, this found the most photos holding the query's object (0.615 -> 0.740 of them in the top
+# 10) while leaving `lookalike eval`'s P@10 and mAP within 0.01 (docs/benchmarks.md, "Regions").
+REGION_WEIGHT = 0.5
+
+Submit = Callable[[str, Request], dict[str, Document]]
+
+
+def regions_query(qid: str, image: object, like_file: str | None) -> Document | None:
+    """The region-space query of a plain search: the same picture, read again (its first reading
+    was consumed by the whole-photo flow), or None where there is no picture to read."""
+    if like_file is not None:
+        return Document(id=f"{qid}-regions", uri=like_file) if os.path.isfile(like_file) else None
+    if isinstance(image, (bytes, bytearray)):
+        return Document(id=f"{qid}-regions", blob=bytes(image))
+    if isinstance(image, (str, os.PathLike)):
+        return Document(id=f"{qid}-regions", uri=os.path.abspath(os.fspath(image)))
+    return None
+
+
+def with_regions(submit: Submit, kind: str, pairs: list[tuple[Document, Document]], parameters: dict) -> None:
+    """Search the regions space with each ``(query's results, its region query)`` pair's region
+    query, and fuse what it finds into the query's results (see the module)."""
+    if not pairs:
+        return
+    found = submit(kind, Request("search", [r for _, r in pairs], parameters=dict(parameters, box=WHOLE_BOX)))
+    for done, query in pairs:
+        regions = found.get(query.id)
+        if regions is not None and regions.error is None:
+            done.results = fuse(done.results, regions.results)
+
+
+def fuse(whole: list[Result], regions: list[Result], weight: float = REGION_WEIGHT) -> list[Result]:
+    """One ranking of both lists, each document once, by its whole photo's score plus ``weight``
+    times its best region's (a document missing from one list is given that list's lowest score,
+    which its own cannot exceed). Its ``similarity`` stays its whole photo's cosine (the lowest in
+    the list, as an upper bound, for a document only its regions found); a document whose best
+    region is closer to the query than its whole photo is shown by that region (chunk and box)."""
+    if not regions:
+        return whole
+    floor_score = min((r.score for r in whole), default=0.0)
+    floor_similarity = min((_similarity(r) for r in whole), default=0.0)
+    floor_region = min(r.score for r in regions)
+    by_whole = {r.doc_id: r for r in whole}
+    by_region = {r.doc_id: r for r in regions}
+    out = []
+    for doc_id in by_whole.keys() | by_region.keys():
+        w, g = by_whole.get(doc_id), by_region.get(doc_id)
+        similarity = _similarity(w) if w is not None else floor_similarity
+        region = g.score if g is not None else floor_region
+        shown = g if g is not None and (w is None or region > similarity) else w
+        assert shown is not None
+        shown.score = (w.score if w is not None else floor_score) + weight * region
+        shown.similarity = similarity
+        out.append(shown)
+    return sorted(out, key=lambda r: (-r.score, r.doc_id))
+
+
+def _similarity(r: Result) -> float:
+    return r.similarity if r.similarity is not None else r.score
