@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -91,3 +92,16 @@ def watched_page(browser, base: str, viewport: dict, scale: float = 1, touch: bo
     pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     pg.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else foreign.append(r.url))
     return context, pg, errors, foreign
+
+
+@contextmanager
+def without_errors(opened: tuple) -> Iterator[Any]:
+    """The page of a :func:`watched_page` tuple; on leaving, its context is closed and the page is
+    held to no script error, no CSP violation and nothing fetched from elsewhere."""
+    context, pg, errors, foreign = opened
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert errors == [], errors
+    assert foreign == [], f"the page must work offline, yet asked for {foreign}"

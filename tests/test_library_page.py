@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from axe import axe_violations
-from browsing import ARTIFACTS, serving, wait_js, watched_page
+from browsing import ARTIFACTS, serving, wait_js, watched_page, without_errors
 from PIL import Image
 
 from conftest import lookalike_cmd
@@ -94,13 +94,8 @@ def _open(browser, server: str, viewport: dict, scale: float = 1, path: str = "/
 @pytest.fixture
 def page(browser, server: str) -> Iterator[Any]:
     """The page at desktop width; no script error, no CSP violation, nothing fetched from elsewhere."""
-    context, pg, errors, foreign = _open(browser, server, DESKTOP)
-    try:
+    with without_errors(_open(browser, server, DESKTOP)) as pg:
         yield pg
-    finally:
-        context.close()
-    assert errors == [], errors
-    assert foreign == [], f"the page must work offline, yet asked for {foreign}"
 
 
 @pytest.fixture

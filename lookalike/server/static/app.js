@@ -17,7 +17,8 @@ import { BrowseGrid } from "./grid.js";
 import { DupesView } from "./dupes.js";
 import { FILTER_KEYS, FilterPanel } from "./filters.js";
 import { PeopleIndex, PeopleView, PersonPanel, pickerLabel, ViewerFaces } from "./people.js";
-import { SearchView } from "./search.js";
+import { ViewerRegions } from "./regions.js";
+import { queryKey, SearchView } from "./search.js";
 import { $, api, el, monthName, plural, sleep } from "./util.js";
 import { Viewer } from "./viewer.js";
 
@@ -93,6 +94,7 @@ function renderStats() {
   $("workspace").textContent = parts.join(" · ");
   $("workspace").title = s.workspace || "";
   document.body.classList.toggle("face-workspace", Boolean(s.faces));
+  document.body.classList.toggle("region-workspace", Boolean(s.regions));
   $("nav-people").hidden = !s.faces;
   $("f-person-field").hidden = !s.faces;
   if (s.faces) peopleChoices();
@@ -446,6 +448,17 @@ const faces = new ViewerFaces({
   },
 });
 
+// A result of an image search (not a tag search, not the library) can say why it matched.
+const regions = new ViewerRegions({
+  context: (item) => {
+    const query = search.query;
+    if (state.list !== search || !query || query.kind === "tag") return null;
+    if (!search.matches.some((m) => m.doc_id === item.doc_id)) return null;
+    return { query, key: queryKey(query), box: search.boxable() ? search.box : null };
+  },
+  queryImage: () => $("query-img").currentSrc || $("query-img").src,
+});
+
 const viewer = new Viewer({
   more: (item) => leave({ more: item.doc_id }),
   dupes: (item) => leave({ dupes: item.doc_id }),
@@ -495,7 +508,7 @@ const viewer = new Viewer({
     if (list === grid) grid.focus(index);
     else if (list === search) search.focus(index);
   },
-}, faces);
+}, faces, regions);
 
 function withParam(key, value) {
   const params = hashParams();
@@ -524,12 +537,21 @@ const search = new SearchView({
     const query = search.query;
     if (!query) return;
     // An indexed photo's face goes into the URL (Back returns to the whole photo); an upload's
-    // search runs again with it.
-    if (query.kind === "doc") go({ face: n === null ? null : String(n) });
+    // search runs again with it. Either takes the place of a box drawn on the photo (the URL's
+    // own face, with a box to take away, is the same query run again).
+    const boxed = search.box !== null;
+    search.box = null;
+    search.region.set(null);
+    if (query.kind === "doc" && !(boxed && n === (query.face ?? null))) go({ face: n === null ? null : String(n) });
     else {
       search.face = n;
       search.run(query, filters.params, topK(), { keepFace: true });
     }
+  },
+  box: () => {
+    // The box drawn (or taken away) on the query photo: the same query, searched by that part.
+    const query = search.query;
+    if (query) search.run(query, filters.params, topK(), { keepFace: true });
   },
 });
 

@@ -1,10 +1,12 @@
 // Searching: by a dropped, pasted or chosen photo, by an indexed photo ("more like this"), or by a
 // tag; always within the filters. Results are a list of cards; a card opens the viewer, which
 // walks the results. In a workspace with faces a photo is searched as a whole, or by one of its
-// faces (the results then box the face that matched).
+// faces (the results then box the face that matched). In a workspace with regions the user may box
+// a part of the query photo (regions.js) to search by it; the results then box the part that matched.
 
 import { LIST_KEYS } from "./filters.js";
 import { faceUrl } from "./people.js";
+import { boxField, QueryBox } from "./regions.js";
 import { $, api, el, fileName, MATCH_HELP, MATCH_NAME, pct, plural, thumbUrl, postJson } from "./util.js";
 
 export const SEARCH_STEPS = [16, 32, 64, 128, 256];
@@ -24,7 +26,8 @@ function filterBody(params) {
 
 export class SearchView {
   /** hooks: {open(index), busy(on, message), error(message), ready(), stats(), face(n): search by
-   *  the query's n-th face (null: the whole photo)} */
+   *  the query's n-th face (null: the whole photo), box(box): search by a part of the query photo
+   *  (fractions x0, y0, x1, y1; null: the whole photo)} */
   constructor(hooks) {
     this.hooks = hooks;
     this.results = $("results");
@@ -32,10 +35,19 @@ export class SearchView {
     this.matches = [];
     this.query = null;
     this.face = null;
+    this.box = null; // the part of the query photo searched by (a workspace with regions), or null
     this.controller = null;
     this.seq = 0;
     this.previewUrl = null;
     this.storedFaces = new Map(); // doc id -> its faces
+    this.region = new QueryBox({
+      changed: (box) => {
+        if (!this.query) return;
+        this.box = box;
+        this.renderFaces(); // a box is searched instead of a face: "Whole photo" is no longer the choice
+        this.hooks.box(box);
+      },
+    });
     this.more.addEventListener("click", () => {
       this.results.classList.add("show-weak");
       this.more.hidden = true;
@@ -63,8 +75,15 @@ export class SearchView {
     if (thumb) thumb.focus();
   }
 
+  /** Whether the query can be searched by a part of it: an image search in a workspace with regions. */
+  boxable(query = this.query) {
+    const stats = this.hooks.stats();
+    return Boolean(query && stats && stats.regions && query.kind !== "tag" && !query.minMatch);
+  }
+
   request(query, filters, topK, signal) {
-    const face = this.face;
+    const box = this.boxable(query) ? this.box : null;
+    const face = box ? null : this.face; // a box is a part of the photo, whichever face it holds
     if (query.kind === "tag") {
       const params = new URLSearchParams(filters);
       params.set("q", query.q);
@@ -75,6 +94,7 @@ export class SearchView {
       const body = { doc_id: query.docId, top_k: topK, filters: filterBody(filters) };
       if (query.minMatch) body.min_match = query.minMatch;
       if (face !== null) body.face = face;
+      if (box) body.box = box;
       return postJson("/api/search", body, { signal });
     }
     const form = new FormData();
@@ -82,6 +102,7 @@ export class SearchView {
     form.append("top_k", String(topK));
     for (const [key, value] of filters) form.append(key, value);
     if (face !== null) form.append("face", String(face));
+    if (box) form.append("box", boxField(box));
     return api("/api/search", { method: "POST", body: form, signal });
   }
 
@@ -89,6 +110,8 @@ export class SearchView {
   async run(query, filters, topK, { keepFace = false } = {}) {
     if (!keepFace) this.face = query.face ?? null; // an indexed photo's face comes with the query (the URL)
     const isNew = this.query !== query;
+    // The same photo again (other filters, Back to it): its box stays; another photo starts whole.
+    if (isNew && !(this.query && queryKey(this.query) === queryKey(query))) this.box = null;
     this.query = query;
     if (isNew) this.renderQuery(query);
     else this.renderFaces(); // the face chosen shows as chosen while its search runs
@@ -97,6 +120,9 @@ export class SearchView {
     this.controller = controller;
     const seq = ++this.seq;
     this.results.dataset.query = queryKey(query);
+    const box = this.boxable(query) ? this.box : null;
+    if (box) this.results.dataset.box = boxField(box);
+    else delete this.results.dataset.box;
     this.results.dataset.state = "loading";
     this.results.setAttribute("aria-busy", "true");
     this.more.hidden = true;
@@ -145,17 +171,21 @@ export class SearchView {
     const dupes = query.minMatch ? ` at least ${MATCH_NAME[query.minMatch]}` : "";
     // Nothing in the collection is really like the query: say so rather than let weak results pass as answers.
     const weakAll = first.weak && n ? "Nothing here is really like it: even the best match is weak. " : "";
-    return `${weakAll}${plural(n, "result")}${count}${tagged}${dupes}${took}${weakNote}`;
+    const part = this.boxable(query) && this.box ? " for the boxed part of the photo" : "";
+    return `${weakAll}${plural(n, "result")}${count}${tagged}${dupes}${part}${took}${weakNote}`;
   }
 
   clear() {
     if (this.controller) this.controller.abort();
     this.seq++;
     this.query = null;
+    this.box = null;
+    this.region.set(null);
     this.matches = [];
     this.results.replaceChildren();
     this.results.dataset.state = "idle";
     delete this.results.dataset.query;
+    delete this.results.dataset.box;
     this.more.hidden = true;
     $("query").hidden = true;
   }
@@ -171,6 +201,12 @@ export class SearchView {
     img.onerror = () => (img.hidden = true); // e.g. a file the browser cannot show (the server says why)
     img.removeAttribute("src");
     $("query").classList.toggle("no-preview", query.kind === "tag");
+    // A preview to draw a box on is larger than one to recognise the query by.
+    const boxable = this.boxable(query);
+    this.region.enable(boxable);
+    $("query").classList.toggle("boxable", boxable);
+    this.region.set(boxable ? this.box : null);
+    const previewPx = boxable ? 360 : 96;
     const what = query.minMatch ? "Duplicates of " : "More like ";
     if (query.kind === "file") {
       this.previewUrl = URL.createObjectURL(query.file);
@@ -183,13 +219,13 @@ export class SearchView {
       const showMeta = (meta) => {
         if (this.query !== query) return;
         const name = fileName(meta);
-        img.src = thumbUrl(query.docId, 96);
+        img.src = thumbUrl(query.docId, previewPx);
         img.alt = name;
         label.replaceChildren(what, el("strong", { title: meta.uri || "" }, name));
         document.title = `lookalike · ${what.trim().toLowerCase()} ${name}`;
       };
       label.replaceChildren(`${what}this photo`);
-      img.src = thumbUrl(query.docId, 96);
+      img.src = thumbUrl(query.docId, previewPx);
       img.alt = "The query photo";
       if (query.meta) showMeta(query.meta);
       else {
@@ -229,8 +265,10 @@ export class SearchView {
     boxes.replaceChildren();
     chooser.replaceChildren();
     chooser.hidden = true;
+    $("region-clear").hidden = false;
     const stats = this.hooks.stats();
     if (!query || query.kind === "tag" || query.minMatch || !(stats && stats.faces)) return;
+    const boxed = this.boxable(query) && this.box !== null; // a part of the photo is searched, no face
     const faces = query.faces || [];
     if (query.kind === "doc" && !faces.length) return; // none, or not known yet
     const crops = [];
@@ -248,10 +286,10 @@ export class SearchView {
       for (const [span, f] of crops) Object.assign(span.style, cropStyle(this.previewUrl, f.bbox, w, h));
     };
     const choice = (face, ...label) => {
-      const chosen = face === this.face;
+      const chosen = !boxed && face === this.face;
       const button = el("button", { type: "button", "aria-pressed": String(chosen), dataset: { face: String(face) } }, ...label);
       button.addEventListener("click", () => {
-        if (face !== this.face) this.hooks.face(face);
+        if (!chosen) this.hooks.face(face);
       });
       return button;
     };
@@ -267,6 +305,7 @@ export class SearchView {
     });
     if (!faces.length) chooser.append(choice(0, "Its largest face"));
     chooser.hidden = false;
+    $("region-clear").hidden = true; // the chooser's own "Whole photo" takes the box away too
     if (img.complete && img.naturalWidth) draw();
     else img.addEventListener("load", draw, { once: true });
     // The keyboard stays on the choice it made, though the buttons are new.
@@ -300,12 +339,24 @@ function card(m, i, byTag) {
     { className: "thumb", href: `#photo=${encodeURIComponent(m.doc_id)}`, "aria-describedby": `meta-${i}` },
     img,
   );
-  if (Array.isArray(m.bbox) && m.width && m.height) {
+  const region = Array.isArray(m.region) && m.region.length === 4 ? m.region : null;
+  if (region) {
+    // The part of the photo that matched a boxed query: placed once the photo's shape is known.
+    const frame = el("span", { className: "box region-box", hidden: true });
+    const place = (w, h) => {
+      Object.assign(frame.style, boxStyle(regionBbox(region, w, h), w, h));
+      frame.hidden = false;
+    };
+    if (m.width && m.height) place(m.width, m.height);
+    else img.addEventListener("load", () => place(img.naturalWidth, img.naturalHeight), { once: true });
+    thumb.append(frame);
+  } else if (Array.isArray(m.bbox) && m.width && m.height) {
     thumb.append(el("span", { className: "box", style: boxStyle(m.bbox, m.width, m.height) })); // the matched face
   }
   // A search by a face ranks by Euclidean distance (lower is closer; under 0.6: the same person).
   const isDistance = typeof m.distance === "number";
   const score = isDistance ? `d ${m.distance.toFixed(3)}` : typeof m.score !== "number" ? "" : byTag ? pct(m.score) : m.score.toFixed(3);
+  const partNote = region ? el("span", { className: "visually-hidden" }, "; the boxed part of it matched") : null;
   const level = m.match ? el("span", { className: `match match-${m.match}`, title: MATCH_HELP[m.match] }, MATCH_NAME[m.match]) : null;
   return el(
     "li",
@@ -321,6 +372,7 @@ function card(m, i, byTag) {
         el("span", { className: "score", title: isDistance ? "face distance" : byTag ? "tag probability" : "similarity" }, score),
         level,
         el("span", { className: "tags", title: tagText }, tagText),
+        partNote,
       ),
     ),
   );
@@ -336,6 +388,12 @@ function boxStyle(bbox, width, height) {
     width: `${bbox[2] * scale * 100}%`,
     height: `${bbox[3] * scale * 100}%`,
   };
+}
+
+/** A region (fractions x0, y0, x1, y1 of a photo) as a bbox in its pixels (x, y, w, h). */
+function regionBbox(region, width, height) {
+  const [x0, y0, x1, y1] = region.map(Number);
+  return [x0 * width, y0 * height, (x1 - x0) * width, (y1 - y0) * height];
 }
 
 /** A background that shows only bbox of an image of width x height (the element is square). */

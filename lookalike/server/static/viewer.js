@@ -1,7 +1,9 @@
 // The viewer: one photo large, in a modal <dialog>, with previous/next (arrow keys, buttons,
 // swipes), zoom, what the camera recorded, and actions. It walks whatever list opened it (the
 // browse grid or a result list) through that list's `item(i)` and `total`. In a workspace with
-// faces, each face is boxed on the photo and listed beside it, with whose it is (people.js).
+// faces, each face is boxed on the photo and listed beside it, with whose it is (people.js). A
+// result of a search by a part of a photo frames the part that matched, and a result of any image
+// search can say why it matched ("Why?": a heat map, regions.js).
 
 import { $, api, el, fileName, MATCH_HELP, MATCH_NAME, sizeText, takenText } from "./util.js";
 
@@ -9,10 +11,12 @@ const SWIPE_PX = 48;
 
 export class Viewer {
   /** actions: {more(item), dupes(item), near(item), remove(item) -> Promise, closed(index)};
-   *  faces: the photo's faces (a ViewerFaces), or null. */
-  constructor(actions, faces = null) {
+   *  faces: the photo's faces (a ViewerFaces), or null; regions: the part that matched and why (a
+   *  ViewerRegions), or null. */
+  constructor(actions, faces = null, regions = null) {
     this.actions = actions;
     this.faces = faces;
+    this.regions = regions;
     this.dialog = $("viewer");
     this.img = $("viewer-img");
     this.stage = $("viewer-stage");
@@ -57,6 +61,7 @@ export class Viewer {
     if (!item) {
       this.item = null;
       if (this.faces) this.faces.show(null);
+      if (this.regions) this.regions.show(null);
       this.img.removeAttribute("src");
       this.info.replaceChildren();
       this.title.textContent = "This photo is no longer in the index.";
@@ -81,6 +86,7 @@ export class Viewer {
     remove.textContent = "Remove from index";
     this.renderInfo(item);
     if (this.faces) this.faces.show(item);
+    if (this.regions) this.regions.show(item);
     return true;
   }
 
@@ -91,6 +97,7 @@ export class Viewer {
     };
     if (m.match) add("Match", `${MATCH_NAME[m.match]} (${MATCH_HELP[m.match]})`);
     if (typeof m.similarity === "number") add("Similarity", m.similarity.toFixed(3));
+    if (Array.isArray(m.region)) add("Matched", "the part framed on the photo");
     add("Folder", m.folder);
     add("Taken", takenText(m));
     add("Camera", m.camera);
@@ -111,7 +118,7 @@ export class Viewer {
       // A search result carries less than a stored document: ask for the rest.
       const seq = this.seq;
       api(`/api/docs/${encodeURIComponent(m.doc_id)}`).then((doc) => {
-        if (seq === this.seq) this.renderInfo({ ...doc, match: m.match, similarity: m.similarity });
+        if (seq === this.seq) this.renderInfo({ ...doc, match: m.match, similarity: m.similarity, region: m.region });
       }, () => {});
     }
   }
@@ -152,6 +159,7 @@ export class Viewer {
     this.img.removeAttribute("src");
     this.seq++;
     if (this.faces) this.faces.show(null);
+    if (this.regions) this.regions.show(null);
     this.actions.closed(this.index);
   }
 
