@@ -282,7 +282,8 @@ def ablation(comps: list[Composite], root: Path) -> dict:
     objs = sorted({c.obj for c in comps})
     owner = np.array([objs.index(c.obj) for c in comps])
     photos = [decode(str(c.path)).image for c in comps]
-    clean = [decode(str(root / "objects" / f"{o}.png")).image for o in objs]
+    # The clean objects as the product takes them with box 0,0,1,1: whole, centred on a grey square.
+    clean = [crop(decode(str(root / "objects" / f"{o}.png")).image, list(WHOLE)) for o in objs]
     maps = enc.feature_maps(np.stack([to_tensor(p, 224) for p in photos]))
 
     def project(v: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 from lookalike.document import Chunk, Document, Match, Request, Result, StagedWrites
 from lookalike.errors import BadInput
 
-MAGIC = b"LKW1"
+MAGIC = b"LKW2"  # 2: chunks carry their vector space (Chunk.space)
 CONTENT_TYPE = "application/x-lookalike-request"
 _TYPES: dict[str, type] = {c.__name__: c for c in (Request, Document, Chunk, Match, Result, StagedWrites)}
 _DTYPES = {"float32", "float16", "float64", "uint8", "uint16", "int64", "int32", "bool"}

@@ -977,6 +977,12 @@ PYTHON_CASES = [
         r"^box searches by a part of a photo: give it with image or like, not with tag or face$",
     ),
     PythonCase(
+        "request-box-with-min-match",
+        _search({"image": b"x", "box": (0, 0, 1, 1), "min_match": "similar"}),
+        BadInput,
+        r"^min_match cannot be used with a box: match levels are measured for whole photos, not their parts$",
+    ),
+    PythonCase(
         "search-by-box-without-regions",
         _search({"image": _encode(_gradient(), "PNG"), "box": (0, 0, 1, 1)}),
         ConfigError,

@@ -281,3 +281,37 @@ def test_api_box_search_and_explain(regions_ws, composites):
             assert r.status_code == status and why in r.json()["error"]["message"], r.text
         r = client.post("/api/search", files={"file": ("q.jpg", b"x")}, data={"box": "0.9,0.1,0.2,0.5"})
         assert r.status_code == 400 and "is not inside the photo" in r.json()["error"]["message"]
+
+
+def test_regions_reorder_photos_within_a_match_level_never_above_one():
+    """Fused: whole + half the best region's score, then levels (judged on the whole photo) first:
+    a photo its region lifts never demotes one whose whole photo is closer by level."""
+    from lookalike.document import Result
+    from lookalike.library.fusing import fuse, within_levels
+
+    whole = [Result("A", 0.80, 1), Result("B", 0.70, 2), Result("C", 0.50, 3)]
+    regions = [Result("C", 0.95, 13, chunk_kind="region"), Result("A", 0.5, 11), Result("D", 0.9, 14)]
+    fused = fuse(whole, regions, found={"D": 0.45})
+    assert [r.doc_id for r in fused] == ["A", "C", "B", "D"]  # 1.05, 0.975, 0.7 + 0.5 x the lowest region, 0.9
+    assert fused[1].chunk_kind == "region" and fused[1].similarity == 0.5  # C shown by its region, judged whole
+    assert fused[3].similarity == 0.45  # D: only its regions found it; its whole photo's cosine looked up
+    levels = {"A": "similar", "B": "similar", "C": "weak", "D": "weak"}
+    ranked = within_levels(fused, [levels[r.doc_id] for r in fused])  # type: ignore[misc]
+    assert [r.doc_id for r in ranked] == ["A", "B", "C", "D"]
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)  # never rising
+    assert len({r.doc_id for r in ranked}) == 4
+
+
+def test_a_box_is_searched_whole_whatever_its_shape(photos):
+    """The normalizer's crop centres the box on a grey square the model's view holds entirely."""
+    from lookalike.executors.crafters import crop
+    from lookalike.images import model_view
+
+    photo = photos["astronaut"]  # 512 x 512
+    square = crop(photo, [0.0, 0.25, 0.75, 0.5])  # 384 x 128 px
+    left, top, side = model_view(*square.size)
+    assert side >= 384 and square.size[0] == square.size[1]
+    pixels, mid = np.asarray(square), square.width // 2
+    assert (pixels[round(top) + 2, mid] == 127).all()  # grey above the box, inside the model's view
+    box_top = (square.height - 128) // 2
+    assert np.array_equal(pixels[box_top + 5, (square.width - 384) // 2 + 5], np.asarray(photo)[128 + 5, 5])

@@ -58,7 +58,7 @@ def test_a_request_crosses_the_wire_whole_with_arrays_as_raw_bytes():
 
 @pytest.mark.parametrize(
     "frame",
-    [b"", b"GIF89a....", b"LKW1\x00\x00\x00\x02{}", b'LKW1\x00\x00\x00\x0e{"buffers":[]}xx'],
+    [b"", b"GIF89a....", b"LKW2\x00\x00\x00\x02{}", b'LKW2\x00\x00\x00\x0e{"buffers":[]}xx'],
 )
 def test_anything_else_is_a_bad_frame(frame):
     with pytest.raises(BadInput, match="request frame"):
@@ -67,7 +67,7 @@ def test_anything_else_is_a_bad_frame(frame):
 
 def _frame(header: object, buffers: bytes = b"") -> bytes:
     head = json.dumps(header).encode()
-    return b"LKW1" + len(head).to_bytes(4, "big") + head + buffers
+    return b"LKW2" + len(head).to_bytes(4, "big") + head + buffers
 
 
 @pytest.mark.parametrize(
@@ -75,8 +75,8 @@ def _frame(header: object, buffers: bytes = b"") -> bytes:
     [
         (_frame("just a string"), "not an object"),
         (_frame({"buffers": [-4]}, b""), "whole numbers"),
-        (b"LKW1\x00\x00\x00\x11" + b'{"buffers":[1e9]}', "whole numbers"),
-        (b"LKW1\x00\x00\x00\x17" + b'{"buffers":[Infinity]}x', "Infinity"),
+        (b"LKW2\x00\x00\x00\x11" + b'{"buffers":[1e9]}', "whole numbers"),
+        (b"LKW2\x00\x00\x00\x17" + b'{"buffers":[Infinity]}x', "Infinity"),
         (_frame({"$t": "Request", "kind": "index", "docs": {"$buf": 3}, "buffers": []}), "no buffer 3"),
         (_frame("[" * 100_000), "broken header"),
     ],
@@ -104,7 +104,7 @@ def test_a_frame_cannot_make_other_objects():
     header["$t"] = "Popen"
     head = json.dumps(header).encode()
     with pytest.raises(BadInput, match="'Popen' in a request frame"):
-        decode(b"LKW1" + len(head).to_bytes(4, "big") + head)
+        decode(b"LKW2" + len(head).to_bytes(4, "big") + head)
 
 
 # --- services in separate processes ----------------------------------------------------------------

@@ -37,8 +37,11 @@ def _workspace(executor: Executor) -> Workspace:
 def _of_space(chunk: Chunk, space: str | None) -> bool:
     """Whether a pod storing ``space`` takes ``chunk``: a chunk of that space, or one of the
     default space (every encoder's main vectors, whatever the pod names its space), except in the
-    faces and regions spaces, which take only chunks made for them."""
-    return chunk.space == space or (chunk.space == DEFAULT_SPACE and space not in (FACES, REGIONS))
+    faces and regions spaces, which take only chunks made for them (faces: or of kind "face")."""
+    if chunk.space == space:
+        return True
+    # A detector that names no space (its own, or one of before spaces) still fills the faces space.
+    return chunk.space == DEFAULT_SPACE and (space not in (FACES, REGIONS) or (space == FACES and chunk.kind == "face"))
 
 
 def _fits(embedding: np.ndarray, dim: int) -> bool:

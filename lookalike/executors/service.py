@@ -30,7 +30,7 @@ from lookalike.document import Request, StagedWrites
 from lookalike.errors import POD_FAILURE, BadInput, ClusterError, ConfigError
 from lookalike.executors.base import Executor, Preprocessing
 from lookalike.version import __version__
-from lookalike.wire import CONTENT_TYPE, decode, encode
+from lookalike.wire import CONTENT_TYPE, MAGIC, decode, encode
 
 if TYPE_CHECKING:
     from starlette.requests import Request as HttpRequest
@@ -61,8 +61,9 @@ def handshake(executor: Executor, uses: str) -> dict[str, Any]:
         "preprocessing": {"size": pre.size} if pre else None,
         "preprocessing_fingerprint": cls.preprocessing_fingerprint(params),
         "vector_space": list(space) if space else None,
+        "other_spaces": {name: list(made) for name, made in cls.other_spaces_of(params).items()},
         "lookalike_version": __version__,
-        "wire": "LKW1",
+        "wire": MAGIC.decode(),
     }
 
 
@@ -170,8 +171,13 @@ def fetch_handshake(pod: str, address: str) -> dict[str, Any]:
         raise ClusterError(f"pod {pod}: no executor service at {address} ({_why(e)})") from e
     except ValueError as e:
         raise ClusterError(f"pod {pod}: {address} is not a lookalike executor service") from e
-    if not isinstance(info, dict) or info.get("wire") != "LKW1" or any(k not in info for k in HANDSHAKE_KEYS):
+    if not isinstance(info, dict) or any(k not in info for k in HANDSHAKE_KEYS):
         raise ClusterError(f"pod {pod}: {address} is not a lookalike executor service")
+    if info.get("wire") != MAGIC.decode():
+        raise ClusterError(
+            f"pod {pod}: the service at {address} runs lookalike {info.get('lookalike_version', '?')}, which speaks "
+            f"{info.get('wire')} to flows, not {MAGIC.decode()}: run the same lookalike version on both sides"
+        )
     return info
 
 
@@ -225,6 +231,11 @@ class RemoteExecutor(Executor):
     def vector_space_of(cls, params: BaseModel) -> tuple[int, str] | None:
         space = cls.info.get("vector_space")
         return (int(space[0]), str(space[1])) if space else None
+
+    @classmethod
+    def other_spaces_of(cls, params: BaseModel) -> dict[str, tuple[str, int, str]]:
+        spaces = cls.info.get("other_spaces") or {}
+        return {name: (str(fp), int(dim), str(metric)) for name, (fp, dim, metric) in spaces.items()}
 
     def open(self) -> None:
         httpx = need_httpx()

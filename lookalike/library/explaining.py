@@ -2,13 +2,14 @@
 
 The question is which parts of each picture make the two alike. The answer here is measured, not
 read off the features: each cell of the model's view (the 7 x 7 grid its feature map has, 32 px of
-its 224 px input each) is greyed out in turn, and the cell's heat is how much the similarity the
-search ranked by falls without it (Zeiler and Fergus's occlusion sensitivity, 2014). That is the
-similarity of the search itself: the whole-image embeddings' cosine, or for a search by a box the
-query box against the result's best region. Occlusion costs one model batch per picture (49 cells
-and the original, ~0.5 s on 2 cores), needs no gradient, and attributes the score it explains;
-a cell-to-cell cosine of the feature maps, the cheaper candidate, put the hottest cell on the
-pasted object less often (docs/benchmarks.md, "Regions").
+its 224 px input each) is greyed out in turn, and the cell's heat is how much the similarity
+falls without it (Zeiler and Fergus's occlusion sensitivity, 2014): the whole-image embeddings'
+cosine, or for a search by a box the query box against the result's best region. (A plain search
+in a workspace with regions ranks by the whole photo's score and half its best region's; what is
+explained then is the whole photos' cosine, which its match level is judged on.) Occlusion costs
+one model batch per picture (49 cells and the original, ~0.5 s on 2 cores), needs no gradient, and
+attributes the score it explains; a cell-to-cell cosine of the feature maps, the cheaper
+candidate, put the hottest cell on the pasted object less often (docs/benchmarks.md, "Regions").
 
 A heat map is the grid, row by row from the top, scaled so that its hottest cell is 1 (all 0 when
 no cell lowers the similarity), with the part of the picture it covers (``heat_box``: the centred
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,8 @@ class ExplainRequest:
     def __post_init__(self) -> None:
         if (self.image is None) == (self.like is None):
             raise BadInput("explain needs exactly one query: an image or a stored photo (like)", "bad request")
+        if self.image is not None and not isinstance(self.image, (str, os.PathLike, bytes, bytearray)):
+            raise BadInput(f"a query image must be a path or bytes, not {type(self.image).__name__}", "wrong type")
         if self.box is not None:
             object.__setattr__(self, "box", check_box(self.box))
 
@@ -111,24 +115,32 @@ class Explainer:
     def __init__(self, workspace: Workspace, flows: Flows, searcher: Searcher):
         self.workspace, self.flows, self.searcher = workspace, flows, searcher
         self._encoder: EfficientNetEncoder | None = None
+        self._lock = threading.Lock()  # a server's threads explain at once: one encoder for them all
 
     @property
     def encoder(self) -> EfficientNetEncoder:
-        if self._encoder is None:
-            from lookalike.executors.encoders import ImageEncoder
-            from lookalike.models.encoder import EfficientNetEncoder
+        """The query flow's model, made on first use (its session is shared: onnxruntime runs
+        several at once); its idle threads do not spin, leaving the cores to the server between calls."""
+        with self._lock:
+            return self._encoder or self._make_encoder()
 
-            pods = [p for p in self.flows.flow("query").pods.values() if p.executor is ImageEncoder]
-            if not pods:
-                raise ConfigError(
-                    "explain needs the built-in ImageEncoder in the query flow; this workspace uses another"
-                )
-            params = pods[0].params
-            assert isinstance(params, ImageEncoder.Params)
-            options = self.flows.options
-            self._encoder = EfficientNetEncoder(
-                params.model, pooling=params.pooling, cache_dir=options.model_cache, data_dir=options.dataset_cache
-            )
+    def _make_encoder(self) -> EfficientNetEncoder:
+        from lookalike.executors.encoders import ImageEncoder
+        from lookalike.models.encoder import EfficientNetEncoder
+
+        pods = [p for p in self.flows.flow("query").pods.values() if p.executor is ImageEncoder]
+        if not pods:
+            raise ConfigError("explain needs the built-in ImageEncoder in the query flow; this workspace uses another")
+        params = pods[0].params
+        assert isinstance(params, ImageEncoder.Params)
+        options = self.flows.options
+        self._encoder = EfficientNetEncoder(
+            params.model,
+            pooling=params.pooling,
+            spin=False,
+            cache_dir=options.model_cache,
+            data_dir=options.dataset_cache,
+        )
         return self._encoder
 
     def explain(self, request: ExplainRequest) -> Explanation:
@@ -210,14 +222,20 @@ def _occlusion_heat(tensor: np.ndarray, score: Any, cells: int) -> np.ndarray:
 
 
 def _view_box(size: tuple[int, int], within: tuple[int, int] | None = None, box: Fractions | None = None) -> Fractions:
-    """The model's view of a ``size`` picture as fractions of it, or (a box's crop) of the photo
-    ``within`` it was cut from."""
+    """The model's view of a ``size`` picture as fractions of it; or, for a box's square
+    (:func:`~lookalike.executors.crafters.crop`: the box centred on it, at the photo's scale), of
+    the photo ``within`` it was cut from: then it may reach past the photo's edges, where the box is
+    not square (the grey the square was padded with)."""
     w, h = size
     left, top, side = model_view(w, h)
-    fit = (left / w, top / h, (left + side) / w, (top + side) / h)
-    if box is not None and within is not None:
-        bw, bh = box[2] - box[0], box[3] - box[1]
-        fit = (box[0] + fit[0] * bw, box[1] + fit[1] * bh, box[0] + fit[2] * bw, box[1] + fit[3] * bh)
+    if box is None or within is None:
+        return _rounded_box((left / w, top / h, (left + side) / w, (top + side) / h))
+    pw, ph = within
+    cx, cy = (box[0] + box[2]) / 2 * pw, (box[1] + box[3]) / 2 * ph  # the square's centre, in the photo's pixels
+    return _rounded_box(((cx - side / 2) / pw, (cy - side / 2) / ph, (cx + side / 2) / pw, (cy + side / 2) / ph))
+
+
+def _rounded_box(fit: tuple[float, ...]) -> Fractions:
     return tuple(round(v, 4) for v in fit)  # type: ignore[return-value]
 
 

@@ -30,7 +30,7 @@ from lookalike.document import Chunk, Document, Request, Result, display_path, d
 from lookalike.errors import POD_FAILURE, BadInput, LookalikeError, NotFound, fatal_error
 from lookalike.library.batching import MicroBatcher
 from lookalike.library.flows import Flows
-from lookalike.library.fusing import REGION_WEIGHT, regions_query, with_regions
+from lookalike.library.fusing import REGION_WEIGHT, regions_query, with_regions, within_levels
 from lookalike.library.levels import MatchLevels, cut
 from lookalike.library.planning import entry_problem
 from lookalike.library.types import MAX_TOP_K, Concept, Hit, SearchReport, SearchRequest
@@ -177,7 +177,7 @@ class Searcher:
         for doc_id in (like, doc_id_for(os.path.abspath(like))):
             if store.get_docs([doc_id]):
                 return doc_id
-        if os.sep in like or os.path.lexists(like):  # meant as a path
+        if os.sep in like or os.path.lexists(like) or os.path.splitext(like)[1]:  # meant as a path (ids have no dot)
             raise NotFound(f"no indexed photo at {display_path(os.path.abspath(like))}")
         raise NotFound(f"no indexed document {display_path(like)!r}")
 
@@ -234,7 +234,7 @@ class Searcher:
             pairs = [
                 (by_id[q.doc.id], r) for q in queries if by_id[q.doc.id].error is None and (r := self._regions_query(q))
             ]
-            with_regions(self._submit, self.flows.query_kind(REGIONS), pairs, parameters)
+            with_regions(self._submit, self.flows.query_kind(REGIONS), pairs, parameters, self._whole_similarities)
             top += REGION_WEIGHT
         return [self._report(q, by_id[q.doc.id], cal, top) for q in queries]
 
@@ -249,6 +249,17 @@ class Searcher:
                 self.flows.drop(kind, runtime)
             raise fatal_error(fatal.error_reason, f"search failed: {fatal.error}")
         return {d.id: d for d in done.docs}
+
+    def _whole_similarities(self, doc_ids: list[str], vector: np.ndarray) -> dict[str, float]:
+        """The cosine of each document's whole-photo vector (the first space's) to ``vector``."""
+        slots = self.workspace.slots(None)
+        out = {}
+        for doc_id in doc_ids:
+            rows = self.workspace.store.chunks_of(doc_id, slots)
+            whole = [emb for _, kind, _, emb in rows if kind == "whole"] or [emb for _, _, _, emb in rows]
+            if whole:
+                out[doc_id] = float(np.dot(whole[0], vector))
+        return out
 
     def _regions_query(self, q: _Query) -> Document | None:
         like = q.request.like
@@ -267,6 +278,8 @@ class Searcher:
             for r in results:
                 r.score = min(r.score, top)
                 r.similarity = min(r.similarity if r.similarity is not None else r.score, 1.0)
+        if top > 1.0 and cal is not None:  # fused with the regions: levels first, regions within them
+            results = within_levels(results, cal.levels([r.similarity or 0.0 for r in results]))
         self.levels.label(results, cal, q.request.space)
         kept = cut(results, q.request.min_match)
         # Levels never rise down the list, so what passed is a prefix: every photo past the window

@@ -91,6 +91,11 @@ class SearchRequest:
                 raise BadInput(
                     "box searches by a part of a photo: give it with image or like, not with tag or face", "bad box"
                 )
+            if self.min_match is not None:
+                raise BadInput(
+                    "min_match cannot be used with a box: match levels are measured for whole photos, not their parts",
+                    "bad box",
+                )
 
     @property
     def space(self) -> str | None:

@@ -38,7 +38,7 @@ QUANTIZER_VERSION = 1
 CALIBRATION_DATASET = "tuxpaint"
 CALIBRATION_IMAGES = 64
 # Node-name prefixes left in fp32 (see the module docstring).
-KEEP_FP32 = ("_conv_stem", "_blocks.0.", "_blocks.1.", "rmac", "gem")
+KEEP_FP32 = ("_conv_stem", "_blocks.0.", "_blocks.1.", "rmac", "gem", "features", "regions", "box")
 # Part of the model's identity (lookalike.models.efficientnet_lite.model_identity).
 RECIPE = f"q{QUANTIZER_VERSION}-{CALIBRATION_DATASET}{CALIBRATION_IMAGES}"
 

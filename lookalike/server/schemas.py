@@ -270,7 +270,9 @@ class Match(DocSummary):
     chunk: str | None = Field(default=None, description="what matched: whole, mirror, face, region, ...")
     bbox: list[int] | None = Field(description="x, y, w, h of the matched region (a face), or null")
     region: list[float] | None = Field(
-        default=None, description="a search by a box: the part of this photo that matched, x0, y0, x1, y1 as fractions"
+        default=None,
+        description="the part of this photo that matched, x0, y0, x1, y1 as fractions: in a search by a box, and "
+        "in a plain search where a region of it is closer to the query than the whole photo (a workspace with regions)",
     )
     match: MatchLevel | None = Field(
         default=None, description="same, near_duplicate, similar or weak, calibrated on this collection (searches)"

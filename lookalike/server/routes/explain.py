@@ -52,13 +52,13 @@ async def _parse(request: Request) -> ExplainRequest:
     if body.doc_id is not None:
         return ExplainRequest(body.result, like=body.doc_id, box=box)
     assert body.data is not None
-    return ExplainRequest(body.result, image=decode_data_uri(body.data, 0), box=box)
+    return ExplainRequest(body.result, image=decode_data_uri(body.data, "data"), box=box)
 
 
 @router.post(
     "/api/explain",
     response_model=ExplainResponse,
-    responses={**errors_for(404, 409, 413, 422, 503), 200: _PNG},
+    responses={**errors_for(404, 408, 409, 413, 422, 503), 200: _PNG},
     openapi_extra=_REQUEST_BODY,
 )
 async def explain(

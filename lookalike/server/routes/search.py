@@ -68,14 +68,14 @@ _REQUEST_BODY = {
 }
 
 
-def decode_data_uri(value: str, i: int) -> bytes:
+def decode_data_uri(value: str, where: str) -> bytes:
     payload = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
     if value.startswith("data:") and ";base64" not in value.split(",", 1)[0]:
-        raise BadInput(f"data[{i}] is a data URI without ;base64", "bad data URI")
+        raise BadInput(f"{where} is a data URI without ;base64", "bad data URI")
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as e:
-        raise BadInput(f"data[{i}] is not valid base64", "bad data URI") from e
+        raise BadInput(f"{where} is not valid base64", "bad data URI") from e
 
 
 async def json_body(request: Request, model: type[BodyT]) -> BodyT:
@@ -124,7 +124,7 @@ async def _parse(request: Request) -> tuple[SearchBody, list[bytes], Filters]:
     filters = body.filters.filters() if body.filters is not None else Filters()
     if body.doc_id is not None:  # more like an indexed image: any data is not looked at
         return body, [], filters
-    return body, [decode_data_uri(d, i) for i, d in enumerate(body.data or [])], filters
+    return body, [decode_data_uri(d, f"data[{i}]") for i, d in enumerate(body.data or [])], filters
 
 
 def _requests(body: SearchBody, images: list[bytes], filters: Filters) -> list[SearchRequest]:
