@@ -23,6 +23,7 @@ import numpy as np
 from lookalike.document import Document, Request, Result
 from lookalike.errors import LookalikeError
 from lookalike.relevance import LEVELS, MatchLevel
+from lookalike.store.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,21 @@ def regions_query(qid: str, image: object, like_file: str | None) -> Document | 
     if isinstance(image, (str, os.PathLike)):
         return Document(id=f"{qid}-regions", uri=os.path.abspath(os.fspath(image)))
     return None
+
+
+def whole_cosines(workspace: Workspace) -> Similarities:
+    """The cosine of each document's whole-photo vector (the first space's) to a query vector."""
+
+    def cosines(doc_ids: list[str], vector: np.ndarray) -> dict[str, float]:
+        slots, out = workspace.slots(None), {}
+        for doc_id in doc_ids:
+            rows = workspace.store.chunks_of(doc_id, slots)
+            whole = [emb for _, kind, _, emb in rows if kind == "whole"] or [emb for _, _, _, emb in rows]
+            if whole:
+                out[doc_id] = float(np.dot(whole[0], vector))
+        return out
+
+    return cosines
 
 
 def with_regions(

@@ -30,7 +30,7 @@ from lookalike.document import Chunk, Document, Request, Result, display_path, d
 from lookalike.errors import POD_FAILURE, BadInput, LookalikeError, NotFound, fatal_error
 from lookalike.library.batching import MicroBatcher
 from lookalike.library.flows import Flows
-from lookalike.library.fusing import REGION_WEIGHT, regions_query, with_regions, within_levels
+from lookalike.library.fusing import REGION_WEIGHT, regions_query, whole_cosines, with_regions, within_levels
 from lookalike.library.levels import MatchLevels, cut
 from lookalike.library.planning import entry_problem
 from lookalike.library.types import MAX_TOP_K, Concept, Hit, SearchReport, SearchRequest
@@ -234,7 +234,7 @@ class Searcher:
             pairs = [
                 (by_id[q.doc.id], r) for q in queries if by_id[q.doc.id].error is None and (r := self._regions_query(q))
             ]
-            with_regions(self._submit, self.flows.query_kind(REGIONS), pairs, parameters, self._whole_similarities)
+            with_regions(self._submit, self.flows.query_kind(REGIONS), pairs, parameters, whole_cosines(self.workspace))
             top += REGION_WEIGHT
         return [self._report(q, by_id[q.doc.id], cal, top) for q in queries]
 
@@ -249,17 +249,6 @@ class Searcher:
                 self.flows.drop(kind, runtime)
             raise fatal_error(fatal.error_reason, f"search failed: {fatal.error}")
         return {d.id: d for d in done.docs}
-
-    def _whole_similarities(self, doc_ids: list[str], vector: np.ndarray) -> dict[str, float]:
-        """The cosine of each document's whole-photo vector (the first space's) to ``vector``."""
-        slots = self.workspace.slots(None)
-        out = {}
-        for doc_id in doc_ids:
-            rows = self.workspace.store.chunks_of(doc_id, slots)
-            whole = [emb for _, kind, _, emb in rows if kind == "whole"] or [emb for _, _, _, emb in rows]
-            if whole:
-                out[doc_id] = float(np.dot(whole[0], vector))
-        return out
 
     def _regions_query(self, q: _Query) -> Document | None:
         like = q.request.like
