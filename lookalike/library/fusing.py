@@ -88,7 +88,8 @@ def with_regions(
         regions = found.get(query.id)
         vector = next((c.embedding for c in done.chunks if c.embedding is not None), None)
         if regions is not None and regions.error is None and vector is not None:
-            missing = [r.doc_id for r in regions.results if r.doc_id not in {w.doc_id for w in done.results}]
+            have = {w.doc_id for w in done.results}
+            missing = [r.doc_id for r in regions.results if r.doc_id not in have]
             done.results = fuse(done.results, regions.results, similarities(missing, vector) if missing else {})
 
 
