@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from axe import axe_violations
-from browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, serving, wait_js, watched_page
+from browsing import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, serving, wait_js, watched_page, without_errors
 from PIL import Image
 
 from conftest import copy_photos, group_photo, lookalike_cmd
@@ -61,17 +61,12 @@ def server(photo_root: Path, model_dir: Path, tmp_path_factory: pytest.TempPathF
 @pytest.fixture
 def page(browser, server: str) -> Iterator[Any]:
     """A fresh page that records uncaught script errors and every request leaving this server."""
-    context, pg, script_errors, foreign = watched_page(browser, server, {"width": 1280, "height": 900})
-    # Intercept file choosers from the start: enabling it only inside expect_file_chooser races the key press.
-    pg.on("filechooser", lambda chooser: None)
-    pg.goto(server)
-    wait_js(pg, "() => document.getElementById('stats').textContent.includes('photos')")
-    try:
+    with without_errors(watched_page(browser, server, {"width": 1280, "height": 900})) as pg:
+        # Intercept file choosers from the start: enabling it only inside expect_file_chooser races the key press.
+        pg.on("filechooser", lambda chooser: None)
+        pg.goto(server)
+        wait_js(pg, "() => document.getElementById('stats').textContent.includes('photos')")
         yield pg
-    finally:
-        context.close()
-    assert script_errors == [], script_errors
-    assert foreign == [], f"the page must work offline, yet asked for {foreign}"
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 // with rename, merge and hide; ViewerFaces draws a photo's faces in the viewer with whose they are,
 // and lets the user say otherwise ("not this person", who it is) or search by one of them.
 
-import { $, api, el, plural, postJson } from "./util.js";
+import { $, api, el, overPicture, plural, postJson } from "./util.js";
 
 // Face crops come in a few sizes (160 is the server's own cover size), so the server's thumbnail
 // cache and the browser's serve every view.
@@ -510,20 +510,11 @@ export class ViewerFaces {
   /** Lay the boxes over the photo as it is shown (fit in the stage, or zoomed). */
   place() {
     if (!this.faces.length || !this.item) return;
-    const img = this.img;
-    const nw = img.naturalWidth, nh = img.naturalHeight;
-    if (!nw || !nh || !img.complete) return;
-    const bw = img.offsetWidth, bh = img.offsetHeight;
-    const s = Math.min(bw / nw, bh / nh);
-    const cw = nw * s, ch = nh * s;
-    Object.assign(this.layer.style, {
-      left: `${img.offsetLeft + (bw - cw) / 2}px`,
-      top: `${img.offsetTop + (bh - ch) / 2}px`,
-      width: `${cw}px`,
-      height: `${ch}px`,
-    });
+    const rect = overPicture(this.layer, this.img);
+    if (!rect) return;
+    const cw = rect.width, ch = rect.height;
     // Boxes are in the photo's pixels as indexed (turned upright), which the image shown has too.
-    const rw = this.item.width || nw, rh = this.item.height || nh;
+    const rw = this.item.width || this.img.naturalWidth, rh = this.item.height || this.img.naturalHeight;
     for (const box of this.layer.children) {
       const f = this.faces[Number(box.dataset.index)];
       const [x, y, w, h] = f.bbox.map(Number);

@@ -3,7 +3,7 @@
 // viewer, which part of a result matched (a frame) and, on "Why?", where the result looks like the
 // query (a heat map from POST /api/explain over the part of the photo the model saw).
 
-import { $, api, el, postJson } from "./util.js";
+import { $, api, el, overPicture, postJson } from "./util.js";
 
 const MIN_SIDE = 0.03; // a box smaller than this (a fraction of a side) is a slip of the hand, not a part
 const KEY_STEP = 0.05; // how far an arrow key moves or grows the box, as a fraction of the photo
@@ -78,16 +78,6 @@ function hottest(heat, box) {
   if (!best) return null;
   const [x0, y0, x1, y1] = box;
   return [x0 + ((best.c + 0.5) / heat[0].length) * (x1 - x0), y0 + ((best.r + 0.5) / heat.length) * (y1 - y0)];
-}
-
-/** Where an image's picture lies inside its element (object-fit: contain), relative to its offset parent. */
-function pictureRect(img) {
-  const nw = img.naturalWidth, nh = img.naturalHeight;
-  if (!nw || !nh || !img.complete) return null;
-  const bw = img.offsetWidth, bh = img.offsetHeight;
-  const s = Math.min(bw / nw, bh / nh);
-  const w = nw * s, h = nh * s;
-  return { left: img.offsetLeft + (bw - w) / 2, top: img.offsetTop + (bh - h) / 2, width: w, height: h };
 }
 
 // --- drawing a box on the query --------------------------------------------------------------------
@@ -374,15 +364,9 @@ export class ViewerRegions {
 
   /** Lay the frame and the heat over the photo as it is shown (fit in the stage, or zoomed). */
   place() {
-    const rect = this.item ? pictureRect(this.img) : null;
+    const rect = this.item ? overPicture(this.layer, this.img) : null;
     this.layer.hidden = !rect || (this.frame.hidden && this.heat.hidden);
     if (!rect) return;
-    Object.assign(this.layer.style, {
-      left: `${rect.left}px`,
-      top: `${rect.top}px`,
-      width: `${rect.width}px`,
-      height: `${rect.height}px`,
-    });
     if (!this.frame.hidden) placeOver(this.frame, this.item.region);
     if (!this.heat.hidden && this.answer) placeOver(this.heat, this.answer.heat_box || [0, 0, 1, 1]);
   }

@@ -126,3 +126,26 @@ export function announce(text) {
   const status = $("status");
   status.textContent = text;
 }
+
+/** Where an image's picture lies inside its element (object-fit: contain), relative to its offset
+ *  parent; null until it has loaded. */
+function pictureRect(img) {
+  const nw = img.naturalWidth, nh = img.naturalHeight;
+  if (!nw || !nh || !img.complete) return null;
+  const bw = img.offsetWidth, bh = img.offsetHeight;
+  const s = Math.min(bw / nw, bh / nh);
+  const w = nw * s, h = nh * s;
+  return { left: img.offsetLeft + (bw - w) / 2, top: img.offsetTop + (bh - h) / 2, width: w, height: h };
+}
+
+/** Lay ``layer`` exactly over ``img``'s picture (boxes drawn in it then use the picture's own
+ *  coordinates); the picture's rect, or null (the layer left as it was) until it has loaded. */
+export function overPicture(layer, img) {
+  const rect = pictureRect(img);
+  if (rect) {
+    const { left, top, width, height } = rect;
+    Object.assign(layer.style, { left: `${left}px`, top: `${top}px`, width: `${width}px`, height: `${height}px` });
+  }
+  return rect;
+}
+
